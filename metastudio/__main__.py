@@ -1,0 +1,1 @@
+from metastudio.cli import main; import sys; sys.exit(main())

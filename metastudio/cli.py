@@ -1,0 +1,448 @@
+"""The ``metastudio`` command: the app, and ``train``, ``eval``, ``classify``, ``plugins``, ``info``.
+
+Errors the user can fix are printed as one line (``error: ...``) with a non-zero exit status;
+long work shows a progress bar on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+
+
+def _progress_bar(desc: str, unit: str = "img"):
+    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr, and a closer."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True, disable=None)
+
+    def progress(done: int, total: int | None) -> None:
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return progress, bar.close
+
+
+def models_dirs() -> list[Path]:
+    """Where named models are looked up: ``$METASTUDIO_MODELS_DIR``, then ``resources/models``."""
+    dirs = []
+    if os.environ.get("METASTUDIO_MODELS_DIR"):
+        dirs.append(Path(os.environ["METASTUDIO_MODELS_DIR"]))
+    dirs.append(Path(__file__).resolve().parent.parent / "resources" / "models")
+    return dirs
+
+
+def shipped_models() -> list[str]:
+    return sorted({p.name[: -len(".safetensors")] for d in models_dirs() if d.is_dir() for p in d.glob("*.safetensors")})
+
+
+def resolve_model(name: str) -> Path:
+    """A model file path, or the name of a shipped model (``protonet-omniglot``)."""
+    from .core.errors import CheckpointError
+
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    for d in models_dirs():
+        for candidate in (d / name, d / f"{name}.safetensors"):
+            if candidate.is_file():
+                return candidate
+    available = ", ".join(shipped_models()) or "none"
+    raise CheckpointError(f"model '{name}' not found: it is neither a file nor a shipped model (shipped: {available})")
+
+
+def _parse_hparams(items: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in items or ():
+        if "=" not in item:
+            raise ValueError(f"--hp expects NAME=VALUE, got '{item}'")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _load_dataset(host, args, split: str, image_size: int | None, channels: int | None):
+    """Load ``split`` of the dataset named by ``args.dataset`` with a progress bar."""
+    spec = host.dataset(args.dataset)
+    options = {}
+    option_names = {o.name for o in spec.options}
+    if "protocol" in option_names and getattr(args, "protocol", None):
+        options["protocol"] = args.protocol
+    if "channels" in option_names and channels:
+        options["channels"] = channels
+    progress, close = _progress_bar(f"loading {args.dataset} {split}")
+    try:
+        ds = spec.load(args.root, split, image_size=image_size, progress=progress, **options)
+    finally:
+        close()
+    if channels and ds.channels != channels:
+        from .core.errors import DatasetError
+
+        raise DatasetError(f"the model expects {channels}-channel images but dataset {spec.name} has {ds.channels}")
+    if ds.problems:
+        print(f"warning: {len(ds.problems)} file(s) of {ds.name} could not be used, e.g. {ds.problems[0]}", file=sys.stderr)
+    return ds
+
+
+def _device(args):
+    from .core.devices import configure_for_speed, resolve_device
+
+    device = resolve_device(args.device)
+    configure_for_speed(device)
+    return device
+
+
+# ------------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_plugins(args) -> int:
+    from .plugins import get_host
+
+    host = get_host(safe_mode=args.safe_mode or None)
+    rows = host.rows()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ("name", "kind", "version", "package", "status", "error")
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols[:-1]}
+    print("  ".join(c.upper().ljust(widths[c]) for c in cols[:-1]) + "  ERROR")
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols[:-1]) + "  " + r["error"])
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .core.checkpoint import read_metadata
+
+    meta = read_metadata(resolve_model(args.model))
+    if not args.history:
+        meta["history"] = f"{len(meta.get('history') or [])} entries (--history shows them)"
+    print(json.dumps(meta, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from .core.episodes import EVAL_SEED, EpisodeSampler
+    from .core.trainer import StepEvent, TrainConfig, Trainer, ValidationEvent
+    from .plugins import get_host
+
+    host = get_host(safe_mode=args.safe_mode or None)
+    cls = host.algorithm(args.algorithm)
+    backbone = host.backbone(args.backbone)
+    dspec = host.dataset(args.dataset)
+    hparams = cls.resolve_hparams(_parse_hparams(args.hp))
+    device = _device(args)
+    image_size = args.image_size or dspec.image_size or backbone.default_image_size or 84
+    train_ds = _load_dataset(host, args, args.train_split, image_size, dspec.channels)
+    val_ds = None
+    if args.val_split.lower() != "none":
+        val_ds = _load_dataset(host, args, args.val_split, image_size, train_ds.channels)
+    print(train_ds.summary(), file=sys.stderr)
+    if val_ds is not None:
+        print(val_ds.summary(), file=sys.stderr)
+    torch.manual_seed(args.seed)
+    algorithm = cls(backbone.build(train_ds.channels, train_ds.image_size), backbone_name=backbone.name,
+                    image_size=train_ds.image_size, channels=train_ds.channels, hparams=hparams).to(device)
+    if device.type != "cpu":
+        train_ds = train_ds.to(device)
+        val_ds = val_ds.to(device) if val_ds is not None else None
+    train_sampler = EpisodeSampler(train_ds, args.ways, args.shots, args.queries, seed=args.seed)
+    val_sampler = None
+    if val_ds is not None:
+        val_sampler = EpisodeSampler(val_ds, args.val_ways, args.val_shots, args.val_queries, seed=EVAL_SEED)
+    steps = math.ceil(args.episodes / args.meta_batch)
+    config = TrainConfig(steps=steps, meta_batch=args.meta_batch, val_every=args.val_every,
+                         val_episodes=args.val_episodes, seed=args.seed)
+    protocol = getattr(args, "protocol", None) or next((o.default for o in dspec.options if o.name == "protocol"), None)
+    info = {"name": args.dataset, "root": str(args.root) if args.root else None, "split": args.train_split,
+            "protocol": protocol, "ways": args.ways, "shots": args.shots,
+            "queries": args.queries, "episodes": steps * args.meta_batch, "seed": args.seed}
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps, desc=f"meta-training {cls.name}", unit="step", file=sys.stderr, dynamic_ncols=True, disable=None)
+
+    def listener(event) -> None:
+        if isinstance(event, StepEvent):
+            if bar.disable and (event.step % 100 == 0 or event.step == event.steps):
+                # No terminal (a log file, CI): a plain line now and then instead of a bar.
+                print(f"step {event.step}/{event.steps}: loss {event.loss:.3f}, accuracy {100 * event.accuracy:.1f}%, "
+                      f"{event.episodes_per_second:.2f} episodes/s, lr {event.lr:.2g}, {event.elapsed / 60:.1f} min",
+                      file=sys.stderr, flush=True)
+            bar.n = event.step
+            bar.set_postfix(loss=f"{event.loss:.3f}", acc=f"{100 * event.accuracy:.1f}%",
+                            eps=f"{event.episodes_per_second:.1f}/s", lr=f"{event.lr:.2g}", refresh=True)
+        elif isinstance(event, ValidationEvent):
+            mark = " (best, saved)" if event.improved else ""
+            bar.write(f"step {event.step}: validation accuracy {event.accuracy:.2f} ± {event.ci95:.2f} %{mark}",
+                      file=sys.stderr)
+
+    trainer = Trainer(algorithm, train_sampler, config, args.out, val_sampler=val_sampler, listener=listener,
+                      dataset_info=info)
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum, frame):
+        bar.write("stopping after this step (press Ctrl-C again to abort at once)...", file=sys.stderr)
+        trainer.control.cancel()
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        result = trainer.run(resume=args.resume)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        bar.close()
+    best = f"; best validation accuracy {result.best_accuracy:.2f} %" if result.best_accuracy is not None else ""
+    print(f"{result.status}: {result.steps_done} of {steps} steps in {result.elapsed / 60:.1f} min{best}; "
+          f"model saved to {result.model_path}")
+    if result.status != "completed":
+        print(f"resume with the same command and --resume (checkpoint {trainer.resume_path})", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .core.checkpoint import load_model
+    from .core.episodes import EpisodeSampler
+    from .core.evaluator import evaluate
+    from .plugins import get_host
+
+    host = get_host(safe_mode=args.safe_mode or None)
+    device = _device(args)
+    loaded = load_model(resolve_model(args.model), host, device)
+    algorithm, meta = loaded.algorithm, loaded.metadata
+    ds = _load_dataset(host, args, args.split, meta["image_size"], meta["channels"])
+    if device.type != "cpu":
+        ds = ds.to(device)
+    sampler = EpisodeSampler(ds, args.ways, args.shots, args.queries, seed=args.seed)
+    progress, close = _progress_bar(f"evaluating {args.ways}-way {args.shots}-shot", unit="episode")
+    try:
+        result = evaluate(algorithm, sampler, args.episodes, progress=progress)
+    finally:
+        close()
+    if args.json:
+        print(json.dumps({**result.to_json(), "model": args.model, "dataset": ds.name, "seed": args.seed}))
+    else:
+        print(result.line())
+    return 0
+
+
+def _query_files(items: Sequence[str]) -> list[Path]:
+    from .core.errors import MetaStudioError
+    from .core.images import is_image_name
+
+    files: list[Path] = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f.relative_to(p).as_posix()))
+            if not found:
+                print(f"warning: no image files in '{p}'", file=sys.stderr)
+            files += found
+        elif p.exists():
+            files.append(p)
+        else:
+            raise MetaStudioError(f"query '{p}' does not exist")
+    if not files:
+        raise MetaStudioError("no query images to classify")
+    return files
+
+
+def cmd_classify(args) -> int:
+    import numpy as np
+    import torch
+
+    from .core.checkpoint import load_model
+    from .core.datasets import load_class_folders
+    from .core.episodes import SupportSet
+    from .core.errors import ImageLoadError, MetaStudioError
+    from .core.images import load_array
+    from .plugins import get_host
+
+    host = get_host(safe_mode=args.safe_mode or None)
+    device = _device(args)
+    loaded = load_model(resolve_model(args.model), host, device)
+    algorithm, meta = loaded.algorithm, loaded.metadata
+    size, channels = meta["image_size"], meta["channels"]
+    if args.support:
+        support_ds = load_class_folders(args.support, image_size=size, channels=channels, use_cache=False)
+        for problem in support_ds.problems:
+            print(f"warning: {problem}", file=sys.stderr)
+        if support_ds.num_classes < 2:
+            raise MetaStudioError(
+                f"the support folder '{args.support}' has {support_ds.num_classes} class with images; "
+                "make one sub-folder per class, with at least two classes"
+            )
+        labels = torch.repeat_interleave(torch.arange(support_ds.num_classes), torch.tensor(support_ds.class_sizes))
+        support = SupportSet(support_ds.images, labels, tuple(support_ds.class_names))
+        learner = algorithm.adapt(support)
+    elif loaded.learner is not None:
+        learner = loaded.learner
+    else:
+        raise MetaStudioError("--support is needed: this model holds no adapted classes")
+    files = _query_files(args.query)
+    arrays, used = [], []
+    for f in files:
+        try:
+            arrays.append(load_array(f, size, channels=channels))
+            used.append(f)
+        except ImageLoadError as e:
+            print(f"warning: {e}; skipped", file=sys.stderr)
+    if not used:
+        raise MetaStudioError("none of the query images could be read")
+    names, probs = learner.predict(torch.from_numpy(np.stack(arrays)))
+    width = max(len(str(f)) for f in used)
+    for f, name, row in zip(used, names, probs):
+        print(f"{str(f).ljust(width)}  {name}  ({100 * float(row.max()):.1f}%)")
+    if args.csv:
+        from .core.checkpoint import atomic_write
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(["file", "predicted", *learner.class_names])
+                for f, name, row in zip(used, names, probs):
+                    w.writerow([str(f), name, *(f"{float(p):.6f}" for p in row)])
+
+        atomic_write(args.csv, write)
+        print(f"predictions written to {args.csv}", file=sys.stderr)
+    return 0
+
+
+def cmd_gui(args) -> int:
+    # The desktop window comes with the GUI issue; until then the app shows what it can do.
+    build_parser().print_help()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog="metastudio",
+        description="MetaStudio: few-shot image classification with meta-learning. "
+        "Without a command, opens the app.",
+    )
+    p.add_argument("--version", action="version", version=f"metastudio {__version__}")
+    p.add_argument("--safe-mode", action="store_true", help="load the built-in plugins only")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(sp, device=True):
+        sp.add_argument("--safe-mode", action="store_true", default=argparse.SUPPRESS, help="load the built-in plugins only")
+        if device:
+            sp.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+
+    def dataset_args(sp):
+        sp.add_argument("--dataset", required=True, help="dataset plugin name (omniglot, folder, ... see 'metastudio plugins')")
+        sp.add_argument("--root", default=None, help="where the dataset lies (a folder or zip); omniglot downloads when absent")
+        sp.add_argument("--protocol", default=None, choices=("vinyals", "lake"), help="Omniglot split protocol (default vinyals)")
+
+    t = sub.add_parser("train", help="meta-train an algorithm on a dataset", description="Meta-train an algorithm on episodes of a dataset's train split, validating on its val split and keeping the best model.")
+    common(t)
+    t.add_argument("--algorithm", required=True, help="algorithm plugin name, e.g. protonet")
+    t.add_argument("--backbone", default="conv4", help="backbone name (conv4, resnet12, ...)")
+    dataset_args(t)
+    t.add_argument("--ways", type=int, default=5, help="classes per training episode")
+    t.add_argument("--shots", type=int, default=1, help="support images per class")
+    t.add_argument("--queries", type=int, default=15, help="query images per class")
+    t.add_argument("--episodes", type=int, required=True, help="number of training episodes")
+    t.add_argument("--meta-batch", type=int, default=1, help="episodes per optimisation step")
+    t.add_argument("--out", required=True, help="model file to write (.safetensors); the best model is kept there")
+    t.add_argument("--seed", type=int, default=0, help="random seed (episodes and initial weights)")
+    t.add_argument("--hp", action="append", metavar="NAME=VALUE", help="algorithm hyperparameter (repeatable), e.g. --hp lr=0.001")
+    t.add_argument("--image-size", type=int, default=None, help="side of the square input images (default: the dataset's)")
+    t.add_argument("--train-split", default="train")
+    t.add_argument("--val-split", default="val", help="split to validate on, or 'none'")
+    t.add_argument("--val-every", type=int, default=500, help="steps between validations")
+    t.add_argument("--val-episodes", type=int, default=200, help="episodes per validation (a fixed list)")
+    t.add_argument("--val-ways", type=int, default=5)
+    t.add_argument("--val-shots", type=int, default=1)
+    t.add_argument("--val-queries", type=int, default=15)
+    t.add_argument("--resume", action="store_true", help="continue from the resume checkpoint next to --out")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="evaluate a model over fixed episodes (mean accuracy ± 95%% CI)")
+    common(e)
+    e.add_argument("--model", required=True, help="model file or shipped model name")
+    dataset_args(e)
+    e.add_argument("--split", default="test")
+    e.add_argument("--ways", type=int, default=5)
+    e.add_argument("--shots", type=int, default=1)
+    e.add_argument("--queries", type=int, default=15)
+    e.add_argument("--episodes", type=int, default=1000)
+    from .core.episodes import EVAL_SEED
+
+    e.add_argument("--seed", type=int, default=EVAL_SEED, help="seed of the fixed episode list (default: the standard one)")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("classify", help="classify images with a model adapted to your labelled examples")
+    common(c)
+    c.add_argument("--model", required=True, help="model file or shipped model name")
+    c.add_argument("--support", default=None, help="folder with one sub-folder of example images per class")
+    c.add_argument("--query", required=True, nargs="+", help="image files or folders to classify")
+    c.add_argument("--csv", default=None, help="also write the predictions and per-class probabilities to this CSV file")
+    c.set_defaults(func=cmd_classify)
+
+    pl = sub.add_parser("plugins", help="list plugins, what they provide and any load errors")
+    common(pl, device=False)
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plugins)
+
+    i = sub.add_parser("info", help="show a model file's metadata")
+    i.add_argument("model", help="model file or shipped model name")
+    i.add_argument("--history", action="store_true", help="include the training history")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "safe_mode"):
+        args.safe_mode = False
+    if args.command is None:
+        return cmd_gui(args)
+    from .core.errors import MetaStudioError
+
+    try:
+        return args.func(args)
+    except MetaStudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except ValueError as e:  # bad hyperparameter values and the like
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:
+        print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Embedding networks (backbones) shared by the algorithms.
+
+A backbone maps float images [B, C, H, W] to feature vectors [B, D]. It is built by a
+:class:`BackboneSpec` factory for a given number of input channels and image size, and it
+carries ``out_features`` (D). Plugins offer backbones through the ``metastudio_backbones`` hook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A named backbone a plugin offers: ``factory(in_channels, image_size) -> nn.Module``."""
+
+    name: str
+    factory: Callable[[int, int], nn.Module]
+    description: str = ""
+    #: Image size the backbone is meant for (a hint for forms and defaults; None = any).
+    default_image_size: int | None = None
+
+    def build(self, in_channels: int, image_size: int) -> nn.Module:
+        net = self.factory(in_channels, image_size)
+        if not hasattr(net, "out_features"):
+            net.out_features = feature_dim(net, in_channels, image_size)
+        return net
+
+
+def feature_dim(net: nn.Module, in_channels: int, image_size: int) -> int:
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.zeros(2, in_channels, image_size, image_size))
+    net.train(was_training)
+    return int(out.shape[-1])
+
+
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class Conv4(nn.Module):
+    """Four blocks of conv3x3 - batch norm - ReLU - max-pool 2 (Vinyals et al. 2016; Snell et al. 2017).
+
+    With 64 filters a 28x28 Omniglot image becomes a 64-d vector, an 84x84 image 1600-d.
+    The convolutions carry no bias: the batch norm that follows would cancel it.
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, hidden: int = 64):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            conv_block(in_channels, hidden), conv_block(hidden, hidden),
+            conv_block(hidden, hidden), conv_block(hidden, hidden),
+        )
+        side = image_size
+        for _ in range(4):
+            side //= 2
+        self.out_features = hidden * max(side, 1) ** 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x).flatten(1)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.1, inplace=True),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.out = nn.Sequential(nn.LeakyReLU(0.1, inplace=True), nn.MaxPool2d(2, ceil_mode=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(x) + self.shortcut(x))
+
+
+class ResNet12(nn.Module):
+    """ResNet-12 of TADAM / MetaOptNet / RFS: four residual blocks (64-160-320-640), each of
+    three conv3x3 with batch norm and leaky ReLU, a 1x1 shortcut and max-pool 2, then global
+    average pooling to a 640-d vector."""
+
+    def __init__(self, in_channels: int = 3, image_size: int = 84, widths: tuple[int, ...] = (64, 160, 320, 640)):
+        super().__init__()
+        blocks, cin = [], in_channels
+        for w in widths:
+            blocks.append(_ResBlock(cin, w))
+            cin = w
+        self.blocks = nn.Sequential(*blocks)
+        self.out_features = widths[-1]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="leaky_relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x).mean(dim=(2, 3))
+
+
+BUILTIN_BACKBONES = (
+    BackboneSpec("conv4", lambda c, s: Conv4(c, s), "Conv-4: 4 x (conv3x3 64, batch norm, ReLU, max-pool). Small, fast, the few-shot standard.", 28),
+    BackboneSpec("resnet12", lambda c, s: ResNet12(c, s), "ResNet-12 (64-160-320-640), 640-d features. Stronger on photos, ~12M parameters.", 84),
+)

@@ -1,0 +1,36 @@
+"""Exceptions of the engine. Every message is written for the person who will read it."""
+
+
+class MetaStudioError(Exception):
+    """Base class of every error the engine raises on purpose (bad input, missing file, ...).
+
+    The CLI prints ``str(error)`` on one line and exits non-zero; the GUI shows it in a dialog.
+    """
+
+
+class ImageLoadError(MetaStudioError):
+    """An image file could not be used. ``path`` names the file, ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot use image '{self.path}': {reason}")
+
+
+class DatasetError(MetaStudioError):
+    """A dataset is missing, empty, corrupt or too small for the episodes asked of it."""
+
+
+class CheckpointError(MetaStudioError):
+    """A model or checkpoint file could not be read or written."""
+
+
+class TrainingError(MetaStudioError):
+    """Meta-training cannot go on (for example the loss became NaN)."""
+
+
+class UnknownComponentError(MetaStudioError, KeyError):
+    """No loaded plugin provides the algorithm, backbone or dataset asked for."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,234 @@
+"""The meta-training loop.
+
+:class:`Trainer` runs an algorithm's :meth:`~metastudio.core.algorithm.Algorithm.meta_train_step`
+over a seeded stream of episodes and reports what happens through events, plain dataclasses
+of plain numbers handed to a ``listener`` callable (the CLI prints them, the GUI forwards them
+as Qt signals). It
+
+* validates every ``val_every`` steps on a fixed list of episodes and saves the best model to
+  ``out`` (a model file, see :mod:`metastudio.core.checkpoint`);
+* writes a resume checkpoint (weights, optimiser, schedule, random state, history) to
+  ``<out>.resume.safetensors`` every ``checkpoint_every`` steps and when stopped;
+* checks its :class:`~metastudio.core.control.Control` before every step, so cancelling or
+  pausing takes effect within one step;
+* stops on a non-finite loss with a clear error, leaving the best model and the last good
+  resume checkpoint as they were.
+
+Step ``t`` always trains on episodes ``t*B .. t*B+B-1`` of the sampler, so a resumed run sees
+exactly the episodes an uninterrupted one would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .algorithm import Algorithm
+from .checkpoint import load_training_checkpoint, model_metadata, save_model, save_training_checkpoint
+from .control import Control
+from .episodes import EpisodeSampler
+from .errors import TrainingError
+from .evaluator import evaluate
+
+
+@dataclass
+class TrainConfig:
+    steps: int
+    meta_batch: int = 1
+    val_every: int = 500
+    val_episodes: int = 200
+    checkpoint_every: int | None = None  # default: val_every
+    log_every: int = 10
+    seed: int = 0
+
+
+@dataclass
+class StepEvent:
+    """Averages over the steps since the previous StepEvent."""
+
+    step: int
+    steps: int
+    loss: float
+    accuracy: float
+    episodes_per_second: float
+    lr: float
+    elapsed: float
+
+
+@dataclass
+class ValidationEvent:
+    step: int
+    accuracy: float  # percent
+    ci95: float
+    best_accuracy: float
+    improved: bool
+
+
+@dataclass
+class CheckpointEvent:
+    step: int
+    path: str
+    kind: str  # "best" (the model file) or "resume"
+
+
+@dataclass
+class FinishedEvent:
+    status: str  # "completed" or "cancelled"
+    step: int
+    best_accuracy: float | None
+    model_path: str
+    elapsed: float
+
+
+Event = StepEvent | ValidationEvent | CheckpointEvent | FinishedEvent
+
+
+@dataclass
+class TrainResult:
+    status: str
+    steps_done: int
+    best_accuracy: float | None
+    model_path: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+    elapsed: float = 0.0
+
+
+def resume_path_for(out: str | Path) -> Path:
+    out = Path(out)
+    stem = out.name[: -len(".safetensors")] if out.name.endswith(".safetensors") else out.name
+    return out.with_name(stem + ".resume.safetensors")
+
+
+class Trainer:
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        train_sampler: EpisodeSampler,
+        config: TrainConfig,
+        out: str | Path,
+        *,
+        val_sampler: EpisodeSampler | None = None,
+        listener: Callable[[Event], None] | None = None,
+        control: Control | None = None,
+        dataset_info: Mapping[str, Any] | None = None,
+    ):
+        if config.steps < 1:
+            raise ValueError("training needs at least one step")
+        self.algorithm = algorithm
+        self.train_sampler = train_sampler
+        self.val_sampler = val_sampler
+        self.config = config
+        self.out = Path(out)
+        self.resume_path = resume_path_for(self.out)
+        self.listener = listener or (lambda event: None)
+        self.control = control or Control()
+        self.dataset_info = dict(dataset_info or {})
+        self.history: list[dict[str, Any]] = []
+        self.best: float | None = None
+        self._val_specs = val_sampler.fixed(config.val_episodes) if val_sampler is not None else None
+
+    # ------------------------------------------------------------------------------------------
+    def _trainer_state(self, step: int, elapsed: float) -> dict[str, Any]:
+        return {"step": step, "best": self.best, "history": self.history, "elapsed": elapsed,
+                "config": self.config.__dict__, "seed": self.config.seed}
+
+    def _save_resume(self, step: int, elapsed: float) -> None:
+        meta = model_metadata(self.algorithm, history=self.history, dataset=self.dataset_info)
+        save_training_checkpoint(self.algorithm, self.resume_path, self._trainer_state(step, elapsed), meta)
+        self.listener(CheckpointEvent(step, str(self.resume_path), "resume"))
+
+    def _save_model(self, step: int) -> None:
+        save_model(self.algorithm, self.out, history=self.history, dataset=self.dataset_info,
+                   extra={"trained_steps": step, "best_val_accuracy": self.best})
+        self.listener(CheckpointEvent(step, str(self.out), "best"))
+
+    def _validate(self, step: int) -> tuple[float | None, bool]:
+        """Validation accuracy (percent; None without a validation set) and whether it improved."""
+        if self.val_sampler is None:
+            return None, True
+        result = evaluate(self.algorithm, self.val_sampler, self._val_specs, control=self.control)
+        improved = self.best is None or result.accuracy > self.best
+        if improved:
+            self.best = result.accuracy
+        self.listener(ValidationEvent(step, result.accuracy, result.ci95, self.best, improved))
+        return result.accuracy, improved
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> TrainResult:
+        cfg = self.config
+        algo = self.algorithm
+        device = algo.device
+        algo.configure_training(cfg.steps)
+        start, elapsed_before = 0, 0.0
+        if resume and self.resume_path.exists():
+            meta = load_training_checkpoint(algo, self.resume_path)
+            state = meta["trainer"]
+            start, self.best = int(state["step"]), state.get("best")
+            self.history = list(state.get("history", []))
+            elapsed_before = float(state.get("elapsed", 0.0))
+        else:
+            torch.manual_seed(cfg.seed)
+        checkpoint_every = cfg.checkpoint_every or cfg.val_every
+        t_start = time.perf_counter()
+        elapsed = lambda: elapsed_before + time.perf_counter() - t_start  # noqa: E731
+        algo.train()
+        window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "t": time.perf_counter()}
+        since_val = {"loss": 0.0, "accuracy": 0.0, "n": 0}
+        step = start
+        status = "completed"
+        while step < cfg.steps:
+            if self.control.should_stop():
+                status = "cancelled"
+                break
+            episodes = [
+                self.train_sampler.episode(step * cfg.meta_batch + j).to(device, non_blocking=True)
+                for j in range(cfg.meta_batch)
+            ]
+            metrics = algo.meta_train_step(episodes)
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                kept = f"the best model so far is in '{self.out}'" if self.out.exists() else "no model was saved yet"
+                raise TrainingError(
+                    f"the training loss became {loss} at step {step + 1}; {kept} and the last resume checkpoint "
+                    f"is unchanged. Try a lower learning rate (--hp lr=...)"
+                )
+            step += 1
+            for acc in (window, since_val):
+                acc["loss"] += loss
+                acc["accuracy"] += float(metrics.get("accuracy", float("nan")))
+                acc["n"] += 1
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                now = time.perf_counter()
+                n = window["n"]
+                self.listener(StepEvent(
+                    step, cfg.steps, window["loss"] / n, window["accuracy"] / n,
+                    n * cfg.meta_batch / max(now - window["t"], 1e-9), algo.learning_rate, elapsed(),
+                ))
+                window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "t": time.perf_counter()}
+            validate_now = step % cfg.val_every == 0 or step == cfg.steps
+            if validate_now:
+                val_accuracy, improved = self._validate(step)
+                n = max(since_val["n"], 1)
+                self.history.append({
+                    "step": step, "loss": since_val["loss"] / n, "accuracy": since_val["accuracy"] / n,
+                    "val_accuracy": val_accuracy, "lr": algo.learning_rate, "elapsed": round(elapsed(), 2),
+                })
+                since_val = {"loss": 0.0, "accuracy": 0.0, "n": 0}
+                if improved:
+                    self._save_model(step)
+                algo.train()
+                window["t"] = time.perf_counter()  # validation time is not training throughput
+            if step % checkpoint_every == 0 or step == cfg.steps:
+                self._save_resume(step, elapsed())
+        if status == "cancelled":
+            self._save_resume(step, elapsed())
+            if not self.out.exists() and step > 0:
+                self._save_model(step)
+        self.listener(FinishedEvent(status, step, self.best, str(self.out), elapsed()))
+        return TrainResult(status, step, self.best, self.out, self.history, elapsed())

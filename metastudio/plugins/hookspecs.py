@@ -1,0 +1,118 @@
+"""Hook specifications: the API a MetaStudio plugin implements.
+
+A plugin is a Python module that MetaStudio finds through the ``metastudio`` entry-point
+group of an installed package, for example in its ``pyproject.toml``::
+
+    [project.entry-points.metastudio]
+    my-algorithm = "my_package.metastudio_plugin"
+
+and that implements one or more of the hooks below, each decorated with :data:`hookimpl`::
+
+    from metastudio.plugins import hookimpl
+
+    @hookimpl
+    def metastudio_algorithms():
+        return [MyAlgorithm]
+
+Every hook takes no arguments and returns a list. MetaStudio calls each plugin's hooks under
+its own guard: a plugin that fails to import, that misspells a hook, whose hook raises, or
+whose hook returns something of the wrong type is reported (``metastudio plugins``; greyed in
+the app with the error) and disabled as a whole, and every other plugin keeps working.
+
+Versioning: this is version :data:`HOOK_API_VERSION` of the hook API. A plugin module may set
+``METASTUDIO_API_VERSION = N``; a plugin asking for a newer API than the running MetaStudio
+offers is disabled with a message saying so. Hooks are only ever added within a version;
+a change that breaks plugins raises the version.
+
+The built-in algorithms, backbones and datasets are plugins too (package
+``metastudio_builtins``, in the top-level ``plugins/`` folder), registered through the same
+entry-point group. Plugin names are the entry-point names; a component name (an algorithm's
+``name``, a backbone's or dataset's ``name``) must be unique across plugins -- the first
+plugin to claim a name keeps it (built-ins load first) and the clash is reported.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "metastudio"
+#: Version of the hook API described in this module.
+HOOK_API_VERSION = 1
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+#: Decorator marking a plugin's hook implementations.
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def metastudio_algorithms():
+    """Return the few-shot algorithms this plugin provides.
+
+    :return: a list of classes, each a subclass of
+        :class:`metastudio.core.algorithm.Algorithm` with class attributes ``name`` (unique,
+        lower case, used on the command line and in model files), ``version`` (bump it when
+        the saved state changes), ``title``, ``description``, ``family`` (``"metric"``,
+        ``"model"`` or ``"optimization"``) and ``hyperparameters`` (a tuple of
+        :class:`metastudio.core.algorithm.HyperParameter`).
+
+    The class is instantiated as ``cls(backbone, backbone_name=..., image_size=...,
+    channels=..., hparams={...})`` and must implement ``meta_train_step(episodes) -> dict`` of
+    plain floats (at least ``loss`` and ``accuracy``) and ``adapt(support, progress=None) ->
+    Learner``. Everything it learns must live in its ``state_dict`` (saved as safetensors);
+    everything else needed to rebuild it must be in its hyperparameters (saved as JSON).
+    Use :mod:`metastudio.plugins.testkit` to check a new algorithm against the contract.
+
+    Example::
+
+        @hookimpl
+        def metastudio_algorithms():
+            return [MyAlgorithm]
+    """
+
+
+@hookspec
+def metastudio_backbones():
+    """Return the embedding networks (backbones) this plugin provides.
+
+    :return: a list of :class:`metastudio.core.backbones.BackboneSpec`, each with a unique
+        ``name``, a ``factory(in_channels, image_size) -> torch.nn.Module`` that maps float
+        images [B, C, H, W] in [0, 1] to features [B, D], a one-line ``description`` and
+        optionally the ``default_image_size`` the backbone is meant for. The module may set
+        ``out_features`` (D); otherwise MetaStudio measures it with a dummy forward pass.
+
+    Every algorithm can use every backbone: the backbone named in a model file is rebuilt by
+    its factory and loaded with the saved weights, so a factory must build the same
+    architecture each time it is called with the same arguments.
+
+    Example::
+
+        @hookimpl
+        def metastudio_backbones():
+            return [BackboneSpec("tiny", lambda c, s: TinyNet(c), "A two-layer CNN.")]
+    """
+
+
+@hookspec
+def metastudio_datasets():
+    """Return the datasets this plugin can load for meta-training and evaluation.
+
+    :return: a list of :class:`metastudio.core.datasets.DatasetSpec`, each with a unique
+        ``name``, a ``load(root, split, *, image_size=None, progress=None, **options) ->
+        FewShotDataset`` function, a ``description``, the ``splits`` it knows, its natural
+        ``image_size`` and ``channels``, and the extra ``options`` it accepts, declared as
+        :class:`metastudio.core.algorithm.HyperParameter`.
+
+    ``load`` reads one split into memory as uint8 (see
+    :func:`metastudio.core.datasets.load_class_folders`, which does the work for any tree of
+    class folders, from a directory or a zip). It should accept a local path in ``root`` and,
+    when ``root`` is None, use a default location, downloading official files with a
+    checksum. Errors are raised as :class:`metastudio.core.errors.DatasetError` with a
+    message for the person running it; ``progress(done, total)`` reports long loads.
+
+    Example::
+
+        @hookimpl
+        def metastudio_datasets():
+            return [DatasetSpec("my-data", load_my_data, "My lab's microscope images.",
+                                splits=("train", "test"), image_size=84, channels=3)]
+    """

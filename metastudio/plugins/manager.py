@@ -1,0 +1,264 @@
+"""The plugin host: finds plugins through entry points and keeps a broken one from taking the
+application down.
+
+pluggy isolates nothing by itself: one plugin that fails to import stops
+``load_setuptools_entrypoints``, and one hook implementation that raises aborts the whole hook
+call. So the host imports each entry point, registers it and calls each of its hook
+implementations under its own guard, checks what each returns, and records any failure on that
+plugin (name, package, error, traceback), disabling it as a whole. Every other plugin keeps
+working.
+
+``METASTUDIO_DISABLE_PLUGINS=a,b`` disables plugins by entry-point name; safe mode
+(``--safe-mode`` or ``METASTUDIO_SAFE_MODE=1``) loads the built-in plugins only.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from ..core.algorithm import Algorithm
+from ..core.backbones import BackboneSpec
+from ..core.datasets import DatasetSpec
+from ..core.errors import UnknownComponentError
+from . import hookspecs
+from .hookspecs import HOOK_API_VERSION, PROJECT
+
+BUILTIN_DISTRIBUTION = "metastudio"
+ENTRY_POINT_GROUP = "metastudio"
+
+#: hook name -> (kind shown to people, required item type)
+HOOKS: dict[str, tuple[str, type]] = {
+    "metastudio_algorithms": ("algorithm", type),
+    "metastudio_backbones": ("backbone", BackboneSpec),
+    "metastudio_datasets": ("dataset", DatasetSpec),
+}
+
+
+@dataclass
+class PluginRecord:
+    """What the host knows of one plugin (one entry point)."""
+
+    name: str
+    package: str
+    version: str
+    module: str
+    builtin: bool
+    status: str = "ok"  # ok | failed | disabled
+    error: str = ""
+    traceback: str = ""
+    components: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _one_line(exc: BaseException) -> str:
+    # All lines, joined: pluggy's PluginValidationError gives the reason on its later lines.
+    text = "; ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class PluginHost:
+    """Loads plugins and serves their algorithms, backbones and datasets by name."""
+
+    def __init__(self, *, safe_mode: bool | None = None, disabled: Iterable[str] | None = None):
+        if safe_mode is None:
+            safe_mode = os.environ.get("METASTUDIO_SAFE_MODE", "").strip().lower() in ("1", "true", "yes", "on")
+        if disabled is None:
+            disabled = os.environ.get("METASTUDIO_DISABLE_PLUGINS", "").split(",")
+        self.safe_mode = safe_mode
+        self.disabled = {d.strip() for d in disabled if d.strip()}
+        self.pm = pluggy.PluginManager(PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.records: dict[str, PluginRecord] = {}
+        self.algorithms: dict[str, type[Algorithm]] = {}
+        self.backbones: dict[str, BackboneSpec] = {}
+        self.datasets: dict[str, DatasetSpec] = {}
+        self._owner: dict[tuple[str, str], str] = {}
+
+    # -- discovery -----------------------------------------------------------------------------
+    def load_entry_points(self, entry_points: Iterable[metadata.EntryPoint] | None = None) -> PluginHost:
+        """Import and register every plugin of the ``metastudio`` entry-point group.
+
+        Built-ins (from the ``metastudio`` distribution) load first, then the others sorted by
+        name, so a third-party plugin can never take a built-in name.
+        """
+        if entry_points is None:
+            entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
+        eps = list(entry_points)
+
+        def dist_name(ep) -> str:
+            dist = getattr(ep, "dist", None)
+            return dist.name if dist is not None else "unknown"
+
+        eps.sort(key=lambda ep: (dist_name(ep) != BUILTIN_DISTRIBUTION, ep.name))
+        for ep in eps:
+            dist = getattr(ep, "dist", None)
+            package = dist.name if dist is not None else "unknown"
+            version = dist.version if dist is not None else "unknown"
+            builtin = package == BUILTIN_DISTRIBUTION
+            record = PluginRecord(ep.name, package, version, ep.value, builtin)
+            if ep.name in self.records:
+                record.status, record.error = "failed", f"another plugin is already named '{ep.name}'"
+                self.records[f"{ep.name} ({package})"] = record
+                continue
+            self.records[ep.name] = record
+            if ep.name in self.disabled:
+                record.status, record.error = "disabled", "disabled by METASTUDIO_DISABLE_PLUGINS"
+                continue
+            if self.safe_mode and not builtin:
+                record.status, record.error = "disabled", "safe mode: only built-in plugins are loaded"
+                continue
+            try:
+                module = ep.load()
+            except BaseException as exc:  # noqa: BLE001 - a plugin may raise anything, even SystemExit
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                self._fail(record, f"could not be imported: {_one_line(exc)}", exc)
+                continue
+            self._register(module, record)
+        return self
+
+    def register_module(self, module: ModuleType | Any, name: str, *, package: str = "local", version: str = "0",
+                        builtin: bool = False) -> PluginRecord:
+        """Register an already imported plugin object (tests, scripts, plugin development)."""
+        record = PluginRecord(name, package, version, getattr(module, "__name__", repr(module)), builtin)
+        self.records[name] = record
+        self._register(module, record)
+        return record
+
+    # -- guarded registration and hook calls --------------------------------------------------------
+    def _fail(self, record: PluginRecord, message: str, exc: BaseException | None = None) -> None:
+        record.status = "failed"
+        record.error = message
+        if exc is not None:
+            record.traceback = "".join(traceback.format_exception(exc))
+
+    def _register(self, module: Any, record: PluginRecord) -> None:
+        wanted = getattr(module, "METASTUDIO_API_VERSION", 1)
+        if isinstance(wanted, int) and wanted > HOOK_API_VERSION:
+            self._fail(record, f"needs plugin API version {wanted}, but this MetaStudio offers version {HOOK_API_VERSION}; update MetaStudio")
+            return
+        marker = f"{PROJECT}_impl"
+        unknown = [n for n, obj in inspect.getmembers(module) if hasattr(obj, marker) and n not in HOOKS]
+        if unknown:
+            self._fail(record, f"implements unknown hook(s) {', '.join(unknown)}; known hooks are {', '.join(HOOKS)}")
+            return
+        try:
+            self.pm.register(module, name=record.name)
+        except Exception as exc:  # pluggy.PluginValidationError, ValueError for a duplicate
+            self._fail(record, f"could not be registered: {_one_line(exc)}", exc)
+            return
+        found: list[tuple[str, str, Any]] = []
+        for hook_name, (kind, item_type) in HOOKS.items():
+            caller = getattr(self.pm.hook, hook_name)
+            for impl in caller.get_hookimpls():
+                if impl.plugin_name != record.name:
+                    continue
+                try:
+                    result = impl.function()
+                except BaseException as exc:  # noqa: BLE001
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    self._fail(record, f"hook {hook_name} raised {_one_line(exc)}", exc)
+                    break
+                problem = self._check_items(result, kind, item_type)
+                if problem:
+                    self._fail(record, f"hook {hook_name} returned {problem}")
+                    break
+                found += [(kind, self._item_name(kind, item), item) for item in result]
+            if record.status == "failed":
+                break
+        if record.status == "failed":
+            self.pm.unregister(name=record.name)
+            return
+        for kind, name, item in found:
+            owner = self._owner.get((kind, name))
+            if owner is not None:
+                record.warnings.append(f"{kind} '{name}' is already provided by plugin '{owner}'; this one is ignored")
+                continue
+            self._owner[(kind, name)] = record.name
+            {"algorithm": self.algorithms, "backbone": self.backbones, "dataset": self.datasets}[kind][name] = item
+            record.components.append((kind, name))
+
+    @staticmethod
+    def _item_name(kind: str, item: Any) -> str:
+        return item.name
+
+    @staticmethod
+    def _check_items(result: Any, kind: str, item_type: type) -> str:
+        if not isinstance(result, (list, tuple)):
+            return f"{type(result).__name__}, not a list"
+        for item in result:
+            if kind == "algorithm":
+                if not (isinstance(item, type) and issubclass(item, Algorithm)):
+                    return f"{item!r}, which is not a subclass of metastudio.core.algorithm.Algorithm"
+                if not item.name or not isinstance(item.name, str):
+                    return f"algorithm class {item.__name__} without a name"
+                if inspect.isabstract(item):
+                    missing = ", ".join(sorted(item.__abstractmethods__))
+                    return f"algorithm class {item.__name__}, which does not implement {missing}"
+            elif not isinstance(item, item_type):
+                return f"{item!r}, which is not a {item_type.__name__}"
+        return ""
+
+    # -- lookup --------------------------------------------------------------------------------
+    def _get(self, table: dict[str, Any], kind: str, name: str):
+        try:
+            return table[name]
+        except KeyError:
+            known = ", ".join(sorted(table)) or "none"
+            failed = [r.name for r in self.records.values() if r.status != "ok"]
+            hint = f" (plugins not loaded: {', '.join(failed)}; see 'metastudio plugins')" if failed else ""
+            raise UnknownComponentError(f"no {kind} named '{name}' (available: {known}){hint}") from None
+
+    def algorithm(self, name: str) -> type[Algorithm]:
+        return self._get(self.algorithms, "algorithm", name)
+
+    def backbone(self, name: str) -> BackboneSpec:
+        return self._get(self.backbones, "backbone", name)
+
+    def dataset(self, name: str) -> DatasetSpec:
+        return self._get(self.datasets, "dataset", name)
+
+    def rows(self) -> list[dict[str, str]]:
+        """One row per component (or per plugin that provides none): for ``metastudio plugins``."""
+        out = []
+        for rec in self.records.values():
+            base = {"plugin": rec.name, "version": rec.version, "package": rec.package, "status": rec.status,
+                    "error": rec.error, "builtin": rec.builtin}
+            if rec.components and rec.status == "ok":
+                for kind, name in rec.components:
+                    out.append({"name": name, "kind": kind, **base})
+            else:
+                out.append({"name": rec.name, "kind": "plugin", **base})
+            for w in rec.warnings:
+                out.append({"name": rec.name, "kind": "plugin", **base, "status": "warning", "error": w})
+        return out
+
+
+_HOST: PluginHost | None = None
+
+
+def get_host(*, safe_mode: bool | None = None) -> PluginHost:
+    """The process's plugin host, loaded on first use."""
+    global _HOST
+    if _HOST is None or (safe_mode is not None and safe_mode != _HOST.safe_mode):
+        _HOST = PluginHost(safe_mode=safe_mode).load_entry_points()
+    return _HOST
+
+
+def reset_host() -> None:
+    """Forget the loaded host (tests; after installing a plugin)."""
+    global _HOST
+    _HOST = None
+
+
+__all__ = ["PluginHost", "PluginRecord", "get_host", "reset_host"]

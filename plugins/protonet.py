@@ -1,0 +1,118 @@
+"""Prototypical Networks (Snell, Swersky and Zemel, NeurIPS 2017).
+
+Each class is represented by the mean of its support embeddings (its prototype); a query is
+classified by a softmax over negative distances to the prototypes. Meta-training learns the
+embedding so that this works on new classes. Adaptation is one forward pass over the support
+set, so it is instant, and any number of shots per class works. Training with more ways than
+testing (60-way for Omniglot) helps, and nothing in the model depends on the number of ways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from metastudio.core.algorithm import (
+    TRAINING_HYPERPARAMETERS,
+    AdaptProgress,
+    Algorithm,
+    HyperParameter,
+    Learner,
+    ProgressCallback,
+)
+from metastudio.core.episodes import Episode, SupportSet
+from metastudio.plugins import hookimpl
+
+#: Images embedded per forward pass when adapting or predicting (bounds memory).
+CHUNK = 512
+
+
+def class_means(features: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
+    """Mean feature of each class [ways, D]; classes may have different numbers of shots."""
+    onehot = F.one_hot(labels, ways).to(features.dtype)  # [M, ways]
+    counts = onehot.sum(0).clamp_min(1).unsqueeze(1)
+    return onehot.t() @ features / counts
+
+
+class PrototypicalNetworks(Algorithm):
+    name = "protonet"
+    version = "1"
+    title = "Prototypical Networks"
+    family = "metric"
+    description = "Classifies by the nearest class mean (prototype) in a meta-learned embedding. Fast and strong."
+    hyperparameters = TRAINING_HYPERPARAMETERS + (
+        HyperParameter("distance", str, "euclidean", "How queries are compared with prototypes: squared Euclidean "
+                       "distance (the paper's choice) or cosine similarity.", choices=("euclidean", "cosine")),
+        HyperParameter("temperature", float, 10.0, "With cosine distance: the similarities are multiplied by this "
+                       "before the softmax (larger = more confident).", 0.01, 1000.0, log_scale=True),
+    )
+
+    def logits(self, queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+        if self.hparams["distance"] == "cosine":
+            return self.hparams["temperature"] * F.normalize(queries, dim=1) @ F.normalize(prototypes, dim=1).t()
+        # -||q - p||^2, expanded; clamp guards tiny negative values from rounding.
+        d = (queries.pow(2).sum(1, keepdim=True) - 2 * queries @ prototypes.t() + prototypes.pow(2).sum(1)).clamp_min(0)
+        return -d
+
+    def episode_logits(self, episode: Episode) -> torch.Tensor:
+        n_support = len(episode.support_images)
+        features = self.embed(torch.cat([episode.support_images, episode.query_images]))
+        prototypes = class_means(features[:n_support], episode.support_labels.to(features.device), episode.ways)
+        return self.logits(features[n_support:], prototypes)
+
+    def meta_train_step(self, episodes: Sequence[Episode]) -> dict[str, float]:
+        losses, correct, total = [], 0, 0
+        for episode in episodes:
+            logits = self.episode_logits(episode)
+            labels = episode.query_labels.to(logits.device)
+            losses.append(F.cross_entropy(logits, labels))
+            correct += int((logits.argmax(1) == labels).sum())
+            total += len(labels)
+        loss = torch.stack(losses).mean()
+        self.optimizer_step(loss)
+        return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
+
+    @torch.inference_mode()
+    def embed_all(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.embed(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)])
+
+    def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
+        features = self.embed_all(support.images)
+        prototypes = class_means(features, support.labels.to(features.device), support.ways)
+        if progress:
+            progress(AdaptProgress(1, 1, None))
+        return ProtoLearner(self, prototypes, support.class_names)
+
+    def evaluate_episode(self, episode: Episode) -> float:
+        # One forward pass over support and queries together (the evaluator runs in eval mode,
+        # where batch norm uses its running statistics, so the queries do not affect each other).
+        with torch.inference_mode():
+            logits = self.episode_logits(episode)
+        return float((logits.argmax(1) == episode.query_labels.to(logits.device)).float().mean())
+
+    def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
+        return ProtoLearner(self, state["prototypes"].to(self.device), class_names)
+
+
+class ProtoLearner(Learner):
+    def __init__(self, algorithm: PrototypicalNetworks, prototypes: torch.Tensor, class_names: Sequence[str]):
+        super().__init__(class_names)
+        self.algorithm = algorithm
+        self.prototypes = prototypes
+
+    @torch.inference_mode()
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        if len(images) == 0:
+            return torch.zeros(0, len(self.class_names))
+        logits = self.algorithm.logits(self.algorithm.embed_all(images), self.prototypes)
+        return logits.float().softmax(1).cpu()
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"prototypes": self.prototypes}
+
+
+@hookimpl
+def metastudio_algorithms():
+    return [PrototypicalNetworks]

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny synthetic image trees and datasets, an isolated cache, a fresh plugin host."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Never write the user's real cache directory from tests."""
+    monkeypatch.setenv("METASTUDIO_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("METASTUDIO_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("METASTUDIO_SAFE_MODE", raising=False)
+
+
+@pytest.fixture
+def host():
+    """A freshly loaded plugin host (and the process-wide one reset around the test)."""
+    from metastudio.plugins import get_host, reset_host
+
+    reset_host()
+    yield get_host()
+    reset_host()
+
+
+def class_pattern(index: int, size: int, rng: np.random.Generator, channels: int = 3) -> np.ndarray:
+    """A recognisable, noisy image of class ``index``: a class-specific colour and blob position."""
+    base = np.random.default_rng(1000 + index)
+    colour = base.integers(30, 226, size=channels)
+    cy, cx = base.integers(size // 4, 3 * size // 4, size=2)
+    yy, xx = np.mgrid[:size, :size]
+    blob = ((yy - cy) ** 2 + (xx - cx) ** 2) < (size // 4) ** 2
+    img = np.full((size, size, channels), 255 - colour // 2, dtype=np.float64)
+    img[blob] = colour
+    img += rng.normal(0, 12, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def make_class_tree(root: Path, classes: int = 4, per_class: int = 6, size: int = 32, *, nested: bool = False,
+                    ext: str = ".png", seed: int = 0) -> Path:
+    """Write ``root/<class>/<i>.png`` (or ``root/<group>/<class>/...`` when nested) and return root."""
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        folder = root / (f"group{c % 2}/class{c:02d}" if nested else f"class{c:02d}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(class_pattern(c, size, rng)).save(folder / f"img{i:03d}{ext}")
+    return root
+
+
+@pytest.fixture
+def class_tree(tmp_path) -> Path:
+    return make_class_tree(tmp_path / "tree")
+
+
+def real_data(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with the reason when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real benchmark data not available: {path} does not exist (see ../shared/data/README.md)")
+    return path

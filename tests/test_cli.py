@@ -1,0 +1,144 @@
+"""The metastudio command end to end, on images generated in the test."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from metastudio.cli import main
+
+from conftest import class_pattern, make_class_tree
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory):
+    """A small ProtoNet meta-trained through the CLI on a generated folder dataset."""
+    root = tmp_path_factory.mktemp("data")
+    make_class_tree(root / "train", classes=8, per_class=6, size=32, seed=1)
+    make_class_tree(root / "val", classes=5, per_class=6, size=32, seed=2)
+    out = root / "model.safetensors"
+    code = main(["train", "--algorithm", "protonet", "--backbone", "conv4", "--dataset", "folder", "--root", str(root),
+                 "--ways", "4", "--shots", "1", "--queries", "2", "--episodes", "12", "--image-size", "32",
+                 "--val-every", "6", "--val-episodes", "4", "--val-ways", "3", "--val-queries", "2", "--out", str(out), "--device", "cpu",
+                 "--hp", "lr=0.002"])
+    assert code == 0 and out.exists()
+    return root, out
+
+
+def test_train_writes_a_model_with_its_history(trained_model, capsys):
+    root, out = trained_model
+    assert main(["info", str(out), "--history"]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["algorithm"] == "protonet" and meta["image_size"] == 32 and meta["channels"] == 3
+    assert meta["hyperparameters"]["lr"] == 0.002
+    assert [h["step"] for h in meta["history"]][0] == 6
+    assert meta["dataset"]["name"] == "folder" and meta["dataset"]["ways"] == 4
+
+
+def test_eval_prints_accuracy_and_json(trained_model, capsys):
+    root, out = trained_model
+    args = ["eval", "--model", str(out), "--dataset", "folder", "--root", str(root), "--split", "val",
+            "--ways", "3", "--shots", "1", "--queries", "3", "--episodes", "10", "--device", "cpu"]
+    assert main(args) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("accuracy ") and "±" in line and line.endswith("% (10 episodes)")
+    assert main(args + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"accuracy", "ci95", "episodes", "ways", "shots"} <= set(result)
+    assert result["episodes"] == 10 and result["ways"] == 3 and 0 <= result["accuracy"] <= 100
+    assert f"{result['accuracy']:.2f}" in line  # the same fixed episodes both times
+
+
+def test_classify_prints_predictions_and_writes_csv(trained_model, tmp_path, capsys):
+    _, model = trained_model
+    support = tmp_path / "support"
+    names = ["apples", "bananas", "cherries"]
+    rng = np.random.default_rng(5)
+    query = tmp_path / "query"
+    query.mkdir()
+    truth = {}
+    for c, name in enumerate(names):
+        (support / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(class_pattern(40 + c, 48, rng)).save(support / name / f"{i}.jpg", quality=95)
+        for i in range(4):
+            f = query / f"{name}_{i}.png"
+            Image.fromarray(class_pattern(40 + c, 48, rng)).save(f)
+            truth[str(f)] = name
+    (query / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out_csv = tmp_path / "predictions.csv"
+    code = main(["classify", "--model", str(model), "--support", str(support), "--query", str(query),
+                 "--csv", str(out_csv), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "broken.png" in captured.err and "skipped" in captured.err
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 12 and all("%" in line for line in lines)
+    rows = list(csv.DictReader(out_csv.open()))
+    assert list(rows[0]) == ["file", "predicted", *names]
+    assert len(rows) == 12
+    for row in rows:
+        assert abs(sum(float(row[n]) for n in names) - 1) < 1e-4
+        assert row["predicted"] == max(names, key=lambda n: float(row[n]))
+    right = sum(row["predicted"] == truth[row["file"]] for row in rows)
+    assert right >= 10, f"only {right}/12 right on clearly separable classes"
+
+
+def test_classify_single_files_and_clear_errors(trained_model, tmp_path, capsys):
+    _, model = trained_model
+    support = make_class_tree(tmp_path / "s", classes=2, per_class=2)
+    one = next((support / "class00").iterdir())
+    assert main(["classify", "--model", str(model), "--support", str(support), "--query", str(one)]) == 0
+    assert capsys.readouterr().out.count("\n") == 1
+
+    assert main(["classify", "--model", "no-such-model", "--support", str(support), "--query", str(one)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: model 'no-such-model' not found") and "\n" not in err
+
+    lonely = make_class_tree(tmp_path / "lonely", classes=1, per_class=2)
+    assert main(["classify", "--model", str(model), "--support", str(lonely), "--query", str(one)]) == 1
+    assert "at least two classes" in capsys.readouterr().err
+
+    assert main(["classify", "--model", str(model), "--support", str(support), "--query", str(tmp_path / "nope.png")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_bad_hyperparameter_and_unknown_algorithm(tmp_path, capsys):
+    root = make_class_tree(tmp_path / "d", classes=3, per_class=3)
+    base = ["train", "--dataset", "folder", "--root", str(root), "--episodes", "1", "--out", str(tmp_path / "m.safetensors"),
+            "--val-split", "none", "--ways", "2", "--queries", "1"]
+    assert main(base + ["--algorithm", "protonet", "--hp", "lr=-1"]) == 2
+    assert "lr must be at least" in capsys.readouterr().err
+    assert main(base + ["--algorithm", "protonet", "--hp", "colour=blue"]) == 2
+    assert "no hyperparameter colour" in capsys.readouterr().err
+    assert main(base + ["--algorithm", "nope"]) == 1
+    assert "no algorithm named 'nope'" in capsys.readouterr().err
+
+
+def test_without_a_command_the_app_starts(capsys):
+    assert main([]) == 0
+    assert "train" in capsys.readouterr().out
+
+
+def test_console_script_runs_as_a_program():
+    run = subprocess.run([sys.executable, "-m", "metastudio", "plugins", "--json"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    names = {row["name"] for row in json.loads(run.stdout)}
+    assert {"protonet", "conv4", "resnet12", "omniglot", "folder"} <= names
+
+
+def test_shipped_model_is_found_by_name(tmp_path, monkeypatch, trained_model, capsys):
+    _, model = trained_model
+    shelf = tmp_path / "models"
+    shelf.mkdir()
+    (shelf / "demo.safetensors").write_bytes(Path(model).read_bytes())
+    monkeypatch.setenv("METASTUDIO_MODELS_DIR", str(shelf))
+    assert main(["info", "demo"]) == 0
+    assert json.loads(capsys.readouterr().out)["algorithm"] == "protonet"

@@ -1,0 +1,219 @@
+"""Class-folder datasets from folders and zips, the decoded-image cache, Omniglot and downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metastudio.core import datasets as datasets_module
+from metastudio.core.datasets import FewShotDataset, TreeSource, load_class_folders, load_folder_split
+from metastudio.core.download import download
+from metastudio.core.errors import DatasetError
+
+from conftest import make_class_tree, real_data
+
+
+def zip_tree(folder: Path, dest: Path, prefix: str = "") -> Path:
+    with zipfile.ZipFile(dest, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, prefix + f.relative_to(folder).as_posix())
+    return dest
+
+
+def test_folder_dataset_reads_every_class(class_tree):
+    ds = load_class_folders(class_tree, image_size=16, channels=3)
+    assert ds.class_names == ["class00", "class01", "class02", "class03"]
+    assert ds.class_sizes == [6, 6, 6, 6]
+    assert ds.images.shape == (24, 3, 16, 16) and ds.images.dtype == torch.uint8
+    assert ds.problems == []
+    # Image j of class c is the j-th file, in sorted order.
+    first = np.asarray(Image.open(class_tree / "class02" / "img000.png").convert("RGB").resize((16, 16), Image.Resampling.LANCZOS))
+    assert np.abs(ds.class_images(2)[0].permute(1, 2, 0).numpy().astype(int) - first.astype(int)).max() <= 2
+
+
+def test_zip_gives_the_same_dataset_as_the_folder(tmp_path, class_tree):
+    plain = load_class_folders(class_tree, image_size=16, use_cache=False)
+    wrapped = zip_tree(class_tree, tmp_path / "tree.zip", prefix="tree/")  # one wrapping top-level folder
+    flat = zip_tree(class_tree, tmp_path / "flat.zip")
+    for z in (wrapped, flat):
+        ds = load_class_folders(z, image_size=16, use_cache=False)
+        assert ds.class_names == plain.class_names
+        assert torch.equal(ds.images, plain.images)
+
+
+def test_nested_groups_become_class_paths(tmp_path):
+    root = make_class_tree(tmp_path / "nested", classes=4, per_class=3, nested=True)
+    ds = load_class_folders(root, image_size=8, channels=1)
+    assert ds.class_names == ["group0/class00", "group0/class02", "group1/class01", "group1/class03"]
+    assert ds.channels == 1
+
+
+def test_bad_files_are_reported_with_reason_and_the_rest_is_kept(tmp_path):
+    root = make_class_tree(tmp_path / "t", classes=3, per_class=4)
+    (root / "class01" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    (root / "class01" / "empty.jpg").write_bytes(b"")
+    (root / "class02" / "notes.txt").write_text("not an image, and not named like one")
+    empty = root / "class03"
+    empty.mkdir()
+    (empty / "bad.png").write_bytes(b"nope")
+    ds = load_class_folders(root, image_size=8)
+    assert ds.class_sizes == [4, 4, 4]
+    assert ds.class_names == ["class00", "class01", "class02"]
+    text = "\n".join(ds.problems)
+    assert "broken.png" in text and "empty.jpg" in text and "empty" in text
+    assert "class03" in text and "dropped" in text
+    assert "notes.txt" not in text  # not an image name: not a class member at all
+
+
+def test_no_classes_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no classes found"):
+        load_class_folders(tmp_path / "empty", image_size=8)
+    with pytest.raises(DatasetError, match="does not exist"):
+        load_class_folders(tmp_path / "missing", image_size=8)
+    (tmp_path / "file.bin").write_bytes(b"123")
+    with pytest.raises(DatasetError, match="neither a folder nor a zip"):
+        load_class_folders(tmp_path / "file.bin", image_size=8)
+
+
+def test_second_load_comes_from_the_cache_and_changes_invalidate_it(tmp_path, monkeypatch):
+    root = make_class_tree(tmp_path / "t", classes=2, per_class=3)
+    first = load_class_folders(root, image_size=8)
+    calls = []
+    real = datasets_module.load_array
+    monkeypatch.setattr(datasets_module, "load_array", lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = load_class_folders(root, image_size=8)
+    assert calls == [] and torch.equal(again.images, first.images)
+    load_class_folders(root, image_size=12)  # other preprocessing: decoded anew
+    assert len(calls) == 6
+    calls.clear()
+    Image.new("RGB", (10, 10), "red").save(root / "class00" / "new.png")
+    changed = load_class_folders(root, image_size=8)
+    assert changed.class_sizes == [4, 3] and len(calls) == 7
+
+
+def test_gather_rotations_and_subset():
+    images = torch.arange(3 * 2 * 4, dtype=torch.uint8).reshape(6, 1, 2, 2)
+    ds = FewShotDataset(images, ["a", "b", "c"], [2, 2, 2])
+    block = ds.gather(np.array([2, 0]), np.array([[1, 0], [0, 1]]))
+    assert torch.equal(block[0, 0], images[5]) and torch.equal(block[1, 1], images[1])
+    rot = ds.with_rotations()
+    assert rot.num_classes == 12 and rot.class_names[3] == "a/rot090"
+    assert torch.equal(rot.class_images(3)[0, 0], torch.rot90(images[0, 0], k=-1))
+    assert torch.equal(rot.class_images(11)[1], torch.rot90(images[5], k=-3, dims=(1, 2)))
+    sub = ds.subset([2, 0])
+    assert sub.class_names == ["c", "a"] and torch.equal(sub.class_images(0), images[4:6])
+
+
+def test_folder_dataset_uses_split_subfolders(tmp_path):
+    make_class_tree(tmp_path / "d" / "train", classes=3, per_class=2)
+    zip_tree(make_class_tree(tmp_path / "val_src", classes=2, per_class=2), tmp_path / "d" / "val.zip")
+    assert load_folder_split(tmp_path / "d", "train", image_size=8).num_classes == 3
+    assert load_folder_split(tmp_path / "d", "val", image_size=8).num_classes == 2
+    plain = make_class_tree(tmp_path / "plain", classes=2, per_class=2)
+    assert load_folder_split(plain, "test", image_size=8).num_classes == 2
+
+
+def test_tree_source_ignores_root_images_and_hidden_folders(tmp_path):
+    root = make_class_tree(tmp_path / "t", classes=2, per_class=2)
+    Image.new("RGB", (4, 4)).save(root / "stray.png")
+    hidden = root / ".thumbnails"
+    hidden.mkdir()
+    Image.new("RGB", (4, 4)).save(hidden / "x.png")
+    assert list(TreeSource(root).list_classes()) == ["class00", "class01"]
+
+
+# -- downloads -----------------------------------------------------------------------------------
+
+
+class _FakeResponse(io.BytesIO):
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.length = len(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_download_checks_the_checksum_and_reports_progress(tmp_path, monkeypatch):
+    payload = b"x" * 200_000
+    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout=None: _FakeResponse(payload))
+    seen = []
+    path = download("https://example.invalid/f.zip", tmp_path / "f.zip", md5=hashlib.md5(payload).hexdigest(),
+                    progress=lambda done, total: seen.append((done, total)))
+    assert path.read_bytes() == payload and seen[-1] == (200_000, 200_000)
+    with pytest.raises(DatasetError, match="not the expected one"):
+        download("https://example.invalid/g.zip", tmp_path / "g.zip", sha256="0" * 64)
+    assert not (tmp_path / "g.zip").exists() and not (tmp_path / "g.zip.part").exists()
+
+
+def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
+    import urllib.error
+
+    def offline(url, timeout=None):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    with pytest.raises(DatasetError, match="--root"):
+        download("https://example.invalid/f.zip", tmp_path / "f.zip")
+
+
+def test_omniglot_without_files_and_without_download_names_the_files(tmp_path):
+    from metastudio.core.omniglot import load_omniglot
+
+    with pytest.raises(DatasetError, match="images_background.zip"):
+        load_omniglot(tmp_path, "test", allow_download=False)
+
+
+def test_omniglot_downloads_missing_files_with_md5(tmp_path, monkeypatch):
+    from metastudio.core import omniglot
+
+    calls = []
+    monkeypatch.setattr(omniglot, "download", lambda url, dest, md5=None, progress=None: calls.append((url, md5)) or dest)
+    omniglot.locate(tmp_path)
+    assert [u.rsplit("/", 1)[1] for u, _ in calls] == ["images_background.zip", "images_evaluation.zip"]
+    assert {m for _, m in calls} == set(omniglot.FILES.values())
+
+
+# -- real data ----------------------------------------------------------------------------------
+
+
+@pytest.mark.realdata
+def test_real_omniglot_vinyals_test_split():
+    from metastudio.core.omniglot import load_omniglot, vinyals_split
+
+    root = real_data("omniglot")
+    ds = load_omniglot(root, "test")
+    assert ds.num_classes == 423 * 4 and set(ds.class_sizes) == {20}
+    assert ds.images.shape[1:] == (1, 28, 28) and ds.problems == []
+    # The splits are disjoint and together cover all 1623 characters.
+    parts = [vinyals_split(s) for s in ("train", "val", "test")]
+    names = [set(p["background"]) | {"E:" + c for c in p["evaluation"]} for p in parts]
+    assert sum(len(n) for n in names) == len(set().union(*names)) == 1623
+    # Strokes are dark on a light background, resized with antialiasing.
+    assert ds.images.float().mean() > 150 and len(torch.unique(ds.images)) > 50
+
+
+@pytest.mark.realdata
+def test_real_omniglot_lake_split(tmp_path):
+    from metastudio.core.omniglot import load_omniglot
+
+    root = real_data("omniglot")
+    local = tmp_path / "omni"
+    local.mkdir()
+    shutil.copy(root / "images_evaluation.zip", local)
+    shutil.copy(root / "images_background.zip", local)
+    test = load_omniglot(local, "test", "lake")
+    assert test.num_classes == 659 and test.name == "omniglot-lake-test"

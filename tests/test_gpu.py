@@ -1,0 +1,60 @@
+"""Checks that need a CUDA GPU (skipped elsewhere): mixed-precision meta-training on the device,
+episodes gathered on the GPU, CPU/GPU agreement after a save/load, and flat memory over many
+adaptations (no graph kept alive)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metastudio.core.checkpoint import load_model, save_model
+from metastudio.core.devices import describe_device, resolve_device
+from metastudio.core.episodes import EpisodeSampler
+from metastudio.core.evaluator import evaluate
+from metastudio.plugins.testkit import synthetic_dataset
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def test_training_on_the_gpu_with_mixed_precision(host, tmp_path):
+    device = resolve_device("auto")
+    assert device.type == "cuda" and describe_device(device)
+    ds = synthetic_dataset(classes=20, per_class=10).to(device)
+    sampler = EpisodeSampler(ds, 5, 1, 5, seed=0)
+    cls, spec = host.algorithm("protonet"), host.backbone("conv4")
+    algo = cls(spec.build(1, 28), backbone_name="conv4", image_size=28, channels=1).to(device)
+    algo.configure_training(40)
+    first = [algo.meta_train_step([sampler.episode(i)])["loss"] for i in range(5)]
+    for i in range(5, 35):
+        algo.meta_train_step([sampler.episode(i)])
+    last = [algo.meta_train_step([sampler.episode(i)])["loss"] for i in range(35, 40)]
+    assert sum(last) < sum(first)
+    assert sampler.episode(0).support_images.device.type == "cuda"
+    with algo.autocast():
+        assert algo.backbone(algo.prepare(sampler.episode(0).query_images)).dtype == torch.bfloat16
+    algo.eval()
+    ep = sampler.episode(100)
+    gpu = algo.adapt(ep.support).predict_proba(ep.query_images)
+    path = save_model(algo, tmp_path / "m.safetensors")
+    cpu_model = load_model(path, host, "cpu").algorithm
+    cpu = cpu_model.adapt(ep.support.to("cpu")).predict_proba(ep.query_images.cpu())
+    assert (gpu.argmax(1) == cpu.argmax(1)).float().mean() >= 0.9  # bf16 on the GPU, fp32 on the CPU
+    assert torch.allclose(gpu, cpu, atol=0.05)
+
+
+def test_memory_stays_flat_over_many_adaptations(host):
+    device = torch.device("cuda")
+    ds = synthetic_dataset(classes=20, per_class=10).to(device)
+    sampler = EpisodeSampler(ds, 5, 5, 5, seed=1)
+    cls, spec = host.algorithm("protonet"), host.backbone("conv4")
+    algo = cls(spec.build(1, 28), backbone_name="conv4", image_size=28, channels=1).to(device).eval()
+    evaluate(algo, sampler, 5)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    learners = None
+    for i in range(200):
+        ep = sampler.episode(i)
+        learners = algo.adapt(ep.support)
+        learners.predict_proba(ep.query_images)
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() - before < 1 << 20
