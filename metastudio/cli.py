@@ -162,6 +162,7 @@ def cmd_train(args) -> int:
     torch.manual_seed(args.seed)
     algorithm = cls(backbone.build(train_ds.channels, train_ds.image_size), backbone_name=backbone.name,
                     image_size=train_ds.image_size, channels=train_ds.channels, hparams=hparams).to(device)
+    algorithm.use_amp = args.precision != "fp32"
     if device.type != "cpu":
         train_ds = train_ds.to(device)
         val_ds = val_ds.to(device) if val_ds is not None else None
@@ -230,6 +231,7 @@ def cmd_eval(args) -> int:
     device = _device(args)
     loaded = load_model(resolve_model(args.model), host, device)
     algorithm, meta = loaded.algorithm, loaded.metadata
+    algorithm.use_amp = args.precision != "fp32"
     ds = _load_dataset(host, args, args.split, meta["image_size"], meta["channels"])
     if device.type != "cpu":
         ds = ds.to(device)
@@ -354,6 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--safe-mode", action="store_true", default=argparse.SUPPRESS, help="load the built-in plugins only")
         if device:
             sp.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+            sp.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                            help="auto = bfloat16 mixed precision on CUDA, float32 elsewhere; fp32 turns mixed precision off")
 
     def dataset_args(sp):
         sp.add_argument("--dataset", required=True, help="dataset plugin name (omniglot, folder, ... see 'metastudio plugins')")

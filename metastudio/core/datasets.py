@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import zipfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -204,11 +205,22 @@ class TreeSource:
         return dict(sorted(classes.items()))
 
     def reader(self):
-        """A function ``member -> bytes | path`` (a zip is opened once for all reads)."""
+        """A thread-safe function ``member -> bytes | path``.
+
+        Each thread opens the zip once for itself: reading one shared ``ZipFile`` from several
+        threads gives spurious "Bad CRC-32" errors on Python 3.12 and newer.
+        """
         if not self.is_zip:
             return lambda m: self.path / m
-        zf = zipfile.ZipFile(self.path)
-        return zf.read
+        local = threading.local()
+
+        def read(member: str) -> bytes:
+            zf = getattr(local, "zf", None)
+            if zf is None:
+                zf = local.zf = zipfile.ZipFile(self.path)
+            return zf.read(member)
+
+        return read
 
     def describe(self, member: str) -> str:
         return f"{self.path}!{member}" if self.is_zip else str(self.path / member)
@@ -319,8 +331,6 @@ def load_class_folders(
                 arrays[ci].append(arr)
             if progress and (done % 256 == 0 or done == total):
                 progress(done, total)
-    if hasattr(read, "__self__"):
-        read.__self__.close()
 
     keep = [i for i, a in enumerate(arrays) if len(a) >= min_images]
     for i, a in enumerate(arrays):
