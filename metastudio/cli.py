@@ -121,7 +121,10 @@ def cmd_plugins(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     cols = ("name", "kind", "version", "package", "status", "error")
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols[:-1]}
+    if not rows:
+        print("no plugins found: is MetaStudio installed (pip install -e .)? Its built-ins register through entry points.")
+        return 1
+    widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in cols[:-1]}
     print("  ".join(c.upper().ljust(widths[c]) for c in cols[:-1]) + "  ERROR")
     for r in rows:
         print("  ".join(str(r[c]).ljust(widths[c]) for c in cols[:-1]) + "  " + r["error"])

@@ -76,7 +76,9 @@ class PrototypicalNetworks(Algorithm):
 
     @torch.inference_mode()
     def embed_all(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.embed(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)])
+        """Features of any number of images, in chunks, in eval mode (nothing is updated)."""
+        with self.evaluating():
+            return torch.cat([self.embed(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)])
 
     def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
         features = self.embed_all(support.images)

@@ -66,3 +66,14 @@ def test_more_training_ways_than_test_ways_and_learning(host):
     assert sum(losses[-5:]) < sum(losses[:5])
     assert after >= before
     assert after / 10 > 0.8
+
+
+def test_adapting_a_model_left_in_training_mode_changes_nothing(host):
+    algo = build(host)
+    algo.train()
+    before = {k: v.clone() for k, v in algo.state_dict().items()}
+    ep = EpisodeSampler(synthetic_dataset(classes=6, per_class=6), 3, 2, 4, seed=0).episode(0)
+    algo.adapt(ep.support).predict_proba(ep.query_images)
+    assert algo.training, "the mode is restored"
+    for k, v in algo.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed (batch-norm statistics must not move when adapting)"

@@ -226,6 +226,18 @@ class Algorithm(nn.Module, ABC):
             images = images.float()
         return images.contiguous(memory_format=torch.channels_last) if images.dim() == 4 else images
 
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Eval mode for the duration of a ``with`` block (batch norm uses its running statistics
+        and never updates them), then the previous mode again. Adaptation and prediction run in
+        it so that adapting never changes the algorithm, whatever mode it was left in."""
+        was_training = self.training
+        self.train(False)
+        try:
+            yield self
+        finally:
+            self.train(was_training)
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features [B, D] (float32) for uint8 images."""
         with self.autocast():

@@ -130,6 +130,10 @@ class PluginHost:
                         builtin: bool = False) -> PluginRecord:
         """Register an already imported plugin object (tests, scripts, plugin development)."""
         record = PluginRecord(name, package, version, getattr(module, "__name__", repr(module)), builtin)
+        if name in self.records:
+            record.status, record.error = "failed", f"another plugin is already named '{name}'"
+            self.records[f"{name} ({package})"] = record
+            return record
         self.records[name] = record
         self._register(module, record)
         return record
@@ -151,6 +155,8 @@ class PluginHost:
         if unknown:
             self._fail(record, f"implements unknown hook(s) {', '.join(unknown)}; known hooks are {', '.join(HOOKS)}")
             return
+        unmarked = [n for n in HOOKS if callable(getattr(module, n, None)) and not hasattr(getattr(module, n), marker)]
+        record.warnings += [f"function {n} is not decorated with @hookimpl, so it is not called" for n in unmarked]
         try:
             self.pm.register(module, name=record.name)
         except Exception as exc:  # pluggy.PluginValidationError, ValueError for a duplicate

@@ -54,12 +54,13 @@ What :func:`check_algorithm` checks, in order (the message of a failure names th
    ``learner=`` reloads with a learner that predicts the same probabilities.
 
 The algorithm class is checked as given: it does not have to be registered through an entry
-point yet (the backbone does, or must be a built-in). The global torch random state is left
-as it was.
+point yet (the backbone does, or must be a built-in). The global torch random state and
+number of threads are left as they were (the checks run on one thread).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tempfile
@@ -137,6 +138,18 @@ def _fail(step: str, message: str) -> AssertionError:
 def _check(condition: Any, step: str, message: str) -> None:
     if not condition:
         raise _fail(step, message)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """One intra-op thread for the tiny tensors of the checks: on a busy machine (a CI runner,
+    a computer that is training) threads that wait for each other cost far more than they win."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class _Registry:
@@ -296,7 +309,7 @@ def check_algorithm(cls: type[Algorithm], *, backbone: str = "conv4", host=None,
 
         host = get_host()
     _check_class(cls)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _one_thread():
         torch.manual_seed(0)
         if tmp_path is None:
             with tempfile.TemporaryDirectory(prefix="metastudio-testkit-") as tmp:
@@ -422,7 +435,7 @@ def check_backbone(spec: BackboneSpec, in_channels: int = 1, image_size: int = 2
     step = "backbone"
     _check(isinstance(spec, BackboneSpec), step, f"expected a metastudio.core.backbones.BackboneSpec, got {type(spec).__name__}")
     _check(isinstance(spec.name, str) and spec.name, step, "a BackboneSpec needs a non-empty name")
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _one_thread():
         torch.manual_seed(0)
         net = spec.build(in_channels, image_size)
         _check(isinstance(net, nn.Module), step, f"the factory of '{spec.name}' must return a torch.nn.Module, got {type(net).__name__}")

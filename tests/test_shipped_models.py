@@ -1,0 +1,34 @@
+"""The models shipped in resources/models load, describe themselves and do what docs/benchmarks.md says."""
+
+from __future__ import annotations
+
+import pytest
+
+from metastudio.cli import resolve_model, shipped_models
+from metastudio.core.checkpoint import load_model, read_metadata
+from metastudio.core.episodes import EVAL_SEED, EpisodeSampler
+from metastudio.core.evaluator import evaluate
+
+from conftest import real_data
+
+
+def test_protonet_omniglot_is_shipped_with_its_metadata():
+    assert "protonet-omniglot" in shipped_models()
+    meta = read_metadata(resolve_model("protonet-omniglot"))
+    assert meta["algorithm"] == "protonet" and meta["backbone"] == "conv4"
+    assert meta["image_size"] == 28 and meta["channels"] == 1
+    assert meta["dataset"]["name"] == "omniglot" and meta["dataset"]["protocol"] == "vinyals"
+    assert meta["dataset"]["ways"] == 60 and meta["history"], "the training history is kept"
+    assert meta["best_val_accuracy"] > 90
+
+
+@pytest.mark.realdata
+def test_protonet_omniglot_reaches_paper_level_on_real_test_episodes(host):
+    from metastudio.core.omniglot import load_omniglot
+
+    root = real_data("omniglot")
+    model = load_model(resolve_model("protonet-omniglot"), host).algorithm
+    test = load_omniglot(root, "test")
+    result = evaluate(model, EpisodeSampler(test, 5, 1, 15, seed=EVAL_SEED), 100)
+    # docs/benchmarks.md: 1000 episodes give about 98.6; 100 of the same episodes must stay close.
+    assert result.accuracy > 97.0
