@@ -25,18 +25,9 @@ EXIT_USAGE = 2
 
 
 def _progress_bar(desc: str, unit: str = "img"):
-    """A ``progress(done, total)`` callback drawing a tqdm bar on stderr, and a closer."""
-    from tqdm import tqdm
+    from .core.progress import text_progress
 
-    bar = tqdm(desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True, disable=None)
-
-    def progress(done: int, total: int | None) -> None:
-        if total is not None and bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    return progress, bar.close
+    return text_progress(desc, unit)
 
 
 def models_dirs() -> list[Path]:

@@ -27,6 +27,7 @@ import torch
 from .datasets import FewShotDataset, Progress, TreeSource, load_class_folders
 from .download import download
 from .errors import DatasetError
+from .progress import text_progress
 
 BASE_URL = "https://github.com/brendenlake/omniglot/raw/master/python"
 #: md5 of the official release files (the ones torchvision and most libraries check).
@@ -68,7 +69,12 @@ def locate(root: str | os.PathLike | None = None, *, allow_download: bool = True
                     f"Omniglot's {part}.zip is not in '{root}'. Download it from "
                     f"{BASE_URL}/{part}.zip into that folder, or allow the download"
                 )
-            path = download(f"{BASE_URL}/{part}.zip", root / f"{part}.zip", md5=md5, progress=progress)
+            report, close = (progress, None) if progress else text_progress(f"downloading {part}.zip", "B", unit_scale=True)
+            try:
+                path = download(f"{BASE_URL}/{part}.zip", root / f"{part}.zip", md5=md5, progress=report)
+            finally:
+                if close:
+                    close()
         found[part] = path
     return found
 
@@ -105,13 +111,17 @@ def load_omniglot(
     rotations: bool | None = None,
     allow_download: bool = True,
     progress: Progress | None = None,
+    download_progress: Progress | None = None,
 ) -> FewShotDataset:
-    """One split of Omniglot as a :class:`FewShotDataset` (see the module's docstring)."""
+    """One split of Omniglot as a :class:`FewShotDataset` (see the module's docstring).
+
+    ``progress(done, total)`` reports decoding (images), ``download_progress`` downloading
+    (bytes; a text bar on stderr when None)."""
     if protocol not in PROTOCOLS:
         raise DatasetError(f"unknown Omniglot protocol '{protocol}': choose one of {', '.join(PROTOCOLS)}")
     if split not in SPLITS:
         raise DatasetError(f"unknown Omniglot split '{split}': choose one of {', '.join(SPLITS)}")
-    paths = locate(root, allow_download=allow_download, progress=None)
+    paths = locate(root, allow_download=allow_download, progress=download_progress)
     if protocol == "vinyals":
         wanted = vinyals_split(split)
     else:
