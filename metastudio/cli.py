@@ -92,10 +92,11 @@ def _load_dataset(host, args, split: str, image_size: int | None, channels: int 
 
 
 def _device(args):
-    from .core.devices import configure_for_speed, resolve_device
+    from .core.devices import configure_for_speed, describe_device, resolve_device
 
     device = resolve_device(args.device)
     configure_for_speed(device)
+    print(f"device: {describe_device(device)}", file=sys.stderr)
     return device
 
 
@@ -222,8 +223,9 @@ def cmd_eval(args) -> int:
     from .plugins import get_host
 
     host = get_host(safe_mode=args.safe_mode or None)
+    path = resolve_model(args.model)
     device = _device(args)
-    loaded = load_model(resolve_model(args.model), host, device)
+    loaded = load_model(path, host, device)
     algorithm, meta = loaded.algorithm, loaded.metadata
     algorithm.use_amp = args.precision != "fp32"
     ds = _load_dataset(host, args, args.split, meta["image_size"], meta["channels"])
@@ -269,14 +271,15 @@ def cmd_classify(args) -> int:
 
     from .core.checkpoint import load_model
     from .core.datasets import load_class_folders
-    from .core.episodes import SupportSet
+    from .core.episodes import stack_support
     from .core.errors import ImageLoadError, MetaStudioError
     from .core.images import load_array
     from .plugins import get_host
 
     host = get_host(safe_mode=args.safe_mode or None)
+    path = resolve_model(args.model)
     device = _device(args)
-    loaded = load_model(resolve_model(args.model), host, device)
+    loaded = load_model(path, host, device)
     algorithm, meta = loaded.algorithm, loaded.metadata
     size, channels = meta["image_size"], meta["channels"]
     if args.support:
@@ -288,8 +291,7 @@ def cmd_classify(args) -> int:
                 f"the support folder '{args.support}' has {support_ds.num_classes} class with images; "
                 "make one sub-folder per class, with at least two classes"
             )
-        labels = torch.repeat_interleave(torch.arange(support_ds.num_classes), torch.tensor(support_ds.class_sizes))
-        support = SupportSet(support_ds.images, labels, tuple(support_ds.class_names))
+        support = stack_support([support_ds.class_images(c) for c in range(support_ds.num_classes)], support_ds.class_names)
         learner = algorithm.adapt(support)
     elif loaded.learner is not None:
         learner = loaded.learner

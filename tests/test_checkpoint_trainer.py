@@ -206,3 +206,29 @@ def test_evaluator_mean_and_confidence_interval(host, data):
     assert result.line().startswith("accuracy ") and "(20 episodes)" in result.line()
     assert evaluate(algo, val, 20).accuracy == result.accuracy  # fixed episodes, deterministic
     assert mean_ci95([1.0, 0.0]) == (0.5, pytest.approx(1.96 * math.sqrt(0.5 / 2)))
+
+
+def test_cancel_during_validation_validates_on_resume_and_matches_an_uninterrupted_run(host, data, tmp_path):
+    train, val = data
+    config = dict(steps=6, val_every=3, val_episodes=4, log_every=1, seed=2)
+    straight = make_algorithm(host, seed=2)
+    reference = Trainer(straight, train, TrainConfig(**config), tmp_path / "a.safetensors", val_sampler=val).run()
+
+    control = Control()
+
+    def cancel_at_validation(e):
+        if isinstance(e, StepEvent) and e.step == 3:
+            control.cancel()  # the evaluator sees it before its first episode
+
+    first = Trainer(make_algorithm(host, seed=2), train, TrainConfig(**config), tmp_path / "b.safetensors",
+                    val_sampler=val, listener=cancel_at_validation, control=control).run()
+    assert first.status == "cancelled" and first.steps_done == 3 and first.history == []
+    events = []
+    resumed = make_algorithm(host, seed=7)
+    result = Trainer(resumed, train, TrainConfig(**config), tmp_path / "b.safetensors", val_sampler=val,
+                     listener=collect(events)).run(resume=True)
+    assert [e.step for e in events if isinstance(e, ValidationEvent)] == [3, 6]
+    assert [(h["step"], h["val_accuracy"]) for h in result.history] == [(h["step"], h["val_accuracy"]) for h in reference.history]
+    assert [h["loss"] for h in result.history] == pytest.approx([h["loss"] for h in reference.history], abs=1e-5)
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), name

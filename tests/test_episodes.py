@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from metastudio.core.datasets import FewShotDataset
-from metastudio.core.episodes import EpisodeSampler, episode_batches, sample_without_replacement, stable_raw, stack_support
+from metastudio.core.episodes import EpisodeSampler, sample_without_replacement, stable_raw, stack_support
 from metastudio.core.errors import DatasetError
 
 
@@ -89,14 +89,6 @@ def test_small_classes_are_skipped_not_sampled():
     ds = FewShotDataset(images, ["small", "a", "b"], [3, 8, 8])
     sampler = EpisodeSampler(ds, 2, 2, 2)
     assert all("small" not in sampler.episode(i).class_names for i in range(20))
-
-
-def test_batches_are_resumable():
-    sampler = EpisodeSampler(numbered_dataset(classes=12), 3, 1, 1, seed=2)
-    stream = episode_batches(sampler, batch=2)
-    first = [next(stream) for _ in range(3)]
-    step, resumed = next(episode_batches(sampler, batch=2, start_step=2))
-    assert step == 2 and [e.class_names for e in resumed] == [e.class_names for e in first[2][1]]
 
 
 def test_stack_support_and_empty_class():

@@ -176,17 +176,6 @@ class EpisodeSampler:
         return [self.spec(i) for i in range(start, start + count)]
 
 
-def episode_batches(sampler: EpisodeSampler, batch: int, start_step: int = 0) -> Iterator[tuple[int, list[Episode]]]:
-    """Yield ``(step, episodes)`` with ``batch`` episodes per step, from step ``start_step`` on.
-
-    Step ``t`` always holds episodes ``t*batch .. t*batch+batch-1``, so resuming is exact.
-    """
-    step = start_step
-    while True:
-        yield step, [sampler.episode(step * batch + j) for j in range(batch)]
-        step += 1
-
-
 def stack_support(images_per_class: Sequence[torch.Tensor], class_names: Sequence[str]) -> SupportSet:
     """Build a :class:`SupportSet` from one uint8 image tensor [k_i, C, H, W] per class."""
     if len(images_per_class) != len(class_names):

@@ -11,6 +11,11 @@ import torch
 from .algorithm import Algorithm
 from .control import Control
 from .episodes import EpisodeSampler, EpisodeSpec
+from .errors import MetaStudioError
+
+
+class EvaluationCancelled(MetaStudioError):
+    """The evaluation's :class:`Control` was cancelled; a partial mean would mislead, so none is given."""
 
 
 @dataclass
@@ -56,7 +61,8 @@ def evaluate(
     control: Control | None = None,
 ) -> EvalResult:
     """Adapt to each episode's support set and score its queries; episodes ``0..n-1`` of
-    ``sampler`` (whose seed fixes them) or the given specs. The algorithm's mode is restored."""
+    ``sampler`` (whose seed fixes them) or the given specs. The algorithm's mode is restored.
+    Raises :class:`EvaluationCancelled` when ``control`` is cancelled before the end."""
     specs = sampler.fixed(episodes) if isinstance(episodes, int) else list(episodes)
     if not specs:
         raise ValueError("evaluation needs at least one episode")
@@ -67,14 +73,12 @@ def evaluate(
     try:
         for i, spec in enumerate(specs, 1):
             if control is not None and control.should_stop():
-                break
+                raise EvaluationCancelled(f"evaluation cancelled after {len(accs)} of {len(specs)} episodes")
             episode = sampler.build(spec).to(device, non_blocking=True)
             accs.append(algorithm.evaluate_episode(episode))
             if progress:
                 progress(i, len(specs))
     finally:
         algorithm.train(was_training)
-    if not accs:
-        raise ValueError("evaluation was cancelled before the first episode")
     mean, ci = mean_ci95(accs)
     return EvalResult(100 * mean, 100 * ci, len(accs), sampler.ways, sampler.shots, sampler.queries, accs)

@@ -34,7 +34,7 @@ from .checkpoint import load_training_checkpoint, model_metadata, save_model, sa
 from .control import Control
 from .episodes import EpisodeSampler
 from .errors import TrainingError
-from .evaluator import evaluate
+from .evaluator import EvaluationCancelled, evaluate
 
 
 @dataclass
@@ -134,13 +134,13 @@ class Trainer:
         self._val_specs = val_sampler.fixed(config.val_episodes) if val_sampler is not None else None
 
     # ------------------------------------------------------------------------------------------
-    def _trainer_state(self, step: int, elapsed: float) -> dict[str, Any]:
-        return {"step": step, "best": self.best, "history": self.history, "elapsed": elapsed,
-                "config": self.config.__dict__, "seed": self.config.seed}
-
-    def _save_resume(self, step: int, elapsed: float) -> None:
+    def _save_resume(self, step: int, since_val: _Meter, pending_validation: bool = False) -> None:
+        """Everything needed to continue exactly where this run is: see :meth:`run` (resume)."""
+        state = {"step": step, "best": self.best, "history": self.history, "elapsed": self._elapsed(),
+                 "pending_validation": pending_validation, "since_validation": since_val.state(),
+                 "config": self.config.__dict__}
         meta = model_metadata(self.algorithm, history=self.history, dataset=self.dataset_info)
-        save_training_checkpoint(self.algorithm, self.resume_path, self._trainer_state(step, elapsed), meta)
+        save_training_checkpoint(self.algorithm, self.resume_path, state, meta)
         self.listener(CheckpointEvent(step, str(self.resume_path), "resume"))
 
     def _save_model(self, step: int) -> None:
@@ -160,75 +160,113 @@ class Trainer:
         return result.accuracy, improved
 
     # ------------------------------------------------------------------------------------------
+    def _end_of_interval(self, step: int, meter: _Meter) -> None:
+        """Validate, record the interval's history entry and save the model if it improved.
+        Raises EvaluationCancelled (nothing recorded) when cancelled during validation."""
+        val_accuracy, improved = self._validate(step)
+        self.history.append({
+            "step": step, "loss": meter.mean("loss"), "accuracy": meter.mean("accuracy"), "val_accuracy": val_accuracy,
+            "lr": self.algorithm.learning_rate, "elapsed": round(self._elapsed(), 2),
+        })
+        meter.reset()
+        if improved:
+            self._save_model(step)
+        self.algorithm.train()
+
     def run(self, resume: bool = False) -> TrainResult:
         cfg = self.config
         algo = self.algorithm
         device = algo.device
         algo.configure_training(cfg.steps)
-        start, elapsed_before = 0, 0.0
+        step, pending_validation, self._elapsed_before = 0, False, 0.0
+        since_val = _Meter()
         if resume and self.resume_path.exists():
-            meta = load_training_checkpoint(algo, self.resume_path)
-            state = meta["trainer"]
-            start, self.best = int(state["step"]), state.get("best")
+            state = load_training_checkpoint(algo, self.resume_path)["trainer"]
+            step, self.best = int(state["step"]), state.get("best")
             self.history = list(state.get("history", []))
-            elapsed_before = float(state.get("elapsed", 0.0))
+            self._elapsed_before = float(state.get("elapsed", 0.0))
+            pending_validation = bool(state.get("pending_validation"))
+            since_val.restore(state.get("since_validation"))
         else:
             torch.manual_seed(cfg.seed)
         checkpoint_every = cfg.checkpoint_every or cfg.val_every
-        t_start = time.perf_counter()
-        elapsed = lambda: elapsed_before + time.perf_counter() - t_start  # noqa: E731
+        self._started = time.perf_counter()
         algo.train()
-        window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "t": time.perf_counter()}
-        since_val = {"loss": 0.0, "accuracy": 0.0, "n": 0}
-        step = start
+        window = _Meter()
         status = "completed"
-        while step < cfg.steps:
+        while step < cfg.steps or pending_validation:
             if self.control.should_stop():
                 status = "cancelled"
                 break
-            episodes = [
-                self.train_sampler.episode(step * cfg.meta_batch + j).to(device, non_blocking=True)
-                for j in range(cfg.meta_batch)
-            ]
-            metrics = algo.meta_train_step(episodes)
-            loss = float(metrics["loss"])
-            if not math.isfinite(loss):
-                kept = f"the best model so far is in '{self.out}'" if self.out.exists() else "no model was saved yet"
-                raise TrainingError(
-                    f"the training loss became {loss} at step {step + 1}; {kept} and the last resume checkpoint "
-                    f"is unchanged. Try a lower learning rate (--hp lr=...)"
-                )
-            step += 1
-            for acc in (window, since_val):
-                acc["loss"] += loss
-                acc["accuracy"] += float(metrics.get("accuracy", float("nan")))
-                acc["n"] += 1
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                now = time.perf_counter()
-                n = window["n"]
-                self.listener(StepEvent(
-                    step, cfg.steps, window["loss"] / n, window["accuracy"] / n,
-                    n * cfg.meta_batch / max(now - window["t"], 1e-9), algo.learning_rate, elapsed(),
-                ))
-                window = {"loss": 0.0, "accuracy": 0.0, "n": 0, "t": time.perf_counter()}
-            validate_now = step % cfg.val_every == 0 or step == cfg.steps
-            if validate_now:
-                val_accuracy, improved = self._validate(step)
-                n = max(since_val["n"], 1)
-                self.history.append({
-                    "step": step, "loss": since_val["loss"] / n, "accuracy": since_val["accuracy"] / n,
-                    "val_accuracy": val_accuracy, "lr": algo.learning_rate, "elapsed": round(elapsed(), 2),
-                })
-                since_val = {"loss": 0.0, "accuracy": 0.0, "n": 0}
-                if improved:
-                    self._save_model(step)
-                algo.train()
-                window["t"] = time.perf_counter()  # validation time is not training throughput
+            if not pending_validation:
+                episodes = [
+                    self.train_sampler.episode(step * cfg.meta_batch + j).to(device, non_blocking=True)
+                    for j in range(cfg.meta_batch)
+                ]
+                metrics = algo.meta_train_step(episodes)
+                loss = float(metrics["loss"])
+                if not math.isfinite(loss):
+                    kept = f"the best model so far is in '{self.out}'" if self.out.exists() else "no model was saved yet"
+                    raise TrainingError(
+                        f"the training loss became {loss} at step {step + 1}; {kept} and the last resume checkpoint "
+                        f"is unchanged. Try a lower learning rate (--hp lr=...)"
+                    )
+                step += 1
+                accuracy = float(metrics.get("accuracy", float("nan")))
+                window.add(loss, accuracy)
+                since_val.add(loss, accuracy)
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    self.listener(StepEvent(step, cfg.steps, window.mean("loss"), window.mean("accuracy"),
+                                            window.n * cfg.meta_batch / window.seconds(), algo.learning_rate, self._elapsed()))
+                    window.reset()
+            if step % cfg.val_every == 0 or step == cfg.steps:
+                pending_validation = True
+                paused = time.perf_counter()
+                try:
+                    self._end_of_interval(step, since_val)
+                except EvaluationCancelled:
+                    status = "cancelled"
+                    break
+                pending_validation = False
+                window.started += time.perf_counter() - paused  # validation time is not training throughput
             if step % checkpoint_every == 0 or step == cfg.steps:
-                self._save_resume(step, elapsed())
+                self._save_resume(step, since_val)
         if status == "cancelled":
-            self._save_resume(step, elapsed())
+            self._save_resume(step, since_val, pending_validation)
             if not self.out.exists() and step > 0:
                 self._save_model(step)
-        self.listener(FinishedEvent(status, step, self.best, str(self.out), elapsed()))
-        return TrainResult(status, step, self.best, self.out, self.history, elapsed())
+        self.listener(FinishedEvent(status, step, self.best, str(self.out), self._elapsed()))
+        return TrainResult(status, step, self.best, self.out, self.history, self._elapsed())
+
+    def _elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._started
+
+
+class _Meter:
+    """Running sums of loss and accuracy over a stretch of steps, and when the stretch began."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = {"loss": 0.0, "accuracy": 0.0}
+        self.n = 0
+        self.started = time.perf_counter()
+
+    def add(self, loss: float, accuracy: float) -> None:
+        self.sums["loss"] += loss
+        self.sums["accuracy"] += accuracy
+        self.n += 1
+
+    def mean(self, key: str) -> float:
+        return self.sums[key] / max(self.n, 1)
+
+    def seconds(self) -> float:
+        return max(time.perf_counter() - self.started, 1e-9)
+
+    def state(self) -> dict:
+        return {"sums": self.sums, "n": self.n}
+
+    def restore(self, state: dict | None) -> None:
+        if state:
+            self.sums, self.n = dict(state["sums"]), int(state["n"])
