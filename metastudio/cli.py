@@ -154,6 +154,10 @@ def cmd_train(args) -> int:
     print(train_ds.summary(), file=sys.stderr)
     if val_ds is not None:
         print(val_ds.summary(), file=sys.stderr)
+        if set(val_ds.class_names) & set(train_ds.class_names) and val_ds.name == train_ds.name:
+            print(f"warning: the '{args.val_split}' split holds the training classes, so validation measures "
+                  "memorisation, not few-shot learning; give the dataset a separate validation split "
+                  "(e.g. root/val) or pass --val-split none", file=sys.stderr)
     torch.manual_seed(args.seed)
     algorithm = cls(backbone.build(train_ds.channels, train_ds.image_size), backbone_name=backbone.name,
                     image_size=train_ds.image_size, channels=train_ds.channels, hparams=hparams).to(device)

@@ -122,6 +122,15 @@ def test_bad_hyperparameter_and_unknown_algorithm(tmp_path, capsys):
     assert "no algorithm named 'nope'" in capsys.readouterr().err
 
 
+def test_training_without_a_validation_split_warns(tmp_path, capsys):
+    root = make_class_tree(tmp_path / "d", classes=4, per_class=4, size=16)
+    code = main(["train", "--algorithm", "protonet", "--dataset", "folder", "--root", str(root), "--episodes", "2",
+                 "--ways", "2", "--queries", "1", "--val-ways", "2", "--val-queries", "1", "--val-episodes", "2",
+                 "--image-size", "16", "--out", str(tmp_path / "m.safetensors"), "--device", "cpu"])
+    assert code == 0
+    assert "validation measures memorisation" in capsys.readouterr().err
+
+
 def test_without_a_command_the_app_starts(capsys):
     assert main([]) == 0
     assert "train" in capsys.readouterr().out
