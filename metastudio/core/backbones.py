@@ -107,7 +107,15 @@ class ResNet12(nn.Module):
         return self.blocks(x).mean(dim=(2, 3))
 
 
+def _lite0(in_channels: int, image_size: int) -> nn.Module:
+    from .pretrained import Lite0Features
+
+    return Lite0Features(in_channels)
+
+
 BUILTIN_BACKBONES = (
     BackboneSpec("conv4", lambda c, s: Conv4(c, s), "Conv-4: 4 x (conv3x3 64, batch norm, ReLU, max-pool). Small, fast, the few-shot standard.", 28),
     BackboneSpec("resnet12", lambda c, s: ResNet12(c, s), "ResNet-12 (64-160-320-640), 640-d features. Stronger on photos, ~12M parameters.", 84),
+    BackboneSpec("efficientnet-lite0", _lite0, "EfficientNet-Lite0 with ImageNet weights (shipped, works offline), "
+                 "1280-d features. For photos, at 224x224.", 224),
 )

@@ -226,9 +226,10 @@ class TreeSource:
         return f"{self.path}!{member}" if self.is_zip else str(self.path / member)
 
 
-def _cache_key(source: TreeSource, classes: Sequence[str], size: int, channels: int, fit: str) -> str:
+def _cache_key(source: TreeSource, classes: Sequence[str], size: int, channels: int, fit: str,
+               max_per_class: int | None) -> str:
     h = hashlib.sha1()
-    h.update(f"v{CACHE_FORMAT}|{source.fingerprint()}|{size}|{channels}|{fit}\n".encode())
+    h.update(f"v{CACHE_FORMAT}|{source.fingerprint()}|{size}|{channels}|{fit}|{max_per_class}\n".encode())
     for c in classes:
         h.update(c.encode() + b"\n")
     return h.hexdigest()[:24]
@@ -274,13 +275,14 @@ def load_class_folders(
     progress: Progress | None = None,
     use_cache: bool = True,
     workers: int | None = None,
+    max_per_class: int | None = None,
 ) -> FewShotDataset:
     """Decode a class-folder tree (directory or zip) into a :class:`FewShotDataset`.
 
     ``classes`` picks and orders classes by name (all classes, sorted, when None); a name that
     is not in the tree is an error. Files that cannot be decoded are listed in ``problems``
     with their reason; a class left with fewer than ``min_images`` images is dropped and
-    reported too.
+    reported too. ``max_per_class`` keeps only the first images (sorted by name) of each class.
     """
     source = TreeSource(path)
     tree = source.list_classes()
@@ -299,7 +301,7 @@ def load_class_folders(
             "(root/<class>/<image files>)"
         )
     name = name or source.path.stem
-    key = _cache_key(source, chosen, image_size, channels, fit) if use_cache else None
+    key = _cache_key(source, chosen, image_size, channels, fit, max_per_class) if use_cache else None
     if key:
         cached = _read_cache(key)
         if cached is not None:
@@ -307,7 +309,7 @@ def load_class_folders(
                 progress(1, 1)
             return cached
 
-    jobs = [(ci, m) for ci, c in enumerate(chosen) for m in tree[c]]
+    jobs = [(ci, m) for ci, c in enumerate(chosen) for m in tree[c][:max_per_class]]
     read = source.reader()
     total = len(jobs)
 
