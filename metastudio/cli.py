@@ -160,7 +160,8 @@ def cmd_train(args) -> int:
                   "(e.g. root/val) or pass --val-split none", file=sys.stderr)
     torch.manual_seed(args.seed)
     algorithm = cls(backbone.build(train_ds.channels, train_ds.image_size), backbone_name=backbone.name,
-                    image_size=train_ds.image_size, channels=train_ds.channels, hparams=hparams).to(device)
+                    image_size=train_ds.image_size, channels=train_ds.channels, hparams=hparams,
+                    freeze_backbone=args.freeze_backbone).to(device)
     algorithm.use_amp = args.precision != "fp32"
     if device.type != "cpu":
         train_ds = train_ds.to(device)
@@ -378,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed (episodes and initial weights)")
     t.add_argument("--hp", action="append", metavar="NAME=VALUE", help="algorithm hyperparameter (repeatable), e.g. --hp lr=0.001")
     t.add_argument("--image-size", type=int, default=None, help="side of the square input images (default: the dataset's)")
+    t.add_argument("--freeze-backbone", action="store_true",
+                   help="keep the backbone's (pretrained) weights fixed and out of the model file; train the rest")
     t.add_argument("--train-split", default="train")
     t.add_argument("--val-split", default="val", help="split to validate on, or 'none'")
     t.add_argument("--val-every", type=int, default=500, help="steps between validations")

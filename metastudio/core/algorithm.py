@@ -177,6 +177,7 @@ class Algorithm(nn.Module, ABC):
         image_size: int,
         channels: int,
         hparams: Mapping[str, Any] | None = None,
+        freeze_backbone: bool = False,
     ):
         super().__init__()
         # channels_last makes the convolutions ~1.5x faster on CPUs (oneDNN) and on GPUs.
@@ -188,6 +189,33 @@ class Algorithm(nn.Module, ABC):
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.use_amp = True
+        #: A frozen backbone (a pretrained one, say) is never trained, always runs in eval mode,
+        #: and is not saved: model files hold only what the algorithm learned, and loading
+        #: rebuilds the backbone from its plugin.
+        self.backbone_frozen = bool(freeze_backbone)
+        if self.backbone_frozen:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    # -- a frozen backbone stays out of training mode and out of the saved state ----------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        if self.backbone_frozen:
+            prefix = kwargs.get("prefix", "") + "backbone."
+            for key in [k for k in state if k.startswith(prefix)]:
+                del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if self.backbone_frozen:
+            state_dict = {**{f"backbone.{k}": v for k, v in self.backbone.state_dict().items()}, **state_dict}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # -- hyperparameters -------------------------------------------------------------------
     @classmethod
@@ -239,8 +267,9 @@ class Algorithm(nn.Module, ABC):
             self.train(was_training)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone features [B, D] (float32) for uint8 images."""
-        with self.autocast():
+        """Backbone features [B, D] (float32) for uint8 images (no autograd graph through a
+        frozen backbone)."""
+        with self.autocast(), torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
             return self.backbone(self.prepare(images)).float()
 
     # -- meta-training -------------------------------------------------------------------------
@@ -251,7 +280,10 @@ class Algorithm(nn.Module, ABC):
         Called by the trainer before the first step (and before loading a resumed optimiser).
         """
         hp = self.hparams
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError(f"{self.name} has nothing to train: its backbone is frozen and it has no head")
+        self.optimizer = torch.optim.Adam(trainable, lr=hp["lr"], weight_decay=hp["weight_decay"])
         if hp["lr_schedule"] == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, total_steps))
         elif hp["lr_schedule"] == "step":
@@ -305,4 +337,5 @@ class Algorithm(nn.Module, ABC):
         return {
             "algorithm": self.name, "algorithm_version": self.version, "backbone": self.backbone_name,
             "image_size": self.image_size, "channels": self.channels, "hyperparameters": dict(self.hparams),
+            "backbone_frozen": self.backbone_frozen,
         }

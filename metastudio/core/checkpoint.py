@@ -180,7 +180,8 @@ def build_algorithm(meta: Mapping[str, Any], registry) -> Algorithm:
         hparams = cls.resolve_hparams(meta.get("hyperparameters", {}))
     except ValueError as e:
         raise CheckpointError(f"the model's hyperparameters do not fit {cls.name}: {e}") from None
-    return cls(spec.build(channels, size), backbone_name=spec.name, image_size=size, channels=channels, hparams=hparams)
+    return cls(spec.build(channels, size), backbone_name=spec.name, image_size=size, channels=channels, hparams=hparams,
+               freeze_backbone=bool(meta.get("backbone_frozen", False)))
 
 
 def load_model(path: str | os.PathLike, registry, device: torch.device | str = "cpu") -> LoadedModel:
