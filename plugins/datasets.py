@@ -1,7 +1,10 @@
 """Built-in datasets: Omniglot and any folder (or zip) of class folders."""
 
+from pathlib import Path
+
 from metastudio.core.algorithm import HyperParameter
 from metastudio.core.datasets import DatasetSpec, load_folder_split
+from metastudio.core.errors import DatasetError
 from metastudio.core.omniglot import PROTOCOLS, SPLITS, load_omniglot
 from metastudio.plugins import hookimpl
 
@@ -36,6 +39,29 @@ FOLDER = DatasetSpec(
 )
 
 
+def _load_mini_imagenet(root, split, *, image_size=None, progress=None, **_):
+    if root is None:
+        raise DatasetError(
+            "mini-ImageNet has no official download: pass --root, a folder holding train/val/test "
+            "(folders or zips of class folders, as in the Ravi & Larochelle split)"
+        )
+    base = Path(root).expanduser()
+    if not any((base / f"{split}{ext}").exists() for ext in ("", ".zip")):
+        raise DatasetError(f"mini-ImageNet split '{split}' not found: expected {base / split} or {base / split}.zip")
+    return load_folder_split(base, split, image_size=image_size or 84, channels=3, progress=progress)
+
+
+MINI_IMAGENET = DatasetSpec(
+    "mini-imagenet",
+    _load_mini_imagenet,
+    "mini-ImageNet (Vinyals et al. 2016; Ravi & Larochelle split): 64/16/20 ImageNet classes of 600 "
+    "colour images, 84x84. --root holds train/val/test as folders or zips of class folders.",
+    splits=("train", "val", "test"),
+    image_size=84,
+    channels=3,
+)
+
+
 @hookimpl
 def metastudio_datasets():
-    return [OMNIGLOT, FOLDER]
+    return [OMNIGLOT, FOLDER, MINI_IMAGENET]

@@ -226,3 +226,26 @@ def test_real_omniglot_lake_split(tmp_path):
     shutil.copy(root / "images_background.zip", local)
     test = load_omniglot(local, "test", "lake")
     assert test.num_classes == 659 and test.name == "omniglot-lake-test"
+
+
+def test_mini_imagenet_reads_split_folders_or_zips(tmp_path, host):
+    spec = host.dataset("mini-imagenet")
+    make_class_tree(tmp_path / "mini" / "train", classes=4, per_class=3, size=20)
+    zip_tree(make_class_tree(tmp_path / "src_val", classes=2, per_class=3, size=20), tmp_path / "mini" / "val.zip", prefix="val/")
+    train = spec.load(tmp_path / "mini", "train")
+    val = spec.load(tmp_path / "mini", "val")
+    assert train.num_classes == 4 and val.num_classes == 2
+    assert train.images.shape[1:] == (3, 84, 84)
+    with pytest.raises(DatasetError, match="split 'test' not found"):
+        spec.load(tmp_path / "mini", "test")
+    with pytest.raises(DatasetError, match="no official download"):
+        spec.load(None, "train")
+
+
+@pytest.mark.realdata
+def test_real_mini_imagenet_val_split_layout():
+    from metastudio.core.datasets import TreeSource
+
+    classes = TreeSource(real_data("mini-imagenet", "val.zip")).list_classes()
+    assert len(classes) == 16 and {len(v) for v in classes.values()} == {600}
+    assert all(name.startswith("n") and len(name) == 9 for name in classes)

@@ -263,7 +263,7 @@ def test_unknown_component_lists_what_is_available():
     assert isinstance(info.value, MetaStudioError) and isinstance(info.value, KeyError)
     with pytest.raises(UnknownComponentError, match=r"available: conv4, efficientnet-lite0, resnet12"):
         host.backbone("vgg")
-    with pytest.raises(UnknownComponentError, match=r"folder, omniglot"):
+    with pytest.raises(UnknownComponentError, match=r"folder, mini-imagenet, omniglot"):
         host.dataset("imagenet")
 
 
