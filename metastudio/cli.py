@@ -91,6 +91,15 @@ def _load_dataset(host, args, split: str, image_size: int | None, channels: int 
     return ds
 
 
+def _use_feature_cache(algorithm) -> None:
+    """A frozen (pretrained) backbone's features are cached by image content, in memory and under
+    the user cache directory, so images seen before are not embedded again."""
+    if algorithm.backbone_frozen:
+        from .core.feature_cache import FeatureCache
+
+        algorithm.feature_cache = FeatureCache()
+
+
 def _device(args):
     from .core.devices import configure_for_speed, describe_device, resolve_device
 
@@ -161,7 +170,7 @@ def cmd_train(args) -> int:
     torch.manual_seed(args.seed)
     algorithm = cls(backbone.build(train_ds.channels, train_ds.image_size), backbone_name=backbone.name,
                     image_size=train_ds.image_size, channels=train_ds.channels, hparams=hparams,
-                    freeze_backbone=args.freeze_backbone).to(device)
+                    freeze_backbone=args.freeze_backbone, fit=args.fit).to(device)
     algorithm.use_amp = args.precision != "fp32"
     if device.type != "cpu":
         train_ds = train_ds.to(device)
@@ -233,6 +242,7 @@ def cmd_eval(args) -> int:
     loaded = load_model(path, host, device)
     algorithm, meta = loaded.algorithm, loaded.metadata
     algorithm.use_amp = args.precision != "fp32"
+    _use_feature_cache(algorithm)
     ds = _load_dataset(host, args, args.split, meta["image_size"], meta["channels"])
     if device.type != "cpu":
         ds = ds.to(device)
@@ -286,9 +296,10 @@ def cmd_classify(args) -> int:
     device = _device(args)
     loaded = load_model(path, host, device)
     algorithm, meta = loaded.algorithm, loaded.metadata
-    size, channels = meta["image_size"], meta["channels"]
+    _use_feature_cache(algorithm)
+    size, channels, fit = meta["image_size"], meta["channels"], algorithm.fit
     if args.support:
-        support_ds = load_class_folders(args.support, image_size=size, channels=channels, use_cache=False)
+        support_ds = load_class_folders(args.support, image_size=size, channels=channels, fit=fit, use_cache=False)
         for problem in support_ds.problems:
             print(f"warning: {problem}", file=sys.stderr)
         if support_ds.num_classes < 2:
@@ -306,7 +317,7 @@ def cmd_classify(args) -> int:
     arrays, used = [], []
     for f in files:
         try:
-            arrays.append(load_array(f, size, channels=channels))
+            arrays.append(load_array(f, size, channels=channels, fit=fit))
             used.append(f)
         except ImageLoadError as e:
             print(f"warning: {e}; skipped", file=sys.stderr)
@@ -379,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed (episodes and initial weights)")
     t.add_argument("--hp", action="append", metavar="NAME=VALUE", help="algorithm hyperparameter (repeatable), e.g. --hp lr=0.001")
     t.add_argument("--image-size", type=int, default=None, help="side of the square input images (default: the dataset's)")
+    t.add_argument("--fit", default="stretch", choices=("stretch", "center-crop"),
+                   help="how non-square images become squares when the model is used (stretch, or crop the centre)")
     t.add_argument("--freeze-backbone", action="store_true",
                    help="keep the backbone's (pretrained) weights fixed and out of the model file; train the rest")
     t.add_argument("--train-split", default="train")

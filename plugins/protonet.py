@@ -45,15 +45,47 @@ class PrototypicalNetworks(Algorithm):
     hyperparameters = TRAINING_HYPERPARAMETERS + (
         HyperParameter("distance", str, "euclidean", "How queries are compared with prototypes: squared Euclidean "
                        "distance (the paper's choice) or cosine similarity.", choices=("euclidean", "cosine")),
-        HyperParameter("temperature", float, 10.0, "With cosine distance: the similarities are multiplied by this "
-                       "before the softmax (larger = more confident).", 0.01, 1000.0, log_scale=True),
+        HyperParameter("temperature", float, 10.0, "With cosine distance or CL2N features: the similarities "
+                       "(negative squared distances) are multiplied by this before the softmax (larger = more "
+                       "confident).", 0.01, 1000.0, log_scale=True),
+        HyperParameter("feature_transform", str, "none", "What is done to features before comparing them: nothing, "
+                       "or centre them on a stored mean and scale them to unit length (cl2n, the SimpleShot "
+                       "recipe for pretrained features).", choices=("none", "cl2n")),
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.hparams["feature_transform"] == "cl2n":
+            self.register_buffer("feature_mean", torch.zeros(self.backbone.out_features))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        features = super().embed(images)
+        if self.hparams["feature_transform"] == "cl2n":
+            features = F.normalize(features - self.feature_mean, dim=1)
+        return features
+
+    @torch.inference_mode()
+    def fit_feature_mean(self, batches) -> int:
+        """Set the CL2N mean to the mean raw feature of uint8 image batches (e.g. a base-class
+        training set); returns the number of images seen."""
+        total, count = None, 0
+        with self.evaluating():
+            for images in batches:
+                raw = Algorithm.embed(self, images).double().sum(0)
+                total = raw if total is None else total + raw
+                count += len(images)
+        if not count:
+            raise ValueError("no images to estimate the feature mean from")
+        self.feature_mean.copy_((total / count).to(self.feature_mean))
+        return count
 
     def logits(self, queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         if self.hparams["distance"] == "cosine":
             return self.hparams["temperature"] * F.normalize(queries, dim=1) @ F.normalize(prototypes, dim=1).t()
         # -||q - p||^2, expanded; clamp guards tiny negative values from rounding.
         d = (queries.pow(2).sum(1, keepdim=True) - 2 * queries @ prototypes.t() + prototypes.pow(2).sum(1)).clamp_min(0)
+        if self.hparams["feature_transform"] == "cl2n":  # unit vectors: distances are small, so scale them
+            return -self.hparams["temperature"] * d
         return -d
 
     def episode_logits(self, episode: Episode) -> torch.Tensor:

@@ -85,3 +85,21 @@ def test_an_unwritable_cache_only_costs_speed(tmp_path):
     images = [b"x", b"y"]
     out = cache.embed("ns", images, CountingEmbedder(images))
     assert out.shape == (2, 3)
+
+
+def test_image_store_decodes_each_file_once_until_it_changes(tmp_path):
+    import os
+
+    from PIL import Image
+
+    from metastudio.core.imagestore import ImageStore
+
+    f = tmp_path / "a.png"
+    Image.new("RGB", (40, 30), "red").save(f)
+    store = ImageStore(16, 3, "center-crop")
+    first = store.get(f)
+    assert first.shape == (3, 16, 16) and store.get(f) is first and store.decoded == 1
+    Image.new("RGB", (40, 30), "blue").save(f)
+    os.utime(f, ns=(1, 10**18))  # a new modification time, as an editor would leave
+    second = store.get(f)
+    assert store.decoded == 2 and second[2].mean() > 200 and first[0].mean() > 200

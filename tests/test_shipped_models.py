@@ -32,3 +32,13 @@ def test_protonet_omniglot_reaches_paper_level_on_real_test_episodes(host):
     result = evaluate(model, EpisodeSampler(test, 5, 1, 15, seed=EVAL_SEED), 100)
     # docs/benchmarks.md: 1000 episodes give about 98.6; 100 of the same episodes must stay close.
     assert result.accuracy > 97.0
+
+
+def test_photos_model_is_a_small_head_on_the_shipped_pretrained_backbone():
+    path = resolve_model("photos")
+    assert path.stat().st_size < 64 * 1024, "the frozen backbone must not be stored in the model file"
+    meta = read_metadata(path)
+    assert meta["algorithm"] == "protonet" and meta["backbone"] == "efficientnet-lite0" and meta["backbone_frozen"]
+    assert meta["image_size"] == 224 and meta["channels"] == 3 and meta["fit"] == "center-crop"
+    assert meta["hyperparameters"]["feature_transform"] == "cl2n"
+    assert meta["dataset"]["name"] == "mini-imagenet" and meta["dataset"]["split"] == "train"

@@ -25,6 +25,7 @@ algorithm's device and scales them to floats in [0, 1].
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -178,6 +179,7 @@ class Algorithm(nn.Module, ABC):
         channels: int,
         hparams: Mapping[str, Any] | None = None,
         freeze_backbone: bool = False,
+        fit: str = "stretch",
     ):
         super().__init__()
         # channels_last makes the convolutions ~1.5x faster on CPUs (oneDNN) and on GPUs.
@@ -192,6 +194,13 @@ class Algorithm(nn.Module, ABC):
         #: A frozen backbone (a pretrained one, say) is never trained, always runs in eval mode,
         #: and is not saved: model files hold only what the algorithm learned, and loading
         #: rebuilds the backbone from its plugin.
+        if fit not in ("stretch", "center-crop"):
+            raise ValueError(f"fit must be 'stretch' or 'center-crop', got {fit!r}")
+        #: How images of other shapes become image_size squares (see metastudio.core.images.to_array).
+        self.fit = fit
+        #: Optional :class:`~metastudio.core.feature_cache.FeatureCache`: with a frozen backbone,
+        #: features of images seen before are reused instead of recomputed.
+        self.feature_cache = None
         self.backbone_frozen = bool(freeze_backbone)
         if self.backbone_frozen:
             self.backbone.requires_grad_(False)
@@ -268,9 +277,30 @@ class Algorithm(nn.Module, ABC):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features [B, D] (float32) for uint8 images (no autograd graph through a
-        frozen backbone)."""
+        frozen backbone; cached by image content when a frozen backbone has a feature cache)."""
+        if self.backbone_frozen and self.feature_cache is not None and images.dtype == torch.uint8 and len(images):
+            host = images.cpu()
+            contents = [img.numpy().tobytes() for img in host]
+            features = self.feature_cache.embed(self.feature_namespace(), contents, lambda idx: self._embed(host[idx]))
+            return features.to(self.device)
+        return self._embed(images)
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
         with self.autocast(), torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
             return self.backbone(self.prepare(images)).float()
+
+    def feature_namespace(self) -> str:
+        """What identifies this algorithm's frozen features besides the image: the backbone and
+        a fingerprint of its weights, the input shape, and the numeric precision (bf16 features
+        differ slightly from fp32 ones)."""
+        if getattr(self, "_backbone_fingerprint", None) is None:
+            h = hashlib.blake2b(digest_size=8)
+            for key, value in sorted(self.backbone.state_dict().items()):
+                h.update(key.encode())
+                h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            self._backbone_fingerprint = h.hexdigest()
+        precision = "bf16" if self.use_amp and self.device.type == "cuda" else "fp32"
+        return f"{self.backbone_name}@{self._backbone_fingerprint}|{self.channels}x{self.image_size}|{precision}"
 
     # -- meta-training -------------------------------------------------------------------------
     def configure_training(self, total_steps: int) -> None:
@@ -337,5 +367,5 @@ class Algorithm(nn.Module, ABC):
         return {
             "algorithm": self.name, "algorithm_version": self.version, "backbone": self.backbone_name,
             "image_size": self.image_size, "channels": self.channels, "hyperparameters": dict(self.hparams),
-            "backbone_frozen": self.backbone_frozen,
+            "backbone_frozen": self.backbone_frozen, "fit": self.fit,
         }

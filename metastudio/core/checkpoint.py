@@ -181,7 +181,7 @@ def build_algorithm(meta: Mapping[str, Any], registry) -> Algorithm:
     except ValueError as e:
         raise CheckpointError(f"the model's hyperparameters do not fit {cls.name}: {e}") from None
     return cls(spec.build(channels, size), backbone_name=spec.name, image_size=size, channels=channels, hparams=hparams,
-               freeze_backbone=bool(meta.get("backbone_frozen", False)))
+               freeze_backbone=bool(meta.get("backbone_frozen", False)), fit=meta.get("fit", "stretch"))
 
 
 def load_model(path: str | os.PathLike, registry, device: torch.device | str = "cpu") -> LoadedModel:
