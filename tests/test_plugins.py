@@ -261,7 +261,7 @@ def test_unknown_component_lists_what_is_available():
     message = str(info.value)
     assert "no algorithm named 'nope'" in message and "protonet" in message
     assert isinstance(info.value, MetaStudioError) and isinstance(info.value, KeyError)
-    with pytest.raises(UnknownComponentError, match=r"available: conv4, efficientnet-lite0, resnet12"):
+    with pytest.raises(UnknownComponentError, match=r"available: conv4, dino-vit-small, efficientnet-lite0, resnet12, resnet18-imagenet, resnet50-imagenet"):
         host.backbone("vgg")
     with pytest.raises(UnknownComponentError, match=r"folder, mini-imagenet, omniglot"):
         host.dataset("imagenet")
@@ -379,7 +379,7 @@ def test_safe_mode_loads_only_builtins(third_party, monkeypatch):
             assert rec.status == "ok"
         else:
             assert rec.status == "disabled" and "safe mode" in rec.error, (name, rec)
-    assert set(host.backbones) == {"conv4", "efficientnet-lite0", "resnet12"} and set(host.algorithms) == {"protonet"}
+    assert set(host.backbones) == {"conv4", "efficientnet-lite0", "resnet12", "resnet18-imagenet", "resnet50-imagenet", "dino-vit-small"} and set(host.algorithms) == {"protonet"}
     monkeypatch.delenv("METASTUDIO_SAFE_MODE")
     assert not PluginHost().safe_mode and PluginHost(safe_mode=True).safe_mode
 

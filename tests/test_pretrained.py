@@ -77,3 +77,45 @@ def test_nearest_centroid_on_mini_imagenet_val_is_far_above_chance(lite0):
         right += int((pred == torch.arange(5).repeat_interleave(5)).sum())
         total += 25
     assert right / total > 0.6, f"5-way 1-shot accuracy {right / total:.2f} (chance 0.20)"
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No network: every download fails at once, and nothing is cached yet."""
+    import urllib.error
+
+    import huggingface_hub.constants
+    import torch.hub
+
+    def refuse(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "urlopen", refuse)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+
+
+@pytest.mark.parametrize("name", ["resnet18-imagenet", "resnet50-imagenet", "dino-vit-small"])
+def test_on_demand_backbones_offline_give_a_clear_error(host, offline, name):
+    from metastudio.core.errors import MetaStudioError
+
+    spec = host.backbone(name)
+    assert "downloaded once" in spec.description
+    with pytest.raises(MetaStudioError, match=rf"backbone '{name}' .*could not be downloaded.*efficientnet-lite0"):
+        spec.build(3, 224)
+
+
+def test_train_with_an_unavailable_backbone_fails_in_one_line(host, offline, tmp_path, capsys):
+    from metastudio.cli import main
+
+    from conftest import make_class_tree
+
+    root = make_class_tree(tmp_path / "d", classes=3, per_class=3)
+    code = main(["train", "--algorithm", "protonet", "--backbone", "resnet18-imagenet", "--dataset", "folder",
+                 "--root", str(root), "--episodes", "1", "--ways", "2", "--queries", "1", "--val-split", "none",
+                 "--out", str(tmp_path / "m.safetensors"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and "error: the pretrained weights of backbone 'resnet18-imagenet'" in err
+    assert "Traceback" not in err

@@ -113,9 +113,27 @@ def _lite0(in_channels: int, image_size: int) -> nn.Module:
     return Lite0Features(in_channels)
 
 
+def _on_demand(kind: str, name: str, *spec: str):
+    def factory(in_channels: int, image_size: int) -> nn.Module:
+        from . import pretrained
+
+        if kind == "torchvision":
+            return pretrained.torchvision_backbone(name, *spec, in_channels)
+        return pretrained.timm_backbone(name, *spec, in_channels)
+
+    return factory
+
+
 BUILTIN_BACKBONES = (
     BackboneSpec("conv4", lambda c, s: Conv4(c, s), "Conv-4: 4 x (conv3x3 64, batch norm, ReLU, max-pool). Small, fast, the few-shot standard.", 28),
     BackboneSpec("resnet12", lambda c, s: ResNet12(c, s), "ResNet-12 (64-160-320-640), 640-d features. Stronger on photos, ~12M parameters.", 84),
     BackboneSpec("efficientnet-lite0", _lite0, "EfficientNet-Lite0 with ImageNet weights (shipped, works offline), "
                  "1280-d features. For photos, at 224x224.", 224),
+    # Downloaded on first use (needs the internet once; cached by torch / huggingface_hub).
+    BackboneSpec("resnet18-imagenet", _on_demand("torchvision", "resnet18-imagenet", "resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
+                 "torchvision ResNet-18, ImageNet weights (downloaded once, 45 MB), 512-d features.", 224),
+    BackboneSpec("resnet50-imagenet", _on_demand("torchvision", "resnet50-imagenet", "resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
+                 "torchvision ResNet-50, ImageNet weights (downloaded once, 98 MB), 2048-d features.", 224),
+    BackboneSpec("dino-vit-small", _on_demand("timm", "dino-vit-small", "vit_small_patch16_224.dino"),
+                 "timm ViT-S/16 self-supervised with DINO (downloaded once, 87 MB), 384-d features; strong for few-shot.", 224),
 )

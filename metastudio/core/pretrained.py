@@ -89,3 +89,63 @@ class Lite0Features(nn.Module):
         if self.in_channels == 1:
             x = x.expand(-1, 3, -1, -1)
         return self.net((x - 0.5) / 0.5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Backbones whose weights are downloaded on first use (and cached by torch / huggingface_hub)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class PretrainedFeatures(nn.Module):
+    """A pretrained classifier turned into a backbone: [0, 1] images (greyscale repeated to RGB)
+    normalised as its weights expect, features before the classifier."""
+
+    def __init__(self, net: nn.Module, features: int, in_channels: int, mean, std):
+        super().__init__()
+        self.net = net
+        self.in_channels = in_channels
+        self.out_features = features
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.in_channels == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.net((x - self.mean) / self.std)
+
+
+def _download_error(name: str, exc: BaseException) -> MetaStudioError:
+    return MetaStudioError(
+        f"the pretrained weights of backbone '{name}' are not on this computer and could not be downloaded "
+        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no details'}). Connect to the internet "
+        "once (they are cached afterwards), or use the built-in offline backbone 'efficientnet-lite0'"
+    )
+
+
+def torchvision_backbone(name: str, model: str, weights: str, in_channels: int) -> nn.Module:
+    """A torchvision classifier with its ImageNet weights (downloaded once, progress on stderr)."""
+    import torchvision
+
+    try:
+        w = torchvision.models.get_weight(weights)
+        net = torchvision.models.get_model(model, weights=None)
+        net.load_state_dict(w.get_state_dict(progress=True, check_hash=True))
+    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError
+        raise _download_error(name, e) from e
+    features = net.fc.in_features
+    net.fc = nn.Identity()
+    return PretrainedFeatures(net, features, in_channels, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def timm_backbone(name: str, model: str, in_channels: int) -> nn.Module:
+    """A timm model with its pretrained weights from the Hugging Face hub (downloaded once)."""
+    import timm
+
+    try:
+        net = timm.create_model(model, pretrained=True, num_classes=0)
+    except Exception as e:  # noqa: BLE001 - hub errors come in many types (OSError, HTTP errors, LocalEntryNotFoundError)
+        raise _download_error(name, e) from e
+    cfg = net.pretrained_cfg
+    return PretrainedFeatures(net, net.num_features, in_channels, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD))
