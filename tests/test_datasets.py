@@ -249,3 +249,10 @@ def test_real_mini_imagenet_val_split_layout():
     classes = TreeSource(real_data("mini-imagenet", "val.zip")).list_classes()
     assert len(classes) == 16 and {len(v) for v in classes.values()} == {600}
     assert all(name.startswith("n") and len(name) == 9 for name in classes)
+
+
+def test_huge_decoded_datasets_are_not_written_to_the_disk_cache(tmp_path, monkeypatch):
+    root = make_class_tree(tmp_path / "t", classes=2, per_class=2)
+    monkeypatch.setattr(datasets_module, "MAX_DISK_CACHE_BYTES", 100)
+    load_class_folders(root, image_size=16)
+    assert not list((Path(datasets_module.cache_dir()) / "datasets").glob("*.npy"))

@@ -35,6 +35,9 @@ from .images import is_image_name, load_array
 Progress = Callable[[int, int | None], None]
 
 CACHE_FORMAT = 1
+#: Decoded datasets larger than this are not written to the disk cache (a 224-px photo split can
+#: take gigabytes; decoding it again is cheaper than filling the user's disk).
+MAX_DISK_CACHE_BYTES = 1 << 30
 
 
 def cache_dir() -> Path:
@@ -248,6 +251,8 @@ def _read_cache(key: str) -> FewShotDataset | None:
 
 
 def _write_cache(key: str, ds: FewShotDataset) -> None:
+    if ds.images.numel() > MAX_DISK_CACHE_BYTES:
+        return
     folder = cache_dir() / "datasets"
     try:
         folder.mkdir(parents=True, exist_ok=True)
