@@ -34,7 +34,7 @@ from .images import is_image_name, load_array
 #: ``progress(done, total)`` callbacks report long work; ``total`` may be None when unknown.
 Progress = Callable[[int, int | None], None]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: small images are enlarged with bilinear, not Lanczos
 #: Decoded datasets larger than this are not written to the disk cache (a 224-px photo split can
 #: take gigabytes; decoding it again is cheaper than filling the user's disk).
 MAX_DISK_CACHE_BYTES = 1 << 30
