@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Build the shipped "photos" model: Prototypical Networks on frozen EfficientNet-Lite0 features
-(ImageNet weights, 224x224 input) with centred, L2-normalised features (SimpleShot's CL2N).
+(ImageNet weights, 224x224 input), power-transformed (signed square root), L2-normalised,
+centred and L2-normalised again (``power-cl2n``; ``--transform cl2n`` is SimpleShot's CL2N).
 
 The centring mean is estimated on mini-ImageNet *train* (the first --per-class images of each of
 its 64 classes); nothing is meta-trained, and mini-ImageNet val/test classes are never seen.
@@ -28,13 +29,14 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=60)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--temperature", type=float, default=10.0)
+    p.add_argument("--transform", default="power-cl2n", choices=("cl2n", "power-cl2n"))
     p.add_argument("--out", default="resources/models/photos.safetensors")
     args = p.parse_args()
 
     host = get_host()
     cls, spec = host.algorithm("protonet"), host.backbone("efficientnet-lite0")
     algo = cls(spec.build(3, args.image_size), backbone_name=spec.name, image_size=args.image_size, channels=3,
-               hparams={"feature_transform": "cl2n", "temperature": args.temperature}, freeze_backbone=True,
+               hparams={"feature_transform": args.transform, "temperature": args.temperature}, freeze_backbone=True,
                fit="center-crop").eval()
     root = Path(args.root)
     train = root / "train.zip" if (root / "train.zip").exists() else root / "train"

@@ -48,30 +48,38 @@ class PrototypicalNetworks(Algorithm):
         HyperParameter("temperature", float, 10.0, "With cosine distance or CL2N features: the similarities "
                        "(negative squared distances) are multiplied by this before the softmax (larger = more "
                        "confident).", 0.01, 1000.0, log_scale=True),
-        HyperParameter("feature_transform", str, "none", "What is done to features before comparing them: nothing, "
-                       "or centre them on a stored mean and scale them to unit length (cl2n, the SimpleShot "
-                       "recipe for pretrained features).", choices=("none", "cl2n")),
+        HyperParameter("feature_transform", str, "none", "What is done to features before comparing them: nothing; "
+                       "centre them on a stored mean and scale them to unit length (cl2n, the SimpleShot recipe "
+                       "for pretrained features); or first take signed square roots and scale to unit length, "
+                       "then centre and scale again (power-cl2n, better for pooled ReLU features).",
+                       choices=("none", "cl2n", "power-cl2n")),
     )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if self.hparams["feature_transform"] == "cl2n":
+        if self.hparams["feature_transform"] != "none":
             self.register_buffer("feature_mean", torch.zeros(self.backbone.out_features))
+
+    def _before_centring(self, features: torch.Tensor) -> torch.Tensor:
+        if self.hparams["feature_transform"] == "power-cl2n":
+            return F.normalize(features.sign() * features.abs().sqrt(), dim=1)
+        return features
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         features = super().embed(images)
-        if self.hparams["feature_transform"] == "cl2n":
-            features = F.normalize(features - self.feature_mean, dim=1)
+        if self.hparams["feature_transform"] != "none":
+            features = F.normalize(self._before_centring(features) - self.feature_mean, dim=1)
         return features
 
     @torch.inference_mode()
     def fit_feature_mean(self, batches) -> int:
-        """Set the CL2N mean to the mean raw feature of uint8 image batches (e.g. a base-class
-        training set); returns the number of images seen."""
+        """Set the centring mean (cl2n, power-cl2n) from uint8 image batches of base classes (a
+        training set): the mean of the features as they are just before centring. Returns the
+        number of images seen."""
         total, count = None, 0
         with self.evaluating():
             for images in batches:
-                raw = Algorithm.embed(self, images).double().sum(0)
+                raw = self._before_centring(Algorithm.embed(self, images)).double().sum(0)
                 total = raw if total is None else total + raw
                 count += len(images)
         if not count:
@@ -84,7 +92,7 @@ class PrototypicalNetworks(Algorithm):
             return self.hparams["temperature"] * F.normalize(queries, dim=1) @ F.normalize(prototypes, dim=1).t()
         # -||q - p||^2, expanded; clamp guards tiny negative values from rounding.
         d = (queries.pow(2).sum(1, keepdim=True) - 2 * queries @ prototypes.t() + prototypes.pow(2).sum(1)).clamp_min(0)
-        if self.hparams["feature_transform"] == "cl2n":  # unit vectors: distances are small, so scale them
+        if self.hparams["feature_transform"] != "none":  # unit vectors: distances are small, so scale them
             return -self.hparams["temperature"] * d
         return -d
 

@@ -93,3 +93,15 @@ def test_classify_with_the_shipped_photos_model(tmp_path, capsys):
                  str(tmp_path / "query"), "--csv", str(out), "--device", "cpu"]) == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 6 and sum(r["predicted"] == truth[r["file"]] for r in rows) >= 5
+
+
+def test_power_cl2n_centres_signed_square_roots(host):
+    import torch.nn.functional as F
+
+    algo = frozen_protonet(host, feature_transform="power-cl2n")
+    ds = synthetic_dataset(classes=6, per_class=4)
+    algo.fit_feature_mean([ds.images])
+    raw = Algorithm.embed(algo, ds.images)
+    before = F.normalize(raw.sign() * raw.abs().sqrt(), dim=1)
+    assert torch.allclose(algo.feature_mean, before.mean(0), atol=1e-5)
+    assert torch.allclose(algo.embed(ds.images), F.normalize(before - before.mean(0), dim=1), atol=1e-5)

@@ -40,5 +40,5 @@ def test_photos_model_is_a_small_head_on_the_shipped_pretrained_backbone():
     meta = read_metadata(path)
     assert meta["algorithm"] == "protonet" and meta["backbone"] == "efficientnet-lite0" and meta["backbone_frozen"]
     assert meta["image_size"] == 224 and meta["channels"] == 3 and meta["fit"] == "center-crop"
-    assert meta["hyperparameters"]["feature_transform"] == "cl2n"
+    assert meta["hyperparameters"]["feature_transform"] == "power-cl2n"
     assert meta["dataset"]["name"] == "mini-imagenet" and meta["dataset"]["split"] == "train"
