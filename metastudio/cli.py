@@ -154,6 +154,8 @@ def cmd_train(args) -> int:
     backbone = host.backbone(args.backbone)
     dspec = host.dataset(args.dataset)
     hparams = cls.resolve_hparams(_parse_hparams(args.hp))
+    if args.freeze_backbone and not backbone.pretrained:
+        raise ValueError(f"--freeze-backbone needs a pretrained backbone; '{backbone.name}' starts from random weights")
     device = _device(args)
     image_size = args.image_size or dspec.image_size or backbone.default_image_size or 84
     train_ds = _load_dataset(host, args, args.train_split, image_size, dspec.channels)
@@ -390,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed (episodes and initial weights)")
     t.add_argument("--hp", action="append", metavar="NAME=VALUE", help="algorithm hyperparameter (repeatable), e.g. --hp lr=0.001")
     t.add_argument("--image-size", type=int, default=None, help="side of the square input images (default: the dataset's)")
-    t.add_argument("--fit", default="stretch", choices=("stretch", "center-crop"),
+    from .core.images import FITS
+
+    t.add_argument("--fit", default="stretch", choices=FITS,
                    help="how non-square images become squares when the model is used (stretch, or crop the centre)")
     t.add_argument("--freeze-backbone", action="store_true",
                    help="keep the backbone's (pretrained) weights fixed and out of the model file; train the rest")

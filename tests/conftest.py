@@ -68,3 +68,20 @@ def real_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real benchmark data not available: {path} does not exist (see ../shared/data/README.md)")
     return path
+
+
+@pytest.fixture
+def seeded_conv4(host):
+    """A 'pretrained' backbone for tests: Conv-4 whose factory always builds the same weights."""
+    import torch
+
+    from metastudio.core.backbones import BackboneSpec, Conv4
+
+    def factory(channels, size):
+        with torch.random.fork_rng():
+            torch.manual_seed(1234)
+            return Conv4(channels, size)
+
+    spec = BackboneSpec("seeded-conv4", factory, "Conv-4 with fixed weights (tests)", 28, pretrained=True)
+    host.backbones[spec.name] = spec
+    return spec

@@ -234,14 +234,13 @@ def test_cancel_during_validation_validates_on_resume_and_matches_an_uninterrupt
         assert torch.allclose(a.float(), b.float(), atol=1e-5), name
 
 
-def test_a_frozen_backbone_is_neither_trained_nor_saved(host, data, tmp_path):
+def test_a_frozen_backbone_is_neither_trained_nor_saved(host, data, tmp_path, seeded_conv4):
     _, val = data
-    torch.manual_seed(0)
-    spec = host.backbone("conv4")
+    spec = seeded_conv4
     backbone = spec.build(1, 28)
     reference = {k: v.clone() for k, v in backbone.state_dict().items()}
     cls = host.algorithm("protonet")
-    algo = cls(backbone, backbone_name="conv4", image_size=28, channels=1, freeze_backbone=True)
+    algo = cls(backbone, backbone_name=spec.name, image_size=28, channels=1, freeze_backbone=True)
     algo.train()
     assert not algo.backbone.training and not any(p.requires_grad for p in algo.backbone.parameters())
     ep = val.episode(0)
@@ -254,11 +253,24 @@ def test_a_frozen_backbone_is_neither_trained_nor_saved(host, data, tmp_path):
     path = save_model(algo, tmp_path / "frozen.safetensors")
     meta, tensors = checkpoint_module.load_tensors(path)
     assert meta["backbone_frozen"] is True and not any(k.startswith("backbone.") for k in tensors)
-    # Loading rebuilds the backbone from its plugin; here the plugin's conv4 is freshly initialised,
-    # so give it the same weights the way a pretrained plugin would (same seed).
-    torch.manual_seed(0)
-    loaded = load_model(path, host).algorithm
+    loaded = load_model(path, host).algorithm  # the backbone is rebuilt by its (pretrained) plugin
     assert loaded.backbone_frozen
     a = algo.adapt(ep.support).predict_proba(ep.query_images)
     b = loaded.adapt(ep.support).predict_proba(ep.query_images)
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_randomly_initialised_backbone_cannot_be_frozen_away(host, data, tmp_path, capsys):
+    from metastudio.cli import main
+
+    from conftest import make_class_tree
+
+    algo = host.algorithm("protonet")(host.backbone("conv4").build(1, 28), backbone_name="conv4", image_size=28,
+                                      channels=1, freeze_backbone=True)
+    path = save_model(algo, tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match="no pretrained weights"):
+        load_model(path, host)
+    root = make_class_tree(tmp_path / "d", classes=3, per_class=3)
+    assert main(["train", "--algorithm", "protonet", "--backbone", "conv4", "--freeze-backbone", "--dataset", "folder",
+                 "--root", str(root), "--episodes", "1", "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "needs a pretrained backbone" in capsys.readouterr().err

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .episodes import Episode, SupportSet
+from .images import FITS
 
 _TYPES = {int: "int", float: "float", bool: "bool", str: "str"}
 
@@ -194,13 +195,14 @@ class Algorithm(nn.Module, ABC):
         #: A frozen backbone (a pretrained one, say) is never trained, always runs in eval mode,
         #: and is not saved: model files hold only what the algorithm learned, and loading
         #: rebuilds the backbone from its plugin.
-        if fit not in ("stretch", "center-crop"):
-            raise ValueError(f"fit must be 'stretch' or 'center-crop', got {fit!r}")
+        if fit not in FITS:
+            raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
         #: How images of other shapes become image_size squares (see metastudio.core.images.to_array).
         self.fit = fit
         #: Optional :class:`~metastudio.core.feature_cache.FeatureCache`: with a frozen backbone,
         #: features of images seen before are reused instead of recomputed.
         self.feature_cache = None
+        self._backbone_fingerprint: str | None = None  # computed on first use (frozen weights never change)
         self.backbone_frozen = bool(freeze_backbone)
         if self.backbone_frozen:
             self.backbone.requires_grad_(False)
@@ -293,7 +295,7 @@ class Algorithm(nn.Module, ABC):
         """What identifies this algorithm's frozen features besides the image: the backbone and
         a fingerprint of its weights, the input shape, and the numeric precision (bf16 features
         differ slightly from fp32 ones)."""
-        if getattr(self, "_backbone_fingerprint", None) is None:
+        if self._backbone_fingerprint is None:
             h = hashlib.blake2b(digest_size=8)
             for key, value in sorted(self.backbone.state_dict().items()):
                 h.update(key.encode())

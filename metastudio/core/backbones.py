@@ -23,6 +23,10 @@ class BackboneSpec:
     description: str = ""
     #: Image size the backbone is meant for (a hint for forms and defaults; None = any).
     default_image_size: int | None = None
+    #: True when ``factory`` builds the same trained weights every time (pretrained weights
+    #: shipped or downloaded): only such a backbone may be frozen, because a frozen backbone is
+    #: not saved in model files and loading rebuilds it with the factory.
+    pretrained: bool = False
 
     def build(self, in_channels: int, image_size: int) -> nn.Module:
         net = self.factory(in_channels, image_size)
@@ -128,12 +132,12 @@ BUILTIN_BACKBONES = (
     BackboneSpec("conv4", lambda c, s: Conv4(c, s), "Conv-4: 4 x (conv3x3 64, batch norm, ReLU, max-pool). Small, fast, the few-shot standard.", 28),
     BackboneSpec("resnet12", lambda c, s: ResNet12(c, s), "ResNet-12 (64-160-320-640), 640-d features. Stronger on photos, ~12M parameters.", 84),
     BackboneSpec("efficientnet-lite0", _lite0, "EfficientNet-Lite0 with ImageNet weights (shipped, works offline), "
-                 "1280-d features. For photos, at 224x224.", 224),
+                 "1280-d features. For photos, at 224x224.", 224, pretrained=True),
     # Downloaded on first use (needs the internet once; cached by torch / huggingface_hub).
     BackboneSpec("resnet18-imagenet", _on_demand("torchvision", "resnet18-imagenet", "resnet18", "ResNet18_Weights.IMAGENET1K_V1"),
-                 "torchvision ResNet-18, ImageNet weights (downloaded once, 45 MB), 512-d features.", 224),
+                 "torchvision ResNet-18, ImageNet weights (downloaded once, 45 MB), 512-d features.", 224, pretrained=True),
     BackboneSpec("resnet50-imagenet", _on_demand("torchvision", "resnet50-imagenet", "resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
-                 "torchvision ResNet-50, ImageNet weights (downloaded once, 98 MB), 2048-d features.", 224),
+                 "torchvision ResNet-50, ImageNet weights (downloaded once, 98 MB), 2048-d features.", 224, pretrained=True),
     BackboneSpec("dino-vit-small", _on_demand("timm", "dino-vit-small", "vit_small_patch16_224.dino"),
-                 "timm ViT-S/16 self-supervised with DINO (downloaded once, 87 MB), 384-d features; strong for few-shot.", 224),
+                 "timm ViT-S/16 self-supervised with DINO (downloaded once, 87 MB), 384-d features; strong for few-shot.", 224, pretrained=True),
 )

@@ -175,6 +175,11 @@ def build_algorithm(meta: Mapping[str, Any], registry) -> Algorithm:
             f"the model was saved by {cls.name} version {meta.get('algorithm_version')}, "
             f"but version {cls.version} is installed"
         )
+    if meta.get("backbone_frozen") and not spec.pretrained:
+        raise CheckpointError(
+            f"the model was saved with a frozen backbone '{spec.name}', but that backbone has no pretrained "
+            "weights to rebuild it from; it cannot be restored"
+        )
     channels, size = int(meta["channels"]), int(meta["image_size"])
     try:
         hparams = cls.resolve_hparams(meta.get("hyperparameters", {}))

@@ -49,7 +49,8 @@ ImageSource = Union[str, os.PathLike[str], bytes, bytearray, memoryview, IO[byte
 """What :func:`load_image` accepts: a path, the raw bytes of a file, or a binary file object."""
 
 _MODES = ("RGB", "L")
-_FITS = ("stretch", "center-crop")
+#: How an image of another shape becomes a square (see to_array).
+FITS = ("stretch", "center-crop")
 _WHITE = {"RGB": (255, 255, 255), "L": 255}
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;16BS", "I;16LS"})
 
@@ -447,7 +448,7 @@ def to_array(image: Image.Image, size: int, *, fit: str = "stretch") -> np.ndarr
     """
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
         raise ValueError(f"size must be a positive integer, not {size!r}")
-    if fit not in _FITS:
+    if fit not in FITS:
         raise ValueError(f"fit must be 'stretch' or 'center-crop', not {fit!r}")
     if image.mode not in _MODES:
         raise ValueError(f"to_array needs an 'L' or 'RGB' image, not {image.mode!r}")

@@ -76,8 +76,10 @@ def metastudio_backbones():
 
     :return: a list of :class:`metastudio.core.backbones.BackboneSpec`, each with a unique
         ``name``, a ``factory(in_channels, image_size) -> torch.nn.Module`` that maps float
-        images [B, C, H, W] in [0, 1] to features [B, D], a one-line ``description`` and
-        optionally the ``default_image_size`` the backbone is meant for. The module may set
+        images [B, C, H, W] in [0, 1] to features [B, D], a one-line ``description``,
+        optionally the ``default_image_size`` the backbone is meant for, and ``pretrained=True``
+        when the factory builds the same trained weights every time (only such a backbone can be
+        frozen, since frozen backbones are rebuilt by the factory instead of being saved). The module may set
         ``out_features`` (D); otherwise MetaStudio measures it with a dummy forward pass.
 
     Every algorithm can use every backbone: the backbone named in a model file is rebuilt by
