@@ -7,7 +7,6 @@ long work shows a progress bar on stderr.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -330,24 +329,21 @@ def cmd_classify(args) -> int:
     for f, name, row in zip(used, names, probs):
         print(f"{str(f).ljust(width)}  {name}  ({100 * float(row.max()):.1f}%)")
     if args.csv:
-        from .core.checkpoint import atomic_write
+        from .core.export import write_predictions_csv
 
-        def write(tmp: Path) -> None:
-            with open(tmp, "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                w.writerow(["file", "predicted", *learner.class_names])
-                for f, name, row in zip(used, names, probs):
-                    w.writerow([str(f), name, *(f"{float(p):.6f}" for p in row)])
-
-        atomic_write(args.csv, write)
+        write_predictions_csv(args.csv, [(str(f), row.tolist()) for f, row in zip(used, probs)], learner.class_names)
         print(f"predictions written to {args.csv}", file=sys.stderr)
     return 0
 
 
 def cmd_gui(args) -> int:
-    # The desktop window comes with the GUI issue; until then the app shows what it can do.
-    build_parser().print_help()
-    return 0
+    """The desktop app."""
+    try:
+        from .gui.app import run
+    except ImportError as e:  # PySide6 missing or its system libraries absent
+        print(f"error: the desktop app cannot start ({e}); the commands (metastudio --help) still work", file=sys.stderr)
+        return EXIT_ERROR
+    return run(args)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -364,6 +360,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"metastudio {__version__}")
     p.add_argument("--safe-mode", action="store_true", help="load the built-in plugins only")
+    app = p.add_argument_group("the desktop app (metastudio [PROJECT.metastudio] [options], no COMMAND)")
+    app.add_argument("--support", metavar="DIR", help="open with a class for each sub-folder of DIR (their images as examples)")
+    app.add_argument("--query", metavar="DIR", help="open with the images of DIR (or one image) to classify")
+    app.add_argument("--model", metavar="M", help="model to use: a shipped model name (photos, protonet-omniglot) or a file")
+    app.add_argument("--screenshot", metavar="FILE", help="wait until the predictions are shown, save a PNG of the window and exit")
+    app.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    app.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(sp, device=True):
@@ -445,7 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    project = None
+    if argv and not argv[0].startswith("-") and argv[0].endswith(".metastudio"):
+        project = argv.pop(0)  # metastudio my.metastudio (what a file manager runs)
     args = parser.parse_args(argv)
+    args.project = project
     if not hasattr(args, "safe_mode"):
         args.safe_mode = False
     if args.command is None:

@@ -9,10 +9,12 @@ testing (60-way for Omniglot) helps, and nothing in the model depends on the num
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from metastudio.core.algorithm import (
     TRAINING_HYPERPARAMETERS,
@@ -153,6 +155,49 @@ class ProtoLearner(Learner):
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"prototypes": self.prototypes}
+
+    def as_module(self) -> nn.Module:
+        return ProtoModule(self.algorithm, self.prototypes)
+
+
+class ProtoModule(nn.Module):
+    """A ProtoNet classifier on its own (see :meth:`Learner.as_module`): a copy of the backbone
+    (plain float32 on the CPU, eval mode, no channels_last), the feature transform with its
+    stored mean, and the prototypes; float images [B, C, H, W] in [0, 1] -> probabilities [B, N].
+    It repeats :meth:`PrototypicalNetworks.embed` and :meth:`PrototypicalNetworks.logits` op for
+    op, so it agrees with ``predict_proba`` to float rounding (on the CPU; CUDA runs under
+    bfloat16 autocast and differs a little more)."""
+
+    def __init__(self, algorithm: PrototypicalNetworks, prototypes: torch.Tensor):
+        super().__init__()
+        backbone = copy.deepcopy(algorithm.backbone)
+        self.backbone = backbone.to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
+        self.backbone.requires_grad_(False)
+        hp = algorithm.hparams
+        self.transform = str(hp["feature_transform"])
+        self.distance = str(hp["distance"])
+        self.temperature = float(hp["temperature"])
+        # Cloned outside inference mode: the originals may be inference tensors.
+        with torch.no_grad():
+            self.register_buffer("prototypes", prototypes.detach().to("cpu", torch.float32).clone())
+            if self.transform != "none":
+                self.register_buffer("feature_mean", algorithm.feature_mean.detach().to("cpu", torch.float32).clone())
+        self.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(images).float()
+        if self.transform != "none":
+            if self.transform == "power-cl2n":
+                features = F.normalize(features.sign() * features.abs().sqrt(), dim=1)
+            features = F.normalize(features - self.feature_mean, dim=1)
+        prototypes = self.prototypes
+        if self.distance == "cosine":
+            logits = self.temperature * F.normalize(features, dim=1) @ F.normalize(prototypes, dim=1).t()
+        else:
+            d = (features.pow(2).sum(1, keepdim=True) - 2 * features @ prototypes.t()
+                 + prototypes.pow(2).sum(1)).clamp_min(0)
+            logits = -self.temperature * d if self.transform != "none" else -d
+        return logits.float().softmax(1)
 
 
 @hookimpl

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -131,9 +132,20 @@ def test_training_without_a_validation_split_warns(tmp_path, capsys):
     assert "validation measures memorisation" in capsys.readouterr().err
 
 
-def test_without_a_command_the_app_starts(capsys):
-    assert main([]) == 0
-    assert "train" in capsys.readouterr().out
+def test_without_a_command_the_app_starts(tmp_path, monkeypatch):
+    """``metastudio`` opens the window; ``--timing`` closes it as soon as it is on screen, so
+    this runs the real start-up path end to end (in a subprocess: it owns a QApplication)."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "METASTUDIO_RECOVERY_DIR": str(tmp_path / "rec"),
+           "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    run = subprocess.run([sys.executable, "-m", "metastudio", "--timing"], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert run.returncode == 0, run.stderr
+    assert "window shown at" in run.stderr
+
+
+def test_a_project_file_argument_and_bad_app_options(tmp_path, capsys):
+    assert main(["--support", str(tmp_path / "absent"), "--screenshot", str(tmp_path / "x.png")]) == 1
+    assert "is not a folder" in capsys.readouterr().err
 
 
 def test_console_script_runs_as_a_program():

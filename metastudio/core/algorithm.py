@@ -151,6 +151,28 @@ class Learner(ABC):
         (:meth:`Algorithm.restore_learner`). Empty when the learner cannot be saved."""
         return {}
 
+    def as_module(self) -> nn.Module:
+        """This classifier as one self-contained ``torch.nn.Module``, for use without MetaStudio
+        (see :mod:`metastudio.core.export`).
+
+        The module is in eval mode, on the CPU, in plain float32 (no channels_last, no autocast),
+        and maps float32 images [B, C, H, W] with values in [0, 1], already resized to
+        ``image_size`` x ``image_size``, to class probabilities [B, N] (a softmax, columns in the
+        order of :attr:`class_names`). Everything it needs (backbone, feature transform,
+        prototypes or heads...) is held as its own buffers and parameters, copied so that later
+        changes to the algorithm do not reach it. It must give the same probabilities as
+        :meth:`predict_proba` on the same images divided by 255, be traceable by
+        ``torch.jit.trace`` and exportable by ``torch.onnx.export``, both with a dynamic batch
+        dimension (no Python branching on the batch size).
+
+        The default raises ``NotImplementedError``: an algorithm whose learner cannot be written
+        as one fixed module (one that adapts lazily, say) cannot be exported.
+        """
+        raise NotImplementedError(
+            f"this classifier ({type(self).__name__}) cannot be exported: its algorithm does not provide "
+            "a stand-alone module (Learner.as_module)"
+        )
+
 
 class Algorithm(nn.Module, ABC):
     """Base class of every few-shot algorithm. Subclasses set the class attributes and

@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,35 +33,11 @@ from safetensors.torch import save_file
 from .. import __version__
 from .algorithm import Algorithm, Learner
 from .errors import CheckpointError
+from .fileio import atomic_write  # noqa: F401 -- part of this module's API
 
 FORMAT = "metastudio-model"
 FORMAT_VERSION = 1
 META_KEY = "metastudio"
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` then move ``tmp`` onto ``path``; on failure remove ``tmp`` and raise
-    :class:`CheckpointError` (the old file at ``path``, if any, is left as it was)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # some writers create 0600 files; use the usual mode
-        os.replace(tmp, path)
-    except OSError as e:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise CheckpointError(f"could not write '{path}': {e.strerror or e}; any previous file there is unchanged") from e
-    return path
 
 
 def _cpu(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

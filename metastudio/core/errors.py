@@ -25,6 +25,10 @@ class CheckpointError(MetaStudioError):
     """A model or checkpoint file could not be read or written."""
 
 
+class ProjectError(MetaStudioError):
+    """A ``.metastudio`` project file could not be opened or saved (the message names the file)."""
+
+
 class TrainingError(MetaStudioError):
     """Meta-training cannot go on (for example the loss became NaN)."""
 

@@ -1,0 +1,241 @@
+"""A person's classifier: adapt a model to their labelled images and classify the rest.
+
+:class:`ClassifierSession` is what the desktop app (and anything else that works with files
+rather than datasets) drives. It keeps the loaded model, decoded images and cached features
+between calls, so that after one more image is dropped into a class only that image is decoded
+and embedded again. Everything it returns is plain Python (names, floats, strings), ready to be
+sent across threads.
+
+One session is used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .algorithm import AdaptProgress, Algorithm, Learner
+from .checkpoint import build_algorithm, load_model
+from .devices import configure_for_speed, describe_device, resolve_device
+from .episodes import stack_support
+from .errors import ImageLoadError, MetaStudioError
+from .imagestore import ImageStore
+
+#: A support set as the app describes it: (class name, [(image id, file path), ...]) per class.
+SupportSpec = Sequence[tuple[str, Sequence[tuple[str, str | os.PathLike]]]]
+#: Query images: [(image id, file path), ...].
+QuerySpec = Sequence[tuple[str, str | os.PathLike]]
+
+
+@dataclass
+class ModelInfo:
+    """What the app shows about the loaded model (plain values)."""
+
+    path: str
+    title: str
+    algorithm: str
+    algorithm_title: str
+    family: str
+    backbone: str
+    image_size: int
+    channels: int
+    device: str
+    hyperparameters: dict[str, Any]
+    hyperparameter_specs: list[dict[str, Any]]
+    description: str = ""
+    iterative: bool = False  # adaptation takes several steps (its loss can be plotted)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SessionResult:
+    """Predictions for the query images (plain values).
+
+    ``status`` is ``"ok"`` when there are predictions, else ``"hint"`` with ``hint`` saying what
+    the person should do (add a class, add images...). ``probabilities`` maps a query image id to
+    one probability per entry of ``class_names`` (the classes that have images, in order).
+    ``problems`` maps an image id to why its file could not be used; such images take no part.
+    """
+
+    status: str
+    class_names: list[str] = field(default_factory=list)
+    probabilities: dict[str, list[float]] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+    hint: str = ""
+    notes: list[str] = field(default_factory=list)
+    adapt_losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _title_from_metadata(path: Path, meta: Mapping[str, Any]) -> str:
+    return str(meta.get("title") or path.stem)
+
+
+class ClassifierSession:
+    """Adapt-and-predict on files, with the loaded model and decoded images kept between calls."""
+
+    def __init__(self, registry, device: str | torch.device = "auto"):
+        self.registry = registry
+        self.device = resolve_device(device)
+        configure_for_speed(self.device)
+        self.algorithm: Algorithm | None = None
+        self.info: ModelInfo | None = None
+        self._key: tuple | None = None
+        self._store: ImageStore | None = None
+        self.learner: Learner | None = None
+
+    # -- the model ---------------------------------------------------------------------------
+    def load(self, path: str | os.PathLike, hyperparameters: Mapping[str, Any] | None = None) -> ModelInfo:
+        """Load the model file (again only if the file or the hyperparameters changed).
+
+        ``hyperparameters`` override the saved ones (e.g. a different distance); values are
+        validated, and a change the saved weights do not fit raises :class:`CheckpointError`.
+        """
+        path = Path(path)
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise MetaStudioError(f"model file '{path}' cannot be read: {e.strerror or e}") from None
+        overrides = dict(hyperparameters or {})
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns, tuple(sorted((k, repr(v)) for k, v in overrides.items())))
+        if key == self._key and self.info is not None:
+            return self.info
+        loaded = load_model(path, self.registry, self.device)
+        algorithm, meta = loaded.algorithm, loaded.metadata
+        if overrides:
+            changed = {k: v for k, v in algorithm.resolve_hparams({**algorithm.hparams, **overrides}).items()
+                       if algorithm.hparams.get(k) != v}
+            if changed:
+                rebuilt = build_algorithm({**meta, "hyperparameters": {**algorithm.hparams, **changed}}, self.registry)
+                from .errors import CheckpointError
+
+                try:
+                    rebuilt.load_state_dict(algorithm.state_dict(), strict=True)
+                except RuntimeError as e:
+                    raise CheckpointError(
+                        f"this model was trained with {', '.join(f'{k}={algorithm.hparams[k]}' for k in changed)}; "
+                        f"its weights do not fit {', '.join(f'{k}={v}' for k, v in changed.items())}: {e}"
+                    ) from None
+                algorithm = rebuilt.to(self.device).eval()
+        if algorithm.backbone_frozen:
+            from .feature_cache import FeatureCache
+
+            algorithm.feature_cache = FeatureCache()
+        self.algorithm = algorithm
+        self.learner = None
+        if self._store is None or (self._store.size, self._store.channels, self._store.fit) != (
+            algorithm.image_size, algorithm.channels, algorithm.fit
+        ):
+            self._store = ImageStore(algorithm.image_size, algorithm.channels, algorithm.fit)
+        cls = type(algorithm)
+        self.info = ModelInfo(
+            path=str(path), title=_title_from_metadata(path, meta), algorithm=cls.name,
+            algorithm_title=cls.title or cls.name, family=cls.family, backbone=algorithm.backbone_name,
+            image_size=algorithm.image_size, channels=algorithm.channels, device=describe_device(self.device),
+            hyperparameters=dict(algorithm.hparams), hyperparameter_specs=[h.describe() for h in cls.hyperparameters],
+            description=cls.description, iterative=cls.family == "optimization",
+        )
+        self._key = key
+        return self.info
+
+    # -- images ---------------------------------------------------------------------------------
+    def _arrays(self, items: Sequence[tuple[str, str | os.PathLike]], problems: dict[str, str]):
+        arrays, ids = [], []
+        for image_id, path in items:
+            try:
+                arrays.append(self._store.get(path))
+                ids.append(image_id)
+            except ImageLoadError as e:
+                problems[image_id] = e.reason if hasattr(e, "reason") else str(e)
+            except OSError as e:  # vanished file, permissions...
+                problems[image_id] = e.strerror or str(e)
+        return arrays, ids
+
+    # -- adapt and predict ------------------------------------------------------------------------
+    def run(
+        self,
+        support: SupportSpec,
+        queries: QuerySpec,
+        progress: Callable[[AdaptProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> SessionResult:
+        """Adapt to ``support`` and classify ``queries``. Needs :meth:`load` first."""
+        if self.algorithm is None:
+            raise MetaStudioError("no model is loaded")
+        start = time.perf_counter()
+        problems: dict[str, str] = {}
+        per_class, names, empty = [], [], []
+        for name, items in support:
+            arrays, _ = self._arrays(items, problems)
+            if arrays:
+                per_class.append(torch.from_numpy(np.stack(arrays)))
+                names.append(name)
+            else:
+                empty.append(name)
+        notes = []
+        if empty and len(names) >= 2:
+            notes.append(
+                f"{_quote_list(empty)} {'has' if len(empty) == 1 else 'have'} no usable images yet, "
+                "so predictions are only among the other classes."
+            )
+        if len(names) < 2:
+            self.learner = None
+            return SessionResult("hint", problems=problems, hint=_hint(len(support), names, empty),
+                                 seconds=time.perf_counter() - start)
+        if should_stop and should_stop():
+            return SessionResult("cancelled", problems=problems, seconds=time.perf_counter() - start)
+        losses: list[float] = []
+
+        def on_progress(p: AdaptProgress) -> None:
+            if p.loss is not None:
+                losses.append(float(p.loss))
+            if progress:
+                progress(p)
+
+        self.learner = self.algorithm.adapt(stack_support(per_class, names), on_progress)
+        probabilities: dict[str, list[float]] = {}
+        arrays, ids = self._arrays(queries, problems)
+        if arrays:
+            probs = self.learner.predict_proba(torch.from_numpy(np.stack(arrays)))
+            probabilities = {i: [float(p) for p in row] for i, row in zip(ids, probs.tolist())}
+        return SessionResult("ok", class_names=names, probabilities=probabilities, problems=problems,
+                             notes=notes, adapt_losses=losses, seconds=time.perf_counter() - start)
+
+
+def _quote_list(names: Sequence[str]) -> str:
+    quoted = [f"'{n}'" for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]
+
+
+def _hint(total_classes: int, usable: Sequence[str], empty: Sequence[str]) -> str:
+    if total_classes == 0:
+        return "Add at least two classes (Add class), then drop a few example images into each."
+    if total_classes == 1:
+        return "Add a second class: MetaStudio tells classes apart, so it needs at least two."
+    if not usable:
+        return "Drop a few example images into each class (one is enough to start)."
+    return f"Drop example images into {_quote_list(empty)} too: every prediction needs at least two classes with images."
+
+
+def thumbnail_rgb(path: str | os.PathLike, size: int = 128) -> tuple[bytes, int, int]:
+    """A thumbnail of an image file that fits in ``size`` x ``size``, as raw RGB bytes with its
+    width and height (plain values a GUI turns into a picture). Raises ImageLoadError."""
+    from PIL import Image
+
+    from .images import load_image
+
+    image = load_image(path, mode="RGB", draft_size=size)
+    image.thumbnail((size, size), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return image.tobytes(), image.width, image.height

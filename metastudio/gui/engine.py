@@ -1,0 +1,328 @@
+"""Worker threads of the app: adapting and predicting, and making thumbnails.
+
+Each worker is a ``QObject`` living in its own ``QThread``; the GUI sends it requests through
+queued signals and it answers with signals carrying only plain Python values (dicts of names,
+floats and strings -- never tensors or widgets). A worker's exception is caught and sent back
+as a ``failed`` signal with the message and the traceback, so the window can show it.
+
+Why not superqt's ``thread_worker``: those run on a ``QThreadPool``, so one particular worker
+cannot be joined, and the adapt worker must keep its loaded model and caches between requests
+(one long-lived thread, requests coalesced to the newest). A plain ``QThread`` that
+:meth:`EngineClient.shutdown` quits and waits for is simpler and testable
+(``qtbot.waitUntil(thread.isFinished)``).
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+
+def _describe(error: BaseException) -> tuple[str, str]:
+    from metastudio.core.errors import MetaStudioError
+
+    details = "".join(traceback.format_exception(error))
+    if isinstance(error, MetaStudioError):
+        return str(error), details
+    return f"{type(error).__name__}: {error}", details
+
+
+class _AdaptWorker(QObject):
+    loaded = Signal(int, dict)  # request id, ModelInfo as dict
+    progress = Signal(int, int, int, float)  # request id, step, total, loss (nan when none)
+    result = Signal(int, dict)  # request id, SessionResult as dict
+    failed = Signal(int, str, str)  # request id, message, details
+    catalog_ready = Signal(dict)
+    exported = Signal(list, str)  # written paths, error message ("" when fine)
+
+    def __init__(self, device: str = "auto"):
+        super().__init__()
+        self._device = device
+        self._session = None
+        self.latest = 0  # newest request id the GUI has issued (plain int: atomic to read)
+
+    def _get_session(self):
+        if self._session is None:
+            from metastudio.core.session import ClassifierSession
+            from metastudio.plugins import get_host
+
+            self._session = ClassifierSession(get_host(), self._device)
+        return self._session
+
+    @Slot(list)
+    def catalog(self, extra_model_paths: list) -> None:
+        """Load the plugins (this imports torch: off the GUI thread) and describe what there is."""
+        try:
+            self.catalog_ready.emit(build_catalog(self._get_session(), extra_model_paths))
+        except Exception as e:  # noqa: BLE001
+            message, details = _describe(e)
+            self.catalog_ready.emit({"error": message, "details": details, "algorithms": [], "failed": [], "models": []})
+
+    @Slot(str, str)
+    def export(self, path: str, fmt: str) -> None:
+        """Export the classifier of the last adaptation (see metastudio.core.export)."""
+        try:
+            session = self._get_session()
+            if session.learner is None:
+                raise RuntimeError("there is no adapted classifier yet")
+            from metastudio.core.export import export_learner
+
+            written = export_learner(session.learner, session.algorithm, path, fmt)
+            self.exported.emit([str(p) for p in written], "")
+        except Exception as e:  # noqa: BLE001
+            self.exported.emit([], _describe(e)[0])
+
+    @Slot(int, dict)
+    def handle(self, request_id: int, request: dict) -> None:
+        try:
+            session = self._get_session()
+            info = session.load(request["model_path"], request.get("hyperparameters") or {})
+            self.loaded.emit(request_id, info.as_dict())
+            if request.get("load_only"):
+                return
+            nan = float("nan")
+
+            def progress(p) -> None:
+                self.progress.emit(request_id, p.step, p.total, nan if p.loss is None else float(p.loss))
+
+            outcome = session.run(request["support"], request["queries"], progress,
+                                  should_stop=lambda: self.latest != request_id)
+            self.result.emit(request_id, outcome.as_dict())
+        except Exception as e:  # noqa: BLE001 -- every error reaches the person
+            self.failed.emit(request_id, *_describe(e))
+
+
+def build_catalog(session, extra_model_paths) -> dict:
+    """Plain description of the algorithms, failed plugins and models (shipped + ``extra``)."""
+    from metastudio.cli import models_dirs
+    from metastudio.core.checkpoint import read_metadata
+    from metastudio.core.errors import MetaStudioError
+
+    host = session.registry
+    algorithms = []
+    for name, cls in sorted(host.algorithms.items()):
+        algorithms.append({**cls.describe(), "status": "ok"})
+    failed = [{"plugin": rec.name, "package": rec.package, "version": rec.version, "error": rec.error,
+               "traceback": rec.traceback} for rec in host.records.values() if rec.status == "failed"]
+    models, seen = [], set()
+    files = [(p, "shipped") for d in models_dirs() if d.is_dir() for p in sorted(d.glob("*.safetensors"))
+             if not p.name.endswith(".resume.safetensors")]
+    files += [(Path(p), "extra") for p in extra_model_paths]
+    for path, origin in files:
+        if str(path) in seen:
+            continue
+        seen.add(str(path))
+        try:
+            meta = read_metadata(path)
+        except MetaStudioError as e:
+            models.append({"name": path.stem, "path": str(path), "origin": origin, "error": str(e)})
+            continue
+        dataset = meta.get("dataset") or {}
+        models.append({
+            "name": path.stem, "path": str(path), "origin": origin, "algorithm": meta.get("algorithm"),
+            "backbone": meta.get("backbone"), "dataset": dataset.get("name"), "image_size": meta.get("image_size"),
+            "channels": meta.get("channels"), "title": meta.get("title") or path.stem,
+            "hyperparameters": dict(meta.get("hyperparameters") or {}),
+        })
+    from metastudio.core.devices import describe_device
+
+    return {"algorithms": algorithms, "failed": failed, "models": models, "device": describe_device(session.device)}
+
+
+class EngineClient(QObject):
+    """The GUI side of the adapt worker. :meth:`submit` coalesces requests: while one runs, only
+    the newest waiting request is kept, so a burst of drops adapts once more, not once per drop."""
+
+    loaded = Signal(dict)
+    progress = Signal(int, int, float)  # step, total, loss
+    result = Signal(dict)
+    failed = Signal(str, str)
+    busy_changed = Signal(bool)
+    catalog_ready = Signal(dict)
+    exported = Signal(list, str)
+    _request = Signal(int, dict)
+    _catalog = Signal(list)
+    _export = Signal(str, str)
+
+    def __init__(self, device: str = "auto", parent: QObject | None = None):
+        super().__init__(parent)
+        self.thread = QThread()
+        self.thread.setObjectName("metastudio-adapt")
+        self._worker = _AdaptWorker(device)
+        self._worker.moveToThread(self.thread)
+        self._request.connect(self._worker.handle)
+        self._worker.loaded.connect(self._on_loaded)
+        self._worker.progress.connect(self._on_progress)
+        self._worker.result.connect(self._on_result)
+        self._worker.failed.connect(self._on_failed)
+        self._worker.catalog_ready.connect(self.catalog_ready)
+        self._catalog.connect(self._worker.catalog)
+        self._export.connect(self._worker.export)
+        self._worker.exported.connect(self.exported)
+        self.thread.finished.connect(self._worker.deleteLater)
+        self.thread.start()
+        self._next_id = 0
+        self._running: int | None = None
+        self._pending: dict | None = None
+        self._closed = False
+
+    def request_catalog(self, extra_model_paths: list[str] | None = None) -> None:
+        """Ask for the catalogue (answered by ``catalog_ready``)."""
+        if not self._closed:
+            self._catalog.emit(list(extra_model_paths or []))
+
+    def export(self, path: str, fmt: str) -> None:
+        """Export the last adapted classifier (answered by ``exported``; runs after any adaptation
+        already queued, so it exports the newest one)."""
+        if not self._closed:
+            self._export.emit(str(path), fmt)
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None
+
+    def submit(self, request: dict[str, Any]) -> None:
+        """Ask for ``request`` (keys: model_path, hyperparameters, support, queries[, load_only])."""
+        if self._closed:
+            return
+        self._pending = request
+        self._worker.latest = self._next_id + 1  # lets a running adaptation stop early
+        if self._running is None:
+            self._dispatch()
+
+    def _dispatch(self) -> None:
+        request, self._pending = self._pending, None
+        if request is None:
+            return
+        self._next_id += 1
+        self._running = self._next_id
+        self._worker.latest = self._next_id
+        self.busy_changed.emit(True)
+        self._request.emit(self._next_id, request)
+
+    def _done(self, request_id: int) -> bool:
+        """Mark ``request_id`` finished; True when its answer is the newest (worth showing)."""
+        if request_id != self._running:
+            return False
+        self._running = None
+        fresh = self._pending is None
+        if self._pending is not None and not self._closed:
+            self._dispatch()
+        else:
+            self.busy_changed.emit(False)
+        return fresh
+
+    @Slot(int, dict)
+    def _on_loaded(self, request_id: int, info: dict) -> None:
+        self.loaded.emit(info)
+
+    @Slot(int, int, int, float)
+    def _on_progress(self, request_id: int, step: int, total: int, loss: float) -> None:
+        if request_id == self._running:
+            self.progress.emit(step, total, loss)
+
+    @Slot(int, dict)
+    def _on_result(self, request_id: int, result: dict) -> None:
+        if self._done(request_id) and result.get("status") != "cancelled":
+            self.result.emit(result)
+
+    @Slot(int, str, str)
+    def _on_failed(self, request_id: int, message: str, details: str) -> None:
+        if self._done(request_id):
+            self.failed.emit(message, details)
+
+    def shutdown(self, timeout_ms: int = 30_000) -> None:
+        """Stop taking requests, let the running one see it is stale, quit and join the thread."""
+        self._closed = True
+        self._pending = None
+        self._worker.latest = -1
+        self.thread.quit()
+        self.thread.wait(timeout_ms)
+
+
+class _ThumbnailWorker(QObject):
+    ready = Signal(str, bytes, int, int)  # key, RGB bytes, width, height
+    failed = Signal(str, str)  # key, reason
+
+    def __init__(self):
+        super().__init__()
+        self.cancelled = threading.Event()
+
+    @Slot(str, str, int)
+    def make(self, key: str, path: str, size: int) -> None:
+        if self.cancelled.is_set():
+            return
+        from metastudio.core.errors import ImageLoadError
+        from metastudio.core.session import thumbnail_rgb
+
+        try:
+            data, w, h = thumbnail_rgb(path, size)
+            self.ready.emit(key, data, w, h)
+        except ImageLoadError as e:
+            self.failed.emit(key, e.reason)
+        except Exception as e:  # noqa: BLE001
+            self.failed.emit(key, f"{type(e).__name__}: {e}")
+
+
+class ThumbnailLoader(QObject):
+    """Makes thumbnails in a worker thread and caches them as ``QPixmap`` by key (the project's
+    image file name, so the same picture is decoded once). Emits ``changed(key)``."""
+
+    changed = Signal(str)
+    _make = Signal(str, str, int)
+
+    def __init__(self, size: int = 112, parent: QObject | None = None):
+        super().__init__(parent)
+        self.size = size
+        self.thread = QThread()
+        self.thread.setObjectName("metastudio-thumbnails")
+        self._worker = _ThumbnailWorker()
+        self._worker.moveToThread(self.thread)
+        self._make.connect(self._worker.make)
+        self._worker.ready.connect(self._on_ready)
+        self._worker.failed.connect(self._on_failed)
+        self.thread.finished.connect(self._worker.deleteLater)
+        self.thread.start()
+        self._pixmaps: dict[str, Any] = {}
+        self._errors: dict[str, str] = {}
+        self._asked: set[str] = set()
+
+    def pixmap(self, key: str, path: str):
+        """The thumbnail if ready (else None, and it is on its way)."""
+        if key in self._pixmaps:
+            return self._pixmaps[key]
+        if key not in self._asked and key not in self._errors:
+            self._asked.add(key)
+            self._make.emit(key, path, self.size)
+        return None
+
+    def error(self, key: str) -> str | None:
+        return self._errors.get(key)
+
+    @property
+    def pending(self) -> int:
+        return len(self._asked)
+
+    @Slot(str, bytes, int, int)
+    def _on_ready(self, key: str, data: bytes, w: int, h: int) -> None:
+        from PySide6.QtGui import QImage, QPixmap
+
+        image = QImage(data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+        self._pixmaps[key] = QPixmap.fromImage(image)
+        self._asked.discard(key)
+        self.changed.emit(key)
+
+    @Slot(str, str)
+    def _on_failed(self, key: str, reason: str) -> None:
+        self._errors[key] = reason
+        self._asked.discard(key)
+        self.changed.emit(key)
+
+    def shutdown(self, timeout_ms: int = 10_000) -> None:
+        self._worker.cancelled.set()
+        self.thread.quit()
+        self.thread.wait(timeout_ms)

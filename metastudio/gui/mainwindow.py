@@ -1,0 +1,1075 @@
+"""The main window: classify with a few examples (cards, queries, bars) and meta-train."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QComboBox,
+    QApplication,
+    QFileDialog,
+    QFormLayout,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QStyle,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from metastudio.core.project import PROJECT_SUFFIX, Project, Recovery
+
+from .controller import ProjectController
+from .engine import EngineClient, ThumbnailLoader
+from .widgets import ClassPanel, ProbabilityBars, QueryPanel, paste_image
+
+APP_NAME = "MetaStudio"
+MAX_RECENT = 8
+AUTOSAVE_MS = 60_000
+ADAPT_DEBOUNCE_MS = 120
+
+
+class NotificationBar(QFrame):
+    """A dismissable message at the top of the window, with details on request (never modal)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("notification")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(8, 4, 8, 4)
+        self.icon = QLabel()
+        self.text = QLabel()
+        self.text.setWordWrap(True)
+        self.text.setAccessibleName("Notification")
+        self.details_button = QPushButton("Details…")
+        self.details_button.clicked.connect(self._show_details)
+        close = QPushButton("Dismiss")
+        close.clicked.connect(self.hide)
+        layout.addWidget(self.icon)
+        layout.addWidget(self.text, 1)
+        layout.addWidget(self.details_button)
+        layout.addWidget(close)
+        self.details = ""
+        self.hide()
+
+    def show_message(self, text: str, details: str = "", level: str = "warning") -> None:
+        icon = {"error": QStyle.StandardPixmap.SP_MessageBoxCritical,
+                "warning": QStyle.StandardPixmap.SP_MessageBoxWarning}.get(level, QStyle.StandardPixmap.SP_MessageBoxInformation)
+        self.icon.setPixmap(self.style().standardIcon(icon).pixmap(20, 20))
+        colour = {"error": "#c62828", "warning": "#e0a100"}.get(level, "#1e88e5")
+        self.setStyleSheet(f"#notification {{ border: 1px solid {colour}; border-left: 5px solid {colour}; }}")
+        self.text.setText(text)
+        self.details = details
+        self.details_button.setVisible(bool(details))
+        self.show()
+
+    def _show_details(self) -> None:
+        box = QMessageBox(self)
+        box.setWindowTitle(APP_NAME)
+        box.setText(self.text.text())
+        box.setDetailedText(self.details)
+        box.setIcon(QMessageBox.Icon.Information)
+        box.open()
+
+
+class ModelBox(QGroupBox):
+    """Algorithm and model pickers, the algorithm's hyperparameters, and the device in use."""
+
+    choice_changed = Signal(dict, dict)  # model choice, hyperparameter overrides
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Model", parent)
+        form = QFormLayout(self)
+        self.algorithm_combo = QComboBox()
+        self.algorithm_combo.setAccessibleName("Algorithm")
+        self.algorithm_combo.setToolTip("The few-shot algorithm (from the installed plugins)")
+        self.model_combo = QComboBox()
+        self.model_combo.setAccessibleName("Model")
+        self.model_combo.setToolTip("The meta-trained model the algorithm adapts to your classes")
+        self.open_model = QPushButton("Open model file…")
+        self.about = QLabel()
+        self.about.setWordWrap(True)
+        self.about.setForegroundRole(self.about.foregroundRole())
+        self.device = QLabel("starting…")
+        self.device.setAccessibleName("Device")
+        form.addRow("Algorithm", self.algorithm_combo)
+        form.addRow("Model", self.model_combo)
+        form.addRow("", self.open_model)
+        form.addRow(self.about)
+        self.hp_box = QWidget()
+        self.hp_layout = QVBoxLayout(self.hp_box)
+        self.hp_layout.setContentsMargins(0, 0, 0, 0)
+        form.addRow(self.hp_box)
+        form.addRow("Device", self.device)
+        self.catalog: dict = {"algorithms": [], "failed": [], "models": []}
+        self.extra_models: list[dict] = []
+        self.hp_form = None
+        self._saved_hparams: dict = {}
+        self._updating = False
+        self.algorithm_combo.currentIndexChanged.connect(self._algorithm_picked)
+        self.model_combo.currentIndexChanged.connect(self._model_picked)
+
+    # -- filling ----------------------------------------------------------------------------------------
+    def set_catalog(self, catalog: dict, current: dict, hyperparameters: dict) -> None:
+        self.catalog = catalog
+        self.device.setText(catalog.get("device", "?"))
+        self._updating = True
+        try:
+            self.algorithm_combo.clear()
+            for algo in catalog["algorithms"]:
+                self.algorithm_combo.addItem(f"{algo['title']} ({algo['family']})", algo["name"])
+                self.algorithm_combo.setItemData(self.algorithm_combo.count() - 1, algo["description"],
+                                                 Qt.ItemDataRole.ToolTipRole)
+            warn = self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
+            for fail in catalog["failed"]:
+                self.algorithm_combo.addItem(warn, f"{fail['plugin']} — failed to load", None)
+                index = self.algorithm_combo.count() - 1
+                self.algorithm_combo.setItemData(
+                    index, f"Plugin '{fail['plugin']}' ({fail['package']} {fail['version']}) is disabled:\n{fail['error']}",
+                    Qt.ItemDataRole.ToolTipRole)
+                item = self.algorithm_combo.model().item(index)
+                item.setEnabled(False)
+        finally:
+            self._updating = False
+        self.select(current, hyperparameters)
+
+    def models(self) -> list[dict]:
+        return [m for m in self.catalog.get("models", []) + self.extra_models if not m.get("error")]
+
+    def model_for(self, choice: dict) -> dict | None:
+        for m in self.models():
+            if choice.get("kind") == "shipped" and m["origin"] == "shipped" and m["name"] == choice.get("name"):
+                return m
+            if choice.get("kind") in ("file", "project") and m.get("choice") == choice:
+                return m
+        return None
+
+    def select(self, choice: dict, hyperparameters: dict) -> None:
+        model = self.model_for(choice)
+        algorithm = model["algorithm"] if model else None
+        self._updating = True
+        try:
+            index = self.algorithm_combo.findData(algorithm) if algorithm else -1
+            if index >= 0:
+                self.algorithm_combo.setCurrentIndex(index)
+            self._fill_models(algorithm)
+            for i in range(self.model_combo.count()):
+                if self.model_combo.itemData(i) == choice:
+                    self.model_combo.setCurrentIndex(i)
+        finally:
+            self._updating = False
+        self._show_form(algorithm, model, hyperparameters)
+
+    def _fill_models(self, algorithm: str | None) -> None:
+        self.model_combo.clear()
+        for m in self.models():
+            if m.get("algorithm") != algorithm:
+                continue
+            choice = m.get("choice") or {"kind": "shipped", "name": m["name"]}
+            label = m["name"] if m["origin"] == "shipped" else f"{m['name']} ({'this project' if choice['kind'] == 'project' else 'file'})"
+            dataset = f" · meta-trained on {m['dataset']}" if m.get("dataset") else ""
+            self.model_combo.addItem(label, choice)
+            self.model_combo.setItemData(self.model_combo.count() - 1, f"{m['path']}\n{m.get('backbone')}{dataset}",
+                                         Qt.ItemDataRole.ToolTipRole)
+        if self.model_combo.count() == 0:
+            self.model_combo.addItem("no model yet: meta-train one (Meta-train tab)", None)
+
+    def _show_form(self, algorithm: str | None, model: dict | None, hyperparameters: dict) -> None:
+        from .training import HyperParameterForm
+
+        spec = next((a for a in self.catalog["algorithms"] if a["name"] == algorithm), None)
+        if self.hp_form is not None:
+            self.hp_layout.removeWidget(self.hp_form)
+            self.hp_form.deleteLater()
+            self.hp_form = None
+        if spec is None:
+            self.about.setText("")
+            return
+        details = f" Backbone {model['backbone']}, {model['image_size']} px" if model else ""
+        self.about.setText(f"<small>{spec['description']}{details}</small>")
+        # Only what matters when adapting is offered here; the optimiser's settings belong to training.
+        adapt_specs = [h for h in spec["hyperparameters"] if h["name"] not in ("lr", "weight_decay", "lr_schedule", "lr_step")]
+        if adapt_specs:
+            self.hp_form = HyperParameterForm([_hyperparameter(h) for h in adapt_specs])
+            saved = dict((model or {}).get("hyperparameters") or {})
+            names = {h["name"] for h in adapt_specs}
+            self._saved_hparams = {k: v for k, v in saved.items() if k in names}
+            try:
+                self.hp_form.set_values({k: v for k, v in {**saved, **hyperparameters}.items() if k in names})
+            except ValueError:
+                pass
+            self.hp_form.changed.connect(self._hp_changed)
+            self.hp_layout.addWidget(self.hp_form)
+
+    # -- reacting -----------------------------------------------------------------------------------------
+    def _algorithm_picked(self, index: int) -> None:
+        if self._updating or index < 0:
+            return
+        algorithm = self.algorithm_combo.itemData(index)
+        self._updating = True
+        try:
+            self._fill_models(algorithm)
+        finally:
+            self._updating = False
+        self._model_picked(self.model_combo.currentIndex())
+
+    def _model_picked(self, index: int) -> None:
+        if self._updating or index < 0:
+            return
+        choice = self.model_combo.itemData(index)
+        if choice is None:
+            return
+        self._show_form(self.algorithm_combo.currentData(), self.model_for(choice), {})
+        self.choice_changed.emit(choice, {})
+
+    def _hp_changed(self) -> None:
+        if self._updating:
+            return
+        choice = self.model_combo.currentData()
+        if choice is None or self.hp_form is None:
+            return
+        try:
+            values = self.hp_form.values()
+        except ValueError:
+            return
+        # Only what differs from the model's own settings is an override.
+        self.choice_changed.emit(choice, {k: v for k, v in values.items() if self._saved_hparams.get(k) != v})
+
+
+class MainWindow(QMainWindow):
+    """The MetaStudio window. ``ask_restore=False`` skips the crash-recovery question (tests)."""
+
+    #: Emitted after predictions (or a hint) are on screen for the current support and queries.
+    predictions_shown = Signal()
+    autosave_failed = Signal(str)
+
+    def __init__(self, project: Project | None = None, *, device: str = "auto", ask_restore: bool = True,
+                 recovery_dir: Path | None = None, settings: QSettings | None = None):
+        super().__init__()
+        self.setWindowTitle(APP_NAME)
+        self.resize(1280, 800)
+        self.settings = settings or QSettings("MetaStudio", "MetaStudio")
+        self.controller = ProjectController(project or self._starter_project())
+        self.thumbnails = ThumbnailLoader(parent=self)
+        self.engine = EngineClient(device, parent=self)
+        self.recovery = Recovery(recovery_dir)
+        self.recovery_dir = recovery_dir
+        self.catalog: dict | None = None
+        self.last_result: dict | None = None
+        self.model_info: dict | None = None
+        self._class_names: list[str] = []
+        self._adapt_started = 0.0
+        self._autosaved_index = -1
+        self._closing = False
+        self.training_panel = None
+        self.confirm = self._confirm  # tests replace it to answer dialogs
+
+        self.notification = NotificationBar()
+        self.classes = ClassPanel(self.controller, self.thumbnails)
+        self.queries = QueryPanel(self.controller, self.thumbnails)
+        self.bars = ProbabilityBars()
+        self.model_box = ModelBox()
+        self.busy = QProgressBar()
+        self.busy.setMaximumWidth(160)
+        self.busy.setTextVisible(False)
+        self.busy.setAccessibleName("Adapting")
+        self.busy.hide()
+        self._build_layout()
+        self._build_actions()
+
+        c = self.controller
+        c.support_changed.connect(self.schedule_adapt)
+        c.queries_changed.connect(self.schedule_adapt)
+        c.reset.connect(self._project_replaced)
+        c.problems.connect(self.report_problems)
+        c.undo_stack.cleanChanged.connect(lambda _: self._update_title())
+        c.undo_stack.indexChanged.connect(lambda _: self._update_title())
+        self.queries.selection_changed.connect(lambda _: self._show_selected())
+        self.queries.add_button.clicked.connect(self.add_queries)
+        self.model_box.choice_changed.connect(lambda choice, hp: c.set_model(choice, hp))
+        self.model_box.open_model.clicked.connect(self.open_model_file)
+        c.model_changed.connect(self._model_changed)
+        self.thumbnails.changed.connect(self._thumbnail_changed)
+        self.engine.catalog_ready.connect(self._catalog_ready)
+        self.engine.loaded.connect(self._model_loaded)
+        self.engine.result.connect(self._show_result)
+        self.engine.failed.connect(self._adapt_failed)
+        self.engine.progress.connect(self._adapt_progress)
+        self.engine.busy_changed.connect(self._busy_changed)
+        self.engine.exported.connect(self._exported)
+
+        self._adapt_timer = QTimer(self)
+        self._adapt_timer.setSingleShot(True)
+        self._adapt_timer.setInterval(ADAPT_DEBOUNCE_MS)
+        self._adapt_timer.timeout.connect(self.adapt_now)
+        self._autosave_thread: threading.Thread | None = None
+        self.autosave_failed.connect(self._autosave_failed)
+        self._autosave_timer = QTimer(self)
+        self._autosave_timer.setInterval(AUTOSAVE_MS)
+        self._autosave_timer.timeout.connect(self.autosave)
+        self._autosave_timer.start()
+
+        self._update_title()
+        self.statusBar().showMessage("Loading the model…")
+        self.engine.request_catalog(self._project_model_paths())
+        self.schedule_adapt()
+        if ask_restore:
+            QTimer.singleShot(0, self.offer_recovery)
+
+    # -- construction ------------------------------------------------------------------------------------
+    @staticmethod
+    def _starter_project() -> Project:
+        project = Project()
+        project.add_class("Class 1")
+        project.add_class("Class 2")
+        return project
+
+    def _build_layout(self) -> None:
+        classify = QWidget()
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(self.classes)
+        split.addWidget(self.queries)
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.bars, 1)
+        right_layout.addWidget(self.model_box)
+        split.addWidget(right)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 5)
+        split.setStretchFactor(2, 2)
+        split.setSizes([380, 600, 300])
+        layout = QVBoxLayout(classify)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.addWidget(split)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(classify, "Classify")
+        self.train_page = QWidget()
+        QVBoxLayout(self.train_page)
+        self.tabs.addTab(self.train_page, "Meta-train")
+        self.tabs.currentChanged.connect(self._tab_changed)
+        central = QWidget()
+        outer = QVBoxLayout(central)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.notification)
+        outer.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+        self.device_label = QLabel()
+        self.statusBar().addPermanentWidget(self.busy)
+        self.statusBar().addPermanentWidget(self.device_label)
+
+    def _action(self, text: str, slot, shortcut=None, tip: str = "", icon=None) -> QAction:
+        action = QAction(text, self)
+        if icon is not None:
+            action.setIcon(self.style().standardIcon(icon))
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setToolTip(tip or text.replace("&", "").replace("…", ""))
+        action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        SP = QStyle.StandardPixmap
+        K = QKeySequence.StandardKey
+        a = self.actions_by_name = {}
+        a["new"] = self._action("&New", self.new_project, K.New, "Start a new project", SP.SP_FileIcon)
+        a["open"] = self._action("&Open…", self.open_project_dialog, K.Open, "Open a project", SP.SP_DialogOpenButton)
+        a["save"] = self._action("&Save", self.save, K.Save, "Save the project", SP.SP_DialogSaveButton)
+        a["save_as"] = self._action("Save &As…", self.save_as, K.SaveAs, "Save the project under a new name")
+        a["import"] = self._action("&Import class folders…", self.import_folders, "Ctrl+I",
+                                   "Make a class from each sub-folder of a folder")
+        a["add_queries"] = self._action("Add images to &classify…", self.add_queries, "Ctrl+Shift+O",
+                                        "Add images to classify")
+        a["export_csv"] = self._action("Export predictions as &CSV…", self.export_csv, "Ctrl+E",
+                                       "Save the predictions as a CSV file")
+        a["export_model"] = self._action("Export &model…", self.export_model, "Ctrl+Shift+E",
+                                         "Save the adapted classifier as a TorchScript or ONNX file")
+        a["quit"] = self._action("&Quit", self.close, K.Quit, "Quit MetaStudio")
+        a["undo"] = self.controller.undo_stack.createUndoAction(self, "&Undo")
+        a["undo"].setShortcut(QKeySequence(K.Undo))
+        a["undo"].setIcon(self.style().standardIcon(SP.SP_ArrowBack))
+        a["redo"] = self.controller.undo_stack.createRedoAction(self, "&Redo")
+        a["redo"].setShortcut(QKeySequence(K.Redo))
+        a["redo"].setIcon(self.style().standardIcon(SP.SP_ArrowForward))
+        a["paste"] = self._action("&Paste image", self.paste, K.Paste,
+                                  "Paste an image: into the selected class, or to classify")
+        a["add_class"] = self._action("Add &class", self.classes.add_class, "Ctrl+Shift+N", "Add a class",
+                                      SP.SP_FileDialogNewFolder)
+        a["adapt"] = self._action("&Re-adapt now", self.adapt_now, "F5", "Adapt the model to the classes again")
+        a["train"] = self._action("&Meta-train…", lambda: self.tabs.setCurrentIndex(1), "Ctrl+T",
+                                  "Open the meta-training page")
+        a["classify_tab"] = self._action("C&lassify", lambda: self.tabs.setCurrentIndex(0), "Ctrl+1",
+                                         "Open the classify page")
+        a["plugins"] = self._action("&Plugins…", self.show_plugins, None, "Installed plugins and their state")
+        a["about"] = self._action("&About MetaStudio", self.about, None, "About MetaStudio")
+
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        for key in ("new", "open"):
+            file_menu.addAction(a[key])
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
+        for key in ("save", "save_as", None, "import", "add_queries", None, "export_csv", "export_model", None, "quit"):
+            file_menu.addSeparator() if key is None else file_menu.addAction(a[key])
+        edit = menu.addMenu("&Edit")
+        for key in ("undo", "redo", None, "paste", "add_class", None, "adapt"):
+            edit.addSeparator() if key is None else edit.addAction(a[key])
+        view = menu.addMenu("&View")
+        view.addAction(a["classify_tab"])
+        view.addAction(a["train"])
+        help_menu = menu.addMenu("&Help")
+        help_menu.addAction(a["plugins"])
+        help_menu.addAction(a["about"])
+
+        bar = self.addToolBar("Main")
+        bar.setObjectName("mainToolbar")
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        for key in ("new", "open", "save", None, "add_class", "import", None, "undo", "redo"):
+            bar.addSeparator() if key is None else bar.addAction(a[key])
+        # 1-9 move the selected query images into that class (only while the query grid has focus).
+        for number in range(1, 10):
+            shortcut = QShortcut(QKeySequence(str(number)), self.queries.list)
+            shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
+            shortcut.activated.connect(lambda n=number: self.move_selected_to(n))
+
+    # -- titles and status -----------------------------------------------------------------------------
+    def _update_title(self) -> None:
+        path = self.controller.project.path
+        name = path.name if path else "Untitled"
+        self.setWindowModified(self.controller.modified)
+        self.setWindowTitle(f"{name}[*] — {APP_NAME}")
+
+    def announce(self, text: str, timeout_ms: int = 0) -> None:
+        """Show ``text`` in the status bar (screen readers read the status bar)."""
+        self.statusBar().showMessage(text, timeout_ms)
+
+    def report_problems(self, problems: list) -> None:
+        n = len(problems)
+        lines = "\n".join(f"{path}: {reason}" for path, reason in problems)
+        first = problems[0]
+        text = (f"{Path(first[0]).name} can't be used: {first[1]}." if n == 1 else
+                f"{n} files can't be used (e.g. {Path(first[0]).name}: {first[1]}). Everything else was added.")
+        self.notification.show_message(text, lines, "warning")
+        self.announce(text)
+
+    def show_error(self, message: str, details: str = "") -> None:
+        self.notification.show_message(message, details, "error")
+        self.announce(message)
+
+    # -- catalogue and model -------------------------------------------------------------------------
+    def _project_model_paths(self) -> list[str]:
+        project = self.controller.project
+        paths = []
+        if project.model.get("kind") == "file":
+            paths.append(project.model["path"])
+        return paths
+
+    def _project_models(self) -> list[dict]:
+        """Models trained in (or added to) the project, described like catalogue entries."""
+        from metastudio.core.checkpoint import read_metadata
+        from metastudio.core.errors import MetaStudioError
+
+        project = self.controller.project
+        out = []
+        names = sorted(p.name for p in (project.workdir / "models").glob("*.safetensors")) if (project.workdir / "models").is_dir() else []
+        for name in names:
+            path = project.model_path(name)
+            try:
+                meta = read_metadata(path)
+            except MetaStudioError:
+                continue
+            out.append({"name": Path(name).stem, "path": str(path), "origin": "project",
+                        "choice": {"kind": "project", "name": name}, "algorithm": meta.get("algorithm"),
+                        "backbone": meta.get("backbone"), "dataset": (meta.get("dataset") or {}).get("name"),
+                        "image_size": meta.get("image_size"), "hyperparameters": dict(meta.get("hyperparameters") or {})})
+        for m in (self.catalog or {}).get("models", []):
+            if m.get("origin") == "extra" and not m.get("error"):
+                out.append({**m, "choice": {"kind": "file", "path": m["path"]}})
+        return out
+
+    def _catalog_ready(self, catalog: dict) -> None:
+        self.catalog = catalog
+        if catalog.get("error"):
+            self.show_error(f"The plugins could not be loaded: {catalog['error']}", catalog.get("details", ""))
+        if catalog.get("failed"):
+            names = ", ".join(f["plugin"] for f in catalog["failed"])
+            self.notification.show_message(
+                f"Plugin(s) {names} failed to load and are disabled; everything else works. See Help > Plugins.",
+                "\n\n".join(f"{f['plugin']} ({f['package']}): {f['error']}\n{f['traceback']}" for f in catalog["failed"]),
+                "warning")
+        self.device_label.setText(f"Device: {catalog.get('device', '?')}")
+        self._refresh_model_box()
+        self.schedule_adapt()
+
+    def _refresh_model_box(self) -> None:
+        if self.catalog is None:
+            return
+        self.model_box.extra_models = self._project_models()
+        project = self.controller.project
+        self.model_box.set_catalog(self.catalog, project.model, project.hyperparameters)
+
+    def _model_changed(self) -> None:
+        project = self.controller.project
+        self.model_box.select(project.model, project.hyperparameters)
+
+    def model_path(self) -> str | None:
+        """The file of the chosen model, or None (with a notification saying why)."""
+        from metastudio.cli import resolve_model
+        from metastudio.core.errors import MetaStudioError
+
+        project = self.controller.project
+        choice = project.model
+        try:
+            if choice.get("kind") == "project":
+                path = project.model_path(choice["name"])
+                if not path.is_file():
+                    raise MetaStudioError(f"the project's model '{choice['name']}' is missing")
+                return str(path)
+            if choice.get("kind") == "file":
+                return str(resolve_model(choice["path"]))
+            return str(resolve_model(choice.get("name", "photos")))
+        except MetaStudioError as e:
+            self.show_error(f"The model can't be used: {e}. Pick another one in the Model box.")
+            return None
+
+    def open_model_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a model", str(Path.home()), "MetaStudio models (*.safetensors)")
+        if path:
+            self.use_model_file(path)
+
+    def use_model_file(self, path: str) -> None:
+        self.controller.set_model({"kind": "file", "path": str(Path(path).resolve())}, {})
+        self.engine.request_catalog(self._project_model_paths())
+
+    def _model_loaded(self, info: dict) -> None:
+        self.model_info = info
+        self.device_label.setText(f"Device: {info['device']}")
+        if self.training_panel is not None and hasattr(self.training_panel, "set_device_text"):
+            self.training_panel.set_device_text(info["device"])
+
+    # -- adapting and predicting -------------------------------------------------------------------------
+    def schedule_adapt(self) -> None:
+        """Re-adapt soon (changes within ADAPT_DEBOUNCE_MS are adapted once)."""
+        if not self._closing:
+            self._adapt_timer.start()
+
+    def adapt_now(self) -> None:
+        self._adapt_timer.stop()
+        if self._closing or self.catalog is None:
+            return  # the catalogue arrives first; it schedules an adaptation
+        path = self.model_path()
+        if path is None:
+            return
+        project = self.controller.project
+        support = [(c.name, [(it.id, str(project.image_path(it))) for it in c.images]) for c in project.classes]
+        queries = [(it.id, str(project.image_path(it))) for it in project.queries]
+        self._adapt_started = time.perf_counter()
+        self.engine.submit({"model_path": path, "hyperparameters": dict(project.hyperparameters),
+                            "support": support, "queries": queries})
+
+    def _busy_changed(self, busy: bool) -> None:
+        self.busy.setVisible(busy)
+        self.busy.setRange(0, 0)
+        if busy:
+            self.announce("Adapting to your classes…")
+
+    def _adapt_progress(self, step: int, total: int, loss: float) -> None:
+        if total > 1:
+            self.busy.setRange(0, total)
+            self.busy.setValue(step)
+        if self.training_panel is not None and not math.isnan(loss):
+            self.training_panel.adaptation_progress(step, total, loss)
+
+    def _adapt_failed(self, message: str, details: str) -> None:
+        self.last_result = None
+        self.queries.set_predictions({}, {})
+        self.queries.status.setText(f"<span style='color:#c62828'>Could not adapt: {message}</span>")
+        self.show_error(f"Could not adapt the model: {message}", details)
+        self.predictions_shown.emit()
+
+    def _show_result(self, result: dict) -> None:
+        self.last_result = result
+        project = self.controller.project
+        colours = {c.name: c.colour for c in project.classes}
+        names = result["class_names"]
+        predictions = {}
+        for image_id, probs in result["probabilities"].items():
+            best = max(range(len(probs)), key=probs.__getitem__)
+            predictions[image_id] = (names[best], colours.get(names[best], "#888888"), probs[best])
+        self.queries.set_predictions(predictions, result["problems"])
+        self._class_names = names
+        bad_support = [pid for pid in result["problems"] if project.locate(pid)[0] is not None] if result["problems"] else []
+        if result["status"] == "hint":
+            text = f"<b>{result['hint']}</b>"
+            self.announce(result["hint"])
+        else:
+            n_images = sum(len(c.images) for c in project.classes)
+            took = time.perf_counter() - self._adapt_started
+            text = f"Adapted to {len(names)} classes ({n_images} examples) in {took:.2f} s."
+            if project.queries:
+                counts = {}
+                for name, _, _ in predictions.values():
+                    counts[name] = counts.get(name, 0) + 1
+                summary = ", ".join(f"{counts[n]} × {n}" for n in names if n in counts)
+                text += f" {len(predictions)} image{'s' if len(predictions) != 1 else ''} classified: {summary}."
+            else:
+                text += " Now drop images to classify here."
+            for note in result.get("notes", []):
+                text += f" <i>{note}</i>"
+            self.announce(text.replace("<i>", "").replace("</i>", ""))
+        if result["problems"]:
+            text += (f" <span style='color:#c62828'>{len(result['problems'])} file(s) can't be used"
+                     f"{f', {len(bad_support)} of them examples' if bad_support else ''} (hover them for the reason).</span>")
+        self.queries.status.setText(text)
+        self._show_selected()
+        self.predictions_shown.emit()
+
+    def _show_selected(self) -> None:
+        ids = self.queries.list.selected_ids()
+        project = self.controller.project
+        if not ids:
+            self.bars.show_image(None, "")
+            if self.last_result and self.last_result["status"] == "ok" and project.queries:
+                caption = "Select an image to see how sure MetaStudio is about each class."
+            else:
+                caption = ""
+            self.bars.set_probabilities([], [], None, caption)
+            return
+        image_id = ids[0]
+        try:
+            entry, index = project.locate(image_id)
+        except KeyError:
+            return
+        item = project.queries[index] if entry is None else entry.images[index]
+        self.bars.show_image(self.thumbnails.pixmap(item.file, str(project.image_path(item))), item.name)
+        result = self.last_result or {}
+        probs = (result.get("probabilities") or {}).get(image_id)
+        problem = (result.get("problems") or {}).get(image_id)
+        if probs is None:
+            caption = f"{item.name}: can't be used ({problem})" if problem else f"{item.name}: no prediction yet"
+            self.bars.set_probabilities([], [], None, caption)
+            return
+        names = result["class_names"]
+        colours = {c.name: c.colour for c in project.classes}
+        best = max(range(len(probs)), key=probs.__getitem__)
+        self.bars.set_probabilities(names, [colours.get(n, "#888888") for n in names], probs,
+                                    f"<b>{item.name}</b>: {names[best]} ({100 * probs[best]:.0f}%)")
+
+    def _thumbnail_changed(self, key: str) -> None:
+        ids = self.queries.list.selected_ids()
+        if ids:
+            try:
+                entry, index = self.controller.project.locate(ids[0])
+            except KeyError:
+                return
+            item = self.controller.project.queries[index] if entry is None else entry.images[index]
+            if item.file == key:
+                self._show_selected()
+
+    def move_selected_to(self, number: int) -> None:
+        classes = self.controller.project.classes
+        ids = self.queries.list.selected_ids()
+        if not ids or number > len(classes):
+            return
+        row = self.queries.list.currentRow()
+        self.controller.move_images(ids, classes[number - 1].id)
+        self.announce(f"Moved {len(ids)} image(s) into '{classes[number - 1].name}'; adapting again.")
+        if self.queries.list.count():
+            self.queries.list.setCurrentRow(min(row, self.queries.list.count() - 1))
+
+    # -- editing -------------------------------------------------------------------------------------------
+    def paste_target(self) -> str | None:
+        """Where a paste goes: the images to classify when the query grid has focus, else the
+        current class (the card last clicked or dropped on, highlighted), else the queries."""
+        focus = QApplication.focusWidget()
+        if focus is not None and (focus is self.queries or self.queries.isAncestorOf(focus)):
+            return None
+        current = self.classes.current
+        return current if current in self.classes.cards else None
+
+    def paste(self) -> None:
+        mime = QGuiApplication.clipboard().mimeData()
+        target = self.paste_target()
+        if mime is None or not paste_image(self.controller, mime, target):
+            self.announce("The clipboard holds no image or image files.", 5000)
+            return
+        where = "the images to classify" if target is None else f"'{self.controller.project.class_by_id(target).name}'"
+        self.announce(f"Pasted an image into {where}.", 5000)
+
+    def add_queries(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Images to classify", self._last_dir(), _image_filter())
+        if files:
+            self._remember_dir(files[0])
+            self.controller.add_files(files, None)
+
+    def import_folders(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder with one sub-folder per class", self._last_dir())
+        if folder:
+            self._remember_dir(folder)
+            self.controller.import_class_folders(folder)
+
+    def _last_dir(self) -> str:
+        return str(self.settings.value("last_dir", str(Path.home())))
+
+    def _remember_dir(self, path: str) -> None:
+        p = Path(path)
+        self.settings.setValue("last_dir", str(p if p.is_dir() else p.parent))
+
+    # -- files -----------------------------------------------------------------------------------------------
+    def _confirm(self, title: str, text: str, buttons=None, default=None):
+        buttons = buttons or (QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                              | QMessageBox.StandardButton.Cancel)
+        return QMessageBox.question(self, title, text, buttons, default or QMessageBox.StandardButton.Save)
+
+    def maybe_save(self) -> bool:
+        """True when it is fine to drop the open project (saved, discarded, or unchanged)."""
+        if not self.controller.modified:
+            return True
+        answer = self.confirm("Unsaved changes", "Save the changes to this project?")
+        if answer == QMessageBox.StandardButton.Save:
+            return self.save()
+        return answer == QMessageBox.StandardButton.Discard
+
+    def new_project(self) -> None:
+        if self.maybe_save():
+            self.controller.replace(self._starter_project())
+
+    def open_project_dialog(self) -> None:
+        if not self.maybe_save():
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Open a project", self._last_dir(), f"MetaStudio projects (*{PROJECT_SUFFIX})")
+        if path:
+            self.open_project(path)
+
+    def open_project(self, path: str | Path) -> bool:
+        from metastudio.core.errors import MetaStudioError
+
+        try:
+            project = Project.open(path)
+        except MetaStudioError as e:
+            self.show_error(str(e))
+            return False
+        self.controller.replace(project)
+        self._add_recent(str(project.path))
+        if project.problems:
+            self.report_problems([(str(path), p) for p in project.problems])
+        self.announce(f"Opened {Path(path).name}", 5000)
+        return True
+
+    def save(self) -> bool:
+        path = self.controller.project.path
+        if path is None:
+            return self.save_as()
+        return self._save_to(path)
+
+    def save_as(self) -> bool:
+        start = str(self.controller.project.path or Path(self._last_dir()) / f"Untitled{PROJECT_SUFFIX}")
+        path, _ = QFileDialog.getSaveFileName(self, "Save project", start, f"MetaStudio projects (*{PROJECT_SUFFIX})")
+        if not path:
+            return False
+        if not path.endswith(PROJECT_SUFFIX):
+            path += PROJECT_SUFFIX
+        return self._save_to(Path(path))
+
+    def _save_to(self, path: Path) -> bool:
+        from metastudio.core.errors import MetaStudioError
+
+        try:
+            self.controller.project.save(path)
+        except MetaStudioError as e:
+            self.show_error(f"The project was not saved: {e}. Nothing was lost; try another place.")
+            return False
+        self.controller.mark_saved()
+        self._add_recent(str(path))
+        self._update_title()
+        self.announce(f"Saved {Path(path).name}", 5000)
+        return True
+
+    def _recent(self) -> list[str]:
+        value = self.settings.value("recent", [])
+        return [value] if isinstance(value, str) else list(value or [])
+
+    def _add_recent(self, path: str) -> None:
+        recent = [path] + [p for p in self._recent() if p != path]
+        self.settings.setValue("recent", recent[:MAX_RECENT])
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        recent = [p for p in self._recent() if Path(p).is_file()]
+        for p in recent:
+            self.recent_menu.addAction(Path(p).name, lambda p=p: self.maybe_save() and self.open_project(p)).setToolTip(p)
+        if not recent:
+            self.recent_menu.addAction("No recent projects").setEnabled(False)
+
+    def _project_replaced(self) -> None:
+        self.last_result = None
+        self.queries.set_predictions({}, {})
+        self._update_title()
+        self._refresh_model_box()
+        if self.controller.project.model.get("kind") == "file":
+            self.engine.request_catalog(self._project_model_paths())
+        if self.training_panel is not None and self.controller.project.settings.get("training"):
+            self._restore_training_plan()
+
+    # -- autosave and recovery ---------------------------------------------------------------------------
+    def autosave(self, wait: bool = False) -> bool:
+        """Write the recovery copy if anything changed since the last one. The writing runs in
+        a background thread on a snapshot (a big project must not stall the window);
+        ``wait=True`` waits for it. False when there was nothing to do or a write is running."""
+        from metastudio.core.errors import MetaStudioError
+
+        index = self.controller.undo_stack.index()
+        if not self.controller.modified or index == self._autosaved_index:
+            return False
+        if self._autosave_thread is not None and self._autosave_thread.is_alive():
+            return False
+        project = self.controller.project
+        try:
+            snapshot = Project.from_manifest(project.to_manifest(), project.workdir)
+        except MetaStudioError as e:
+            self.announce(f"Autosave failed: {e}", 10000)
+            return False
+        snapshot.path = project.path
+        self._autosaved_index = index
+        self._autosave_thread = threading.Thread(target=self._write_recovery, args=(snapshot,),
+                                                 name="metastudio-autosave", daemon=True)
+        self._autosave_thread.start()
+        if wait:
+            self._autosave_thread.join()
+        return True
+
+    def _write_recovery(self, snapshot: Project) -> None:  # in the autosave thread
+        from metastudio.core.errors import MetaStudioError
+
+        try:
+            self.recovery.write(snapshot)
+        except MetaStudioError as e:
+            self.autosave_failed.emit(str(e))
+
+    def _autosave_failed(self, message: str) -> None:
+        self._autosaved_index = -1  # try again next time
+        self.announce(f"Autosave failed: {message}", 10000)
+
+    def offer_recovery(self) -> bool:
+        found = Recovery.find(self.recovery_dir)
+        if not found:
+            return False
+        latest = found[0]
+        where = f" (of {Path(latest.project_path).name})" if latest.project_path else ""
+        answer = self.confirm(
+            "Restore unsaved work?",
+            f"MetaStudio did not close properly last time. Restore the work autosaved at {latest.saved_at}{where}?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
+        if answer != QMessageBox.StandardButton.Yes:
+            for info in found:
+                Recovery.remove(info)
+            return False
+        from metastudio.core.errors import MetaStudioError
+
+        try:
+            project = Project.open(latest.path)
+        except MetaStudioError as e:
+            self.show_error(f"The autosaved work could not be restored: {e}")
+            return False
+        project.path = Path(latest.project_path) if latest.project_path else None
+        self.controller.replace(project)
+        # Restored work is unsaved work: mark it modified so closing asks to save it.
+        self.controller.undo_stack.resetClean()
+        self._update_title()
+        for info in found:
+            Recovery.remove(info)
+        self.announce("Restored the autosaved work. Save it to keep it.")
+        return True
+
+    # -- export -----------------------------------------------------------------------------------------------
+    def _prediction_rows(self) -> list[tuple[str, list[float]]]:
+        result = self.last_result or {}
+        project = self.controller.project
+        rows = []
+        for item in project.queries:
+            probs = (result.get("probabilities") or {}).get(item.id)
+            if probs is not None:
+                rows.append((item.source or item.name, probs))
+        return rows
+
+    def export_csv(self, path: str | None = None) -> bool:
+        from metastudio.core.errors import MetaStudioError
+        from metastudio.core.export import write_predictions_csv
+
+        rows = self._prediction_rows()
+        if not rows:
+            self.show_error("There are no predictions to export yet: add classes with examples and images to classify.")
+            return False
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export predictions", str(Path(self._last_dir()) / "predictions.csv"),
+                                                  "CSV files (*.csv)")
+            if not path:
+                return False
+        try:
+            write_predictions_csv(path, rows, self.last_result["class_names"])
+        except (MetaStudioError, OSError) as e:
+            self.show_error(f"The predictions were not exported: {e}")
+            return False
+        self.announce(f"Predictions of {len(rows)} images saved to {path}", 8000)
+        return True
+
+    def export_model(self, path: str | None = None, fmt: str | None = None) -> bool:
+        """Export the classifier adapted to the current classes (runs in the adapt thread's session)."""
+        if not self.last_result or self.last_result.get("status") != "ok":
+            self.show_error("There is no adapted classifier yet: give at least two classes a few examples first.")
+            return False
+        if path is None:
+            path, selected = QFileDialog.getSaveFileName(
+                self, "Export the classifier", str(Path(self._last_dir()) / "classifier.onnx"),
+                "ONNX (*.onnx);;TorchScript (*.pt)")
+            if not path:
+                return False
+            fmt = "torchscript" if path.endswith(".pt") or "TorchScript" in selected else "onnx"
+        self.engine_export(path, fmt or ("torchscript" if str(path).endswith(".pt") else "onnx"))
+        return True
+
+    def engine_export(self, path: str, fmt: str) -> None:
+        self.announce(f"Exporting the classifier to {path}…")
+        self.engine.export(path, fmt)
+
+    def _exported(self, paths: list, error: str) -> None:
+        if error:
+            self.show_error(f"The classifier was not exported: {error}")
+            return
+        self.notification.show_message(
+            f"Exported the classifier: {', '.join(Path(p).name for p in paths)} in {Path(paths[0]).parent}. "
+            "It runs with plain PyTorch or onnxruntime; labels.json says how to prepare images.", level="info")
+        self.announce(f"Exported {paths[0]}", 8000)
+
+    # -- other dialogs ----------------------------------------------------------------------------------------
+    def show_plugins(self) -> None:
+        from .plugins_dialog import PluginsDialog
+
+        PluginsDialog(self.catalog or {}, self).open()
+
+    def about(self) -> None:
+        from metastudio import __version__
+
+        QMessageBox.about(self, f"About {APP_NAME}",
+                          f"<b>{APP_NAME} {__version__}</b><p>Few-shot image classification with meta-learning: "
+                          "teach a classifier with a handful of examples per class.</p>")
+
+    # -- training page ----------------------------------------------------------------------------------------
+    def _tab_changed(self, index: int) -> None:
+        if index == 1:
+            self.ensure_training_panel()
+
+    def ensure_training_panel(self):
+        """Build the meta-training page on first use (it loads the plugins: keep startup fast)."""
+        if self.training_panel is None:
+            from .training import TrainingPanel
+
+            panel = TrainingPanel()
+            panel.model_trained.connect(self._model_trained)
+            panel.message.connect(lambda text: self.announce(text, 8000))
+            panel.error.connect(self.show_error)
+            self.train_page.layout().addWidget(panel)
+            self.training_panel = panel
+            self._restore_training_plan()
+        return self.training_panel
+
+    def _restore_training_plan(self) -> None:
+        from metastudio.core.runs import TrainingPlan
+
+        saved = self.controller.project.settings.get("training")
+        if saved:
+            try:
+                self.training_panel.set_plan(TrainingPlan.from_dict(saved))
+            except (ValueError, TypeError, KeyError):
+                pass
+
+    def _model_trained(self, path: str, title: str) -> None:
+        from metastudio.core.errors import MetaStudioError
+
+        try:
+            name = self.controller.project.add_model_file(path)
+        except (MetaStudioError, OSError) as e:
+            self.show_error(f"The trained model could not be added to the project: {e}. It is still at {path}.")
+            return
+        if self.training_panel is not None:
+            try:
+                self.controller.project.settings["training"] = self.training_panel.plan().to_dict()
+            except Exception:  # noqa: BLE001 -- settings are a convenience
+                pass
+        self._refresh_model_box()
+        self.controller.set_model({"kind": "project", "name": name}, {})
+        self.notification.show_message(f"Meta-training finished: '{title}' is saved in this project and now in use.",
+                                       level="info")
+
+    # -- closing ------------------------------------------------------------------------------------------------
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self._closing:
+            if self.training_panel is not None and self.training_panel.is_running():
+                answer = self.confirm("Meta-training is running", "Stop meta-training and quit?",
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+                if answer != QMessageBox.StandardButton.Yes:
+                    event.ignore()
+                    return
+            if not self.maybe_save():
+                event.ignore()
+                return
+        self.shutdown()
+        event.accept()
+
+    def shutdown(self) -> None:
+        """Cancel and join every worker, forget the recovery copy, close the project."""
+        if self._closing:
+            return
+        self._closing = True
+        stack = self.controller.undo_stack
+        stack.cleanChanged.disconnect()
+        stack.indexChanged.disconnect()
+        self._adapt_timer.stop()
+        self._autosave_timer.stop()
+        if self.training_panel is not None:
+            self.training_panel.shutdown()
+        self.engine.shutdown()
+        self.thumbnails.shutdown()
+        if self._autosave_thread is not None:
+            self._autosave_thread.join()
+        self.recovery.discard()
+        self.controller.project.close()
+
+
+def _hyperparameter(described: dict):
+    """A HyperParameter back from its JSON description (the catalogue crosses threads as plain data)."""
+    from metastudio.core.algorithm import HyperParameter
+
+    types = {"int": int, "float": float, "bool": bool, "str": str}
+    choices = described.get("choices")
+    return HyperParameter(described["name"], types[described["type"]], described["default"], described["help"],
+                          described.get("minimum"), described.get("maximum"),
+                          tuple(choices) if choices is not None else None, bool(described.get("log_scale")))
+
+
+def _image_filter() -> str:
+    from metastudio.core.images import IMAGE_EXTENSIONS
+
+    patterns = " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS))
+    return f"Images ({patterns});;All files (*)"
+
+
+def app_icon() -> QIcon:
+    path = Path(__file__).resolve().parents[2] / "resources" / "icon.png"
+    return QIcon(str(path)) if path.is_file() else QIcon()

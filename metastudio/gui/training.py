@@ -1,0 +1,1311 @@
+"""The meta-training panel: choose an algorithm, a backbone, a dataset and hyperparameters,
+then watch meta-training live (loss and accuracy curves, progress, ETA) with pause, resume
+and cancel.
+
+* :class:`HyperParameterForm` builds a form from declared
+  :class:`~metastudio.core.algorithm.HyperParameter` s (reused by the main window and for
+  dataset options).
+* :class:`TrainingWorker` runs :func:`metastudio.core.runs.prepare_run` and the trainer in its
+  own ``QThread``; it never touches widgets and sends plain dicts, numbers and strings through
+  signals, at most about 20 step signals a second.
+* :class:`TrainingPanel` is the widget. It keeps the GUI thread's work small (the plot redraws
+  at most ~30 Hz, labels ~10 Hz) and always joins its thread (:meth:`TrainingPanel.shutdown`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import math
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtGui import QAction, QKeySequence, QStandardItem, QStandardItemModel, QValidator
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSpinBox,
+    QStyle,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..core.algorithm import HyperParameter
+from ..core.control import Control
+from ..core.errors import MetaStudioError
+from ..core.runs import RunCancelled, TrainingPlan, prepare_run
+from .plots import LivePlot
+
+INT_LIMIT = 2**31 - 1
+
+#: Episode settings that suit each dataset (the shipped Omniglot model used 60-way 1-shot 5
+#: queries; ProtoNet trained mini-ImageNet 1-shot with 20-30 ways). Unknown datasets get "folder".
+DATASET_DEFAULTS: dict[str, dict[str, int]] = {
+    "omniglot": dict(ways=60, shots=1, queries=5, episodes=8000, val_every=500, val_episodes=200,
+                     val_ways=5, val_shots=1, val_queries=15),
+    "mini-imagenet": dict(ways=20, shots=1, queries=15, episodes=20000, val_every=1000, val_episodes=200,
+                          val_ways=5, val_shots=1, val_queries=15),
+    "folder": dict(ways=3, shots=1, queries=2, episodes=200, val_every=50, val_episodes=20,
+                   val_ways=3, val_shots=1, val_queries=2),
+}
+DATASET_ORDER = ("omniglot", "mini-imagenet", "folder")
+
+#: Seconds between two step signals of the worker (steps in between are merged).
+STEP_SIGNAL_INTERVAL = 0.05
+#: How much lower than the GUI the training thread (and the compute threads it starts) runs: a
+#: Linux nice increment. Without it, on a machine with few cores, torch's threads keep every core
+#: busy and the GUI thread waits tens of milliseconds for one; with it, the scheduler lets the GUI
+#: in at once (see docs/benchmarks.md, "GUI stalls while meta-training").
+WORKER_NICE_INCREMENT = 5
+#: Milliseconds between two updates of the progress bar's text.
+LABEL_INTERVAL_MS = 100
+
+COLOURS = {"loss": "#d62728", "train_acc": "#1f77b4", "val_acc": "#2ca02c", "adapt_loss": "#9467bd"}
+
+
+# ================================================================================================
+# hyperparameter forms
+
+
+def _compact(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _grid_125(value: float, up: bool) -> float:
+    """The next value of the 1-2-5 grid (…, 0.001, 0.002, 0.005, 0.01, …) above or below ``value``."""
+    e = math.floor(math.log10(value))
+    grid = sorted(float(f"{m * 10.0 ** k:.3g}") for k in (e - 1, e, e + 1, e + 2) for m in (1, 2, 5))
+    if up:
+        return next(c for c in grid if c > value * (1 + 1e-9))
+    return next(c for c in reversed(grid) if c < value * (1 - 1e-9))
+
+
+_PARTIAL_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d*)?([eE][+-]?\d*)?")
+
+
+class NumberSpinBox(QDoubleSpinBox):
+    """A float spin box showing compact numbers (``0.001``, ``1e-06``) and accepting scientific
+    notation. With ``log_scale`` the arrows walk a 1-2-5 grid (0.001 → 0.002 → 0.005 → 0.01)."""
+
+    def __init__(self, log_scale: bool = False, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.log_scale = log_scale
+        self.setDecimals(12)
+        self.setKeyboardTracking(False)
+
+    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt override
+        return _compact(value)
+
+    def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt override
+        try:
+            return float(text.strip().replace(",", "."))
+        except ValueError:
+            return self.value()
+
+    def validate(self, text: str, pos: int):
+        t = text.strip().replace(",", ".")
+        try:
+            value = float(t)
+        except ValueError:
+            state = QValidator.State.Intermediate if _PARTIAL_NUMBER.fullmatch(t) else QValidator.State.Invalid
+            return state, text, pos
+        if math.isfinite(value) and self.minimum() <= value <= self.maximum():
+            return QValidator.State.Acceptable, text, pos
+        return QValidator.State.Intermediate, text, pos
+
+    def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt override
+        if not self.log_scale or self.value() <= 0:
+            super().stepBy(steps)
+            return
+        value = self.value()
+        for _ in range(abs(steps)):
+            value = _grid_125(value, steps > 0)
+        self.setValue(min(max(value, self.minimum()), self.maximum()))
+
+
+class HyperParameterForm(QWidget):
+    """A form for a list of :class:`HyperParameter` s: a check box for a bool, a combo box for
+    choices, a spin box for an int or float (within its minimum and maximum; a log-scale float
+    steps through 1, 2, 5, 10, …), a line edit for free text. Each parameter's help is its
+    tooltip and its accessible description.
+
+    ``values()`` gives ``{name: value}`` (validated, typed); ``set_values(mapping)`` sets them
+    and raises ValueError for an unknown name or an invalid value, changing nothing then.
+    """
+
+    changed = Signal()
+
+    def __init__(self, hyperparameters: Sequence[HyperParameter] = (), parent: QWidget | None = None):
+        super().__init__(parent)
+        self._layout = QFormLayout(self)
+        self._layout.setContentsMargins(0, 0, 0, 0)
+        self._layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self._params: dict[str, HyperParameter] = {}
+        self._editors: dict[str, QWidget] = {}
+        self._empty = QLabel("No settings.")
+        self._empty.setEnabled(False)
+        self.setAccessibleName("Hyperparameters")
+        self.set_hyperparameters(hyperparameters)
+
+    # -- building --------------------------------------------------------------------------------
+    def set_hyperparameters(self, hyperparameters: Sequence[HyperParameter]) -> None:
+        """Rebuild the form for another list (values go back to the defaults)."""
+        while self._layout.rowCount():
+            self._layout.removeRow(0)
+        self._empty = QLabel("No settings.")
+        self._empty.setEnabled(False)
+        self._params = {h.name: h for h in hyperparameters}
+        self._editors = {}
+        for h in hyperparameters:
+            editor = self._make_editor(h)
+            label = QLabel(h.name.replace("_", " ") + ":")
+            label.setBuddy(editor)
+            tip = self._tooltip(h)
+            label.setToolTip(tip)
+            editor.setToolTip(tip)
+            editor.setAccessibleName(h.name.replace("_", " "))
+            editor.setAccessibleDescription(h.help)
+            editor.setObjectName(f"hp_{h.name}")
+            self._layout.addRow(label, editor)
+            self._editors[h.name] = editor
+        if not hyperparameters:
+            self._layout.addRow(self._empty)
+
+    @staticmethod
+    def _tooltip(h: HyperParameter) -> str:
+        parts = [h.help]
+        if h.choices is None and (h.minimum is not None or h.maximum is not None):
+            lo = "−∞" if h.minimum is None else _compact(h.minimum)
+            hi = "∞" if h.maximum is None else _compact(h.maximum)
+            parts.append(f"Range {lo} to {hi}.")
+        parts.append(f"Default: {h.default}.")
+        return " ".join(parts)
+
+    def _make_editor(self, h: HyperParameter) -> QWidget:
+        if h.type is bool:
+            w = QCheckBox()
+            w.setChecked(bool(h.default))
+            w.toggled.connect(self.changed)
+            return w
+        if h.choices is not None:
+            w = QComboBox()
+            for choice in h.choices:
+                w.addItem(str(choice), choice)
+            w.setCurrentIndex(list(h.choices).index(h.default))
+            w.currentIndexChanged.connect(self.changed)
+            return w
+        if h.type is int:
+            w = QSpinBox()
+            lo = -INT_LIMIT if h.minimum is None else max(-INT_LIMIT, math.ceil(h.minimum))
+            hi = INT_LIMIT if h.maximum is None else min(INT_LIMIT, math.floor(h.maximum))
+            w.setRange(lo, hi)
+            w.setValue(int(h.default))
+            w.setKeyboardTracking(False)
+            w.setAccelerated(True)
+            w.valueChanged.connect(self.changed)
+            return w
+        if h.type is float:
+            w = NumberSpinBox(log_scale=h.log_scale and (h.minimum or 0) > 0)
+            lo = -1e12 if h.minimum is None else float(h.minimum)
+            hi = 1e12 if h.maximum is None else float(h.maximum)
+            w.setRange(lo, hi)
+            if not w.log_scale:
+                span = hi - lo if h.minimum is not None and h.maximum is not None else 10.0
+                w.setSingleStep(float(f"{10 ** math.floor(math.log10(span / 10)):.1g}") if span > 0 else 0.1)
+            w.setValue(float(h.default))
+            w.valueChanged.connect(self.changed)
+            return w
+        w = QLineEdit(str(h.default))
+        w.textChanged.connect(self.changed)
+        return w
+
+    # -- values ----------------------------------------------------------------------------------
+    def hyperparameters(self) -> list[HyperParameter]:
+        return list(self._params.values())
+
+    def editor(self, name: str) -> QWidget:
+        """The editing widget of one parameter (tests, focus)."""
+        return self._editors[name]
+
+    def _raw(self, name: str) -> Any:
+        w = self._editors[name]
+        if isinstance(w, QCheckBox):
+            return w.isChecked()
+        if isinstance(w, QComboBox):
+            return w.currentData()
+        if isinstance(w, (QSpinBox, QDoubleSpinBox)):
+            w.interpretText()
+            return w.value()
+        return w.text()
+
+    def errors(self) -> dict[str, str]:
+        """``{name: reason}`` for every value that does not validate (empty when all do)."""
+        out = {}
+        for name, h in self._params.items():
+            try:
+                h.validate(self._raw(name))
+            except ValueError as e:
+                out[name] = str(e)
+        return out
+
+    def values(self) -> dict[str, Any]:
+        """Validated values of every parameter; raises ValueError naming the bad ones."""
+        errors = self.errors()
+        if errors:
+            raise ValueError("; ".join(errors.values()))
+        return {name: h.validate(self._raw(name)) for name, h in self._params.items()}
+
+    def defaults(self) -> dict[str, Any]:
+        return {name: h.default for name, h in self._params.items()}
+
+    def set_values(self, values: Mapping[str, Any]) -> None:
+        """Set some or all values. Unknown names or invalid values raise ValueError (nothing is
+        changed then); parameters not named keep their current value."""
+        unknown = sorted(set(values) - set(self._params))
+        if unknown:
+            raise ValueError(f"no hyperparameter {', '.join(unknown)}; the form has: {', '.join(self._params) or 'none'}")
+        checked = {name: self._params[name].validate(value) for name, value in values.items()}
+        for name, value in checked.items():
+            w = self._editors[name]
+            if isinstance(w, QCheckBox):
+                w.setChecked(bool(value))
+            elif isinstance(w, QComboBox):
+                w.setCurrentIndex(list(self._params[name].choices).index(value))
+            elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
+                w.setValue(value)
+            else:
+                w.setText(str(value))
+
+    def reset(self) -> None:
+        """Every parameter back to its default."""
+        self.set_values(self.defaults())
+
+
+# ================================================================================================
+# the worker
+
+
+@contextlib.contextmanager
+def _collector_tuned(enabled: bool = True):
+    """Keep Python's cyclic garbage collector from stopping the GUI thread during a run.
+
+    A full collection scans every tracked object of the application (~370k with torch, Qt and
+    pyqtgraph loaded: 100-170 ms on a 2-core CPU) while holding the GIL, so the GUI thread
+    stops too. Loading a dataset allocates tens of thousands of objects and triggered several
+    such collections. So the collector is off while the run is prepared (reference counting
+    still frees almost everything); then everything alive (application, data, model) is frozen
+    (``gc.freeze``), so that collections during training scan only what training allocates; it
+    is unfrozen when the run ends, so nothing can leak. Yields a function to call once the
+    run is prepared."""
+    if not enabled:
+        yield lambda: None
+        return
+    was_enabled = gc.isenabled()
+    frozen = False
+    gc.disable()
+
+    def prepared() -> None:
+        nonlocal frozen
+        if not frozen:
+            gc.freeze()  # before collecting again: the first collection would scan the new data
+            frozen = True
+            if was_enabled:
+                gc.enable()
+
+    try:
+        yield prepared
+    finally:
+        if frozen:
+            gc.unfreeze()
+        if was_enabled:
+            gc.enable()
+
+
+def _plain_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class TrainingWorker(QObject):
+    """Prepares and runs one meta-training run; lives in its own ``QThread``.
+
+    Start it by connecting ``thread.started`` to :meth:`run`. It emits plain Python data only:
+
+    * ``loading(stage, done, total)`` while preparing (``total`` -1 when unknown);
+    * ``prepared(dict)``: device, steps, dataset summaries and ``warnings`` (list of str);
+    * ``step(dict)``: step, steps, loss, accuracy (0..1), episodes_per_second, lr, elapsed;
+      at most one every :data:`STEP_SIGNAL_INTERVAL` seconds (steps in between are averaged);
+    * ``validation(dict)``: step, accuracy and ci95 (percent), best_accuracy, improved;
+    * ``checkpoint(dict)``: step, path, kind ("best" or "resume");
+    * ``status(str)``;
+    * then exactly one of ``finished(dict)`` (status "completed" or "cancelled", model_path,
+      model_exists, best_accuracy, elapsed, steps_done, steps, warnings) and
+      ``failed(message, details)``, and last ``done()``.
+
+    :meth:`pause`, :meth:`resume` and :meth:`cancel` may be called from any thread.
+    """
+
+    loading = Signal(str, int, int)
+    prepared = Signal(dict)
+    step = Signal(dict)
+    validation = Signal(dict)
+    checkpoint = Signal(dict)
+    status = Signal(str)
+    finished = Signal(dict)
+    failed = Signal(str, str)
+    done = Signal()
+
+    def __init__(self, plan: TrainingPlan, host=None, *, torch_threads: int | None = None,
+                 step_interval: float = STEP_SIGNAL_INTERVAL, nice_increment: int = WORKER_NICE_INCREMENT,
+                 gc_tuning: bool = True, parent: QObject | None = None):
+        super().__init__(parent)
+        self.plan = plan
+        self.host = host
+        self.control = Control()
+        self.torch_threads = torch_threads
+        self.step_interval = step_interval
+        self.nice_increment = nice_increment
+        self.gc_tuning = gc_tuning
+        self._pending: dict[str, Any] | None = None
+        self._pending_steps = 0
+        self._last_step_emit = 0.0
+        self._last_loading_emit = 0.0
+        self._warnings: list[str] = []
+
+    # -- steering (any thread) -------------------------------------------------------------------
+    def pause(self) -> None:
+        self.control.pause()
+
+    def resume(self) -> None:
+        self.control.resume()
+
+    def cancel(self) -> None:
+        self.control.cancel()
+
+    def is_paused(self) -> bool:
+        return self.control.paused
+
+    # -- the run (worker thread) -----------------------------------------------------------------
+    @Slot()
+    def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.done.emit()
+
+    def _lower_priority(self) -> None:
+        """Lower this thread's scheduling priority (Linux: nice is per thread, and the compute
+        threads torch starts from this thread inherit it). Elsewhere QThread's priority, set by
+        the panel, does the job."""
+        if self.nice_increment <= 0 or not sys.platform.startswith("linux"):
+            return
+        try:
+            tid = threading.get_native_id()
+            current = os.getpriority(os.PRIO_PROCESS, tid)
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, current + self.nice_increment))
+        except (OSError, AttributeError):
+            pass  # not allowed or not supported: only responsiveness suffers
+
+    def _run(self) -> None:
+        threads_before = None
+        try:
+            self._lower_priority()
+            if self.torch_threads:
+                import torch
+
+                threads_before = torch.get_num_threads()
+                torch.set_num_threads(self.torch_threads)
+            host = self.host
+            if host is None:
+                from ..plugins import get_host
+
+                host = get_host()
+            self.status.emit("preparing the run…")
+            with _collector_tuned(self.gc_tuning) as prepared:
+                run = prepare_run(self.plan, host, progress=self._on_loading, control=self.control,
+                                  listener=self._on_event)
+                prepared()
+                self._train(run)
+        except RunCancelled:
+            self.finished.emit({"status": "cancelled", "model_path": "", "model_exists": False, "best_accuracy": None,
+                                "elapsed": 0.0, "steps_done": 0, "steps": self.plan.steps,
+                                "warnings": list(self._warnings)})
+        except (MetaStudioError, ValueError) as exc:
+            self._flush_steps()
+            self.failed.emit(str(exc), traceback.format_exc())
+        except BaseException as exc:  # noqa: BLE001 - report everything; never die silently
+            self._flush_steps()
+            self.failed.emit(f"meta-training failed: {type(exc).__name__}: {exc}", traceback.format_exc())
+        finally:
+            if threads_before is not None:
+                import torch
+
+                torch.set_num_threads(threads_before)  # the setting is process-wide
+
+    def _train(self, run) -> None:
+        self._warnings = list(run.warnings)
+        steps = run.config.steps
+        self.prepared.emit({
+            "device": run.device_description, "steps": steps, "warnings": list(run.warnings),
+            "train": run.train_dataset.summary(),
+            "validation": run.val_dataset.summary() if run.val_dataset is not None else None,
+            "model_path": str(run.out),
+        })
+        self.status.emit("meta-training…")
+        result = run.run()
+        self._flush_steps()
+        model = Path(result.model_path)
+        if result.status == "completed":
+            run.resume_path.unlink(missing_ok=True)  # the app does not resume finished runs
+        self.finished.emit({
+            "status": result.status, "model_path": str(model), "model_exists": model.is_file(),
+            "best_accuracy": _plain_float(result.best_accuracy), "elapsed": float(result.elapsed),
+            "steps_done": int(result.steps_done), "steps": steps, "warnings": list(self._warnings),
+        })
+
+    def _on_loading(self, stage: str, done: int, total: int | None) -> None:
+        now = time.perf_counter()
+        if done == 0 or (total is not None and done >= total) or now - self._last_loading_emit >= self.step_interval:
+            self._last_loading_emit = now
+            self.loading.emit(stage, int(done), -1 if total is None else int(total))
+
+    def _on_event(self, event) -> None:
+        from ..core.trainer import CheckpointEvent, StepEvent, ValidationEvent
+
+        if isinstance(event, StepEvent):
+            self._merge_step(event)
+            now = time.perf_counter()
+            if now - self._last_step_emit >= self.step_interval or event.step >= event.steps:
+                self._flush_steps()
+        elif isinstance(event, ValidationEvent):
+            self._flush_steps()
+            self.validation.emit({"step": int(event.step), "accuracy": float(event.accuracy), "ci95": float(event.ci95),
+                                  "best_accuracy": float(event.best_accuracy), "improved": bool(event.improved)})
+        elif isinstance(event, CheckpointEvent):
+            self.checkpoint.emit({"step": int(event.step), "path": str(event.path), "kind": str(event.kind)})
+
+    def _merge_step(self, event) -> None:
+        previous = self._pending
+        d = {"step": int(event.step), "steps": int(event.steps), "loss": float(event.loss),
+             "accuracy": float(event.accuracy), "episodes_per_second": float(event.episodes_per_second),
+             "lr": float(event.lr), "elapsed": float(event.elapsed)}
+        if previous is None:
+            d["first_step"] = int(event.step)
+            self._pending, self._pending_steps = d, 1
+            return
+        # A weighted running mean of loss and accuracy over the merged events.
+        n = self._pending_steps
+        for key in ("loss", "accuracy"):
+            d[key] = (previous[key] * n + d[key]) / (n + 1)
+        d["first_step"] = previous["first_step"]
+        self._pending, self._pending_steps = d, n + 1
+
+    def _flush_steps(self) -> None:
+        if self._pending is None:
+            return
+        d = self._pending
+        self._pending, self._pending_steps = None, 0
+        self._last_step_emit = time.perf_counter()
+        self.step.emit(d)
+
+
+# ================================================================================================
+# the panel
+
+
+def _format_duration(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        return "--:--"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def _spin(minimum: int, maximum: int, value: int, name: str, tip: str) -> QSpinBox:
+    w = QSpinBox()
+    w.setRange(minimum, maximum)
+    w.setValue(value)
+    w.setAccessibleName(name)
+    w.setToolTip(tip)
+    w.setAccelerated(True)
+    w.setKeyboardTracking(False)
+    return w
+
+
+class TrainingPanel(QWidget):
+    """The meta-training panel (see the module docstring).
+
+    Signals: ``model_trained(path, title)`` when a run ends (completed, or cancelled after a
+    model was saved) with a model file; ``message(text)`` for the status bar;
+    ``error(message, details)`` when a run cannot start or fails; ``running_changed(bool)``.
+    """
+
+    model_trained = Signal(str, str)
+    message = Signal(str)
+    error = Signal(str, str)
+    running_changed = Signal(bool)
+
+    def __init__(self, host=None, parent: QWidget | None = None, *, output_dir: str | Path | None = None,
+                 torch_threads: int | None = None, worker_nice: int = WORKER_NICE_INCREMENT, gc_tuning: bool = True):
+        super().__init__(parent)
+        self.worker_nice = worker_nice
+        self.gc_tuning = gc_tuning
+        if host is None:
+            from ..plugins import get_host
+
+            host = get_host()
+        self.host = host
+        self.torch_threads = torch_threads
+        if output_dir is None:
+            from ..core.datasets import cache_dir
+
+            output_dir = cache_dir() / "models"
+        self._output_dir = Path(output_dir)
+        self._base_plan = TrainingPlan(log_every=1)
+        self._thread: QThread | None = None
+        self._worker: TrainingWorker | None = None
+        self._run_plan: TrainingPlan | None = None
+        self._last_result: dict[str, Any] | None = None
+        self._last_model_path: str | None = None
+        self._latest_step: dict[str, Any] | None = None
+        self._eps_average: float | None = None
+        self._steps_total = 0
+        self._steps_received = 0
+        self._loading_text = ""
+        self._setting_plan = False
+
+        self._build()
+        self._label_timer = QTimer(self)
+        self._label_timer.setSingleShot(True)
+        self._label_timer.setInterval(LABEL_INTERVAL_MS)
+        self._label_timer.timeout.connect(self._refresh_progress_text)
+        self._fill_components()
+        self._set_idle()
+
+    # -- building ----------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.setAccessibleName("Meta-training")
+
+        # components
+        self.algorithm_combo = QComboBox()
+        self.algorithm_combo.setModel(QStandardItemModel(self.algorithm_combo))
+        self.algorithm_combo.setAccessibleName("Algorithm")
+        self.backbone_combo = QComboBox()
+        self.backbone_combo.setAccessibleName("Backbone")
+        self.freeze_check = QCheckBox("Freeze the pretrained backbone")
+        self.freeze_check.setAccessibleName("Freeze backbone")
+        self.freeze_check.setToolTip("Keep a pretrained backbone's weights fixed and train only the rest "
+                                     "(only for pretrained backbones).")
+        self.dataset_combo = QComboBox()
+        self.dataset_combo.setAccessibleName("Dataset")
+        self.root_edit = QLineEdit()
+        self.root_edit.setAccessibleName("Dataset location")
+        self.root_edit.setToolTip("A folder or a .zip file holding the dataset.")
+        self.browse_button = QToolButton()
+        self.browse_button.setText("Browse…")
+        self.browse_button.setAccessibleName("Browse for the dataset")
+        self.browse_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.browse_button)
+        self.browse_folder_action = QAction("Folder…", menu)
+        self.browse_zip_action = QAction("Zip file…", menu)
+        menu.addAction(self.browse_folder_action)
+        menu.addAction(self.browse_zip_action)
+        self.browse_button.setMenu(menu)
+        self.browse_folder_action.triggered.connect(self._browse_folder)
+        self.browse_zip_action.triggered.connect(self._browse_zip)
+        root_row = QHBoxLayout()
+        root_row.setContentsMargins(0, 0, 0, 0)
+        root_row.addWidget(self.root_edit, 1)
+        root_row.addWidget(self.browse_button)
+        self.options_form = HyperParameterForm()
+        self.options_form.setAccessibleName("Dataset options")
+
+        run_box = QGroupBox("What to train")
+        form = QFormLayout(run_box)
+        form.addRow(self._label("&Algorithm:", self.algorithm_combo), self.algorithm_combo)
+        form.addRow(self._label("&Backbone:", self.backbone_combo), self.backbone_combo)
+        form.addRow("", self.freeze_check)
+        form.addRow(self._label("&Dataset:", self.dataset_combo), self.dataset_combo)
+        form.addRow(self._label("&Location:", self.root_edit), root_row)
+        form.addRow(self.options_form)
+
+        # episodes
+        self.ways_spin = _spin(2, 10_000, 5, "Ways", "Classes per training episode.")
+        self.shots_spin = _spin(1, 10_000, 1, "Shots", "Labelled (support) images per class in an episode.")
+        self.queries_spin = _spin(0, 10_000, 15, "Queries", "Query images per class in an episode.")
+        self.episodes_spin = _spin(1, 100_000_000, 1000, "Episodes", "Training episodes in all.")
+        self.val_every_spin = _spin(1, 100_000_000, 500, "Validate every",
+                                    "Training steps between validations (the best model is kept).")
+        self.val_episodes_spin = _spin(1, 1_000_000, 200, "Validation episodes", "Episodes per validation (a fixed list).")
+        self.val_ways_spin = _spin(2, 10_000, 5, "Validation ways", "Classes per validation episode.")
+        self.val_shots_spin = _spin(1, 10_000, 1, "Validation shots", "Support images per class in validation episodes.")
+        self.val_queries_spin = _spin(0, 10_000, 15, "Validation queries", "Query images per class in validation episodes.")
+        episodes_box = QGroupBox("Episodes")
+        grid = QGridLayout(episodes_box)
+        # No mnemonics here: Alt+E, Alt+V, Alt+H... belong to the main window's menus.
+        rows = [("Ways:", self.ways_spin, "Val. ways:", self.val_ways_spin),
+                ("Shots:", self.shots_spin, "Val. shots:", self.val_shots_spin),
+                ("Queries:", self.queries_spin, "Val. queries:", self.val_queries_spin),
+                ("Episodes:", self.episodes_spin, "Val. episodes:", self.val_episodes_spin),
+                ("Validate every:", self.val_every_spin, None, None)]
+        for r, (l1, w1, l2, w2) in enumerate(rows):
+            grid.addWidget(self._label(l1, w1), r, 0)
+            grid.addWidget(w1, r, 1)
+            if w2 is not None:
+                grid.addWidget(self._label(l2, w2), r, 2)
+                grid.addWidget(w2, r, 3)
+
+        # hyperparameters
+        self.hparam_form = HyperParameterForm()
+        hp_box = QGroupBox("Hyperparameters")
+        hp_layout = QVBoxLayout(hp_box)
+        hp_layout.addWidget(self.hparam_form)
+
+        # device and buttons
+        self.device_label = QLabel()
+        self.device_label.setAccessibleName("Device")
+        self.start_button = QPushButton("Start")
+        self.pause_button = QPushButton("Pause")
+        self.cancel_button = QPushButton("Cancel")
+        for button, name, key, tip in (
+            (self.start_button, "Start meta-training", "F5", "Start meta-training"),
+            (self.pause_button, "Pause meta-training", "F6", "Pause or resume meta-training"),
+            (self.cancel_button, "Cancel meta-training", "Shift+F5", "Stop meta-training (the best model so far is kept)"),
+        ):
+            button.setAccessibleName(name)
+            button.setShortcut(QKeySequence(key))
+            button.setToolTip(f"{tip} ({QKeySequence(key).toString(QKeySequence.SequenceFormat.NativeText)})")
+        self.start_button.setDefault(True)
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.pause_button)
+        buttons.addWidget(self.cancel_button)
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.addWidget(run_box)
+        left_layout.addWidget(episodes_box)
+        left_layout.addWidget(hp_box)
+        left_layout.addStretch(1)
+        self.form_widget = left
+        scroll = QScrollArea()
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(340)
+        scroll.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+
+        # live view
+        self.plot = LivePlot("Meta-training", x_label="step", left_label="loss", right_label="accuracy (%)",
+                             right_range=(0, 100), empty_text="Press Start to meta-train; the curves appear here.")
+        self.plot.add_series("loss", "train loss", COLOURS["loss"], axis="left")
+        self.plot.add_series("train_acc", "train accuracy", COLOURS["train_acc"], axis="right")
+        self.plot.add_series("val_acc", "validation accuracy", COLOURS["val_acc"], axis="right", symbol="o")
+        self.adaptation_plot = LivePlot("Adaptation", x_label="adaptation step", left_label="support loss",
+                                        empty_text="No adaptation yet.")
+        self.adaptation_plot.add_series("adapt_loss", "adaptation loss", COLOURS["adapt_loss"], symbol="o")
+        self.adaptation_plot.setVisible(False)
+        self.adaptation_plot.setMaximumHeight(220)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setAccessibleName("Meta-training progress")
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("idle")
+        self.status_label = QLabel()
+        self.status_label.setAccessibleName("Meta-training status")
+        self.status_label.setWordWrap(True)
+        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        right = QVBoxLayout()
+        right.addWidget(self.plot, 3)
+        right.addWidget(self.adaptation_plot, 1)
+        right.addWidget(self.progress_bar)
+        right.addWidget(self.status_label)
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.device_label, 1)
+        bottom.addLayout(buttons)
+        right.addLayout(bottom)
+
+        layout = QHBoxLayout(self)
+        layout.addWidget(scroll, 0)
+        layout.addLayout(right, 1)
+
+        self.algorithm_combo.currentIndexChanged.connect(self._algorithm_changed)
+        self.backbone_combo.currentIndexChanged.connect(self._backbone_changed)
+        self.dataset_combo.currentIndexChanged.connect(self._dataset_changed)
+
+    @staticmethod
+    def _label(text: str, buddy: QWidget) -> QLabel:
+        label = QLabel(text)
+        label.setBuddy(buddy)
+        return label
+
+    def _fill_components(self) -> None:
+        host = self.host
+        model: QStandardItemModel = self.algorithm_combo.model()
+        model.clear()
+        for name in sorted(host.algorithms):
+            cls = host.algorithms[name]
+            item = QStandardItem(f"{cls.title} ({name})" if cls.title else name)
+            item.setData(name, Qt.ItemDataRole.UserRole)
+            item.setToolTip(cls.description or cls.title or name)
+            model.appendRow(item)
+        warning_icon = self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
+        for record in self.broken_algorithm_plugins():
+            what = "failed to load" if record.status == "failed" else "disabled"
+            item = QStandardItem(f"{record.name} — {what}")
+            item.setData(None, Qt.ItemDataRole.UserRole)
+            item.setData(record.name, Qt.ItemDataRole.UserRole + 1)
+            item.setEnabled(False)
+            item.setSelectable(False)
+            if record.status == "failed":
+                item.setIcon(warning_icon)
+            item.setToolTip(f"Plugin '{record.name}' ({record.package} {record.version}) {what}: {record.error}")
+            item.setData(f"{record.name}, plugin {what}: {record.error}", Qt.ItemDataRole.AccessibleTextRole)
+            model.appendRow(item)
+
+        self.backbone_combo.clear()
+        for name in sorted(host.backbones):
+            spec = host.backbones[name]
+            self.backbone_combo.addItem(name, name)
+            self.backbone_combo.setItemData(self.backbone_combo.count() - 1, spec.description, Qt.ItemDataRole.ToolTipRole)
+        self.dataset_combo.clear()
+        names = [n for n in DATASET_ORDER if n in host.datasets] + sorted(set(host.datasets) - set(DATASET_ORDER))
+        for name in names:
+            self.dataset_combo.addItem(name, name)
+            self.dataset_combo.setItemData(self.dataset_combo.count() - 1, host.datasets[name].description,
+                                           Qt.ItemDataRole.ToolTipRole)
+        self._setting_plan = True
+        try:
+            self._select(self.algorithm_combo, self._base_plan.algorithm)
+            self._select(self.backbone_combo, self._base_plan.backbone)
+            self._select(self.dataset_combo, self._base_plan.dataset)
+        finally:
+            self._setting_plan = False
+        self._algorithm_changed()
+        self._backbone_changed()
+        self._dataset_changed()
+        self._update_device_label(self._base_plan.device)
+
+    def broken_algorithm_plugins(self) -> list:
+        """Plugin records that did not load and may have offered algorithms (the kind of a
+        plugin that failed to import is unknown, so those count)."""
+        out = []
+        for record in self.host.records.values():
+            if record.status == "ok":
+                continue
+            module = sys.modules.get(record.module.split(":")[0])
+            if module is not None and not hasattr(module, "metastudio_algorithms"):
+                continue  # imported, and offers no algorithms
+            out.append(record)
+        return out
+
+    @staticmethod
+    def _select(combo: QComboBox, name: str | None) -> bool:
+        index = combo.findData(name, Qt.ItemDataRole.UserRole) if name is not None else -1
+        if index >= 0:
+            combo.setCurrentIndex(index)
+            return True
+        return False
+
+    # -- reactions to the form ------------------------------------------------------------------------
+    def _algorithm_changed(self, *_: object) -> None:
+        name = self.algorithm_combo.currentData()
+        cls = self.host.algorithms.get(name) if name else None
+        self.hparam_form.set_hyperparameters(cls.hyperparameters if cls is not None else ())
+
+    def _backbone_changed(self, *_: object) -> None:
+        name = self.backbone_combo.currentData()
+        spec = self.host.backbones.get(name) if name else None
+        pretrained = bool(spec is not None and spec.pretrained)
+        self.freeze_check.setEnabled(pretrained)
+        if not pretrained:
+            self.freeze_check.setChecked(False)
+
+    def _dataset_changed(self, *_: object) -> None:
+        name = self.dataset_combo.currentData()
+        spec = self.host.datasets.get(name) if name else None
+        self.options_form.set_hyperparameters(spec.options if spec is not None else ())
+        if name == "omniglot":
+            self.root_edit.setPlaceholderText("default: downloaded to the MetaStudio data folder")
+        else:
+            self.root_edit.setPlaceholderText("required: a folder or .zip of class folders")
+        if not self._setting_plan and name:
+            self.apply_dataset_defaults(name)
+
+    def apply_dataset_defaults(self, dataset: str) -> None:
+        """Episode settings that suit ``dataset`` (see :data:`DATASET_DEFAULTS`)."""
+        values = DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["folder"])
+        for key, spin in self._episode_spins().items():
+            spin.setValue(values[key])
+
+    def _episode_spins(self) -> dict[str, QSpinBox]:
+        return {"ways": self.ways_spin, "shots": self.shots_spin, "queries": self.queries_spin,
+                "episodes": self.episodes_spin, "val_every": self.val_every_spin,
+                "val_episodes": self.val_episodes_spin, "val_ways": self.val_ways_spin,
+                "val_shots": self.val_shots_spin, "val_queries": self.val_queries_spin}
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose the dataset folder", self.root_edit.text())
+        if path:
+            self.root_edit.setText(path)
+
+    def _browse_zip(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose the dataset zip file", self.root_edit.text(),
+                                              "Zip files (*.zip);;All files (*)")
+        if path:
+            self.root_edit.setText(path)
+
+    def _update_device_label(self, device: str) -> None:
+        try:
+            from ..core.devices import describe_device, resolve_device
+
+            text = describe_device(resolve_device(device))
+        except MetaStudioError as e:
+            text = str(e)
+        self.device_label.setText(f"Device: {text}")
+
+    def set_device_text(self, text: str) -> None:
+        """Show where computing happens (the main window passes what its engine reports); while a
+        run is going, the run's own device is shown instead."""
+        if not self.is_running():
+            self.device_label.setText(f"Device: {text}")
+
+    # -- the plan ----------------------------------------------------------------------------------
+    @property
+    def output_dir(self) -> Path:
+        """Where trained models are written."""
+        return self._output_dir
+
+    @output_dir.setter
+    def output_dir(self, path: str | Path) -> None:
+        self._output_dir = Path(path)
+
+    def set_output_dir(self, path: str | Path) -> None:
+        self.output_dir = path
+
+    def plan(self) -> TrainingPlan:
+        """The plan the form describes. Raises ValueError when a hyperparameter is invalid."""
+        base = self._base_plan
+        spins = {k: s.value() for k, s in self._episode_spins().items()}
+        root = self.root_edit.text().strip() or None
+        plan = TrainingPlan.from_dict({
+            **base.to_dict(),
+            "algorithm": self.algorithm_combo.currentData() or base.algorithm,
+            "backbone": self.backbone_combo.currentData() or base.backbone,
+            "dataset": self.dataset_combo.currentData() or base.dataset,
+            "root": root,
+            "options": self.options_form.values(),
+            "hparams": self.hparam_form.values(),
+            "freeze_backbone": self.freeze_check.isChecked(),
+            **spins,
+        })
+        return plan
+
+    def set_plan(self, plan: TrainingPlan) -> None:
+        """Show ``plan`` in the form. Components this host lacks are reported on the status line
+        (the form keeps its current choice); fields without a widget (seed, device, split, …)
+        are kept and come back in :meth:`plan`."""
+        plan = TrainingPlan.from_dict(plan.to_dict())
+        problems = []
+        self._setting_plan = True
+        try:
+            self._base_plan = plan
+            if not self._select(self.algorithm_combo, plan.algorithm):
+                problems.append(f"algorithm '{plan.algorithm}' is not available")
+            if not self._select(self.backbone_combo, plan.backbone):
+                problems.append(f"backbone '{plan.backbone}' is not available")
+            if not self._select(self.dataset_combo, plan.dataset):
+                problems.append(f"dataset '{plan.dataset}' is not available")
+            self._algorithm_changed()
+            self._backbone_changed()
+            self._dataset_changed()
+        finally:
+            self._setting_plan = False
+        self.root_edit.setText(plan.root or "")
+        for key, spin in self._episode_spins().items():
+            spin.setValue(getattr(plan, key))
+        self.freeze_check.setChecked(plan.freeze_backbone and self.freeze_check.isEnabled())
+        for form, values, what in ((self.hparam_form, plan.hparams, "hyperparameters"),
+                                   (self.options_form, plan.options, "dataset options")):
+            known = {h.name for h in form.hyperparameters()}
+            try:
+                form.set_values({k: v for k, v in values.items() if k in known})
+            except ValueError as e:
+                problems.append(f"{what}: {e}")
+            unknown = sorted(set(values) - known)
+            if unknown:
+                problems.append(f"{what} {', '.join(unknown)} do not apply and were left out")
+        self._update_device_label(plan.device)
+        if problems:
+            self._set_status("The saved settings could not all be used: " + "; ".join(problems) + ".", warning=True)
+
+    # -- running -----------------------------------------------------------------------------------
+    def is_running(self) -> bool:
+        return self._thread is not None
+
+    def is_paused(self) -> bool:
+        return self._worker is not None and self._worker.is_paused()
+
+    @property
+    def worker(self) -> TrainingWorker | None:
+        """The running worker (tests, the main window), or None."""
+        return self._worker
+
+    def training_thread(self) -> QThread | None:
+        """The running worker thread, or None."""
+        return self._thread
+
+    def last_result(self) -> dict[str, Any] | None:
+        """The ``finished`` dict of the last run (None before the first one ends)."""
+        return self._last_result
+
+    def steps_received(self) -> int:
+        """Step signals received during the current or last run (tests, benchmarks)."""
+        return self._steps_received
+
+    def _new_model_path(self, plan: TrainingPlan) -> Path:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{plan.algorithm}-{plan.dataset}-{stamp}")
+        path = self._output_dir / f"{stem}.safetensors"
+        n = 2
+        while path.exists():
+            path = self._output_dir / f"{stem}-{n}.safetensors"
+            n += 1
+        return path
+
+    def model_title(self, plan: TrainingPlan) -> str:
+        cls = self.host.algorithms.get(plan.algorithm)
+        name = (cls.title if cls is not None and cls.title else plan.algorithm)
+        return f"{name} on {plan.dataset} ({plan.ways}-way {plan.shots}-shot, {plan.backbone})"
+
+    @Slot()
+    def start(self) -> bool:
+        """Start meta-training with the form's plan. Returns False (with the reason shown and
+        emitted through ``error``) when it cannot start."""
+        if self.is_running():
+            return False
+        try:
+            plan = self.plan()
+        except ValueError as e:
+            self._report_error(f"Cannot start: {e}", "")
+            return False
+        plan.out = str(self._new_model_path(plan))
+        return self.start_plan(plan)
+
+    def start_plan(self, plan: TrainingPlan) -> bool:
+        """Start meta-training with ``plan`` as it is (its ``out`` is where the model goes)."""
+        if self.is_running():
+            return False
+        if not plan.out:
+            plan = TrainingPlan.from_dict({**plan.to_dict(), "out": str(self._new_model_path(plan))})
+        self._run_plan = plan
+        self._last_result = None
+        self._latest_step = None
+        self._eps_average = None
+        self._steps_total = plan.steps
+        self._steps_received = 0
+        self.plot.clear()
+        self.plot.set_empty_text("Loading the data…")
+        self.progress_bar.setRange(0, 0)
+        self.progress_bar.setFormat("preparing…")
+
+        # No Qt parent: Python owns the thread and the worker, so a caller holding the thread
+        # (a test) can still ask it isFinished() after the panel let go of it.
+        thread = QThread()
+        thread.setObjectName("metastudio-training")
+        worker = TrainingWorker(plan, self.host, torch_threads=self.torch_threads, nice_increment=self.worker_nice,
+                                gc_tuning=self.gc_tuning)
+        worker.moveToThread(thread)
+        thread.started.connect(worker.run)
+        # Direct: quit() must not wait for the GUI thread (which may be blocked in shutdown()).
+        worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+        worker.loading.connect(self._on_loading)
+        worker.prepared.connect(self._on_prepared)
+        worker.step.connect(self._on_step)
+        worker.validation.connect(self._on_validation)
+        worker.checkpoint.connect(self._on_checkpoint)
+        worker.status.connect(self._on_status)
+        worker.finished.connect(self._on_finished)
+        worker.failed.connect(self._on_failed)
+        self._thread, self._worker = thread, worker
+        self._set_running()
+        self._set_status(f"Starting: {self.model_title(plan)}.")
+        self.message.emit(f"Meta-training {self.model_title(plan)}…")
+        thread.start(QThread.Priority.LowPriority)
+        return True
+
+    @Slot()
+    def toggle_pause(self) -> None:
+        if self.is_paused():
+            self.resume()
+        else:
+            self.pause()
+
+    @Slot()
+    def pause(self) -> None:
+        if self._worker is None or self._worker.is_paused():
+            return
+        self._worker.pause()
+        self.pause_button.setText("Resume")
+        self.pause_button.setAccessibleName("Resume meta-training")
+        self._set_status("Paused (after the current step). Press Resume to continue.")
+        self.message.emit("Meta-training paused")
+        self._refresh_progress_text()
+
+    @Slot()
+    def resume(self) -> None:
+        if self._worker is None or not self._worker.is_paused():
+            return
+        self._worker.resume()
+        self.pause_button.setText("Pause")
+        self.pause_button.setAccessibleName("Pause meta-training")
+        self._set_status("Meta-training…")
+        self.message.emit("Meta-training resumed")
+
+    @Slot()
+    def cancel(self) -> None:
+        if self._worker is None:
+            return
+        self._worker.cancel()
+        self.cancel_button.setEnabled(False)
+        self.pause_button.setEnabled(False)
+        self._set_status("Stopping after the current step…")
+
+    def shutdown(self) -> None:
+        """Cancel a running run and wait for its thread to end (call before closing)."""
+        if self._thread is None:
+            return
+        self._worker.cancel()
+        self._thread.wait()
+        self._cleanup()
+        # Drop the worker's signals still queued for this panel: the run is over.
+        QCoreApplication.removePostedEvents(self, QEvent.Type.MetaCall)
+        self._set_status("Meta-training was stopped.")
+
+    def _cleanup(self) -> None:
+        thread, worker = self._thread, self._worker
+        self._thread, self._worker = None, None
+        if thread is not None:
+            thread.wait()  # at most one step: the worker has finished or was cancelled
+        del thread, worker  # owned by Python: freed here, in the GUI thread, after the thread ended
+        self._set_idle()
+
+    def _is_current(self) -> bool:
+        # Signals of a worker already cleaned up (left in the queue after shutdown) are ignored.
+        return self._worker is not None
+
+    # -- worker signals (GUI thread) --------------------------------------------------------------
+    @Slot(str, int, int)
+    def _on_loading(self, stage: str, done: int, total: int) -> None:
+        if not self._is_current():
+            return
+        if total > 0:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(min(done, total))
+            self.progress_bar.setFormat(f"{stage} · {done}/{total}")
+        else:
+            self.progress_bar.setRange(0, 0)
+            self.progress_bar.setFormat(f"{stage}…")
+        self._loading_text = stage
+
+    @Slot(dict)
+    def _on_prepared(self, info: dict) -> None:
+        if not self._is_current():
+            return
+        self._steps_total = int(info["steps"])
+        self.device_label.setText(f"Device: {info['device']}")
+        self.progress_bar.setRange(0, max(1, self._steps_total))
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat(f"step 0/{self._steps_total} · ETA --:-- · starting…")
+        self.plot.set_empty_text("Waiting for the first steps…")
+        if info.get("warnings"):
+            text = " ".join(f"Warning: {w}." if not w.endswith(".") else f"Warning: {w}" for w in info["warnings"])
+            self._set_status(text, warning=True)
+            for w in info["warnings"]:
+                self.message.emit(f"Warning: {w}")
+        else:
+            self._set_status(f"Meta-training on {info['device']}: {info['train']}")
+
+    @Slot(dict)
+    def _on_step(self, d: dict) -> None:
+        if not self._is_current():
+            return
+        self._steps_received += 1
+        step = float(d["step"])
+        self.plot.append("loss", step, d["loss"])
+        if math.isfinite(d["accuracy"]):
+            self.plot.append("train_acc", step, 100.0 * d["accuracy"])
+        eps = d["episodes_per_second"]
+        if math.isfinite(eps) and eps > 0:
+            self._eps_average = eps if self._eps_average is None else 0.7 * self._eps_average + 0.3 * eps
+        self._latest_step = d
+        if not self._label_timer.isActive():
+            self._label_timer.start()
+
+    def _refresh_progress_text(self) -> None:
+        d = self._latest_step
+        if d is None or self._thread is None:
+            return
+        step, steps = int(d["step"]), int(d["steps"])
+        self.progress_bar.setRange(0, max(1, steps))
+        self.progress_bar.setValue(step)
+        plan = self._run_plan
+        eps = self._eps_average or 0.0
+        batch = plan.meta_batch if plan is not None else 1
+        eta = (steps - step) * batch / eps if eps > 0 else float("inf")
+        text = f"step {step}/{steps} · ETA {_format_duration(eta)} · {eps:.1f} episodes/s"
+        if self.is_paused():
+            text += " · paused"
+        self.progress_bar.setFormat(text)
+        self.progress_bar.setAccessibleDescription(
+            f"step {step} of {steps}, loss {d['loss']:.3f}, training accuracy {100 * d['accuracy']:.1f} percent")
+
+    @Slot(dict)
+    def _on_validation(self, d: dict) -> None:
+        if not self._is_current():
+            return
+        self.plot.append("val_acc", float(d["step"]), d["accuracy"])
+        mark = " (best so far, saved)" if d["improved"] else f" (best {d['best_accuracy']:.2f} %)"
+        self._set_status(f"Step {d['step']}: validation accuracy {d['accuracy']:.2f} ± {d['ci95']:.2f} %{mark}.")
+
+    @Slot(dict)
+    def _on_checkpoint(self, d: dict) -> None:
+        if not self._is_current():
+            return
+        if d["kind"] == "best":
+            self._last_model_path = d["path"]
+
+    @Slot(str)
+    def _on_status(self, text: str) -> None:
+        if not self._is_current():
+            return
+        if not self.status_label.property("warning"):
+            self._set_status(text[:1].upper() + text[1:])
+
+    @Slot(dict)
+    def _on_finished(self, d: dict) -> None:
+        if not self._is_current():
+            return
+        plan = self._run_plan
+        self._last_result = dict(d)
+        self._refresh_progress_text()
+        self._cleanup()
+        best = f"; best validation accuracy {d['best_accuracy']:.2f} %" if d.get("best_accuracy") is not None else ""
+        elapsed = _format_duration(d.get("elapsed", 0.0))
+        if d["status"] == "completed":
+            text = f"Finished {d['steps_done']} steps in {elapsed}{best}. Model saved to {d['model_path']}."
+            self.progress_bar.setRange(0, max(1, d["steps"]))
+            self.progress_bar.setValue(d["steps"])
+            self.progress_bar.setFormat(f"done · {d['steps_done']}/{d['steps']} steps in {elapsed}")
+        elif d.get("model_exists"):
+            text = f"Cancelled after {d['steps_done']} of {d['steps']} steps{best}. The model so far is in {d['model_path']}."
+            self.progress_bar.setFormat(f"cancelled at step {d['steps_done']}/{d['steps']}")
+        else:
+            text = "Cancelled before any model was saved."
+            self.progress_bar.setRange(0, 1)
+            self.progress_bar.setValue(0)
+            self.progress_bar.setFormat("cancelled")
+        self._set_status(text)
+        self.message.emit(text)
+        if d.get("model_exists") and d.get("model_path") and plan is not None:
+            title = self.model_title(plan)
+            if d["status"] != "completed":
+                title += f", stopped at step {d['steps_done']}"
+            self.model_trained.emit(d["model_path"], title)
+
+    @Slot(str, str)
+    def _on_failed(self, message: str, details: str) -> None:
+        if not self._is_current():
+            return
+        self._last_result = {"status": "failed", "message": message}
+        self._cleanup()
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("failed")
+        self._report_error(message, details)
+
+    def _report_error(self, message: str, details: str) -> None:
+        self._set_status(f"Error: {message}", error=True)
+        self.plot.set_empty_text("Meta-training did not run: see the message below.")
+        self.message.emit(f"Error: {message}")
+        self.error.emit(message, details)
+
+    # -- adaptation (forwarded by the main window) ------------------------------------------------
+    @Slot(int, int, object)
+    def adaptation_progress(self, step: int, total: int, loss: float | None = None) -> None:
+        """Show one inner-loop adaptation step (1-based ``step`` of ``total``) and its loss."""
+        if not self.adaptation_plot.isVisible():
+            self.adaptation_plot.setVisible(True)
+        if step <= 1:  # a new adaptation
+            self.adaptation_plot.clear("adapt_loss")
+        if loss is not None and math.isfinite(float(loss)):
+            self.adaptation_plot.append("adapt_loss", float(step), float(loss))
+            self.adaptation_plot.set_title(f"Adaptation: step {step}/{total}, loss {float(loss):.4g}")
+        else:
+            self.adaptation_plot.set_title(f"Adaptation: step {step}/{total}")
+
+    # -- state ---------------------------------------------------------------------------------------
+    def _set_status(self, text: str, *, warning: bool = False, error: bool = False) -> None:
+        self.status_label.setText(text)
+        self.status_label.setProperty("warning", warning or error)
+        colour = "#b00020" if error else ("#8a5a00" if warning else "")
+        self.status_label.setStyleSheet(f"color: {colour};" if colour else "")
+        self.status_label.setAccessibleDescription(text)
+
+    def status_text(self) -> str:
+        return self.status_label.text()
+
+    def _set_running(self) -> None:
+        self.form_widget.setEnabled(False)
+        self.start_button.setEnabled(False)
+        self.pause_button.setEnabled(True)
+        self.cancel_button.setEnabled(True)
+        self.pause_button.setText("Pause")
+        self.pause_button.setAccessibleName("Pause meta-training")
+        self.running_changed.emit(True)
+
+    def _set_idle(self) -> None:
+        was_running = not self.start_button.isEnabled()
+        self.form_widget.setEnabled(True)
+        self.start_button.setEnabled(True)
+        self.pause_button.setEnabled(False)
+        self.cancel_button.setEnabled(False)
+        self.pause_button.setText("Pause")
+        self.pause_button.setAccessibleName("Pause meta-training")
+        self._label_timer.stop()
+        if was_running:
+            self.running_changed.emit(False)
+
+
+__all__ = ["DATASET_DEFAULTS", "HyperParameterForm", "NumberSpinBox", "TrainingPanel", "TrainingWorker"]

@@ -1,0 +1,678 @@
+"""The widgets of the Classify page: class cards, the query grid and the probability bars.
+
+They read the project through :class:`~metastudio.gui.controller.ProjectController` and change
+it only by calling its methods (so every change is undoable).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QMimeData, QPoint, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPainter, QPalette, QPen, QPixmap
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QColorDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from .controller import ProjectController
+from .engine import ThumbnailLoader
+
+#: Drag-and-drop type for images already in the project (moving between classes and queries).
+MIME_IMAGES = "application/x-metastudio-images"
+
+ID_ROLE = Qt.ItemDataRole.UserRole + 1
+KEY_ROLE = Qt.ItemDataRole.UserRole + 2
+PATH_ROLE = Qt.ItemDataRole.UserRole + 3
+PREDICTION_ROLE = Qt.ItemDataRole.UserRole + 4  # (class name, "#rrggbb", confidence 0..1) or None
+PROBLEM_ROLE = Qt.ItemDataRole.UserRole + 5
+
+
+def image_ids_from_mime(mime: QMimeData) -> list[str]:
+    if not mime.hasFormat(MIME_IMAGES):
+        return []
+    try:
+        return [str(i) for i in json.loads(bytes(mime.data(MIME_IMAGES)).decode())]
+    except (ValueError, TypeError):
+        return []
+
+
+def local_paths_from_mime(mime: QMimeData) -> list[str]:
+    return [u.toLocalFile() for u in mime.urls() if u.isLocalFile()] if mime.hasUrls() else []
+
+
+def readable_text_colour(colour: QColor) -> QColor:
+    """Black or white, whichever reads better on ``colour``."""
+    luminance = 0.299 * colour.red() + 0.587 * colour.green() + 0.114 * colour.blue()
+    return QColor("#000000") if luminance > 150 else QColor("#ffffff")
+
+
+class ImageList(QListWidget):
+    """Thumbnails of project images; they can be dragged onto a class card or the queries."""
+
+    def __init__(self, thumbnails: ThumbnailLoader, icon_size: int, parent: QWidget | None = None, *,
+                 captions: bool = True):
+        super().__init__(parent)
+        self.thumbnails = thumbnails
+        self.captions = captions
+        self.setViewMode(QListView.ViewMode.IconMode)
+        self.setIconSize(QSize(icon_size, icon_size))
+        self.setResizeMode(QListView.ResizeMode.Adjust)
+        self.setMovement(QListView.Movement.Static)
+        self.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.setDragEnabled(True)
+        self.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.setAcceptDrops(False)  # drops go to the card / panel around it
+        self.setUniformItemSizes(True)
+        self.setWordWrap(True)
+        thumbnails.changed.connect(self._thumbnail_ready)
+
+    def mimeTypes(self) -> list[str]:
+        return [MIME_IMAGES]
+
+    def mimeData(self, items) -> QMimeData:
+        mime = QMimeData()
+        mime.setData(MIME_IMAGES, QByteArray(json.dumps([it.data(ID_ROLE) for it in items]).encode()))
+        return mime
+
+    def set_images(self, entries: list[tuple[str, str, str, str]]) -> None:
+        """(image id, thumbnail key, file path, display name) of each image, in order."""
+        current = [(self.item(i).data(ID_ROLE)) for i in range(self.count())]
+        if current == [e[0] for e in entries]:
+            return
+        selected = set(self.selected_ids())
+        self.clear()
+        for image_id, key, path, name in entries:
+            item = QListWidgetItem(name if self.captions else "")
+            item.setData(Qt.ItemDataRole.AccessibleTextRole, name)
+            item.setData(ID_ROLE, image_id)
+            item.setData(KEY_ROLE, key)
+            item.setData(PATH_ROLE, path)
+            item.setToolTip(name)
+            self._apply_thumbnail(item)
+            self.addItem(item)
+            item.setSelected(image_id in selected)
+
+    def _apply_thumbnail(self, item: QListWidgetItem) -> None:
+        key = item.data(KEY_ROLE)
+        pixmap = self.thumbnails.pixmap(key, item.data(PATH_ROLE))
+        if pixmap is not None:
+            item.setIcon(pixmap)
+        error = self.thumbnails.error(key)
+        if error:
+            item.setData(PROBLEM_ROLE, error)
+            item.setToolTip(f"{item.data(Qt.ItemDataRole.AccessibleTextRole)}\nThis file can't be used: {error}")
+            item.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxCritical))
+
+    def _thumbnail_ready(self, key: str) -> None:
+        for i in range(self.count()):
+            if self.item(i).data(KEY_ROLE) == key:
+                self._apply_thumbnail(self.item(i))
+
+    def selected_ids(self) -> list[str]:
+        return [it.data(ID_ROLE) for it in self.selectedItems()]
+
+    def item_by_id(self, image_id: str) -> QListWidgetItem | None:
+        for i in range(self.count()):
+            if self.item(i).data(ID_ROLE) == image_id:
+                return self.item(i)
+        return None
+
+
+class ClassCard(QFrame):
+    """One class: colour, editable name, count, thumbnails; a drop target for files and images."""
+
+    activated = Signal(str)  # class id (the card was clicked: paste goes here)
+
+    def __init__(self, controller: ProjectController, class_id: str, number: int, thumbnails: ThumbnailLoader,
+                 parent: QWidget | None = None):
+        super().__init__(parent)
+        self.controller, self.class_id = controller, class_id
+        self.setObjectName("classCard")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setAcceptDrops(True)
+        self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 6, 8, 8)
+        layout.setSpacing(4)
+        header = QHBoxLayout()
+        self.number = QLabel()
+        self.number.setToolTip("Select a query image and press this key to move it into this class")
+        self.colour_button = QToolButton()
+        self.colour_button.setFixedSize(22, 22)
+        self.colour_button.clicked.connect(self._pick_colour)
+        self.name_edit = QLineEdit()
+        self.name_edit.setFrame(False)
+        font = self.name_edit.font()
+        font.setBold(True)
+        font.setPointSizeF(font.pointSizeF() * 1.1)
+        self.name_edit.setFont(font)
+        self.name_edit.editingFinished.connect(self._rename)
+        self.count_label = QLabel()
+        self.count_label.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.add_button = QToolButton()
+        self.add_button.setText("+")
+        self.add_button.setToolTip("Add images to this class…")
+        self.add_button.setAccessibleName("Add images to class")
+        self.add_button.clicked.connect(self._add_files)
+        self.delete_button = QToolButton()
+        self.delete_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_TrashIcon))
+        self.delete_button.setToolTip("Delete this class (Undo brings it back)")
+        self.delete_button.setAccessibleName("Delete class")
+        self.delete_button.clicked.connect(lambda: controller.delete_class(class_id))
+        for w in (self.number, self.colour_button):
+            header.addWidget(w)
+        header.addWidget(self.name_edit, 1)
+        for w in (self.count_label, self.add_button, self.delete_button):
+            header.addWidget(w)
+        layout.addLayout(header)
+        self.images = ImageList(thumbnails, 56, captions=False)
+        self.images.setFixedHeight(76)
+        self.images.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.images.setFlow(QListView.Flow.LeftToRight)
+        self.images.setWrapping(False)
+        self.images.setItemDelegate(ThumbnailDelegate(60, self.images))
+        self.images.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.images.customContextMenuRequested.connect(self._context_menu)
+        self.images.setAccessibleName("Example images")
+        self.empty_hint = QLabel("Drop example images or a folder here")
+        self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.empty_hint.setFixedHeight(76)
+        self.empty_hint.setFrameShape(QFrame.Shape.StyledPanel)
+        self.empty_hint.setFrameShadow(QFrame.Shadow.Sunken)
+        layout.addWidget(self.images)
+        layout.addWidget(self.empty_hint)
+        self.set_number(number)
+        self.refresh()
+
+    def set_current(self, current: bool) -> None:
+        """The current card (where a paste goes) is drawn with a full border in its colour."""
+        self._current = current
+        self.refresh()
+
+    def set_number(self, number: int) -> None:
+        self.number.setText(f"{number}" if number <= 9 else "")
+        self.number.setVisible(number <= 9)
+
+    @property
+    def entry(self):
+        return self.controller.project.class_by_id(self.class_id)
+
+    def refresh(self) -> None:
+        entry, project = self.entry, self.controller.project
+        colour = QColor(entry.colour)
+        self.colour_button.setStyleSheet(
+            f"QToolButton {{ background: {entry.colour}; border: 1px solid palette(mid); border-radius: 11px; }}"
+        )
+        self.colour_button.setToolTip(f"Colour of '{entry.name}' (click to change)")
+        self.colour_button.setAccessibleName(f"Colour of class {entry.name}")
+        full = f"border: 2px solid {colour.name()}; " if getattr(self, "_current", False) else ""
+        self.setStyleSheet(f"#classCard {{ {full}border-left: 5px solid {colour.name()}; }}")
+        if not self.name_edit.hasFocus():
+            self.name_edit.setText(entry.name)
+        self.name_edit.setAccessibleName(f"Name of class {entry.name}")
+        n = len(entry.images)
+        self.count_label.setText(f"{n} image{'s' if n != 1 else ''}")
+        self.images.set_images([(it.id, it.file, str(project.image_path(it)), it.name) for it in entry.images])
+        self.images.setVisible(n > 0)
+        self.empty_hint.setVisible(n == 0)
+
+    def _rename(self) -> None:
+        new = self.name_edit.text().strip()
+        if new == self.entry.name:
+            return
+        if not self.controller.rename_class(self.class_id, new):
+            reason = "a class needs a name" if not new else f"there is already a class called '{new}'"
+            QMessageBox.information(self, "Rename class", f"The class keeps its name: {reason}.")
+            self.name_edit.setText(self.entry.name)
+
+    def _add_files(self) -> None:
+        from PySide6.QtWidgets import QFileDialog
+
+        from metastudio.core.images import IMAGE_EXTENSIONS
+
+        patterns = " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS))
+        files, _ = QFileDialog.getOpenFileNames(self, f"Examples of '{self.entry.name}'", "",
+                                                f"Images ({patterns});;All files (*)")
+        if files:
+            self.controller.add_files(files, self.class_id)
+
+    def _pick_colour(self) -> None:
+        colour = QColorDialog.getColor(QColor(self.entry.colour), self, f"Colour of '{self.entry.name}'")
+        if colour.isValid():
+            self.controller.recolour_class(self.class_id, colour.name())
+
+    def _context_menu(self, pos: QPoint) -> None:
+        ids = self.images.selected_ids()
+        if not ids:
+            return
+        menu = QMenu(self)
+        menu.addAction("Move to images to classify", lambda: self.controller.move_images(ids, None))
+        menu.addAction("Remove from project", lambda: self.controller.remove_images(ids))
+        menu.exec(self.images.mapToGlobal(pos))
+
+    def mousePressEvent(self, event) -> None:
+        self.activated.emit(self.class_id)
+        super().mousePressEvent(event)
+
+    # -- drops -----------------------------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:
+        mime = event.mimeData()
+        if mime.hasFormat(MIME_IMAGES) or local_paths_from_mime(mime) or mime.hasImage():
+            event.acceptProposedAction()
+            self.setProperty("dropTarget", True)
+            self.setStyleSheet(f"#classCard {{ border: 2px dashed {self.entry.colour}; border-left: 5px solid {self.entry.colour}; }}")
+
+    def dragLeaveEvent(self, event) -> None:
+        self.refresh()
+
+    def dropEvent(self, event) -> None:
+        mime = event.mimeData()
+        ids = image_ids_from_mime(mime)
+        if ids:
+            self.controller.move_images(ids, self.class_id)
+        elif local_paths_from_mime(mime):
+            self.controller.add_files(local_paths_from_mime(mime), self.class_id)
+        elif mime.hasImage():
+            paste_image(self.controller, mime, self.class_id)
+        event.acceptProposedAction()
+        self.activated.emit(self.class_id)
+        self.refresh()
+
+
+def paste_image(controller: ProjectController, mime: QMimeData, class_id: str | None) -> bool:
+    """Add the image or files held by ``mime`` (the clipboard, a drop) to a class or the queries."""
+    paths = local_paths_from_mime(mime)
+    if paths:
+        controller.add_files(paths, class_id)
+        return True
+    if mime.hasImage():
+        from PySide6.QtCore import QBuffer, QIODevice
+
+        image = mime.imageData()
+        buffer = QBuffer()
+        buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+        if image is None or image.isNull() or not image.save(buffer, "PNG"):
+            controller.problems.emit([("clipboard", "the clipboard's picture could not be read")])
+            return False
+        return controller.add_bytes(bytes(buffer.data()), ".png", class_id) is not None
+    return False
+
+
+class ClassPanel(QWidget):
+    """The column of class cards, with Add class; dropping a folder of class folders makes classes."""
+
+    current_changed = Signal(str)  # class id of the card last used
+
+    def __init__(self, controller: ProjectController, thumbnails: ThumbnailLoader, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.controller, self.thumbnails = controller, thumbnails
+        self.cards: dict[str, ClassCard] = {}
+        self.current: str | None = None
+        self.setAcceptDrops(True)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        title = QLabel("<b>Classes</b> — a few examples of each")
+        outer.addWidget(title)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        inner = QWidget()
+        self.cards_layout = QVBoxLayout(inner)
+        self.cards_layout.setContentsMargins(0, 0, 4, 0)
+        self.cards_layout.setSpacing(8)
+        self.cards_layout.addStretch(1)
+        self.scroll.setWidget(inner)
+        outer.addWidget(self.scroll, 1)
+        self.add_button = QPushButton("+ Add class")
+        self.add_button.setAccessibleName("Add class")
+        self.add_button.setToolTip("Add a class (Ctrl+Shift+N)")
+        self.add_button.clicked.connect(self.add_class)
+        outer.addWidget(self.add_button)
+        controller.reset.connect(self.rebuild)
+        controller.classes_changed.connect(self.rebuild)
+        controller.class_changed.connect(self._class_changed)
+        self.rebuild()
+
+    def add_class(self) -> None:
+        class_id = self.controller.add_class()
+        card = self.cards.get(class_id)
+        if card is not None:
+            self.scroll.ensureWidgetVisible(card)
+            card.name_edit.setFocus()
+            card.name_edit.selectAll()
+        self.current = class_id
+
+    def rebuild(self) -> None:
+        classes = self.controller.project.classes
+        ids = [c.id for c in classes]
+        for class_id in list(self.cards):
+            if class_id not in ids:
+                card = self.cards.pop(class_id)
+                self.cards_layout.removeWidget(card)
+                card.deleteLater()
+        for index, entry in enumerate(classes):
+            card = self.cards.get(entry.id)
+            if card is None:
+                card = ClassCard(self.controller, entry.id, index + 1, self.thumbnails)
+                card.activated.connect(self._activated)
+                self.cards[entry.id] = card
+            else:
+                card.set_number(index + 1)
+                card.refresh()
+            self.cards_layout.removeWidget(card)
+            self.cards_layout.insertWidget(index, card)
+        if self.current not in self.cards:
+            self.current = ids[0] if ids else None
+
+    def _class_changed(self, class_id: str) -> None:
+        if class_id in self.cards:
+            self.cards[class_id].refresh()
+
+    def _activated(self, class_id: str) -> None:
+        self.current = class_id
+        for cid, card in self.cards.items():
+            card.set_current(cid == class_id)
+        self.current_changed.emit(class_id)
+
+    def dragEnterEvent(self, event) -> None:
+        paths = local_paths_from_mime(event.mimeData())
+        if any(Path(p).is_dir() for p in paths):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        for p in local_paths_from_mime(event.mimeData()):
+            if Path(p).is_dir():
+                self.controller.import_class_folders(p)
+        event.acceptProposedAction()
+
+
+class ThumbnailDelegate(QStyledItemDelegate):
+    """Just the picture, centred in a fixed cell (the same in every style), and a frame when selected."""
+
+    def __init__(self, cell: int, parent=None):
+        super().__init__(parent)
+        self.cell = cell
+
+    def sizeHint(self, option, index) -> QSize:
+        return QSize(self.cell, self.cell)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
+        painter.save()
+        rect = option.rect.adjusted(2, 2, -2, -2)
+        icon = index.data(Qt.ItemDataRole.DecorationRole)
+        if icon is not None and hasattr(icon, "pixmap"):
+            pixmap = icon.pixmap(rect.size())
+            scaled = pixmap.size().scaled(rect.size(), Qt.AspectRatioMode.KeepAspectRatio)
+            target = QRect(rect.left() + (rect.width() - scaled.width()) // 2,
+                           rect.top() + (rect.height() - scaled.height()) // 2, scaled.width(), scaled.height())
+            painter.drawPixmap(target, pixmap)
+        else:
+            painter.setPen(option.palette.color(QPalette.ColorRole.PlaceholderText))
+            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "…")
+        if option.state & QStyle.StateFlag.State_Selected:
+            painter.setPen(QPen(option.palette.color(QPalette.ColorRole.Highlight), 3))
+            painter.drawRect(rect)
+        painter.restore()
+
+
+class PredictionDelegate(QStyledItemDelegate):
+    """Draws a query thumbnail with its predicted class (colour, name, confidence) below it."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.band = 22
+
+    def sizeHint(self, option, index) -> QSize:
+        icon = option.decorationSize if option.decorationSize.isValid() else QSize(112, 112)
+        return QSize(max(icon.width() + 12, 164), icon.height() + self.band + 26)
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
+        painter.save()
+        rect = option.rect.adjusted(3, 3, -3, -3)
+        palette = option.palette
+        selected = bool(option.state & QStyle.StateFlag.State_Selected)
+        prediction = index.data(PREDICTION_ROLE)
+        problem = index.data(PROBLEM_ROLE)
+        border = QColor(prediction[1]) if prediction else palette.color(QPalette.ColorRole.Mid)
+        if selected:
+            painter.fillRect(rect, palette.color(QPalette.ColorRole.Highlight).lighter(160)
+                             if palette.color(QPalette.ColorRole.Window).lightness() > 128
+                             else palette.color(QPalette.ColorRole.Highlight).darker(150))
+        painter.setPen(QPen(border, 3 if selected else 2))
+        painter.drawRoundedRect(rect, 6, 6)
+        icon = index.data(Qt.ItemDataRole.DecorationRole)
+        size = option.decorationSize
+        pic_rect = QRect(rect.left() + (rect.width() - size.width()) // 2, rect.top() + 4, size.width(), size.height())
+        if icon is not None and not isinstance(icon, QColor):
+            pixmap = icon.pixmap(size) if hasattr(icon, "pixmap") else QPixmap(icon)
+            scaled = pixmap.size().scaled(size, Qt.AspectRatioMode.KeepAspectRatio)
+            target = QRect(pic_rect.left() + (size.width() - scaled.width()) // 2,
+                           pic_rect.top() + (size.height() - scaled.height()) // 2, scaled.width(), scaled.height())
+            painter.drawPixmap(target, pixmap)
+        else:
+            painter.setPen(palette.color(QPalette.ColorRole.PlaceholderText))
+            painter.drawText(pic_rect, Qt.AlignmentFlag.AlignCenter, "…")
+        band = QRect(rect.left() + 4, pic_rect.bottom() + 4, rect.width() - 8, self.band)
+        font = QFont(option.font)
+        if prediction:
+            name, colour, confidence = prediction
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(QColor(colour))
+            painter.drawRoundedRect(band, 4, 4)
+            painter.setPen(readable_text_colour(QColor(colour)))
+            font.setBold(True)
+            painter.setFont(font)
+            text = painter.fontMetrics().elidedText(f"{name}  {100 * confidence:.0f}%", Qt.TextElideMode.ElideMiddle,
+                                                    band.width() - 6)
+            painter.drawText(band, Qt.AlignmentFlag.AlignCenter, text)
+        elif problem:
+            painter.setPen(QColor("#c62828"))
+            painter.setFont(font)
+            painter.drawText(band, Qt.AlignmentFlag.AlignCenter, "can't be used")
+        name_rect = QRect(rect.left() + 2, band.bottom() + 2, rect.width() - 4, rect.bottom() - band.bottom() - 2)
+        font.setBold(False)
+        font.setPointSizeF(font.pointSizeF() * 0.85)
+        painter.setFont(font)
+        painter.setPen(palette.color(QPalette.ColorRole.Text))
+        painter.drawText(name_rect, Qt.AlignmentFlag.AlignCenter,
+                         painter.fontMetrics().elidedText(index.data(Qt.ItemDataRole.DisplayRole) or "",
+                                                          Qt.TextElideMode.ElideMiddle, name_rect.width()))
+        painter.restore()
+
+
+class QueryPanel(QWidget):
+    """Images to classify: a grid of thumbnails with predictions; a drop target for new ones."""
+
+    selection_changed = Signal(list)  # selected image ids
+
+    def __init__(self, controller: ProjectController, thumbnails: ThumbnailLoader, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.controller = controller
+        self.setAcceptDrops(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        header = QHBoxLayout()
+        self.title = QLabel("<b>Images to classify</b>")
+        header.addWidget(self.title)
+        header.addStretch(1)
+        self.add_button = QPushButton("Add images…")
+        self.add_button.setAccessibleName("Add images to classify")
+        header.addWidget(self.add_button)
+        layout.addLayout(header)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        self.status.setAccessibleName("Prediction status")
+        layout.addWidget(self.status)
+        self.list = ImageList(thumbnails, 112)
+        self.list.setAccessibleName("Images to classify with their predicted class")
+        self.list.setItemDelegate(PredictionDelegate(self.list))
+        self.list.setSpacing(4)
+        self.list.setWordWrap(False)
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._context_menu)
+        self.list.itemSelectionChanged.connect(lambda: self.selection_changed.emit(self.list.selected_ids()))
+        self.list.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        layout.addWidget(self.list, 1)
+        self.empty = QLabel()
+        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty.setWordWrap(True)
+        self.empty.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.empty.setObjectName("dropZone")
+        self.empty.setStyleSheet("#dropZone { border: 2px dashed palette(mid); border-radius: 10px; padding: 16px; }")
+        layout.addWidget(self.empty, 1)
+        self.predictions: dict[str, tuple[str, str, float]] = {}
+        self.problems: dict[str, str] = {}
+        delete = QAction("Remove", self.list)
+        delete.setShortcut(QKeySequence.StandardKey.Delete)
+        delete.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
+        delete.triggered.connect(lambda: controller.remove_images(self.list.selected_ids()))
+        self.list.addAction(delete)
+        controller.reset.connect(self.refresh)
+        controller.queries_changed.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        project = self.controller.project
+        self.list.set_images([(it.id, it.file, str(project.image_path(it)), it.name) for it in project.queries])
+        self._apply()
+        n = len(project.queries)
+        self.title.setText(f"<b>Images to classify</b> ({n})" if n else "<b>Images to classify</b>")
+        self.list.setVisible(n > 0)
+        self.empty.setVisible(n == 0)
+        self.empty.setText(
+            "<p style='font-size:15px'><b>Teach MetaStudio with a few examples</b></p>"
+            "<p>1. Name a class for each kind of thing you want to recognise.<br>"
+            "2. Drop a few example images (or a folder) onto each class card.<br>"
+            "3. Drop new images <b>here</b> — each gets its predicted class and confidence.</p>"
+            "<p>A wrong prediction? Drag the image onto the right class, or select it and press its class number.</p>"
+        )
+
+    def set_predictions(self, predictions: dict[str, tuple[str, str, float]], problems: dict[str, str]) -> None:
+        self.predictions, self.problems = predictions, problems
+        self._apply()
+
+    def _apply(self) -> None:
+        for i in range(self.list.count()):
+            item = self.list.item(i)
+            image_id = item.data(ID_ROLE)
+            item.setData(PREDICTION_ROLE, self.predictions.get(image_id))
+            if image_id in self.problems:
+                item.setData(PROBLEM_ROLE, self.problems[image_id])
+                item.setToolTip(f"{item.text()}\nThis file can't be used: {self.problems[image_id]}")
+            else:
+                p = self.predictions.get(image_id)
+                item.setToolTip(f"{item.text()}\n{p[0]} ({100 * p[2]:.1f}%)" if p else item.text())
+        self.list.viewport().update()
+
+    def _context_menu(self, pos: QPoint) -> None:
+        ids = self.list.selected_ids()
+        if not ids:
+            return
+        menu = QMenu(self)
+        move = menu.addMenu("Move to class")
+        for number, entry in enumerate(self.controller.project.classes, 1):
+            label = f"&{number} {entry.name}" if number <= 9 else entry.name
+            move.addAction(label, lambda cid=entry.id: self.controller.move_images(ids, cid))
+        menu.addAction("Remove", lambda: self.controller.remove_images(ids))
+        menu.exec(self.list.mapToGlobal(pos))
+
+    def dragEnterEvent(self, event) -> None:
+        mime = event.mimeData()
+        if mime.hasFormat(MIME_IMAGES) or local_paths_from_mime(mime) or mime.hasImage():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        mime = event.mimeData()
+        ids = image_ids_from_mime(mime)
+        if ids:
+            self.controller.move_images(ids, None)
+        else:
+            paste_image(self.controller, mime, None)
+        event.acceptProposedAction()
+
+
+class ProbabilityBars(QWidget):
+    """One horizontal bar per class (pyqtgraph) for the selected query image."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        import pyqtgraph as pg
+
+        self._pg = pg
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.preview = QLabel()
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.preview.setMinimumHeight(120)
+        self.caption = QLabel("Select an image to see how sure MetaStudio is about each class.")
+        self.caption.setWordWrap(True)
+        self.caption.setAccessibleName("Prediction of the selected image")
+        palette = self.palette()
+        self.plot = pg.PlotWidget(background=palette.color(QPalette.ColorRole.Base))
+        text = palette.color(QPalette.ColorRole.Text)
+        for axis in ("left", "bottom"):
+            self.plot.getAxis(axis).setPen(pg.mkPen(palette.color(QPalette.ColorRole.Mid)))
+            self.plot.getAxis(axis).setTextPen(pg.mkPen(text))
+        self.plot.setAccessibleName("Probability of each class")
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.plot.setXRange(0, 100, padding=0)
+        self.plot.getAxis("bottom").setLabel("probability (%)")
+        self.plot.invertY(True)
+        self.bars = None
+        layout.addWidget(self.preview)
+        layout.addWidget(self.caption)
+        layout.addWidget(self.plot, 1)
+        self.plot.hide()
+        layout.addStretch(0)
+        self.values: list[float] = []
+
+    def show_image(self, pixmap: QPixmap | None, name: str) -> None:
+        if pixmap is None:
+            self.preview.clear()
+        else:
+            self.preview.setPixmap(pixmap.scaled(QSize(220, 160), Qt.AspectRatioMode.KeepAspectRatio,
+                                                 Qt.TransformationMode.SmoothTransformation))
+        self.preview.setToolTip(name)
+
+    def set_probabilities(self, class_names: list[str], colours: list[str], probabilities: list[float] | None,
+                          caption: str) -> None:
+        pg = self._pg
+        self.caption.setText(caption)
+        if self.bars is not None:
+            self.plot.removeItem(self.bars)
+            self.bars = None
+        self.values = [100.0 * p for p in probabilities] if probabilities else []
+        self.plot.setVisible(bool(probabilities))
+        if not probabilities:
+            self.plot.getAxis("left").setTicks([[]])
+            return
+        ys = list(range(len(class_names)))
+        self.bars = pg.BarGraphItem(x0=0, y=ys, height=0.7, width=self.values,
+                                    brushes=[pg.mkBrush(c) for c in colours], pens=[pg.mkPen(None)] * len(ys))
+        self.plot.addItem(self.bars)
+        self.plot.getAxis("left").setTicks([[(y, f"{n}  {v:.0f}%") for y, n, v in zip(ys, class_names, self.values)]])
+        self.plot.setYRange(-0.6, len(ys) - 0.4, padding=0)
+        self.plot.setXRange(0, 100, padding=0)

@@ -1,0 +1,156 @@
+"""TrainingPlan (plain, JSON-able data) and prepare_run (a plan turned into a ready Trainer)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from metastudio.core.checkpoint import load_model, read_metadata
+from metastudio.core.control import Control
+from metastudio.core.errors import DatasetError, UnknownComponentError
+from metastudio.core.runs import PreparedRun, RunCancelled, TrainingPlan, prepare_run
+from metastudio.core.trainer import StepEvent, Trainer
+
+from conftest import make_class_tree
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def folder_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs-data")
+    make_class_tree(root / "train", classes=8, per_class=6, size=28, seed=1)
+    make_class_tree(root / "val", classes=5, per_class=6, size=28, seed=2)
+    return root
+
+
+def small_plan(root, out, **changes) -> TrainingPlan:
+    values = dict(algorithm="protonet", backbone="conv4", dataset="folder", root=str(root) if root else None, ways=4, shots=1, queries=2,
+                  episodes=6, val_every=3, val_episodes=3, val_ways=3, val_shots=1, val_queries=2, image_size=28,
+                  device="cpu", hparams={"lr": 0.002}, out=str(out) if out else None, log_every=1)
+    values.update(changes)
+    return TrainingPlan(**values)
+
+
+def test_plan_round_trips_through_json(tmp_path):
+    plan = TrainingPlan(dataset="omniglot", root=tmp_path, options={"protocol": "lake"}, ways=60, queries=5,
+                        episodes=8000, hparams={"lr": 0.001, "distance": "cosine"}, out=tmp_path / "m.safetensors",
+                        val_split=None, seed=3)
+    data = json.loads(json.dumps(plan.to_dict()))
+    assert data["root"] == str(tmp_path) and data["out"] == str(tmp_path / "m.safetensors")
+    again = TrainingPlan.from_dict(data)
+    assert again == TrainingPlan.from_dict(plan.to_dict())
+    assert again.options == {"protocol": "lake"} and again.val_split is None and again.ways == 60
+    assert again.steps == 8000
+
+
+def test_plan_from_dict_fills_defaults_ignores_unknown_and_checks_types():
+    plan = TrainingPlan.from_dict({"algorithm": "protonet", "ways": 20, "from_a_newer_version": True})
+    assert plan.ways == 20 and plan.shots == 1 and plan.val_split == "val"
+    assert TrainingPlan.from_dict({"val_split": "none"}).val_split is None
+    assert TrainingPlan.from_dict({"episodes": 10, "meta_batch": 4}).steps == 3
+    with pytest.raises(ValueError, match="ways must be at least 2"):
+        TrainingPlan.from_dict({"ways": 1})
+    with pytest.raises(ValueError, match="episodes must be a whole number"):
+        TrainingPlan.from_dict({"episodes": "many"})
+    with pytest.raises(ValueError, match="precision"):
+        TrainingPlan.from_dict({"precision": "fp8"})
+    with pytest.raises(ValueError, match="JSON object"):
+        TrainingPlan.from_dict(["protonet"])
+
+
+def test_prepare_run_builds_a_trainer_that_trains_and_saves(host, folder_data, tmp_path):
+    stages = []
+    events = []
+    out = tmp_path / "models" / "m.safetensors"
+    run = prepare_run(small_plan(folder_data, out), host, progress=lambda s, d, t: stages.append((s, d, t)),
+                      listener=events.append)
+    assert isinstance(run, PreparedRun) and isinstance(run, Trainer)
+    assert run.warnings == [] and run.val_sampler is not None and run.device_description.startswith("CPU")
+    assert run.train_dataset.num_classes == 8 and run.val_dataset.num_classes == 5
+    assert run.config.steps == 6 and run.config.log_every == 1 and run.config.val_every == 3
+    assert run.algorithm.hparams["lr"] == 0.002 and run.train_dataset.image_size == 28
+    assert {"loading folder train", "loading folder val", "building the model"} <= {s for s, _, _ in stages}
+    result = run.run()
+    assert result.status == "completed" and out.exists()
+    assert sum(isinstance(e, StepEvent) for e in events) == 6
+    meta = read_metadata(out)
+    assert meta["dataset"]["name"] == "folder" and meta["dataset"]["ways"] == 4
+    loaded = load_model(out, host)
+    assert loaded.algorithm.name == "protonet" and loaded.metadata["image_size"] == 28
+
+
+def test_missing_validation_split_means_no_validation_with_a_warning(host, tmp_path):
+    root = make_class_tree(tmp_path / "flat", classes=5, per_class=4, size=16)  # no train/ or val/ inside
+    run = prepare_run(small_plan(root, tmp_path / "m.safetensors", image_size=16, ways=3), host)
+    assert run.val_sampler is None and run.val_dataset is None
+    assert len(run.warnings) == 1 and "does not validate" in run.warnings[0]
+    kept = prepare_run(small_plan(root, tmp_path / "m.safetensors", image_size=16, ways=3), host,
+                       validate_on_training_classes=True)
+    assert kept.val_sampler is not None and "memorisation" in kept.warnings[0]
+    # A split the dataset does not declare, and no validation asked for.
+    run = prepare_run(small_plan(root, tmp_path / "m.safetensors", image_size=16, ways=3, val_split="holdout"), host)
+    assert run.val_sampler is None and "no 'holdout' split" in run.warnings[0]
+    run = prepare_run(small_plan(root, tmp_path / "m.safetensors", image_size=16, ways=3, val_split=None), host)
+    assert run.val_sampler is None and run.warnings == []
+
+
+def test_dataset_errors_are_clear(host, tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        prepare_run(small_plan(tmp_path / "nowhere", tmp_path / "m.safetensors"), host)
+    with pytest.raises(DatasetError, match="needs --root"):
+        prepare_run(small_plan(None, tmp_path / "m.safetensors"), host)
+    root = make_class_tree(tmp_path / "small", classes=3, per_class=2, size=16)
+    with pytest.raises(DatasetError, match="need 5 classes"):
+        prepare_run(small_plan(root, tmp_path / "m.safetensors", image_size=16, ways=5, val_split=None), host)
+    (tmp_path / "broken.zip").write_text("not a zip")
+    with pytest.raises(DatasetError, match="neither a folder nor a zip"):
+        prepare_run(small_plan(tmp_path / "broken.zip", tmp_path / "m.safetensors"), host)
+
+
+def test_bad_components_hyperparameters_and_options(host, folder_data, tmp_path):
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(UnknownComponentError, match="no algorithm named 'nope'"):
+        prepare_run(small_plan(folder_data, out, algorithm="nope"), host)
+    with pytest.raises(UnknownComponentError, match="no backbone named"):
+        prepare_run(small_plan(folder_data, out, backbone="nope"), host)
+    with pytest.raises(ValueError, match="lr must be at least"):
+        prepare_run(small_plan(folder_data, out, hparams={"lr": -1}), host)
+    with pytest.raises(ValueError, match="no hyperparameter colour"):
+        prepare_run(small_plan(folder_data, out, hparams={"colour": "blue"}), host)
+    with pytest.raises(ValueError, match="channels must be one of"):
+        prepare_run(small_plan(folder_data, out, options={"channels": 2}), host)
+    with pytest.raises(ValueError, match="pretrained backbone"):
+        prepare_run(small_plan(folder_data, out, freeze_backbone=True), host)
+    with pytest.raises(ValueError, match="no output file"):
+        prepare_run(small_plan(folder_data, None), host)
+    run = prepare_run(small_plan(folder_data, out, options={"protocol": "lake", "channels": 1}), host)
+    assert run.train_dataset.channels == 1
+    assert any("option 'protocol' is not used" in w for w in run.warnings)
+
+
+def test_cancelling_while_preparing_raises_run_cancelled(host, folder_data, tmp_path):
+    control = Control()
+
+    def progress(stage, done, total):
+        if stage.startswith("loading"):
+            control.cancel()
+
+    with pytest.raises(RunCancelled):
+        prepare_run(small_plan(folder_data, tmp_path / "m.safetensors"), host, progress=progress, control=control)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_the_plan_is_copied_not_shared(host, folder_data, tmp_path):
+    plan = small_plan(folder_data, tmp_path / "m.safetensors")
+    run = prepare_run(plan, host)
+    plan.hparams["lr"] = 0.5
+    assert run.plan.hparams["lr"] == 0.002 and run.plan is not plan

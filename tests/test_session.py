@@ -1,0 +1,86 @@
+"""ClassifierSession: adapt-and-predict on files, as the app (and other front ends) use it."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import make_class_tree
+
+
+@pytest.fixture
+def session(host):
+    from metastudio.cli import resolve_model
+    from metastudio.core.session import ClassifierSession
+
+    s = ClassifierSession(host, "cpu")
+    s.load(resolve_model("protonet-omniglot"))
+    return s
+
+
+def spec(root, classes, per_class=5):
+    return [(f"class{c:02d}", [(f"{c}-{i}", root / f"class{c:02d}" / f"img{i:03d}.png") for i in range(per_class)])
+            for c in range(classes)]
+
+
+def test_hints_before_there_are_two_classes_with_images(session, tmp_path):
+    from metastudio.core.session import ClassifierSession
+
+    root = make_class_tree(tmp_path / "t", classes=2, per_class=6)
+    assert session.run([], []).hint.startswith("Add at least two classes")
+    assert "second class" in session.run(spec(root, 1), []).hint
+    empty = [("a", []), ("b", [])]
+    assert session.run(empty, []).status == "hint"
+    r = session.run([("a", spec(root, 1)[0][1]), ("b", [])], [])
+    assert r.status == "hint" and "'b'" in r.hint
+    assert isinstance(session, ClassifierSession)
+
+
+def test_predictions_problems_and_notes(session, tmp_path):
+    root = make_class_tree(tmp_path / "t", classes=3, per_class=6)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    support = spec(root, 3) + [("empty class", [])]
+    support[0][1].append(("bad", bad))
+    queries = [(f"q{c}", root / f"class{c:02d}" / "img005.png") for c in range(3)] + [("gone", tmp_path / "missing.png")]
+    r = session.run(support, queries)
+    assert r.status == "ok"
+    assert r.class_names == ["class00", "class01", "class02"]
+    assert set(r.probabilities) == {"q0", "q1", "q2"}
+    for probs in r.probabilities.values():
+        assert len(probs) == 3 and sum(probs) == pytest.approx(1, abs=1e-5)
+    assert set(r.problems) == {"bad", "gone"}
+    assert "'empty class'" in r.notes[0]
+    # everything is plain Python (safe to send across threads)
+    assert all(type(p) is float for probs in r.probabilities.values() for p in probs)
+    # the same request gives the same answer; only new files are decoded again
+    decoded = session._store.decoded
+    again = session.run(support, queries)
+    assert again.probabilities == r.probabilities and session._store.decoded == decoded
+
+
+def test_hyperparameter_overrides_and_reload(session, tmp_path):
+    from metastudio.cli import resolve_model
+    from metastudio.core.errors import CheckpointError
+
+    path = resolve_model("protonet-omniglot")
+    info = session.load(path, {"distance": "cosine"})
+    assert info.hyperparameters["distance"] == "cosine"
+    assert session.load(path, {"distance": "cosine"}) is info  # cached
+    with pytest.raises(ValueError, match="distance must be one of"):
+        session.load(path, {"distance": "manhattan"})
+    with pytest.raises(CheckpointError, match="feature_transform"):
+        session.load(path, {"feature_transform": "cl2n"})  # needs a stored feature mean the model lacks
+    with pytest.raises(Exception, match="cannot be read"):
+        session.load(tmp_path / "nope.safetensors")
+
+
+def test_thumbnails(tmp_path):
+    from metastudio.core.errors import ImageLoadError
+    from metastudio.core.session import thumbnail_rgb
+
+    root = make_class_tree(tmp_path / "t", classes=1, per_class=1, size=300)
+    data, w, h = thumbnail_rgb(root / "class00" / "img000.png", 64)
+    assert (w, h) == (64, 64) and len(data) == 64 * 64 * 3
+    (tmp_path / "x.jpg").write_text("no")
+    with pytest.raises(ImageLoadError):
+        thumbnail_rgb(tmp_path / "x.jpg")
