@@ -247,6 +247,10 @@ def cmd_eval(args) -> int:
     ds = _load_dataset(host, args, args.split, meta["image_size"], meta["channels"])
     if device.type != "cpu":
         ds = ds.to(device)
+    if args.seed is None:
+        from .core.episodes import EVAL_SEED
+
+        args.seed = EVAL_SEED
     sampler = EpisodeSampler(ds, args.ways, args.shots, args.queries, seed=args.seed)
     progress, close = _progress_bar(f"evaluating {args.ways}-way {args.shots}-shot", unit="episode")
     try:
@@ -420,9 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--shots", type=int, default=1)
     e.add_argument("--queries", type=int, default=15)
     e.add_argument("--episodes", type=int, default=1000)
-    from .core.episodes import EVAL_SEED
 
-    e.add_argument("--seed", type=int, default=EVAL_SEED, help="seed of the fixed episode list (default: the standard one)")
+    e.add_argument("--seed", type=int, default=None, help="seed of the fixed episode list (default: the standard one)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_eval)
 

@@ -52,3 +52,19 @@ def test_the_ast_check_itself_catches_a_qt_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import os\nfrom PySide6.QtCore import QObject\nimportlib.import_module('pyqtgraph')\n")
     assert {"PySide6.QtCore", "pyqtgraph"} <= imported_modules(bad)
+
+
+def test_the_app_starts_without_importing_torch():
+    """The window must open fast: the CLI's parser and the GUI modules leave torch (and the
+    plugins) to the worker thread that loads the model."""
+    code = (
+        "import sys\n"
+        "import metastudio.cli as cli\n"
+        "cli.build_parser()\n"
+        "import metastudio.gui.app, metastudio.gui.mainwindow, metastudio.gui.widgets, metastudio.gui.engine\n"
+        "heavy = [m for m in ('torch', 'timm', 'metastudio_builtins') if m in sys.modules]\n"
+        "print(','.join(heavy)); sys.exit(1 if heavy else 0)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert run.returncode == 0, f"imported at start-up: {run.stdout} {run.stderr}"

@@ -429,3 +429,24 @@ def test_a_model_trained_in_the_window_joins_the_project(make_window, qtbot, ima
     assert w2.model_info["path"].startswith(str(w2.controller.project.workdir))
     for key, probs in before["probabilities"].items():
         assert after["probabilities"][key] == pytest.approx(probs, abs=1e-6)
+
+
+def test_closing_the_window_during_meta_training_cancels_and_joins_every_worker(make_window, qtbot, tmp_path):
+    from metastudio.core.runs import TrainingPlan
+
+    root = make_class_tree(tmp_path / "train-data" / "train", classes=6, per_class=5, size=28).parent
+    w = make_window(answer=QMessageBox.StandardButton.Yes)  # "stop meta-training and quit?" -> yes
+    w.tabs.setCurrentIndex(1)
+    panel = w.training_panel
+    assert panel is not None, "the Meta-train tab builds its panel on first use"
+    panel.output_dir = tmp_path / "models"
+    panel.set_plan(TrainingPlan(algorithm="protonet", backbone="conv4", dataset="folder", root=str(root),
+                                val_split=None, ways=3, shots=1, queries=2, episodes=100_000, image_size=28,
+                                device="cpu", log_every=1))
+    assert panel.start()
+    qtbot.waitUntil(lambda: panel._latest_step is not None, timeout=WAIT_MS)
+    training_thread = panel.training_thread()
+    assert training_thread is not None and training_thread.isRunning()
+    assert w.close()
+    assert training_thread.isFinished() and w.engine.thread.isFinished() and w.thumbnails.thread.isFinished()
+    assert not panel.is_running()
