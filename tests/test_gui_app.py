@@ -450,3 +450,96 @@ def test_closing_the_window_during_meta_training_cancels_and_joins_every_worker(
     assert w.close()
     assert training_thread.isFinished() and w.engine.thread.isFinished() and w.thumbnails.thread.isFinished()
     assert not panel.is_running()
+
+
+def test_delete_key_removes_queries_undoably_and_worker_errors_are_shown(make_window, qtbot, images, tmp_path):
+    w = make_window()
+    populate(qtbot, w, images)
+    wait_predictions(qtbot, w)
+    c = w.controller
+    n = len(c.project.queries)
+    w.queries.list.setFocus()
+    w.queries.list.setCurrentRow(0)
+    removed = w.queries.list.selected_ids()
+    delete = next(a for a in w.queries.list.actions() if a.text() == "Remove")
+    delete.trigger()
+    assert len(c.project.queries) == n - 1 and removed[0] not in [q.id for q in c.project.queries]
+    c.undo_stack.undo()
+    assert [q.id for q in c.project.queries][0] == removed[0]
+
+    # a model file that is not a model: the adapt worker's error becomes a notification with details
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a safetensors file at all")
+    w.use_model_file(str(bad))
+    qtbot.waitUntil(lambda: w.notification.isVisible() and "Could not adapt" in w.notification.text.text(),
+                    timeout=WAIT_MS)
+    assert "broken.safetensors" in w.notification.text.text()
+    assert w.notification.details  # the traceback, behind "Details…"
+    assert w.last_result is None and "Could not adapt" in w.queries.status.text()
+    # back to a good model: predictions again
+    c.undo_stack.undo()
+    result = wait_predictions(qtbot, w)
+    assert result["status"] == "ok"
+
+
+def test_inner_loop_loss_of_an_iterative_algorithm_is_plotted_live(make_window, qtbot, images, tmp_path):
+    """An optimization-based algorithm reports a loss per adaptation step; the Classify page
+    plots it (a tiny gradient-descent head, registered as a plugin would be)."""
+    import types
+
+    import torch
+
+    from metastudio.core.algorithm import AdaptProgress, Algorithm, Learner
+    from metastudio.core.backbones import Conv4
+    from metastudio.core.checkpoint import save_model
+    from metastudio.plugins import get_host, hookimpl, reset_host
+
+    class Head(Learner):
+        def __init__(self, algo, weight, names):
+            super().__init__(names)
+            self.algo, self.weight = algo, weight
+
+        def predict_proba(self, images):
+            with torch.no_grad():
+                return (self.algo.embed(images) @ self.weight.t()).softmax(1).cpu()
+
+    class GradientHead(Algorithm):
+        name, title, family, description = "test-gradient-head", "Gradient head", "optimization", "test only"
+
+        def meta_train_step(self, episodes):
+            return {"loss": 0.0, "accuracy": 0.0}
+
+        def adapt(self, support, progress=None):
+            with self.evaluating(), torch.no_grad():
+                features = self.embed(support.images)
+            weight = torch.zeros(support.ways, features.shape[1], requires_grad=True)
+            opt = torch.optim.SGD([weight], lr=0.5)
+            for step in range(1, 6):
+                loss = torch.nn.functional.cross_entropy(features @ weight.t(), support.labels)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if progress:
+                    progress(AdaptProgress(step, 5, float(loss.detach())))
+            return Head(self, weight.detach(), support.class_names)
+
+    reset_host()
+    host = get_host()
+    module = types.SimpleNamespace(metastudio_algorithms=hookimpl(lambda: [GradientHead]))
+    host.register_module(module, "test-gradient-head")
+    algo = GradientHead(Conv4(3), backbone_name="conv4", image_size=28, channels=3)
+    path = tmp_path / "gradient-head.safetensors"
+    save_model(algo, path)
+    try:
+        w = make_window()
+        w.use_model_file(str(path))
+        populate(qtbot, w, images)
+        result = wait_predictions(qtbot, w)
+        assert result["status"] == "ok" and len(result["adapt_losses"]) == 5
+        assert w.model_info["iterative"]
+        assert w.adapt_plot.isVisible() and w.adapt_plot.series_length("adapt_loss") == 5
+        losses = w.adapt_plot.series_data("adapt_loss")[1]
+        assert list(losses) == pytest.approx(result["adapt_losses"])
+        assert losses[-1] < losses[0]
+    finally:
+        reset_host()

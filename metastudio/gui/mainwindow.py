@@ -346,6 +346,16 @@ class MainWindow(QMainWindow):
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addWidget(self.bars, 1)
+        from .plots import LivePlot
+
+        # Optimization-based algorithms adapt by gradient steps: their inner-loop loss, live.
+        self.adapt_plot = LivePlot("Adapting", x_label="inner step", left_label="support loss",
+                                   empty_text="")
+        self.adapt_plot.add_series("adapt_loss", "support loss", "#d55e00")
+        self.adapt_plot.setMinimumHeight(150)
+        self.adapt_plot.setAccessibleName("Adaptation loss")
+        self.adapt_plot.hide()
+        right_layout.addWidget(self.adapt_plot)
         right_layout.addWidget(self.model_box)
         split.addWidget(right)
         split.setStretchFactor(0, 3)
@@ -558,6 +568,8 @@ class MainWindow(QMainWindow):
 
     def _model_loaded(self, info: dict) -> None:
         self.model_info = info
+        if not info.get("iterative"):
+            self.adapt_plot.hide()
         self.device_label.setText(f"Device: {info['device']}")
         if self.training_panel is not None and hasattr(self.training_panel, "set_device_text"):
             self.training_panel.set_device_text(info["device"])
@@ -592,7 +604,15 @@ class MainWindow(QMainWindow):
         if total > 1:
             self.busy.setRange(0, total)
             self.busy.setValue(step)
-        if self.training_panel is not None and not math.isnan(loss):
+            self.announce(f"Adapting to your classes: step {step} of {total}…")
+        if math.isnan(loss):
+            return
+        if step <= 1:
+            self.adapt_plot.clear("adapt_loss")
+        self.adapt_plot.show()
+        self.adapt_plot.append("adapt_loss", float(step), float(loss))
+        self.adapt_plot.set_title(f"Adapting: step {step}/{total}, support loss {loss:.4g}")
+        if self.training_panel is not None:  # the Meta-train page's plot streams it too
             self.training_panel.adaptation_progress(step, total, loss)
 
     def _adapt_failed(self, message: str, details: str) -> None:
