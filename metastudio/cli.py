@@ -157,6 +157,12 @@ def cmd_train(args) -> int:
         raise ValueError(f"--freeze-backbone needs a pretrained backbone; '{backbone.name}' starts from random weights")
     device = _device(args)
     image_size = args.image_size or dspec.image_size or backbone.default_image_size or 84
+    model_size = image_size
+    if args.freeze_backbone:
+        # A frozen pretrained backbone sees images at its own size; the data is decoded at its
+        # native size (smaller in memory) and each image is embedded once, enlarged on the way.
+        model_size = args.image_size or backbone.default_image_size or image_size
+        image_size = dspec.image_size or model_size
     train_ds = _load_dataset(host, args, args.train_split, image_size, dspec.channels)
     val_ds = None
     if args.val_split.lower() != "none":
@@ -169,10 +175,30 @@ def cmd_train(args) -> int:
                   "memorisation, not few-shot learning; give the dataset a separate validation split "
                   "(e.g. root/val) or pass --val-split none", file=sys.stderr)
     torch.manual_seed(args.seed)
-    algorithm = cls(backbone.build(train_ds.channels, train_ds.image_size), backbone_name=backbone.name,
-                    image_size=train_ds.image_size, channels=train_ds.channels, hparams=hparams,
+    if not args.freeze_backbone:
+        model_size = train_ds.image_size
+    algorithm = cls(backbone.build(train_ds.channels, model_size), backbone_name=backbone.name,
+                    image_size=model_size, channels=train_ds.channels, hparams=hparams,
                     freeze_backbone=args.freeze_backbone, fit=args.fit).to(device)
     algorithm.use_amp = args.precision != "fp32"
+    if args.freeze_backbone:
+        from .core.features import precompute_features
+
+        _use_feature_cache(algorithm)
+        for label, ds in (("train", train_ds), ("val", val_ds)):
+            if ds is None:
+                continue
+            progress, close = _progress_bar(f"{backbone.name} features of {ds.name} {label}")
+            try:
+                features = precompute_features(algorithm, ds, progress=progress)
+            finally:
+                close()
+            if label == "train":
+                train_ds = features
+            else:
+                val_ds = features
+        print(f"meta-training the head on {train_ds.images.shape[1]}-d {backbone.name} features "
+              f"({len(train_ds)} train images, each embedded once)", file=sys.stderr)
     if device.type != "cpu":
         train_ds = train_ds.to(device)
         val_ds = val_ds.to(device) if val_ds is not None else None

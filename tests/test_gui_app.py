@@ -467,13 +467,24 @@ def test_delete_key_removes_queries_undoably_and_worker_errors_are_shown(make_wi
     c.undo_stack.undo()
     assert [q.id for q in c.project.queries][0] == removed[0]
 
-    # a model file that is not a model: the adapt worker's error becomes a notification with details
+    # a file that is not a model at all is refused when chosen
     bad = tmp_path / "broken.safetensors"
     bad.write_bytes(b"not a safetensors file at all")
-    w.use_model_file(str(bad))
+    assert not w.use_model_file(str(bad))
+    assert "can't be used" in w.notification.text.text()
+    # a model of an algorithm no plugin provides: the adapt worker's error becomes a notification
+    import torch
+
+    from metastudio.core.checkpoint import save_tensors
+
+    orphan = tmp_path / "orphan.safetensors"
+    save_tensors(orphan, {"w": torch.zeros(1)}, {"format": "metastudio-model", "format_version": 1,
+                                                 "algorithm": "no-such-algorithm", "backbone": "conv4",
+                                                 "image_size": 28, "channels": 1, "hyperparameters": {}})
+    assert w.use_model_file(str(orphan))
     qtbot.waitUntil(lambda: w.notification.isVisible() and "Could not adapt" in w.notification.text.text(),
                     timeout=WAIT_MS)
-    assert "broken.safetensors" in w.notification.text.text()
+    assert "no-such-algorithm" in w.notification.text.text()
     assert w.notification.details  # the traceback, behind "Details…"
     assert w.last_result is None and "Could not adapt" in w.queries.status.text()
     # back to a good model: predictions again

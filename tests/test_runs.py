@@ -154,3 +154,18 @@ def test_the_plan_is_copied_not_shared(host, folder_data, tmp_path):
     run = prepare_run(plan, host)
     plan.hparams["lr"] = 0.5
     assert run.plan.hparams["lr"] == 0.002 and run.plan is not plan
+
+
+def test_a_frozen_backbone_run_trains_on_precomputed_features(host, seeded_conv4, tmp_path):
+    from conftest import make_class_tree
+    from metastudio.core.runs import TrainingPlan, prepare_run
+
+    root = make_class_tree(tmp_path / "d", classes=6, per_class=5, size=20)
+    stages = []
+    plan = TrainingPlan(algorithm="protonet", backbone="seeded-conv4", dataset="folder", root=str(root),
+                        val_split=None, ways=3, shots=1, queries=2, episodes=4, freeze_backbone=True, device="cpu",
+                        out=str(tmp_path / "m.safetensors"))
+    run = prepare_run(plan, host, progress=lambda stage, done, total: stages.append(stage))
+    assert run.train_dataset.is_features and run.train_dataset.images.shape[1] == 64
+    assert run.algorithm.image_size == 28
+    assert any("seeded-conv4 features (train)" in s for s in stages)

@@ -301,7 +301,15 @@ class Algorithm(nn.Module, ABC):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Backbone features [B, D] (float32) for uint8 images (no autograd graph through a
-        frozen backbone; cached by image content when a frozen backbone has a feature cache)."""
+        frozen backbone; cached by image content when a frozen backbone has a feature cache).
+
+        With a frozen backbone, a floating-point [B, D] input is taken as its features already
+        computed (:mod:`metastudio.core.features`): meta-training a head then never runs the
+        backbone."""
+        if images.dim() == 2 and images.is_floating_point():
+            if not self.backbone_frozen:
+                raise ValueError("precomputed features can only stand in for a frozen backbone")
+            return images.to(self.device, torch.float32)
         if self.backbone_frozen and self.feature_cache is not None and images.dtype == torch.uint8 and len(images):
             host = images.cpu()
             contents = [img.numpy().tobytes() for img in host]

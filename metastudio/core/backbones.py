@@ -75,6 +75,31 @@ class Conv4(nn.Module):
         return self.encoder(x).flatten(1)
 
 
+class Conv4Maps(nn.Module):
+    """Conv-4 that keeps spatial feature maps, the embedding of Relation Networks (Sung et al.
+    2018) for characters: four blocks of conv3x3 - batch norm - ReLU, with max-pool 2 after the
+    first two only. A 28x28 image becomes 64 maps of 7x7 (84x84: 64 x 21 x 21).
+
+    ``forward`` returns the maps flattened to [B, C*H*W] (every backbone gives vectors);
+    ``feature_shape`` = (C, H, W) says how to fold them back, for modules that compare maps.
+    """
+
+    def __init__(self, in_channels: int = 1, image_size: int = 28, hidden: int = 64):
+        super().__init__()
+
+        def block(cin: int, pool: bool) -> nn.Sequential:
+            layers = [nn.Conv2d(cin, hidden, 3, padding=1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU(inplace=True)]
+            return nn.Sequential(*layers, nn.MaxPool2d(2)) if pool else nn.Sequential(*layers)
+
+        self.encoder = nn.Sequential(block(in_channels, True), block(hidden, True), block(hidden, False), block(hidden, False))
+        side = max(image_size // 2 // 2, 1)
+        self.feature_shape = (hidden, side, side)
+        self.out_features = hidden * side * side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x).flatten(1)
+
+
 class _ResBlock(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
@@ -130,6 +155,8 @@ def _on_demand(kind: str, name: str, *spec: str):
 
 BUILTIN_BACKBONES = (
     BackboneSpec("conv4", lambda c, s: Conv4(c, s), "Conv-4: 4 x (conv3x3 64, batch norm, ReLU, max-pool). Small, fast, the few-shot standard.", 28),
+    BackboneSpec("conv4-maps", lambda c, s: Conv4Maps(c, s), "Conv-4 keeping 64 feature maps (max-pool in the first two "
+                 "blocks only; 64x7x7 at 28x28), for Relation Networks.", 28),
     BackboneSpec("resnet12", lambda c, s: ResNet12(c, s), "ResNet-12 (64-160-320-640), 640-d features. Stronger on photos, ~12M parameters.", 84),
     BackboneSpec("efficientnet-lite0", _lite0, "EfficientNet-Lite0 with ImageNet weights (shipped, works offline), "
                  "1280-d features. For photos, at 224x224.", 224, pretrained=True),

@@ -52,9 +52,10 @@ def cache_dir() -> Path:
 
 @dataclass
 class FewShotDataset:
-    """Classes of same-sized uint8 images, all in memory.
+    """Classes of same-sized uint8 images, all in memory -- or of precomputed features.
 
-    ``images`` is uint8 [total, C, H, W]; class ``c`` owns rows
+    ``images`` is uint8 [total, C, H, W], or floating-point [total, D] for the features of a
+    frozen backbone (see :mod:`metastudio.core.features`); class ``c`` owns rows
     ``offsets[c] : offsets[c] + class_sizes[c]``. ``problems`` lists files that could not be
     used, each with its reason (they are reported, never silently skipped).
     """
@@ -68,8 +69,9 @@ class FewShotDataset:
     def __post_init__(self):
         if len(self.class_names) != len(self.class_sizes):
             raise ValueError("class_names and class_sizes differ in length")
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError("images must be a uint8 tensor [total, C, H, W]")
+        if not ((self.images.dtype == torch.uint8 and self.images.dim() == 4)
+                or (self.images.is_floating_point() and self.images.dim() == 2)):
+            raise ValueError("images must be a uint8 tensor [total, C, H, W] (or features [total, D])")
         if sum(self.class_sizes) != len(self.images):
             raise ValueError("class_sizes do not add up to the number of images")
         sizes = torch.tensor(self.class_sizes, dtype=torch.int64)
@@ -78,6 +80,11 @@ class FewShotDataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def is_features(self) -> bool:
+        """True when the rows are precomputed backbone features, not images."""
+        return self.images.dim() == 2
 
     @property
     def channels(self) -> int:

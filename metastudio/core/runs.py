@@ -232,6 +232,12 @@ def prepare_run(
     device = resolve_device(plan.device)
     configure_for_speed(device)
     image_size = plan.image_size or dspec.image_size or backbone.default_image_size or 84
+    model_size = image_size
+    if plan.freeze_backbone:
+        # A frozen pretrained backbone sees images at its own size; the data is decoded at its
+        # native size and each image is embedded once (metastudio.core.features).
+        model_size = plan.image_size or backbone.default_image_size or image_size
+        image_size = dspec.image_size or model_size
 
     train_ds = _load_split(dspec, plan, plan.split, image_size, options, progress, control)
     if train_ds.problems:
@@ -268,10 +274,28 @@ def prepare_run(
 
     stage("building the model")
     torch.manual_seed(plan.seed)
-    algorithm = cls(backbone.build(train_ds.channels, train_ds.image_size), backbone_name=backbone.name,
-                    image_size=train_ds.image_size, channels=train_ds.channels, hparams=hparams,
+    if not plan.freeze_backbone:
+        model_size = train_ds.image_size
+    algorithm = cls(backbone.build(train_ds.channels, model_size), backbone_name=backbone.name,
+                    image_size=model_size, channels=train_ds.channels, hparams=hparams,
                     freeze_backbone=plan.freeze_backbone, fit=plan.fit).to(device)
     algorithm.use_amp = plan.precision != "fp32"
+    if plan.freeze_backbone:
+        from .feature_cache import FeatureCache
+        from .features import precompute_features
+
+        algorithm.feature_cache = FeatureCache()
+        def reporter(label: str):
+            def report(done: int, total: int) -> None:
+                if control is not None and control.should_stop():  # blocks while paused
+                    raise RunCancelled("training was cancelled while features were computed")
+                if progress is not None:
+                    progress(f"{backbone.name} features ({label})", done, total)
+            return report
+
+        train_ds = precompute_features(algorithm, train_ds, progress=reporter("train"))
+        if val_ds is not None:
+            val_ds = precompute_features(algorithm, val_ds, progress=reporter("val"))
     if device.type != "cpu":
         train_ds = train_ds.to(device)
         val_ds = val_ds.to(device) if val_ds is not None else None

@@ -58,7 +58,10 @@ def build_project(support: str | None, query: str | None, model: str | None):
             raise MetaStudioError(f"--query '{q}' does not exist")
     if model:
         path = Path(model).expanduser()
-        project.model = {"kind": "file", "path": str(path.resolve())} if path.is_file() else {"kind": "shipped", "name": model}
+        if path.is_file():  # a copy goes into the project, which stays whole without the file
+            project.model = {"kind": "project", "name": project.add_model_file(path)}
+        else:
+            project.model = {"kind": "shipped", "name": model}
     return project, problems
 
 

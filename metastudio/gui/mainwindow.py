@@ -562,9 +562,20 @@ class MainWindow(QMainWindow):
         if path:
             self.use_model_file(path)
 
-    def use_model_file(self, path: str) -> None:
-        self.controller.set_model({"kind": "file", "path": str(Path(path).resolve())}, {})
-        self.engine.request_catalog(self._project_model_paths())
+    def use_model_file(self, path: str) -> bool:
+        """Use a model file: it is copied into the project, so the project stays whole when the
+        file moves or goes (a model file is small: a frozen backbone is never in it)."""
+        from metastudio.core.errors import MetaStudioError
+
+        try:
+            name = self.controller.project.add_model_file(path)
+        except (MetaStudioError, OSError) as e:
+            self.show_error(f"The model file can't be used: {e}")
+            return False
+        self._refresh_model_box()
+        self.controller.set_model({"kind": "project", "name": name}, {})
+        self.announce(f"Using the model {Path(path).name} (a copy is kept in the project).", 8000)
+        return True
 
     def _model_loaded(self, info: dict) -> None:
         self.model_info = info

@@ -1,0 +1,93 @@
+"""Matching Networks: attention over the support set, FCE, learning, saving and export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metastudio.core.algorithm import AdaptProgress
+from metastudio.core.checkpoint import load_model, save_model
+from metastudio.core.episodes import EpisodeSampler
+from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
+from metastudio_builtins.matchingnet import MatchingNetworks
+
+
+def build(host, **hparams) -> MatchingNetworks:
+    torch.manual_seed(0)
+    return MatchingNetworks(host.backbone("conv4").build(1, 28), backbone_name="conv4", image_size=28, channels=1,
+                            hparams=hparams)
+
+
+def test_probabilities_are_attention_weighted_labels(host):
+    algo = build(host, temperature=3.0)
+    support, queries = torch.randn(5, 64), torch.randn(4, 64)
+    onehot = F.one_hot(torch.tensor([0, 1, 1, 2, 0]), 3).float()
+    cos = F.cosine_similarity(queries[:, None], support[None], dim=2)
+    expected = (3.0 * cos).softmax(1) @ onehot
+    assert torch.allclose(algo.class_probabilities(queries, support, onehot), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("fce", [False, True])
+def test_adapt_predicts_probabilities_over_the_support_classes(host, fce):
+    algo = build(host, fce=fce).eval()
+    ep = EpisodeSampler(synthetic_dataset(classes=6, per_class=6), 3, 2, 4, seed=0).episode(0)
+    steps = []
+    learner = algo.adapt(ep.support, progress=steps.append)
+    assert steps == [AdaptProgress(1, 1, None)]
+    probs = learner.predict_proba(ep.query_images)
+    assert probs.shape == (12, 3) and probs.dtype == torch.float32 and probs.device.type == "cpu"
+    assert torch.allclose(probs.sum(1), torch.ones(12), atol=1e-5)
+    assert learner.predict_proba(ep.query_images[:0]).shape == (0, 3)
+    # adapting then predicting gives what one forward pass over the episode gives
+    with torch.inference_mode():
+        direct = algo.episode_probabilities(ep)
+    assert torch.allclose(direct.cpu(), probs, atol=1e-5)
+
+
+@pytest.mark.parametrize("fce", [False, True])
+def test_learns_on_tiny_episodes(host, fce):
+    algo = build(host, lr=3e-3, fce=fce)
+    ds = synthetic_dataset(classes=16, per_class=8)
+    train, test = EpisodeSampler(ds, 8, 1, 3, seed=0), EpisodeSampler(ds, 3, 1, 3, seed=1)
+    algo.configure_training(30)
+    algo.train()
+    losses = [algo.meta_train_step([train.episode(i)])["loss"] for i in range(30)]
+    algo.eval()
+    after = sum(algo.evaluate_episode(test.episode(i)) for i in range(10)) / 10
+    assert sum(losses[-5:]) < sum(losses[:5])
+    assert after > 0.7
+
+
+@pytest.mark.parametrize("fce", [False, True])
+def test_save_load_round_trip_and_export_module(host, tmp_path, fce):
+    algo = build(host, fce=fce).eval()
+    ep = EpisodeSampler(synthetic_dataset(classes=6, per_class=6), 3, 2, 4, seed=2).episode(0)
+    learner = algo.adapt(ep.support)
+    probs = learner.predict_proba(ep.query_images)
+    path = tmp_path / "m.safetensors"
+    save_model(algo, path, learner=learner)
+    loaded = load_model(path, host)
+    assert torch.equal(loaded.algorithm.adapt(ep.support).predict_proba(ep.query_images), probs)
+    restored = loaded.algorithm.restore_learner(ep.class_names, learner.state_dict())
+    assert torch.allclose(restored.predict_proba(ep.query_images), probs)
+    module = learner.as_module().eval()
+    with torch.no_grad():
+        exported = module(ep.query_images.float() / 255)
+    assert torch.allclose(exported, probs, atol=1e-5)
+
+
+def test_passes_the_algorithm_contract(host, tmp_path):
+    check_algorithm(MatchingNetworks, host=host, tmp_path=tmp_path)
+    check_algorithm(MatchingNetworks, host=host, tmp_path=tmp_path, hparams={"fce": True})
+
+
+def test_a_saved_adapted_learner_comes_back_with_the_model(host, tmp_path):
+    algo = build(host, fce=True).eval()
+    ep = EpisodeSampler(synthetic_dataset(classes=6, per_class=6), 3, 2, 4, seed=3).episode(0)
+    learner = algo.adapt(ep.support)
+    path = tmp_path / "adapted.safetensors"
+    save_model(algo, path, learner=learner)
+    loaded = load_model(path, host)
+    assert loaded.learner is not None and loaded.learner.class_names == ep.class_names
+    assert torch.allclose(loaded.learner.predict_proba(ep.query_images), learner.predict_proba(ep.query_images))
