@@ -91,3 +91,25 @@ def test_a_saved_adapted_learner_comes_back_with_the_model(host, tmp_path):
     loaded = load_model(path, host)
     assert loaded.learner is not None and loaded.learner.class_names == ep.class_names
     assert torch.allclose(loaded.learner.predict_proba(ep.query_images), learner.predict_proba(ep.query_images))
+
+
+def test_a_learned_temperature_is_trained_and_saved(host, tmp_path):
+    algo = build(host, learn_temperature=True, temperature=5.0, lr=1e-2)
+    assert float(algo.scale) == pytest.approx(5.0)
+    ds = synthetic_dataset(classes=12, per_class=6)
+    sampler = EpisodeSampler(ds, 5, 1, 3, seed=0)
+    algo.configure_training(5)
+    algo.train()
+    for i in range(5):
+        algo.meta_train_step([sampler.episode(i)])
+    learned = float(algo.scale)
+    assert learned != pytest.approx(5.0)
+    algo.eval()
+    path = tmp_path / "t.safetensors"
+    save_model(algo, path)
+    assert float(load_model(path, host).algorithm.scale) == pytest.approx(learned)
+    ep = sampler.episode(9)
+    learner = algo.adapt(ep.support)
+    with torch.no_grad():
+        exported = learner.as_module().eval()(ep.query_images.float() / 255)
+    assert torch.allclose(exported, learner.predict_proba(ep.query_images), atol=1e-5)
