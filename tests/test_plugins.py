@@ -32,7 +32,7 @@ from metastudio.plugins import HOOK_API_VERSION, PluginHost, get_host, hookimpl,
 from metastudio.plugins.testkit import check_algorithm, check_backbone, check_dataset, synthetic_dataset
 from metastudio_builtins.protonet import PrototypicalNetworks, ProtoLearner
 
-BUILTIN_PLUGINS = {"builtin-backbones", "builtin-datasets", "protonet"}
+BUILTIN_PLUGINS = {"builtin-backbones", "builtin-datasets", "protonet", "matchingnet", "siamese", "relationnet"}
 MODULE_PREFIX = "mstest_"
 
 
@@ -261,7 +261,7 @@ def test_unknown_component_lists_what_is_available():
     message = str(info.value)
     assert "no algorithm named 'nope'" in message and "protonet" in message
     assert isinstance(info.value, MetaStudioError) and isinstance(info.value, KeyError)
-    with pytest.raises(UnknownComponentError, match=r"available: conv4, dino-vit-small, efficientnet-lite0, resnet12, resnet18-imagenet, resnet50-imagenet"):
+    with pytest.raises(UnknownComponentError, match=r"available: conv4, conv4-maps, dino-vit-small, efficientnet-lite0, resnet12, resnet18-imagenet, resnet50-imagenet"):
         host.backbone("vgg")
     with pytest.raises(UnknownComponentError, match=r"folder, mini-imagenet, omniglot"):
         host.dataset("imagenet")
@@ -379,7 +379,9 @@ def test_safe_mode_loads_only_builtins(third_party, monkeypatch):
             assert rec.status == "ok"
         else:
             assert rec.status == "disabled" and "safe mode" in rec.error, (name, rec)
-    assert set(host.backbones) == {"conv4", "efficientnet-lite0", "resnet12", "resnet18-imagenet", "resnet50-imagenet", "dino-vit-small"} and set(host.algorithms) == {"protonet"}
+    assert set(host.backbones) == {"conv4", "conv4-maps", "efficientnet-lite0", "resnet12", "resnet18-imagenet",
+                                   "resnet50-imagenet", "dino-vit-small"}
+    assert set(host.algorithms) == {"protonet", "matchingnet", "siamese", "relationnet"}
     monkeypatch.delenv("METASTUDIO_SAFE_MODE")
     assert not PluginHost().safe_mode and PluginHost(safe_mode=True).safe_mode
 

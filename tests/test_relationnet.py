@@ -1,0 +1,300 @@
+"""Relation Networks: the conv4-maps backbone, the relation modules, probabilities, learning,
+saving, export, and the frozen-backbone (vector) variant, on tiny synthetic episodes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import metastudio_builtins.relationnet as rn
+from metastudio.core.algorithm import AdaptProgress
+from metastudio.core.checkpoint import load_model, save_model
+from metastudio.core.episodes import EpisodeSampler, SupportSet
+from metastudio.plugins.testkit import check_algorithm, check_backbone, synthetic_dataset
+from metastudio_builtins.relationnet import (
+    ConvRelation,
+    MLPRelation,
+    RelationNetworks,
+    class_embeddings,
+    relation_probabilities,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is faster than two that wait for each other on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def build(host, backbone: str = "conv4-maps", freeze: bool = False, **hparams) -> RelationNetworks:
+    torch.manual_seed(0)
+    return RelationNetworks(host.backbone(backbone).build(1, 28), backbone_name=backbone, image_size=28, channels=1,
+                            hparams=hparams, freeze_backbone=freeze)
+
+
+def episode(ways=3, shots=2, queries=3, seed=0, classes=8):
+    return EpisodeSampler(synthetic_dataset(classes=classes, per_class=6), ways, shots, queries, seed=seed).episode(0)
+
+
+# ------------------------------------------------------------------------------------------------
+# the backbone
+
+
+def test_conv4_maps_gives_feature_maps(host):
+    spec = host.backbone("conv4-maps")
+    net = check_backbone(spec, in_channels=1, image_size=28)
+    assert net.feature_shape == (64, 7, 7) and net.out_features == 64 * 7 * 7
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in net.modules()) == 2
+    assert [m.kernel_size for m in net.modules() if isinstance(m, torch.nn.Conv2d)] == [(3, 3)] * 4
+    net.eval()
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        flat = net(x)
+        maps = net.encoder(x)
+    assert maps.shape == (2, 64, 7, 7) and torch.equal(flat.view(2, 64, 7, 7), maps)
+    big = spec.build(3, 84)
+    assert big.feature_shape == (64, 21, 21) and big.out_features == 64 * 21 * 21
+
+
+# ------------------------------------------------------------------------------------------------
+# the pieces
+
+
+def test_class_embeddings_sum_and_mean_with_unequal_shots():
+    feats = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 5.0], [9.0, 9.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 2, 1])
+    assert torch.equal(class_embeddings(feats, labels, 3, "sum"), torch.tensor([[4.0, 0.0], [0.0, 6.0], [9.0, 9.0]]))
+    assert torch.equal(class_embeddings(feats, labels, 3, "mean"), torch.tensor([[2.0, 0.0], [0.0, 3.0], [9.0, 9.0]]))
+
+
+def paper_conv_relation(rel: ConvRelation, q: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """The relation module as the paper writes it, on explicitly concatenated (class, query) maps."""
+    c, h, w = rel.feature_shape
+    nq, ns = len(q), len(s)
+    pairs = torch.cat([s.view(1, ns, c, h, w).expand(nq, -1, -1, -1, -1),
+                       q.view(nq, 1, c, h, w).expand(-1, ns, -1, -1, -1)], dim=2).flatten(0, 1)  # [Q*N, 2C, H, W]
+    x = rel.pool1(F.relu(rel.bn1(rel.conv1(pairs))))
+    x = rel.block2(x)
+    return rel.fc2(F.relu(rel.fc1(x.flatten(1)))).view(nq, ns)
+
+
+@pytest.mark.parametrize("shape", [(4, 7, 7), (3, 5, 5), (2, 1, 1)])
+def test_the_conv_relation_module_is_the_papers_on_concatenated_pairs(shape):
+    """Splitting conv1, folding bn1's statistics into each side and pooling before the ReLU
+    give the paper's module on the concatenated pairs: the same outputs, gradients and batch-norm
+    running statistics, in training and in eval mode."""
+    import copy
+
+    torch.manual_seed(0)
+    c, h, w = shape
+    rel = ConvRelation(shape, channels=6, hidden=5)
+    with torch.no_grad():
+        rel.bn1.weight.uniform_(0.5, 1.5)
+        rel.bn1.bias.uniform_(-0.5, 0.5)
+    ref = copy.deepcopy(rel)
+    q, s = torch.rand(3, c * h * w) + 2.0, torch.rand(2, c * h * w)  # offset means: stats must be centred right
+    if h == 7:
+        assert copy.deepcopy(ref.block2).eval()(torch.zeros(1, 6, 3, 3)).shape[2:] == (1, 1), "7x7 maps end 1x1, as in the paper"
+    for training in (True, False, True):
+        rel.train(training)
+        ref.train(training)
+        got, expected = rel(q, s), paper_conv_relation(ref, q, s)
+        assert got.shape == (3, 2) and torch.allclose(got, expected, atol=1e-5)
+        got.square().sum().backward()
+        expected.square().sum().backward()
+        for (name, a), b in zip(rel.named_parameters(), ref.parameters()):
+            assert torch.allclose(a.grad, b.grad, atol=1e-4, rtol=1e-3), name
+        for (name, a), b in zip(rel.named_buffers(), ref.buffers()):
+            assert torch.allclose(a.float(), b.float(), atol=1e-6, rtol=1e-5), name
+
+
+def test_the_mlp_relation_module_scores_the_concatenated_pair():
+    torch.manual_seed(0)
+    rel = MLPRelation(5, hidden=7)
+    q, s = torch.rand(4, 5), torch.rand(3, 5)
+    with torch.no_grad():
+        got = rel(q, s)
+        pairs = torch.cat([s.expand(4, -1, -1), q[:, None].expand(-1, 3, -1)], dim=2)  # [4, 3, 10]
+        expected = rel.fc3(F.relu(rel.fc2(F.relu(rel.fc1(pairs))))).squeeze(-1)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_probabilities_are_normalised_relation_scores():
+    logits = torch.tensor([[2.0, -1.0, 0.5], [-300.0, -200.0, -250.0]])
+    ratio = relation_probabilities(logits, "ratio", 10.0)
+    scores = torch.sigmoid(logits[:1])
+    assert torch.allclose(ratio[:1], scores / scores.sum(1, keepdim=True))
+    assert torch.isfinite(ratio).all(), "scores that underflow to 0 still give probabilities"
+    soft = relation_probabilities(logits, "softmax", 3.0)
+    assert torch.allclose(soft, (3.0 * torch.sigmoid(logits)).softmax(1))
+    for probs in (ratio, soft):
+        assert torch.allclose(probs.sum(1), torch.ones(2))
+    assert ratio.argmax(1).tolist() == logits.argmax(1).tolist()
+
+
+# ------------------------------------------------------------------------------------------------
+# the algorithm
+
+
+def test_the_backbone_chooses_the_relation_module(host):
+    assert isinstance(build(host).relation, ConvRelation)
+    assert isinstance(build(host, "conv4").relation, MLPRelation)
+    assert build(host, "conv4", mlp_hidden=32).relation.fc1.out_features == 32
+    conv = build(host, relation_channels=16, relation_hidden=4).relation
+    assert conv.conv1.weight.shape == (16, 128, 3, 3) and conv.fc1.out_features == 4
+
+
+def test_adapt_predicts_probabilities_over_the_episode_classes(host):
+    algo = build(host).eval()
+    ep = episode()
+    steps = []
+    learner = algo.adapt(ep.support, progress=steps.append)
+    assert steps == [AdaptProgress(1, 1, None)]
+    probs = learner.predict_proba(ep.query_images)
+    assert probs.shape == (9, 3) and probs.dtype == torch.float32 and probs.device.type == "cpu"
+    assert not probs.requires_grad and (probs >= 0).all()
+    assert torch.allclose(probs.sum(1), torch.ones(9))
+    # The most probable class is the one with the highest relation score.
+    with torch.inference_mode():
+        logits = algo.logits_all(algo.embed_all(ep.query_images), learner.classes)
+    assert probs.argmax(1).tolist() == logits.argmax(1).tolist()
+    assert learner.predict(ep.query_images)[0][0] in ep.class_names
+    assert learner.predict_proba(ep.query_images[:0]).shape == (0, 3)
+    assert algo.evaluate_episode(ep) == pytest.approx(float((probs.argmax(1) == ep.query_labels).float().mean()))
+
+
+def test_sum_and_mean_class_embeddings(host):
+    ep = episode(ways=3, shots=3, queries=2)
+    mean, total = build(host, class_embedding="mean").eval(), build(host, class_embedding="sum").eval()
+    feats = mean.embed_all(ep.support_images)
+    m = mean.adapt(ep.support).classes
+    s = total.adapt(ep.support).classes
+    assert torch.allclose(s, 3 * m, atol=1e-4)
+    assert torch.allclose(m[1], feats[3:6].mean(0), atol=1e-5) and torch.allclose(s[1], feats[3:6].sum(0), atol=1e-4)
+    one = SupportSet(ep.support_images[::3], torch.arange(3), ep.class_names)  # with one shot they agree
+    assert torch.allclose(mean.adapt(one).classes, total.adapt(one).classes)
+    assert torch.allclose(mean.adapt(one).predict_proba(ep.query_images), total.adapt(one).predict_proba(ep.query_images))
+
+
+def test_loss_decreases_and_it_learns(host):
+    algo = build(host, lr=3e-3)
+    ds = synthetic_dataset(classes=16, per_class=8)
+    train = EpisodeSampler(ds, 5, 1, 3, seed=0)
+    algo.configure_training(40)
+    algo.train()
+    losses, accs = [], []
+    for i in range(40):
+        metrics = algo.meta_train_step([train.episode(i)])
+        assert set(metrics) >= {"loss", "accuracy"} and all(type(v) is float for v in metrics.values())
+        losses.append(metrics["loss"])
+        accs.append(metrics["accuracy"])
+    assert sum(losses[-8:]) < sum(losses[:8])
+    assert sum(accs[-8:]) > sum(accs[:8])
+    algo.eval()
+    test = EpisodeSampler(ds, 3, 1, 3, seed=1)
+    assert sum(algo.evaluate_episode(test.episode(i)) for i in range(10)) / 10 > 0.6
+
+
+def test_a_meta_batch_and_20_ways(host):
+    algo = build(host)
+    algo.configure_training(1)
+    eps = [episode(ways=6, shots=1, queries=2, seed=s, classes=12) for s in range(2)]
+    metrics = algo.meta_train_step(eps)
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
+
+
+def test_chunked_prediction_gives_the_same_probabilities(host, monkeypatch):
+    algo = build(host).eval()
+    ep = episode()
+    learner = algo.adapt(ep.support)
+    whole = learner.predict_proba(ep.query_images)
+    monkeypatch.setattr(rn, "PAIR_CHUNK", 4)  # one query (3 pairs) per pass
+    monkeypatch.setattr(rn, "CHUNK", 2)
+    assert torch.allclose(learner.predict_proba(ep.query_images), whole, atol=1e-6)
+
+
+def test_adapting_a_model_left_in_training_mode_changes_nothing(host):
+    algo = build(host)
+    algo.train()
+    before = {k: v.clone() for k, v in algo.state_dict().items()}
+    ep = episode()
+    algo.adapt(ep.support).predict_proba(ep.query_images)
+    algo.evaluate_episode(ep)
+    assert algo.training, "the mode is restored"
+    for k, v in algo.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed (batch-norm statistics must not move when adapting)"
+
+
+def test_save_and_load_give_the_same_predictions(host, tmp_path):
+    algo = build(host, class_embedding="sum", probabilities="softmax", temperature=4.0)
+    algo.configure_training(3)
+    algo.train()
+    for i in range(3):  # move the weights and batch-norm statistics away from their initial values
+        algo.meta_train_step([episode(seed=i)])
+    ep = episode(shots=3)
+    learner = algo.adapt(ep.support)
+    expected = learner.predict_proba(ep.query_images)
+    path = save_model(algo, tmp_path / "rn.safetensors", learner=learner)
+    loaded = load_model(path, host)
+    assert loaded.algorithm.hparams == algo.hparams and isinstance(loaded.algorithm.relation, ConvRelation)
+    assert loaded.learner is not None and loaded.learner.class_names == ep.class_names
+    assert torch.allclose(loaded.learner.predict_proba(ep.query_images), expected, atol=1e-6)
+    assert torch.allclose(loaded.algorithm.adapt(ep.support).predict_proba(ep.query_images), expected, atol=1e-6)
+
+
+def test_as_module_gives_the_learners_probabilities_and_traces(host):
+    algo = build(host).eval()
+    ep = episode()
+    learner = algo.adapt(ep.support)
+    module = learner.as_module()
+    assert not module.training
+    assert all(not p.requires_grad and p.dtype == torch.float32 and p.is_contiguous() for p in module.parameters())
+    x = ep.query_images.float() / 255
+    with torch.no_grad():
+        probs = module(x)
+    assert torch.allclose(probs, learner.predict_proba(ep.query_images), atol=1e-5)
+    traced = torch.jit.trace(module, x[:2])
+    with torch.no_grad():
+        assert torch.allclose(traced(x), probs, atol=1e-5), "the traced module works for another batch size"
+        for p in algo.parameters():  # a copy: changing the algorithm does not reach it
+            p.add_(1.0)
+        assert torch.equal(module(x), probs)
+
+
+def test_follows_the_algorithm_contract(tmp_path):
+    check_algorithm(RelationNetworks, backbone="conv4-maps", tmp_path=tmp_path)
+
+
+def test_follows_the_algorithm_contract_with_vectors(tmp_path):
+    check_algorithm(RelationNetworks, backbone="conv4", tmp_path=tmp_path)
+
+
+def test_frozen_vector_backbone(host, seeded_conv4, tmp_path):
+    algo = RelationNetworks(seeded_conv4.build(1, 28), backbone_name=seeded_conv4.name, image_size=28, channels=1,
+                            hparams={"mlp_hidden": 32, "lr": 3e-3}, freeze_backbone=True)
+    assert isinstance(algo.relation, MLPRelation) and algo.relation.dim == 64
+    backbone_before = {k: v.clone() for k, v in algo.backbone.state_dict().items()}
+    algo.configure_training(10)
+    algo.train()
+    relation_before = algo.relation.fc1.weight.clone()
+    ds = synthetic_dataset(classes=10, per_class=6)
+    sampler = EpisodeSampler(ds, 5, 1, 3, seed=0)
+    losses = [algo.meta_train_step([sampler.episode(i)])["loss"] for i in range(10)]
+    assert sum(losses[-3:]) < sum(losses[:3])
+    assert not torch.equal(algo.relation.fc1.weight, relation_before), "the relation module learns"
+    for k, v in algo.backbone.state_dict().items():
+        assert torch.equal(v, backbone_before[k]), f"frozen backbone changed: {k}"
+    assert not any(k.startswith("backbone.") for k in algo.state_dict()), "a frozen backbone is not saved"
+    ep = episode()
+    learner = algo.adapt(ep.support)
+    probs = learner.predict_proba(ep.query_images)
+    assert probs.shape == (9, 3) and torch.allclose(probs.sum(1), torch.ones(9))
+    loaded = load_model(save_model(algo, tmp_path / "frozen.safetensors", learner=learner), host)
+    assert loaded.algorithm.backbone_frozen
+    assert torch.allclose(loaded.learner.predict_proba(ep.query_images), probs, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(learner.as_module()(ep.query_images.float() / 255), probs, atol=1e-5)
