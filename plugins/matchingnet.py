@@ -42,8 +42,6 @@ from metastudio.core.algorithm import (
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.plugins import hookimpl
 
-#: Images embedded per forward pass when adapting or predicting (bounds memory).
-CHUNK = 512
 EPS = 1e-8
 
 
@@ -155,10 +153,6 @@ class MatchingNetworks(Algorithm):
         return float((probs.argmax(1) == episode.query_labels.to(probs.device)).float().mean())
 
     # -- adaptation ---------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def embed_all(self, images: torch.Tensor) -> torch.Tensor:
-        with self.evaluating():
-            return torch.cat([self.embed(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)])
 
     def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
         with torch.inference_mode(), self.evaluating():

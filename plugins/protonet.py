@@ -27,8 +27,6 @@ from metastudio.core.algorithm import (
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.plugins import hookimpl
 
-#: Images embedded per forward pass when adapting or predicting (bounds memory).
-CHUNK = 512
 
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
@@ -116,11 +114,6 @@ class PrototypicalNetworks(Algorithm):
         self.optimizer_step(loss)
         return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
 
-    @torch.inference_mode()
-    def embed_all(self, images: torch.Tensor) -> torch.Tensor:
-        """Features of any number of images, in chunks, in eval mode (nothing is updated)."""
-        with self.evaluating():
-            return torch.cat([self.embed(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)])
 
     def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
         features = self.embed_all(support.images)

@@ -54,8 +54,6 @@ from metastudio.core.algorithm import (
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.plugins import hookimpl
 
-#: Images embedded per forward pass when adapting or predicting (bounds memory).
-CHUNK = 512
 #: (query, class) pairs scored per pass of the relation module when predicting (bounds memory:
 #: with 64 x 7 x 7 maps, 4096 pairs hold about 50 MB of activations).
 PAIR_CHUNK = 4096
@@ -247,11 +245,6 @@ class RelationNetworks(Algorithm):
         return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
 
     # -- adaptation and prediction -------------------------------------------------------------
-    @torch.inference_mode()
-    def embed_all(self, images: torch.Tensor) -> torch.Tensor:
-        """Features of any number of images, in chunks, in eval mode (nothing is updated)."""
-        with self.evaluating():
-            return torch.cat([self.embed(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)])
 
     @torch.inference_mode()
     def logits_all(self, queries: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:

@@ -56,8 +56,6 @@ from metastudio.core.algorithm import (
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.plugins import hookimpl
 
-#: Images embedded per forward pass when adapting or predicting (bounds memory).
-CHUNK = 512
 
 #: Ranges of the paper's distortions: rotation (degrees), shear, scale, translation (fraction of the side).
 ROTATION, SHEAR, SCALE, TRANSLATION = 10.0, 0.3, (0.8, 1.2), 2.0 / 105.0
@@ -236,11 +234,6 @@ class SiameseNetworks(Algorithm):
         return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
 
     # -- adaptation and prediction ------------------------------------------------------------
-    @torch.inference_mode()
-    def embed_all(self, images: torch.Tensor) -> torch.Tensor:
-        """Embeddings of any number of images, in chunks, in eval mode (nothing is updated)."""
-        with self.evaluating():
-            return torch.cat([self.embed(images[i : i + CHUNK]) for i in range(0, len(images), CHUNK)])
 
     def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
         embeddings = self.embed_all(support.images)

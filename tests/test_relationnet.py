@@ -213,7 +213,7 @@ def test_chunked_prediction_gives_the_same_probabilities(host, monkeypatch):
     learner = algo.adapt(ep.support)
     whole = learner.predict_proba(ep.query_images)
     monkeypatch.setattr(rn, "PAIR_CHUNK", 4)  # one query (3 pairs) per pass
-    monkeypatch.setattr(rn, "CHUNK", 2)
+    monkeypatch.setattr(algo, "embed_chunk", 2)
     assert torch.allclose(learner.predict_proba(ep.query_images), whole, atol=1e-6)
 
 

@@ -317,6 +317,17 @@ class Algorithm(nn.Module, ABC):
             return features.to(self.device)
         return self._embed(images)
 
+    #: Images embedded per forward pass by :meth:`embed_all` (bounds memory).
+    embed_chunk: ClassVar[int] = 512
+
+    @torch.inference_mode()
+    def embed_all(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings (:meth:`embed`) of any number of images, in chunks of ``embed_chunk``, in
+        eval mode and without autograd (nothing is updated): what adapting and predicting use."""
+        with self.evaluating():
+            chunk = self.embed_chunk
+            return torch.cat([self.embed(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         with self.autocast(), torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
             return self.backbone(self.prepare(images)).float()
