@@ -245,7 +245,6 @@ class RelationNetworks(Algorithm):
         return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
 
     # -- adaptation and prediction -------------------------------------------------------------
-
     @torch.inference_mode()
     def logits_all(self, queries: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Relation logits [Q, N] for query features in chunks of about PAIR_CHUNK pairs, in eval mode."""

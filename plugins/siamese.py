@@ -2,8 +2,11 @@
 
 Two images go through the same ("twin") embedding network: the backbone, then, when
 ``projection`` > 0, a learned linear layer with a sigmoid (the paper's 4096-d layer, here
-``projection`` wide). A learned weighted L1 distance turns a pair of embeddings into the
-probability that both images show the same class::
+``projection`` wide). The default is no projection: Conv-4's 64-d features are compared
+directly, which learned faster and costs less than a 512-d sigmoid layer in short Omniglot runs
+(see ``benchmarks/train_siamese.sh``). With a frozen pretrained backbone a projection is what
+meta-training learns besides the distance weights. A learned weighted L1 distance turns a pair
+of embeddings into the probability that both images show the same class::
 
     p(same | x1, x2) = sigmoid(sum_j alpha_j * |h1_j - h2_j| + b)
 
@@ -69,7 +72,8 @@ def weighted_l1(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, bias: tor
     [A, B, D] differences and is several times faster than broadcasting, forward and
     backward): one over the features scaled by the positive weights, minus one over those
     scaled by the magnitudes of the negative weights (``alpha_j |x - y| = |alpha_j x - alpha_j y|``
-    for ``alpha_j >= 0``). A part with no weights of its sign is skipped."""
+    for ``alpha_j >= 0``). A part with no weights of its sign is skipped. (In this form a weight
+    of exactly 0 gets no gradient; the weights start at -1/D and never land on 0 in practice.)"""
     out = None
     for sign in (1.0, -1.0):
         weight = torch.where(alpha * sign > 0, alpha * sign, torch.zeros_like(alpha))
@@ -145,8 +149,9 @@ class SiameseNetworks(Algorithm):
     description = ("Learns whether two images show the same class (a twin network with a learned weighted L1 "
                    "distance); a query goes to the class whose examples it matches best.")
     hyperparameters = TRAINING_HYPERPARAMETERS + (
-        HyperParameter("projection", int, 512, "Width of the learned sigmoid layer after the backbone (the paper "
-                       "used 4096); 0 compares the backbone's features directly.", 0, 16384),
+        HyperParameter("projection", int, 0, "Width of a learned linear layer with a sigmoid after the backbone "
+                       "(the paper used 4096); 0 compares the backbone's features directly (best for Conv-4 trained "
+                       "from scratch; give a frozen pretrained backbone a projection, e.g. 512, to learn).", 0, 16384),
         HyperParameter("pairs", str, "all", "Which pairs of an episode train the network: every two distinct images "
                        "(all) or each query against each support image (query-support). Same- and different-class "
                        "pairs count equally either way.", choices=("all", "query-support")),

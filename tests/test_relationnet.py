@@ -246,6 +246,7 @@ def test_save_and_load_give_the_same_predictions(host, tmp_path):
     assert torch.allclose(loaded.algorithm.adapt(ep.support).predict_proba(ep.query_images), expected, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
 def test_as_module_gives_the_learners_probabilities_and_traces(host):
     algo = build(host).eval()
     ep = episode()
