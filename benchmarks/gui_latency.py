@@ -54,7 +54,7 @@ def main() -> None:
     starts = [startup_seconds() for _ in range(args.runs)]
     print(f"start-up: median {statistics.median(starts):.2f} s ({', '.join(f'{s:.2f}' for s in starts)})")
 
-    from photos_latency import make_photo
+    from photos_latency import make_photo_set
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
@@ -63,17 +63,7 @@ def main() -> None:
 
     app = QApplication.instance() or QApplication([])
     tmp = Path(tempfile.mkdtemp(prefix="metastudio-gui-latency-"))
-    support = {c: [] for c in range(5)}
-    for c in range(5):
-        for i in range(6):
-            f = tmp / f"class{c}_{i}.jpg"
-            make_photo(f, c, i)
-            support[c].append(f)
-    queries = []
-    for q in range(20):
-        f = tmp / f"query{q}.jpg"
-        make_photo(f, q % 5, 100 + q)
-        queries.append(f)
+    support, queries = make_photo_set(tmp)
 
     def wait(condition, timeout=300.0) -> None:
         end = time.perf_counter() + timeout

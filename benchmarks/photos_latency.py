@@ -54,6 +54,22 @@ def make_photo(path: Path, cls: int, idx: int, size=(1600, 1200)) -> None:
     pic.filter(ImageFilter.GaussianBlur(1.2)).save(path, quality=90)
 
 
+def make_photo_set(folder: Path) -> tuple[dict[int, list[Path]], list[Path]]:
+    """5 classes x 6 support photos (the 6th is the "+1" one) and 20 query photos (4 per class)."""
+    support = {c: [] for c in range(5)}
+    for c in range(5):
+        for i in range(6):
+            f = folder / f"class{c}_{i}.jpg"
+            make_photo(f, c, i)
+            support[c].append(f)
+    queries = []
+    for q in range(20):
+        f = folder / f"query{q}.jpg"
+        make_photo(f, q % 5, 100 + q)
+        queries.append(f)
+    return support, queries
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5)
@@ -69,17 +85,7 @@ def main() -> None:
     from metastudio.plugins import get_host
 
     tmp = Path(tempfile.mkdtemp(prefix="metastudio-latency-"))
-    support = {c: [] for c in range(5)}
-    for c in range(5):
-        for i in range(6):
-            f = tmp / f"class{c}_{i}.jpg"
-            make_photo(f, c, i)
-            support[c].append(f)
-    queries = []
-    for q in range(20):
-        f = tmp / f"query{q}.jpg"
-        make_photo(f, q % 5, 100 + q)
-        queries.append(f)
+    support, queries = make_photo_set(tmp)
     jpeg_kib = statistics.mean(f.stat().st_size for f in queries) / 1024
 
     t = time.perf_counter()
