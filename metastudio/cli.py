@@ -141,78 +141,62 @@ def cmd_info(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
-    import torch
+def _stage_progress():
+    """A :data:`~metastudio.core.runs.StageProgress` drawing one text bar per stage, and a closer."""
+    from .core.progress import text_progress
 
-    from .core.episodes import EVAL_SEED, EpisodeSampler
-    from .core.trainer import StepEvent, TrainConfig, Trainer, ValidationEvent
+    state: dict = {"stage": None, "bar": None, "close": None}
+
+    def close() -> None:
+        if state["close"] is not None:
+            state["close"]()
+        state.update(stage=None, bar=None, close=None)
+
+    def progress(stage: str, done: int, total: int | None) -> None:
+        if stage != state["stage"]:
+            close()
+            state["bar"], state["close"] = text_progress(stage, "img")
+            state["stage"] = stage
+        state["bar"](done, total)
+
+    return progress, close
+
+
+def cmd_train(args) -> int:
+    from .core.runs import TrainingPlan, prepare_run
+    from .core.trainer import StepEvent, ValidationEvent
     from .plugins import get_host
 
     host = get_host(safe_mode=args.safe_mode or None)
-    cls = host.algorithm(args.algorithm)
-    backbone = host.backbone(args.backbone)
-    dspec = host.dataset(args.dataset)
-    hparams = cls.resolve_hparams(_parse_hparams(args.hp))
-    if args.freeze_backbone and not backbone.pretrained:
-        raise ValueError(f"--freeze-backbone needs a pretrained backbone; '{backbone.name}' starts from random weights")
-    device = _device(args)
-    image_size = args.image_size or dspec.image_size or backbone.default_image_size or 84
-    model_size = image_size
-    if args.freeze_backbone:
-        # A frozen pretrained backbone sees images at its own size; the data is decoded at its
-        # native size (smaller in memory) and each image is embedded once, enlarged on the way.
-        model_size = args.image_size or backbone.default_image_size or image_size
-        image_size = dspec.image_size or model_size
-    train_ds = _load_dataset(host, args, args.train_split, image_size, dspec.channels)
-    val_ds = None
-    if args.val_split.lower() != "none":
-        val_ds = _load_dataset(host, args, args.val_split, image_size, train_ds.channels)
-    print(train_ds.summary(), file=sys.stderr)
-    if val_ds is not None:
-        print(val_ds.summary(), file=sys.stderr)
-        if set(val_ds.class_names) & set(train_ds.class_names) and val_ds.name == train_ds.name:
-            print(f"warning: the '{args.val_split}' split holds the training classes, so validation measures "
-                  "memorisation, not few-shot learning; give the dataset a separate validation split "
-                  "(e.g. root/val) or pass --val-split none", file=sys.stderr)
-    torch.manual_seed(args.seed)
-    if not args.freeze_backbone:
-        model_size = train_ds.image_size
-    algorithm = cls(backbone.build(train_ds.channels, model_size), backbone_name=backbone.name,
-                    image_size=model_size, channels=train_ds.channels, hparams=hparams,
-                    freeze_backbone=args.freeze_backbone, fit=args.fit).to(device)
-    algorithm.use_amp = args.precision != "fp32"
-    if args.freeze_backbone:
-        from .core.features import precompute_features
-
-        _use_feature_cache(algorithm)
-        for label, ds in (("train", train_ds), ("val", val_ds)):
-            if ds is None:
-                continue
-            progress, close = _progress_bar(f"{backbone.name} features of {ds.name} {label}")
-            try:
-                features = precompute_features(algorithm, ds, progress=progress)
-            finally:
-                close()
-            if label == "train":
-                train_ds = features
-            else:
-                val_ds = features
-        print(f"meta-training the head on {train_ds.images.shape[1]}-d {backbone.name} features "
-              f"({len(train_ds)} train images, each embedded once)", file=sys.stderr)
-    if device.type != "cpu":
-        train_ds = train_ds.to(device)
-        val_ds = val_ds.to(device) if val_ds is not None else None
-    train_sampler = EpisodeSampler(train_ds, args.ways, args.shots, args.queries, seed=args.seed)
-    val_sampler = None
-    if val_ds is not None:
-        val_sampler = EpisodeSampler(val_ds, args.val_ways, args.val_shots, args.val_queries, seed=EVAL_SEED)
-    steps = math.ceil(args.episodes / args.meta_batch)
-    config = TrainConfig(steps=steps, meta_batch=args.meta_batch, val_every=args.val_every,
-                         val_episodes=args.val_episodes, seed=args.seed)
-    protocol = getattr(args, "protocol", None) or next((o.default for o in dspec.options if o.name == "protocol"), None)
-    info = {"name": args.dataset, "root": str(args.root) if args.root else None, "split": args.train_split,
-            "protocol": protocol, "ways": args.ways, "shots": args.shots,
-            "queries": args.queries, "episodes": steps * args.meta_batch, "seed": args.seed}
+    options = {"protocol": args.protocol} if getattr(args, "protocol", None) else {}
+    if options and "protocol" not in {o.name for o in host.dataset(args.dataset).options}:
+        options = {}
+    plan = TrainingPlan(
+        algorithm=args.algorithm, backbone=args.backbone, dataset=args.dataset,
+        root=str(args.root) if args.root else None, split=args.train_split,
+        val_split=None if args.val_split.lower() == "none" else args.val_split, options=options,
+        ways=args.ways, shots=args.shots, queries=args.queries, episodes=args.episodes, meta_batch=args.meta_batch,
+        val_every=args.val_every, val_episodes=args.val_episodes, val_ways=args.val_ways, val_shots=args.val_shots,
+        val_queries=args.val_queries, hparams=_parse_hparams(args.hp), image_size=args.image_size,
+        device=args.device, precision=args.precision, seed=args.seed, freeze_backbone=args.freeze_backbone,
+        fit=args.fit, out=args.out)
+    progress, close_progress = _stage_progress()
+    try:
+        # The CLI validates even on a folder without val/ (with a warning): a researcher asked for it.
+        trainer = prepare_run(plan, host, progress, validate_on_training_classes=args.val_split.lower() != "none")
+    finally:
+        close_progress()
+    print(f"device: {trainer.device_description}", file=sys.stderr)
+    print(trainer.train_dataset.summary(), file=sys.stderr)
+    if trainer.val_dataset is not None:
+        print(trainer.val_dataset.summary(), file=sys.stderr)
+    for warning in trainer.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if trainer.train_dataset.is_features:
+        print(f"meta-training the head on {trainer.train_dataset.images.shape[1]}-d {plan.backbone} features "
+              f"({len(trainer.train_dataset)} train images, each embedded once)", file=sys.stderr)
+    cls = type(trainer.algorithm)
+    steps = trainer.config.steps
 
     from tqdm import tqdm
 
@@ -233,8 +217,7 @@ def cmd_train(args) -> int:
             bar.write(f"step {event.step}: validation accuracy {event.accuracy:.2f} ± {event.ci95:.2f} %{mark}",
                       file=sys.stderr)
 
-    trainer = Trainer(algorithm, train_sampler, config, args.out, val_sampler=val_sampler, listener=listener,
-                      dataset_info=info)
+    trainer.listener = listener
     previous = signal.getsignal(signal.SIGINT)
 
     def on_interrupt(signum, frame):

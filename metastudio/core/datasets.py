@@ -144,6 +144,8 @@ class FewShotDataset:
         return FewShotDataset(images, names, sizes, self.name, list(self.problems))
 
     def summary(self) -> str:
+        if self.is_features:
+            return f"{self.name}: {self.num_classes} classes, {len(self)} images ({self.images.shape[1]}-d features)"
         return (
             f"{self.name}: {self.num_classes} classes, {len(self)} images "
             f"({self.channels}x{self.image_size}x{self.image_size})"
