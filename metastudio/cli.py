@@ -76,6 +76,8 @@ def _load_dataset(host, args, split: str, image_size: int | None, channels: int 
         options["protocol"] = args.protocol
     if "channels" in option_names and channels:
         options["channels"] = channels
+    if "per_class" in option_names and getattr(args, "per_class", None):
+        options["per_class"] = args.per_class
     progress, close = _progress_bar(f"loading {args.dataset} {split}")
     try:
         ds = spec.load(args.root, split, image_size=image_size, progress=progress, **options)
@@ -168,9 +170,14 @@ def cmd_train(args) -> int:
     from .plugins import get_host
 
     host = get_host(safe_mode=args.safe_mode or None)
-    options = {"protocol": args.protocol} if getattr(args, "protocol", None) else {}
-    if options and "protocol" not in {o.name for o in host.dataset(args.dataset).options}:
-        options = {}
+    declared = {o.name for o in host.dataset(args.dataset).options}
+    options = {}
+    if getattr(args, "protocol", None) and "protocol" in declared:
+        options["protocol"] = args.protocol
+    if getattr(args, "per_class", None):
+        if "per_class" not in declared:
+            raise ValueError(f"--per-class is not an option of the {args.dataset} dataset")
+        options["per_class"] = args.per_class
     plan = TrainingPlan(
         algorithm=args.algorithm, backbone=args.backbone, dataset=args.dataset,
         root=str(args.root) if args.root else None, split=args.train_split,
@@ -393,6 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--dataset", required=True, help="dataset plugin name (omniglot, folder, ... see 'metastudio plugins')")
         sp.add_argument("--root", default=None, help="where the dataset lies (a folder or zip); omniglot downloads when absent")
         sp.add_argument("--protocol", default=None, choices=("vinyals", "lake"), help="Omniglot split protocol (default vinyals)")
+        sp.add_argument("--per-class", type=int, default=None, metavar="N",
+                        help="folder and mini-imagenet: use only the first N images (by name) of each class")
 
     t = sub.add_parser("train", help="meta-train an algorithm on a dataset", description="Meta-train an algorithm on episodes of a dataset's train split, validating on its val split and keeping the best model.")
     common(t)

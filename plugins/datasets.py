@@ -9,6 +9,10 @@ from metastudio.core.omniglot import PROTOCOLS, SPLITS, load_omniglot
 from metastudio.plugins import hookimpl
 
 
+PER_CLASS = HyperParameter("per_class", int, 0, "Use only the first N images (by file name) of each class; "
+                           "0 uses them all.", 0, 1_000_000)
+
+
 def _load_omniglot(root, split, *, image_size=None, progress=None, protocol="vinyals", **_):
     return load_omniglot(root, split, protocol, image_size=image_size or 28, progress=progress)
 
@@ -35,11 +39,11 @@ FOLDER = DatasetSpec(
     splits=("train", "val", "test"),
     image_size=84,
     channels=3,
-    options=(HyperParameter("channels", int, 3, "1 for greyscale, 3 for colour.", choices=(1, 3)),),
+    options=(HyperParameter("channels", int, 3, "1 for greyscale, 3 for colour.", choices=(1, 3)), PER_CLASS),
 )
 
 
-def _load_mini_imagenet(root, split, *, image_size=None, progress=None, **_):
+def _load_mini_imagenet(root, split, *, image_size=None, progress=None, per_class=0, **_):
     if root is None:
         raise DatasetError(
             "mini-ImageNet has no official download: pass --root, a folder holding train/val/test "
@@ -48,7 +52,8 @@ def _load_mini_imagenet(root, split, *, image_size=None, progress=None, **_):
     base = Path(root).expanduser()
     if not any((base / f"{split}{ext}").exists() for ext in ("", ".zip")):
         raise DatasetError(f"mini-ImageNet split '{split}' not found: expected {base / split} or {base / split}.zip")
-    return load_folder_split(base, split, image_size=image_size or 84, channels=3, progress=progress)
+    return load_folder_split(base, split, image_size=image_size or 84, channels=3, progress=progress,
+                             per_class=per_class)
 
 
 MINI_IMAGENET = DatasetSpec(
@@ -59,6 +64,7 @@ MINI_IMAGENET = DatasetSpec(
     splits=("train", "val", "test"),
     image_size=84,
     channels=3,
+    options=(PER_CLASS,),
 )
 
 

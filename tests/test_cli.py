@@ -121,6 +121,19 @@ def test_bad_hyperparameter_and_unknown_algorithm(tmp_path, capsys):
     assert "no hyperparameter colour" in capsys.readouterr().err
     assert main(base + ["--algorithm", "nope"]) == 1
     assert "no algorithm named 'nope'" in capsys.readouterr().err
+    omniglot = ["train", "--algorithm", "protonet", "--dataset", "omniglot", "--root", str(tmp_path), "--episodes", "1",
+                "--out", str(tmp_path / "m.safetensors"), "--per-class", "3"]
+    assert main(omniglot) == 2
+    assert "--per-class is not an option of the omniglot dataset" in capsys.readouterr().err
+
+
+def test_per_class_limits_the_training_images(tmp_path, capsys):
+    root = make_class_tree(tmp_path / "d", classes=4, per_class=6, size=16)
+    code = main(["train", "--algorithm", "protonet", "--dataset", "folder", "--root", str(root), "--episodes", "1",
+                 "--ways", "2", "--shots", "1", "--queries", "1", "--val-split", "none", "--per-class", "3",
+                 "--image-size", "16", "--out", str(tmp_path / "m.safetensors"), "--device", "cpu"])
+    assert code == 0
+    assert "4 classes, 12 images" in capsys.readouterr().err
 
 
 def test_training_without_a_validation_split_warns(tmp_path, capsys):

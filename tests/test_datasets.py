@@ -256,3 +256,15 @@ def test_huge_decoded_datasets_are_not_written_to_the_disk_cache(tmp_path, monke
     monkeypatch.setattr(datasets_module, "MAX_DISK_CACHE_BYTES", 100)
     load_class_folders(root, image_size=16)
     assert not list((Path(datasets_module.cache_dir()) / "datasets").glob("*.npy"))
+
+
+def test_per_class_keeps_the_first_images_of_each_class(tmp_path):
+    root = make_class_tree(tmp_path / "d", classes=3, per_class=5, size=16)
+    whole = load_folder_split(root, None, image_size=16)
+    part = load_folder_split(root, None, image_size=16, per_class=2)
+    assert part.class_sizes == [2, 2, 2] and whole.class_sizes == [5, 5, 5]
+    assert "first 2 per class" in part.name
+    # the first two by file name of each class, in the same order as in the whole dataset
+    starts = np.cumsum([0] + whole.class_sizes[:-1])
+    expected = torch.cat([whole.images[s : s + 2] for s in starts])
+    assert torch.equal(part.images, expected)

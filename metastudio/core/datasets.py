@@ -392,9 +392,11 @@ class DatasetSpec:
 
 
 def load_folder_split(root: str | os.PathLike, split: str | None, *, image_size: int | None = None,
-                      channels: int = 3, progress: Progress | None = None, **_: object) -> FewShotDataset:
+                      channels: int = 3, progress: Progress | None = None, per_class: int = 0,
+                      **_: object) -> FewShotDataset:
     """The ``folder`` dataset: ``root/<split>`` (folder or ``<split>.zip``) when it exists, else
-    ``root`` itself (a folder or zip of class folders) for any split."""
+    ``root`` itself (a folder or zip of class folders) for any split. ``per_class`` > 0 keeps
+    only the first that many images (by name) of each class."""
     if root is None:
         raise DatasetError("the folder dataset needs --root: a folder (or zip) of class folders")
     base = Path(root).expanduser()
@@ -404,5 +406,8 @@ def load_folder_split(root: str | os.PathLike, split: str | None, *, image_size:
             if candidate.exists():
                 path = candidate
                 break
-    return load_class_folders(path, image_size=image_size or 84, channels=channels,
-                              name=f"{base.name}-{split}" if path != base else base.name, progress=progress)
+    name = f"{base.name}-{split}" if path != base else base.name
+    if per_class:
+        name += f" (first {per_class} per class)"
+    return load_class_folders(path, image_size=image_size or 84, channels=channels, name=name, progress=progress,
+                              max_per_class=per_class or None)
