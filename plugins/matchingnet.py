@@ -17,6 +17,11 @@ Omniglot): with a fixed 10, validation 20-way 1-shot accuracy plateaued at 91.6 
 learned one it reached 94.0 % after only 1500 episodes. ``learn_temperature=false,
 temperature=1`` is the paper's form.
 
+``projection`` > 0 puts a learned linear layer of that width after the backbone (shared by
+support and queries). On a frozen pretrained backbone this is the embedding that meta-training
+learns, and it keeps FCE's LSTMs small: on EfficientNet-Lite0's 1280-d features the two FCE
+LSTMs alone would hold about 40 million weights, on a 256-d projection about 2.6 million.
+
 Adaptation is one forward pass over the support set (instant), and any number of shots and
 ways works; the learner keeps the support embeddings and their labels.
 """
@@ -95,13 +100,18 @@ class MatchingNetworks(Algorithm):
         HyperParameter("temperature", float, 10.0, "Cosine similarities are multiplied by this before the softmax "
                        "(1 = the paper's plain cosine; larger = sharper attention). With learn_temperature, the "
                        "starting value.", 0.1, 100.0, log_scale=True),
+        HyperParameter("projection", int, 0, "Width of a learned linear layer after the backbone (0 = none). Give a "
+                       "frozen pretrained backbone one (e.g. 256) to learn an embedding and keep FCE small.", 0, 16384),
         HyperParameter("learn_temperature", bool, True, "Meta-learn the temperature along with the embedding "
                        "(a learned scale, as cosine classifiers since Gidaris & Komodakis 2018 do)."),
     )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        dim = self.backbone.out_features
+        dim = int(self.backbone.out_features)
+        p = self.hparams["projection"]
+        self.projection = nn.Linear(dim, p) if p > 0 else None
+        dim = p if p > 0 else dim
         if self.hparams["learn_temperature"]:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(self.hparams["temperature"])))
         if self.hparams["fce"]:
@@ -109,6 +119,11 @@ class MatchingNetworks(Algorithm):
             self.query_attention = QueryAttention(dim, self.hparams["fce_steps"])
 
     # -- the model ------------------------------------------------------------------------------
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features [B, D], through the projection when there is one."""
+        features = super().embed(images)
+        return self.projection(features) if self.projection is not None else features
+
     @property
     def scale(self) -> torch.Tensor | float:
         """The temperature in use (a tensor when it is learned)."""
@@ -201,16 +216,19 @@ class MatchingModule(nn.Module):
         super().__init__()
         self.backbone = copy.deepcopy(algorithm.backbone).float().cpu().eval()
         self.backbone.to(memory_format=torch.contiguous_format)
-        self.backbone.requires_grad_(False)
+        self.projection = copy.deepcopy(algorithm.projection).float().cpu() if algorithm.projection is not None else None
         self.query_attention = (copy.deepcopy(algorithm.query_attention).float().cpu().eval()
                                 if algorithm.hparams["fce"] else None)
+        self.requires_grad_(False)
         self.register_buffer("support", F.normalize(support.detach().float().cpu(), dim=1).clone())
         self.register_buffer("raw_support", support.detach().float().cpu().clone())
         self.register_buffer("onehot", onehot.detach().float().cpu().clone())
-        self.temperature = float(algorithm.scale)
+        self.temperature = float(torch.as_tensor(algorithm.scale).detach())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        queries = self.backbone(images)
+        queries = self.backbone(images).float()
+        if self.projection is not None:
+            queries = self.projection(queries)
         if self.query_attention is not None:
             queries = self.query_attention(queries, self.raw_support)
         similarity = F.normalize(queries, dim=1) @ self.support.t()

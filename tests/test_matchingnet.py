@@ -45,9 +45,9 @@ def test_adapt_predicts_probabilities_over_the_support_classes(host, fce):
     assert torch.allclose(direct.cpu(), probs, atol=1e-5)
 
 
-@pytest.mark.parametrize("fce", [False, True])
-def test_learns_on_tiny_episodes(host, fce):
-    algo = build(host, lr=3e-3, fce=fce)
+@pytest.mark.parametrize("fce, projection", [(False, 0), (True, 0), (True, 32)])
+def test_learns_on_tiny_episodes(host, fce, projection):
+    algo = build(host, lr=3e-3, fce=fce, projection=projection)
     ds = synthetic_dataset(classes=16, per_class=8)
     train, test = EpisodeSampler(ds, 8, 1, 3, seed=0), EpisodeSampler(ds, 3, 1, 3, seed=1)
     algo.configure_training(30)
@@ -59,9 +59,13 @@ def test_learns_on_tiny_episodes(host, fce):
     assert after > 0.7
 
 
-@pytest.mark.parametrize("fce", [False, True])
-def test_save_load_round_trip_and_export_module(host, tmp_path, fce):
-    algo = build(host, fce=fce).eval()
+@pytest.mark.parametrize("fce, projection", [(False, 0), (True, 0), (False, 16), (True, 16)])
+def test_save_load_round_trip_and_export_module(host, tmp_path, fce, projection):
+    algo = build(host, fce=fce, projection=projection).eval()
+    if projection:
+        assert algo.embed(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape == (2, projection)
+        if fce:  # the FCE LSTMs work at the projection's width
+            assert algo.query_attention.cell.hidden_size == 16
     ep = EpisodeSampler(synthetic_dataset(classes=6, per_class=6), 3, 2, 4, seed=2).episode(0)
     learner = algo.adapt(ep.support)
     probs = learner.predict_proba(ep.query_images)
