@@ -11,7 +11,7 @@ pytest.importorskip("pytestqt")
 
 from test_gui_app import WAIT_MS, images, make_window, populate, wait_predictions  # noqa: E402,F401
 
-ALGORITHMS = ["protonet", "matchingnet", "siamese", "relationnet"]
+ALGORITHMS = ["protonet", "matchingnet", "siamese", "relationnet", "maml"]
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)
@@ -44,6 +44,10 @@ def test_each_algorithm_adapts_predicts_and_survives_save_and_open(name, make_wi
         assert form is not None and set(form.values()) == declared
     for probs in before["probabilities"].values():
         assert len(probs) == 3 and sum(probs) == pytest.approx(1, abs=1e-4)
+    if cls.family == "optimization":  # adaptation is gradient descent: its loss is plotted step by step
+        steps = algorithm.hparams["adapt_steps"]
+        assert len(before["adapt_losses"]) == steps
+        assert w.adapt_plot.isVisible() and w.adapt_plot.series_length("adapt_loss") == steps
 
     path = tmp_path / f"{name}.metastudio"
     assert w._save_to(path)

@@ -74,6 +74,10 @@ class Conv4(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x).flatten(1)
 
+    def functional_chain(self) -> list[tuple[str, nn.Module]]:
+        """The layers in order, for :class:`~metastudio.core.taskbatch.TaskBatchedChain`."""
+        return [("encoder.", self.encoder), ("", nn.Flatten())]
+
 
 class Conv4Maps(nn.Module):
     """Conv-4 that keeps spatial feature maps, the embedding of Relation Networks (Sung et al.
@@ -98,6 +102,10 @@ class Conv4Maps(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x).flatten(1)
+
+    def functional_chain(self) -> list[tuple[str, nn.Module]]:
+        """The layers in order, for :class:`~metastudio.core.taskbatch.TaskBatchedChain`."""
+        return [("encoder.", self.encoder), ("", nn.Flatten())]
 
 
 class _ResBlock(nn.Module):
