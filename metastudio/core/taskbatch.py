@@ -104,7 +104,10 @@ class TaskBatchedChain:
         tasks, n = x.shape[0], x.shape[1]
         spatial = x.dim() == 5
         # Working layouts: [n, T*C, H, W] for images, [n, T, D] for vectors.
-        h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:]) if spatial else x.transpose(0, 1)
+        if spatial:  # channels_last: oneDNN's convolutions are about 1.4x faster in it (forward and backward)
+            h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:]).contiguous(memory_format=torch.channels_last)
+        else:
+            h = x.transpose(0, 1)
         given_iter: Iterator | None = iter(given) if given is not None else None
         for prefix, layer in self.layers:
             if isinstance(layer, nn.Conv2d):
@@ -160,8 +163,7 @@ class TaskBatchedChain:
             if stats_from is None and capture is None and not update_running:
                 return F.batch_norm(h, None, None, w, b, True, 0.0, layer.eps)  # fused, per task-channel
             source = h if stats_from is None else h[:stats_from]
-            mean = source.mean(dim=(0, 2, 3))
-            var = source.var(dim=(0, 2, 3), unbiased=False)
+            var, mean = torch.var_mean(source, dim=(0, 2, 3), unbiased=False)
             if capture is not None:
                 capture.append((mean.reshape(tasks, channels), var.reshape(tasks, channels)))
             if update_running and layer.running_mean is not None:
@@ -172,13 +174,15 @@ class TaskBatchedChain:
                     layer.running_mean.mul_(1 - m).add_(mean.detach().reshape(tasks, channels).mean(0), alpha=m)
                     layer.running_var.mul_(1 - m).add_(unbiased.reshape(tasks, channels).mean(0), alpha=m)
                     layer.num_batches_tracked.add_(1)
-        shape = (1, -1, 1, 1)
-        out = (h - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + layer.eps)
+        # One fused multiply-add over the maps: scale = w / sqrt(var + eps), shift = b - mean * scale
+        # (the statistics stay differentiable, which F.batch_norm's eval path does not allow).
+        scale = torch.rsqrt(var + layer.eps)
         if w is not None:
-            out = out * w.reshape(shape)
+            scale = scale * w
+        shift = -mean * scale
         if b is not None:
-            out = out + b.reshape(shape)
-        return out
+            shift = shift + b
+        return torch.addcmul(shift.reshape(1, -1, 1, 1), h, scale.reshape(1, -1, 1, 1))
 
 
 def detach_all(params: Mapping[str, Any]) -> dict[str, Any]:
