@@ -12,34 +12,11 @@ Written with ``torch.func``: the network is a pure function of a dict of weights
 gradients come from ``torch.func.grad`` and the task weights are new tensors -- no module's
 parameters are ever overwritten, so adapting in the app cannot change the model.
 
-**All tasks of a meta-batch at once.** Conv-4 and other chains of conv / batch norm / ReLU /
-pool / linear layers run through :class:`~metastudio.core.taskbatch.TaskBatchedChain`: each
-task's weights are one group of a grouped convolution, so a meta-batch of 32 tasks is one
-forward and one backward pass (``task_batching=grouped``; ``loop`` runs the tasks one after the
-other, and always for episodes of different shapes). ``auto`` (the default) groups on a GPU and
-loops on a CPU: on a 2-core CPU the grouped pass was about 1.6x *slower* than the loop for 32
-5-way 1-shot 15-query Omniglot tasks (its activations, 0.5 GB per layer, do not stay in cache,
-and the element-wise layers become memory-bound), while on a GPU one pass replaces 32 rounds
-of small kernel launches.
-
-**The output layer.** The paper's last layer has one row per class of a fixed N-way setting, so
-a model only serves that N and its rows are tied to arbitrary label positions. Here the last
-layer starts every task from one meta-learned row (and bias) repeated for each class, as in
-Unicorn-MAML (Ye and Chao, ICLR 2022): the inner steps make the rows class-specific, any number
-of classes works, and the order of the classes does not matter.
-
-**Batch norm** (``batch_norm``), the same in meta-training and adaptation:
-
-* ``support`` (default): every batch norm uses the statistics of the task's support images
-  (computed with the current task weights); queries are normalised with them too, so a query's
-  prediction never depends on the other queries (what the app needs);
-* ``transductive``: the paper's setting -- statistics of whatever batch is being processed, so
-  queries are normalised with the statistics of all queries of the episode;
-* ``running``: stored running statistics, accumulated from the query batches during
-  meta-training, used for the support steps and the queries alike.
-
-With a frozen pretrained backbone (photos), only the output layer adapts, on the backbone's
-features (as ANIL does: Raghu et al., ICLR 2020).
+The network, the inner loop, the output layer (one meta-learned row repeated for every class,
+so any number of classes works), the batch-norm modes (``support``, ``transductive`` as in the
+paper, ``running``), task batching and adaptation are shared with the other gradient-based
+algorithms: see :mod:`metastudio.core.gradient`. With a frozen pretrained backbone only the
+output layer adapts (ANIL).
 
 The inner-loop loss of every adaptation step is reported through ``progress``, so the app
 plots it live while a person's support set is learned.
@@ -47,144 +24,28 @@ plots it live while a person's support set is learned.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.func import grad
 
-from metastudio.core.algorithm import (
-    TRAINING_HYPERPARAMETERS,
-    AdaptProgress,
-    Algorithm,
-    HyperParameter,
-    Learner,
-    ProgressCallback,
-)
-from metastudio.core.episodes import Episode, SupportSet
-from metastudio.core.taskbatch import TaskBatchedChain, UnsupportedNetwork
+from metastudio.core.algorithm import TRAINING_HYPERPARAMETERS, HyperParameter
+from metastudio.core.episodes import Episode
+from metastudio.core.gradient import GradientAlgorithm, inner_hyperparameters
 from metastudio.plugins import hookimpl
 
-HEAD = ("head_weight", "head_bias")
-BACKBONE = "backbone."
 
-
-class MAML(Algorithm):
+class MAML(GradientAlgorithm):
     name = "maml"
     version = "1"
     title = "MAML"
-    family = "optimization"
     description = ("Meta-learns starting weights from which a few gradient steps on your examples give a good "
                    "classifier. Second order by default, first order as an option.")
-    hyperparameters = TRAINING_HYPERPARAMETERS + (
-        HyperParameter("inner_lr", float, 0.4, "Step size of the SGD steps on the support set (the paper: 0.4 for "
-                       "Omniglot 5-way, 0.1 for 20-way, 0.01 for mini-ImageNet).", 1e-5, 10.0, log_scale=True),
+    hyperparameters = TRAINING_HYPERPARAMETERS + inner_hyperparameters(0.4, 3) + (
         HyperParameter("inner_steps", int, 1, "SGD steps on each task's support set during meta-training.", 1, 100),
-        HyperParameter("adapt_steps", int, 3, "SGD steps on the support set when adapting (evaluation and the app); "
-                       "may differ from the training steps.", 1, 1000),
         HyperParameter("first_order", bool, False, "First-order MAML: ignore the second derivatives through the "
                        "inner steps (cheaper, slightly less accurate)."),
-        HyperParameter("batch_norm", str, "support", "Which statistics batch norm uses: those of the support set "
-                       "(support; a query never affects another), of the batch being processed (transductive, as in "
-                       "the paper) or stored running statistics (running).",
-                       choices=("support", "transductive", "running")),
-        HyperParameter("task_batching", str, "auto", "How a meta-batch's tasks run: all at once as grouped "
-                       "convolutions (grouped), one after the other (loop), or grouped on a GPU and looped on a CPU "
-                       "(auto; on a CPU the loop measured faster).", choices=("auto", "grouped", "loop")),
     )
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        dim = int(self.backbone.out_features)
-        self.head_weight = nn.Parameter(torch.zeros(dim))
-        self.head_bias = nn.Parameter(torch.zeros(()))
-        self.chain: TaskBatchedChain | None = None
-        if not self.backbone_frozen:
-            try:
-                self.chain = TaskBatchedChain(self.backbone)
-            except UnsupportedNetwork as exc:
-                raise ValueError(f"{self.title} adapts the backbone's weights functionally and needs a chain of "
-                                 f"conv / batch norm / ReLU / pool / linear layers (conv4 is one): {exc}. Freeze a "
-                                 "pretrained backbone to adapt only the output layer.") from None
-
-    # -- the functional network ----------------------------------------------------------------
-    def meta_parameters(self) -> dict[str, torch.Tensor]:
-        """The weights that adapt: the backbone's (unless frozen) and the output layer's."""
-        out = {}
-        if not self.backbone_frozen:
-            out.update({BACKBONE + k: v for k, v in self.backbone.named_parameters()})
-        out["head_weight"], out["head_bias"] = self.head_weight, self.head_bias
-        return out
-
-    def task_weights(self, meta: Mapping[str, torch.Tensor], tasks: int, ways: int) -> dict[str, torch.Tensor]:
-        """Every task's starting weights: the shared ones expanded (no copy), the output layer's
-        row repeated for each class."""
-        fast = {k: v.unsqueeze(0).expand(tasks, *v.shape) for k, v in meta.items() if k not in HEAD}
-        fast["head_weight"] = meta["head_weight"].expand(tasks, ways, -1)
-        fast["head_bias"] = meta["head_bias"].expand(tasks, ways)
-        return fast
-
-    def inputs(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Per-task uint8 images -> [T, n, C, H, W] floats (or [T, n, D] features with a frozen backbone)."""
-        if self.backbone_frozen:
-            return torch.stack([self.embed(x) for x in images])
-        return torch.stack([self.prepare(x).contiguous() for x in images])
-
-    def logits(self, fast: Mapping[str, torch.Tensor], x: torch.Tensor, **bn) -> torch.Tensor:
-        """Logits [T, n, N] of inputs [T, n, ...] under task weights ``fast``; ``bn`` goes to the chain."""
-        if self.backbone_frozen:
-            features = x
-        else:
-            weights = {k[len(BACKBONE):]: v for k, v in fast.items() if k.startswith(BACKBONE)}
-            with self.autocast():
-                features = self.chain(weights, x, **bn).to(fast["head_weight"].dtype)
-        return torch.einsum("tnd,tcd->tnc", features, fast["head_weight"]) + fast["head_bias"].unsqueeze(1)
-
-    def _bn_support(self, training: bool) -> dict:
-        """Batch-norm arguments for the support steps."""
-        if self.hparams["batch_norm"] == "running" and not training:
-            return {"bn": "running"}
-        return {"bn": "batch"}
-
-    def inner_loop(self, fast: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor, steps: int, *,
-                   create_graph: bool, training: bool, progress=None) -> dict[str, torch.Tensor]:
-        """``steps`` SGD steps on each task's support set (all tasks at once). ``create_graph``
-        keeps the inner gradients differentiable (second-order MAML)."""
-        tasks, n, ways = xs.shape[0], xs.shape[1], fast["head_bias"].shape[1]
-        bn = self._bn_support(training)
-        labels = ys.reshape(-1)
-
-        def support_loss(weights):
-            logits = self.logits(weights, xs, **bn)
-            # Sum over tasks of each task's mean loss: each task's gradient is that of its own loss.
-            loss = F.cross_entropy(logits.reshape(tasks * n, ways), labels, reduction="sum") / n
-            return loss, loss.detach()
-
-        lr = self.hparams["inner_lr"]
-        for step in range(steps):
-            grads, loss = grad(support_loss, has_aux=True)(fast)
-            if not create_graph:
-                grads = {k: g.detach() for k, g in grads.items()}
-            fast = {k: fast[k] - lr * grads[k] for k in fast}
-            if progress is not None:
-                progress(step + 1, float(loss) / tasks)
-        return fast
-
-    def query_logits(self, fast: Mapping[str, torch.Tensor], xs: torch.Tensor, xq: torch.Tensor, *,
-                     training: bool) -> torch.Tensor:
-        """Logits [T, q, N] of the queries under the adapted weights, with the batch-norm
-        statistics ``batch_norm`` names."""
-        mode = self.hparams["batch_norm"]
-        if self.backbone_frozen:
-            return self.logits(fast, xq)
-        if mode == "support":
-            n = xs.shape[1]
-            return self.logits(fast, torch.cat([xs, xq], 1), bn="batch", stats_from=n)[:, n:]
-        if mode == "running" and not training:
-            return self.logits(fast, xq, bn="running")
-        return self.logits(fast, xq, bn="batch", update_running=training and mode == "running")
 
     # -- meta-training ---------------------------------------------------------------------------
     def _task_loss(self, episodes: Sequence[Episode]) -> tuple[torch.Tensor, int]:
@@ -204,10 +65,7 @@ class MAML(Algorithm):
     def meta_train_step(self, episodes: Sequence[Episode]) -> dict[str, float]:
         total = sum(len(e.query_labels) for e in episodes)
         same_shape = len({(e.ways, len(e.support_labels), len(e.query_labels)) for e in episodes}) == 1
-        batching = self.hparams["task_batching"]
-        if batching == "auto":
-            batching = "grouped" if self.device.type == "cuda" else "loop"
-        if batching == "grouped" and same_shape:
+        if self.task_batching() == "grouped" and same_shape:
             loss, correct = self._task_loss(episodes)
         else:
             losses, correct = [], 0
@@ -220,117 +78,6 @@ class MAML(Algorithm):
             raise FloatingPointError(f"{self.title}: the meta-training loss is {float(loss)}; lower lr or inner_lr")
         self.optimizer_step(loss)
         return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
-
-    # -- adaptation ------------------------------------------------------------------------------
-    def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
-        steps = self.hparams["adapt_steps"]
-        report = (lambda step, loss: progress(AdaptProgress(step, steps, loss))) if progress else None
-        with torch.no_grad(), self.evaluating():  # torch.func.grad still differentiates inside
-            xs = self.inputs([support.images])
-            ys = support.labels.to(self.device).unsqueeze(0)
-            meta = {k: v.detach() for k, v in self.meta_parameters().items()}
-            fast = self.inner_loop(self.task_weights(meta, 1, support.ways), xs, ys, steps, create_graph=False,
-                                   training=False, progress=report)
-            fast = {k: v.detach() for k, v in fast.items()}
-            stats = []
-            if not self.backbone_frozen and self.hparams["batch_norm"] == "support":
-                self.logits(fast, xs, bn="batch", capture=stats)
-        return MAMLLearner(self, fast, stats, support.class_names)
-
-    def evaluate_episode(self, episode: Episode) -> float:
-        with torch.no_grad(), self.evaluating():
-            xs = self.inputs([episode.support_images])
-            xq = self.inputs([episode.query_images])
-            ys = episode.support_labels.to(self.device).unsqueeze(0)
-            meta = {k: v.detach() for k, v in self.meta_parameters().items()}
-            fast = self.inner_loop(self.task_weights(meta, 1, episode.ways), xs, ys, self.hparams["adapt_steps"],
-                                   create_graph=False, training=False)
-            logits = self.query_logits(fast, xs, xq, training=False)[0]
-        return float((logits.argmax(1) == episode.query_labels.to(logits.device)).float().mean())
-
-    def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
-        fast = {k[len("fast."):]: v.to(self.device) for k, v in state.items() if k.startswith("fast.")}
-        count = len([k for k in state if k.startswith("bn.") and k.endswith(".mean")])
-        stats = [(state[f"bn.{i}.mean"].to(self.device), state[f"bn.{i}.var"].to(self.device)) for i in range(count)]
-        return MAMLLearner(self, fast, stats, class_names)
-
-
-class MAMLLearner(Learner):
-    """The task weights after the adaptation steps ([1, ...] each) and, with ``batch_norm=support``,
-    the support set's batch-norm statistics under them."""
-
-    def __init__(self, algorithm: MAML, fast: Mapping[str, torch.Tensor], stats: list, class_names: Sequence[str]):
-        super().__init__(class_names)
-        self.algorithm = algorithm
-        self.fast = dict(fast)
-        self.stats = list(stats)
-
-    @torch.no_grad()
-    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        if len(images) == 0:
-            return torch.zeros(0, len(self.class_names))
-        algo = self.algorithm
-        with algo.evaluating():
-            outputs = []
-            mode = algo.hparams["batch_norm"]
-            # Transductive batch norm normalises the queries together: one batch. Otherwise chunks.
-            chunk = len(images) if mode == "transductive" else algo.embed_chunk
-            for i in range(0, len(images), chunk):
-                x = algo.inputs([images[i : i + chunk]])
-                if algo.backbone_frozen:
-                    logits = algo.logits(self.fast, x)
-                elif mode == "support":
-                    logits = algo.logits(self.fast, x, bn="given", given=self.stats)
-                elif mode == "running":
-                    logits = algo.logits(self.fast, x, bn="running")
-                else:
-                    logits = algo.logits(self.fast, x, bn="batch")
-                outputs.append(logits[0].float().softmax(1))
-        return torch.cat(outputs).cpu()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {f"fast.{k}": v for k, v in self.fast.items()}
-        for i, (mean, var) in enumerate(self.stats):
-            state[f"bn.{i}.mean"], state[f"bn.{i}.var"] = mean, var
-        return state
-
-    def as_module(self) -> nn.Module:
-        return MAMLModule(self.algorithm, self.fast, self.stats)
-
-
-class MAMLModule(nn.Module):
-    """The adapted classifier on its own: a copy of the backbone holding the task weights (batch
-    norm in eval mode with the support statistics, or the running ones; with transductive batch
-    norm, batch statistics), then the adapted output layer and a softmax."""
-
-    def __init__(self, algorithm: MAML, fast: Mapping[str, torch.Tensor], stats: list):
-        super().__init__()
-        backbone = copy.deepcopy(algorithm.backbone).to("cpu", torch.float32).to(memory_format=torch.contiguous_format)
-        with torch.no_grad():
-            if not algorithm.backbone_frozen:
-                for name, param in backbone.named_parameters():
-                    param.copy_(fast[BACKBONE + name][0])
-            mode = algorithm.hparams["batch_norm"]
-            norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-            if not algorithm.backbone_frozen and mode == "support":
-                for norm, (mean, var) in zip(norms, stats, strict=True):
-                    norm.running_mean.copy_(mean[0])
-                    norm.running_var.copy_(var[0])
-        backbone.eval()
-        if not algorithm.backbone_frozen and mode == "transductive":
-            for norm in norms:  # batch statistics always
-                norm.track_running_stats = False
-                norm.running_mean = norm.running_var = None
-                norm.train()
-        self.backbone = backbone
-        self.head = nn.Linear(fast["head_weight"].shape[2], fast["head_weight"].shape[1])
-        with torch.no_grad():
-            self.head.weight.copy_(fast["head_weight"][0])
-            self.head.bias.copy_(fast["head_bias"][0])
-        self.requires_grad_(False)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images).float()).softmax(1)
 
 
 @hookimpl
