@@ -112,8 +112,9 @@ TRAINING_HYPERPARAMETERS: tuple[HyperParameter, ...] = (
     HyperParameter("weight_decay", float, 0.0, "L2 weight decay of the meta-training optimiser.", 0.0, 1.0),
     HyperParameter(
         "lr_schedule", str, "step", "How the learning rate falls during meta-training: halve it at fixed "
-        "intervals (step), follow a cosine to zero (cosine) or keep it (constant).",
-        choices=("step", "cosine", "constant"),
+        "intervals (step), follow a cosine to zero (cosine), fall in a straight line to zero (linear) or keep it "
+        "(constant).",
+        choices=("step", "cosine", "linear", "constant"),
     ),
     HyperParameter("lr_step", int, 2000, "With the step schedule: meta-training steps between halvings.", 1, 10_000_000),
 )
@@ -356,13 +357,20 @@ class Algorithm(nn.Module, ABC):
         trainable = [p for p in self.parameters() if p.requires_grad]
         if not trainable:
             raise ValueError(f"{self.name} has nothing to train: its backbone is frozen and it has no head")
-        self.optimizer = torch.optim.Adam(trainable, lr=hp["lr"], weight_decay=hp["weight_decay"])
+        self.optimizer = self.make_optimizer(trainable)
         if hp["lr_schedule"] == "cosine":
             self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, total_steps))
+        elif hp["lr_schedule"] == "linear":
+            steps = max(1, total_steps)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: max(0.0, 1.0 - i / steps))
         elif hp["lr_schedule"] == "step":
             self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=hp["lr_step"], gamma=0.5)
         else:
             self.scheduler = None
+
+    def make_optimizer(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The meta-training optimiser over ``parameters`` (Adam with ``lr`` and ``weight_decay``)."""
+        return torch.optim.Adam(parameters, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])
 
     def optimizer_step(self, loss: torch.Tensor) -> None:
         """Backward, step the optimiser and the schedule (helper for subclasses)."""

@@ -133,22 +133,34 @@ class GradientAlgorithm(Algorithm):
         return {"bn": "batch"}
 
     def inner_loop(self, fast: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor, steps: int, *,
-                   create_graph: bool, training: bool, progress=None) -> dict[str, torch.Tensor]:
-        """``steps`` SGD steps on each task's support set (all tasks at once). ``create_graph``
-        keeps the inner gradients differentiable (second-order MAML)."""
+                   create_graph: bool, training: bool, progress=None, batch: int | None = None,
+                   generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """``steps`` inner steps on each task's images ``xs`` [T, n, ...] with labels ``ys``
+        [T, n] (all tasks at once). ``create_graph`` keeps the inner gradients differentiable
+        (second-order MAML). ``batch`` < n takes each step on the next ``batch`` images of a
+        random order (the same for every task; a new order after each pass), as Reptile does."""
         tasks, n, ways = xs.shape[0], xs.shape[1], fast["head_bias"].shape[1]
         bn = self._bn_support(training)
-        labels = ys.reshape(-1)
+        update_running = training and self.hparams["batch_norm"] == "running" and not create_graph
+        order: torch.Tensor | None = None
+        position = 0
 
-        def support_loss(weights):
-            logits = self.logits(weights, xs, **bn)
+        def step_loss(weights, x, y):
+            logits = self.logits(weights, x, **bn, **({"update_running": True} if update_running else {}))
             # Sum over tasks of each task's mean loss: each task's gradient is that of its own loss.
-            loss = F.cross_entropy(logits.reshape(tasks * n, ways), labels, reduction="sum") / n
+            loss = F.cross_entropy(logits.reshape(-1, ways), y.reshape(-1), reduction="sum") / x.shape[1]
             return loss, loss.detach()
 
         state = None
         for step in range(steps):
-            grads, loss = grad(support_loss, has_aux=True)(fast)
+            x, y = xs, ys
+            if batch is not None and batch < n:
+                if order is None or position + batch > n:
+                    order, position = torch.randperm(n, generator=generator).to(xs.device), 0
+                pick = order[position : position + batch]
+                position += batch
+                x, y = xs[:, pick], ys[:, pick]
+            grads, loss = grad(step_loss, has_aux=True)(fast, x, y)
             if not create_graph:
                 grads = {k: g.detach() for k, g in grads.items()}
             fast, state = self.inner_update(fast, grads, loss / tasks, step, state)
