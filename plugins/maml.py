@@ -26,9 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
-
 from metastudio.core.algorithm import TRAINING_HYPERPARAMETERS, HyperParameter
 from metastudio.core.episodes import Episode
 from metastudio.core.gradient import GradientAlgorithm, inner_hyperparameters
@@ -47,37 +44,8 @@ class MAML(GradientAlgorithm):
                        "inner steps (cheaper, slightly less accurate)."),
     )
 
-    # -- meta-training ---------------------------------------------------------------------------
-    def _task_loss(self, episodes: Sequence[Episode]) -> tuple[torch.Tensor, int]:
-        """Mean query loss over ``episodes`` (same shapes) and the number of queries right."""
-        ways = episodes[0].ways
-        xs = self.inputs([e.support_images for e in episodes])
-        xq = self.inputs([e.query_images for e in episodes])
-        ys = torch.stack([e.support_labels for e in episodes]).to(self.device)
-        yq = torch.stack([e.query_labels for e in episodes]).to(self.device)
-        fast = self.inner_loop(self.task_weights(self.meta_parameters(), len(episodes), ways), xs, ys,
-                               self.hparams["inner_steps"], create_graph=not self.hparams["first_order"], training=True)
-        logits = self.query_logits(fast, xs, xq, training=True)
-        loss = F.cross_entropy(logits.reshape(-1, ways), yq.reshape(-1))
-        correct = int((logits.detach().argmax(2) == yq).sum())
-        return loss, correct
-
     def meta_train_step(self, episodes: Sequence[Episode]) -> dict[str, float]:
-        total = sum(len(e.query_labels) for e in episodes)
-        same_shape = len({(e.ways, len(e.support_labels), len(e.query_labels)) for e in episodes}) == 1
-        if self.task_batching() == "grouped" and same_shape:
-            loss, correct = self._task_loss(episodes)
-        else:
-            losses, correct = [], 0
-            for episode in episodes:
-                part, right = self._task_loss([episode])
-                losses.append(part)
-                correct += right
-            loss = torch.stack(losses).mean()
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{self.title}: the meta-training loss is {float(loss)}; lower lr or inner_lr")
-        self.optimizer_step(loss)
-        return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
+        return self.backprop_meta_step(episodes, create_graph=not self.hparams["first_order"])
 
 
 @hookimpl

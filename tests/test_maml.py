@@ -131,8 +131,8 @@ def test_grouped_tasks_give_the_loop_s_loss_and_gradients():
     eps = [episode(index=i) for i in range(3)]
     algo = build(inner_lr=0.4).train()
     meta = algo.meta_parameters()
-    grouped, right = algo._task_loss(eps)
-    parts = [algo._task_loss([e]) for e in eps]
+    grouped, right = algo.query_loss(eps, create_graph=True)
+    parts = [algo.query_loss([e], create_graph=True) for e in eps]
     looped = torch.stack([p[0] for p in parts]).mean()
     assert float(grouped.detach()) == pytest.approx(float(looped.detach()), rel=1e-5)
     assert right == sum(p[1] for p in parts)

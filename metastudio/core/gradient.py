@@ -147,9 +147,10 @@ class GradientAlgorithm(Algorithm):
 
         def step_loss(weights, x, y):
             logits = self.logits(weights, x, **bn, **({"update_running": True} if update_running else {}))
-            # Sum over tasks of each task's mean loss: each task's gradient is that of its own loss.
-            loss = F.cross_entropy(logits.reshape(-1, ways), y.reshape(-1), reduction="sum") / x.shape[1]
-            return loss, loss.detach()
+            per_task = F.cross_entropy(logits.reshape(-1, ways), y.reshape(-1), reduction="none").reshape(tasks, -1)
+            per_task = per_task.mean(1)
+            # The sum of the tasks' losses: each task's gradient is that of its own loss.
+            return per_task.sum(), per_task.detach()
 
         state = None
         for step in range(steps):
@@ -163,15 +164,15 @@ class GradientAlgorithm(Algorithm):
             grads, loss = grad(step_loss, has_aux=True)(fast, x, y)
             if not create_graph:
                 grads = {k: g.detach() for k, g in grads.items()}
-            fast, state = self.inner_update(fast, grads, loss / tasks, step, state)
+            fast, state = self.inner_update(fast, grads, loss, step, state)
             if progress is not None:
-                progress(step + 1, float(loss) / tasks)
+                progress(step + 1, float(loss.mean()))
         return fast
 
     def inner_update(self, fast: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], loss: torch.Tensor,
                      step: int, state: Any) -> tuple[dict[str, torch.Tensor], Any]:
         """One inner step: the new task weights from the gradients of the support loss (``loss``,
-        the mean over tasks, detached) and a state carried between steps (None at the first).
+        each task's, detached, [T]) and a state carried between steps (None at the first).
         Plain SGD with ``inner_lr`` here; the LSTM meta-learner learns this rule."""
         lr = self.hparams["inner_lr"]
         return {k: fast[k] - lr * grads[k] for k in fast}, state
@@ -196,6 +197,47 @@ class GradientAlgorithm(Algorithm):
         if mode == "running" and not training:
             return self.logits(fast, xq, bn="running")
         return self.logits(fast, xq, bn="batch", update_running=training and mode == "running")
+
+    # -- meta-training by backpropagation through the inner loop (MAML, the LSTM meta-learner) --
+    def query_loss(self, episodes: Sequence[Episode], *, create_graph: bool) -> tuple[torch.Tensor, int]:
+        """Mean query loss over ``episodes`` (same shapes) after ``inner_steps`` inner steps from
+        the shared weights, differentiable with respect to them, and the number of queries right."""
+        ways = episodes[0].ways
+        xs = self.inputs([e.support_images for e in episodes])
+        xq = self.inputs([e.query_images for e in episodes])
+        ys = torch.stack([e.support_labels for e in episodes]).to(self.device)
+        yq = torch.stack([e.query_labels for e in episodes]).to(self.device)
+        fast = self.inner_loop(self.task_weights(self.meta_parameters(), len(episodes), ways), xs, ys,
+                               self.hparams["inner_steps"], create_graph=create_graph, training=True)
+        logits = self.query_logits(fast, xs, xq, training=True)
+        loss = F.cross_entropy(logits.reshape(-1, ways), yq.reshape(-1))
+        return loss, int((logits.detach().argmax(2) == yq).sum())
+
+    def backprop_meta_step(self, episodes: Sequence[Episode], *, create_graph: bool) -> dict[str, float]:
+        """One meta-training step on the mean query loss of ``episodes``: all at once (grouped)
+        or one task at a time, each task's graph freed after its backward pass (loop)."""
+        assert self.optimizer is not None, "configure_training() must be called before meta-training"
+        same_shape = len({(e.ways, len(e.support_labels), len(e.query_labels)) for e in episodes}) == 1
+        groups = [list(episodes)] if self.task_batching() == "grouped" and same_shape else [[e] for e in episodes]
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, correct = 0.0, 0
+        for group in groups:
+            loss, right = self.query_loss(group, create_graph=create_graph)
+            if not torch.isfinite(loss):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise FloatingPointError(f"{self.title}: the meta-training loss is {float(loss)}; lower lr or inner_lr")
+            (loss * (len(group) / len(episodes))).backward()
+            loss_sum += float(loss.detach()) * len(group)
+            correct += right
+        self.clip_meta_gradients()
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        total = sum(len(e.query_labels) for e in episodes)
+        return {"loss": loss_sum / len(episodes), "accuracy": correct / max(total, 1)}
+
+    def clip_meta_gradients(self) -> None:
+        """Called between the backward passes and the optimiser step (nothing by default)."""
 
     # -- adaptation ------------------------------------------------------------------------------
     def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
