@@ -1,0 +1,132 @@
+"""Memory-Augmented Neural Networks: memory reads and writes, label delay, learning, the two protocols, saving."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metastudio.core.backbones import Conv4
+from metastudio.core.checkpoint import load_model, save_model
+from metastudio.core.episodes import EpisodeSampler
+from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
+from metastudio_builtins.mann import MANN, MemoryState, least_used
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning")
+
+SMALL = {"controller": 32, "slots": 16, "slot_size": 8, "reads": 2, "max_ways": 5}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def build(**hparams) -> MANN:
+    torch.manual_seed(0)
+    return MANN(Conv4(1, 28), backbone_name="conv4", image_size=28, channels=1, hparams={**SMALL, **hparams})
+
+
+def test_least_used_gives_each_head_its_own_least_used_row():
+    usage = torch.tensor([[0.5, 0.1, 0.9, 0.0], [1.0, 2.0, 0.3, 0.4]])
+    assert least_used(usage, 2).tolist() == [[[0, 0, 0, 1], [0, 1, 0, 0]], [[0, 0, 1, 0], [0, 0, 0, 1]]]
+
+
+def test_a_written_key_is_read_back_and_lru_writes_go_to_unused_rows():
+    algo = build()
+    core = algo.core
+    state = core.initial_state(1)
+    # Make the controller emit a known key and a gate that writes to the least used rows (alpha -> 0).
+    with torch.no_grad():
+        core.keys.weight.zero_()
+        key = torch.linspace(-1, 1, 2 * 8)
+        core.keys.bias.copy_(torch.atanh(key * 0.9))
+        core.gates.weight.zero_()
+        core.gates.bias.fill_(-30.0)
+    state.usage = torch.tensor([[0.3] * 4 + [0.0, 0.1] + [0.5] * 10])  # rows 4 and 5 are the least used
+    with torch.no_grad():
+        _, after = core.step(state, torch.zeros(1, 64))
+    written = (after.memory - state.memory).abs().sum(2)[0]
+    assert set(torch.nonzero(written > 1e-3).flatten().tolist()) == {4, 5}
+    keys = (key * 0.9).reshape(2, 8)
+    # each head's key was written into one of the two least used rows, and reading finds it
+    for head in range(2):
+        best = after.read_weights[0, head].argmax()
+        assert int(best) in (4, 5)
+        assert F.cosine_similarity(after.memory[0, best], keys[head], dim=0) > 0.99
+        assert F.cosine_similarity(after.reads[0, head], keys[head], dim=0) > 0.5
+    # usage grew where it was read and written, and decayed elsewhere
+    assert after.usage[0, 0] == pytest.approx(0.95 * 0.3 + float(after.read_weights[0, :, 0].sum()), abs=1e-5)
+    assert after.usage[0, 4] > 0.9
+
+
+def test_labels_arrive_one_step_late():
+    algo = build().eval()
+    features = torch.randn(1, 3, 64)
+    labels = torch.tensor([[2, 0, 4]])
+    seen = []
+    original = algo.core.step
+
+    def spy(state, f):
+        seen.append(state.label.argmax(1).item() if state.label.sum() > 0 else None)
+        return original(state, f)
+
+    algo.core.step = spy
+    with torch.no_grad():
+        _, final = algo.run_sequences(features, labels)
+    assert seen == [None, 2, 0]  # step t sees y_{t-1}; nothing before the first
+    assert final.label.argmax(1).item() == 4  # the state after the sequence holds the last label
+
+
+def test_meta_training_lowers_the_loss():
+    algo = build(lr=3e-3)
+    ds = synthetic_dataset(classes=12, per_class=8)
+    sampler = EpisodeSampler(ds, 3, 1, 3, seed=0)
+    algo.configure_training(40)
+    algo.train()
+    losses = [algo.meta_train_step([sampler.episode(2 * i), sampler.episode(2 * i + 1)])["loss"] for i in range(40)]
+    assert sum(losses[-8:]) < sum(losses[:8])
+
+
+def test_sequence_protocol_counts_instances():
+    algo = build().eval()
+    ds = synthetic_dataset(classes=12, per_class=12)
+    eps = [EpisodeSampler(ds, 5, 1, 9, seed=0).episode(i) for i in range(2)]
+    correct, counted = algo.sequence_accuracy(eps, instances=10, generator=torch.Generator().manual_seed(0))
+    assert counted.tolist() == [10.0] * 10  # 2 sequences x 5 classes, 10 instances each
+    assert ((correct >= 0) & (correct <= counted)).all()
+
+
+def test_adapt_reads_queries_independently_and_round_trips(host, tmp_path):
+    algo = build().eval()
+    ep = EpisodeSampler(synthetic_dataset(classes=8, per_class=6), 3, 2, 3, seed=0).episode(0)
+    assert MANN.interleave(ep.support_labels).tolist() == [0, 2, 4, 1, 3, 5]
+    learner = algo.adapt(ep.support)
+    probs = learner.predict_proba(ep.query_images)
+    assert probs.shape == (9, 3) and torch.allclose(probs.sum(1), torch.ones(9), atol=1e-5)
+    assert torch.allclose(learner.predict_proba(ep.query_images[4:5]), probs[4:5], atol=1e-5)
+    path = tmp_path / "mann.safetensors"
+    save_model(algo, path, learner=learner)
+    loaded = load_model(path, host)
+    assert torch.equal(loaded.algorithm.adapt(ep.support).predict_proba(ep.query_images), probs)
+    assert torch.allclose(loaded.learner.predict_proba(ep.query_images), probs, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(learner.as_module().eval()(ep.query_images.float() / 255), probs, atol=1e-5)
+    with pytest.raises(ValueError, match="at most 5 classes"):
+        wide = EpisodeSampler(synthetic_dataset(classes=8, per_class=3), 6, 1, 1, seed=0).episode(0)
+        algo.adapt(wide.support)
+
+
+def test_passes_the_algorithm_contract(host, tmp_path):
+    check_algorithm(MANN, host=host, tmp_path=tmp_path, hparams={**SMALL, "lr": 3e-3})
+
+
+def test_memory_state_expands_without_copying():
+    algo = build()
+    state = algo.core.initial_state(1)
+    wide = state.expand(7)
+    assert isinstance(wide, MemoryState) and wide.memory.shape[0] == 7
+    assert wide.memory.data_ptr() == state.memory.data_ptr()
