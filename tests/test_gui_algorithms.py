@@ -11,7 +11,7 @@ pytest.importorskip("pytestqt")
 
 from test_gui_app import WAIT_MS, images, make_window, populate, wait_predictions  # noqa: E402,F401
 
-ALGORITHMS = ["protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann"]
+ALGORITHMS = ["protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann", "metanet"]
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)

@@ -32,7 +32,7 @@ from metastudio.plugins import HOOK_API_VERSION, PluginHost, get_host, hookimpl,
 from metastudio.plugins.testkit import check_algorithm, check_backbone, check_dataset, synthetic_dataset
 from metastudio_builtins.protonet import PrototypicalNetworks, ProtoLearner
 
-BUILTIN_PLUGINS = {"builtin-backbones", "builtin-datasets", "protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann"}
+BUILTIN_PLUGINS = {"builtin-backbones", "builtin-datasets", "protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann", "metanet"}
 MODULE_PREFIX = "mstest_"
 
 
@@ -381,7 +381,7 @@ def test_safe_mode_loads_only_builtins(third_party, monkeypatch):
             assert rec.status == "disabled" and "safe mode" in rec.error, (name, rec)
     assert set(host.backbones) == {"conv4", "conv4-maps", "efficientnet-lite0", "resnet12", "resnet18-imagenet",
                                    "resnet50-imagenet", "dino-vit-small"}
-    assert set(host.algorithms) == {"protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann"}
+    assert set(host.algorithms) == {"protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann", "metanet"}
     monkeypatch.delenv("METASTUDIO_SAFE_MODE")
     assert not PluginHost().safe_mode and PluginHost(safe_mode=True).safe_mode
 

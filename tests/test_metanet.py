@@ -1,0 +1,99 @@
+"""Meta Networks: layer augmentation, per-example fast weights from gradients, learning, adaptation, saving."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from metastudio.core.backbones import Conv4
+from metastudio.core.checkpoint import load_model, save_model
+from metastudio.core.episodes import EpisodeSampler
+from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
+from metastudio_builtins.metanet import MetaNetworks, augmented_linear, preprocess
+
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning")
+
+SMALL = {"hidden": 16, "key_dim": 16, "max_ways": 5}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def build(**hparams) -> MetaNetworks:
+    torch.manual_seed(0)
+    return MetaNetworks(Conv4(1, 28), backbone_name="conv4", image_size=28, channels=1, hparams={**SMALL, **hparams})
+
+
+def episode(index=0, ways=3, shots=2, queries=3):
+    ds = synthetic_dataset(classes=10, per_class=shots + queries + 1)
+    return EpisodeSampler(ds, ways, shots, queries, seed=0).episode(index)
+
+
+def test_layer_augmentation_adds_the_slow_and_fast_branches():
+    x = torch.randn(4, 3)
+    slow = {"l.weight": torch.randn(2, 3), "l.bias": torch.randn(2)}
+    fast = {"l.weight": torch.randn(2, 3), "l.bias": torch.randn(2)}
+    expected = F.relu(x @ slow["l.weight"].t() + slow["l.bias"]) + F.relu(x @ fast["l.weight"].t() + fast["l.bias"])
+    assert torch.allclose(augmented_linear(x, slow, fast, "l.", F.relu), expected, atol=1e-6)
+    per_row = {k: v.unsqueeze(0).expand(4, *v.shape) for k, v in fast.items()}
+    assert torch.allclose(augmented_linear(x, slow, per_row, "l.", F.relu), expected, atol=1e-6)
+    assert torch.allclose(augmented_linear(x, slow, None, "l.", F.relu), F.relu(x @ slow["l.weight"].t() + slow["l.bias"]))
+
+
+def test_example_fast_weights_come_from_each_example_s_own_gradient():
+    algo = build()
+    features, labels = torch.randn(4, 64), torch.tensor([0, 1, 2, 1])
+    fast = algo.example_fast_weights(features, labels, 3)
+    for i in range(4):
+        algo.base.zero_grad()
+        loss = F.cross_entropy(algo.base_logits(features[i : i + 1], None, 3), labels[i : i + 1])
+        loss.backward()
+        for name, param in algo.base.named_parameters():
+            expected = algo.meta_base.net(preprocess(param.grad)).squeeze(-1) + algo.meta_base.scale * param.grad
+            # atol: below e^-10 the preprocessing multiplies a gradient by e^10 (22026), and its rounding too
+            assert torch.allclose(fast[name][i], expected, atol=1e-4), name
+
+
+def test_meta_training_lowers_the_loss_and_learns():
+    algo = build(lr=3e-3)
+    ds = synthetic_dataset(classes=16, per_class=8)
+    train, test = EpisodeSampler(ds, 3, 1, 3, seed=0), EpisodeSampler(ds, 3, 1, 3, seed=1)
+    algo.configure_training(80)
+    algo.train()
+    losses = [algo.meta_train_step([train.episode(2 * i), train.episode(2 * i + 1)])["loss"] for i in range(80)]
+    algo.eval()
+    accuracy = sum(algo.evaluate_episode(test.episode(i)) for i in range(10)) / 10
+    assert sum(losses[-10:]) < sum(losses[:10])
+    assert accuracy > 0.6
+    # every part learned: both meta learners and the attention scale received gradients
+    assert algo.meta_base.net[0].weight.grad is not None and algo.meta_rep.net[0].weight.grad is not None
+    assert algo.log_temperature.grad is not None
+
+
+def test_adapt_predicts_each_query_alone_and_round_trips(host, tmp_path):
+    algo = build().eval()
+    ep = episode()
+    learner = algo.adapt(ep.support)
+    probs = learner.predict_proba(ep.query_images)
+    assert probs.shape == (9, 3) and torch.allclose(probs.sum(1), torch.ones(9), atol=1e-5)
+    assert torch.allclose(learner.predict_proba(ep.query_images[2:3]), probs[2:3], atol=1e-5)
+    path = tmp_path / "metanet.safetensors"
+    save_model(algo, path, learner=learner)
+    loaded = load_model(path, host)
+    assert torch.equal(loaded.algorithm.adapt(ep.support).predict_proba(ep.query_images), probs)
+    assert torch.allclose(loaded.learner.predict_proba(ep.query_images), probs, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(learner.as_module().eval()(ep.query_images.float() / 255), probs, atol=1e-5)
+    with pytest.raises(ValueError, match="at most 5 classes"):
+        algo.adapt(EpisodeSampler(synthetic_dataset(classes=8, per_class=3), 6, 1, 1, seed=0).episode(0).support)
+
+
+def test_passes_the_algorithm_contract(host, tmp_path):
+    check_algorithm(MetaNetworks, host=host, tmp_path=tmp_path, hparams={**SMALL, "lr": 3e-3})
+    check_algorithm(MetaNetworks, host=host, tmp_path=tmp_path, hparams={**SMALL, "task_fast_weights": False})
