@@ -41,19 +41,8 @@ from torch import nn
 from metastudio.core.algorithm import TRAINING_HYPERPARAMETERS, HyperParameter
 from metastudio.core.episodes import Episode
 from metastudio.core.gradient import GradientAlgorithm, inner_hyperparameters
+from metastudio.core.gradient import preprocess_gradient as preprocess
 from metastudio.plugins import hookimpl
-
-#: The preprocessing's p.
-P = 10.0
-
-
-def preprocess(x: torch.Tensor, p: float = P) -> torch.Tensor:
-    """[...] -> [..., 2]: (log|x| / p, sign x) where |x| >= e^-p, (-1, e^p x) elsewhere."""
-    big = x.abs() >= math.exp(-p)
-    first = torch.where(big, x.abs().clamp_min(math.exp(-p)).log() / p, torch.full_like(x, -1.0))
-    second = torch.where(big, torch.sign(x), x * math.exp(p))
-    return torch.stack([first, second], -1)
-
 
 def _inner() -> tuple[HyperParameter, ...]:
     out = []

@@ -57,18 +57,8 @@ from metastudio.core.algorithm import (
     ProgressCallback,
 )
 from metastudio.core.episodes import Episode, SupportSet
+from metastudio.core.gradient import preprocess_gradient as preprocess
 from metastudio.plugins import hookimpl
-
-P = 10.0
-
-
-def preprocess(x: torch.Tensor, p: float = P) -> torch.Tensor:
-    """[...] -> [..., 2]: (log|x| / p, sign x) where |x| >= e^-p, (-1, e^p x) elsewhere."""
-    big = x.abs() >= math.exp(-p)
-    first = torch.where(big, x.abs().clamp_min(math.exp(-p)).log() / p, torch.full_like(x, -1.0))
-    second = torch.where(big, torch.sign(x), x * math.exp(p))
-    return torch.stack([first, second], -1)
-
 
 class CoordinateMLP(nn.Module):
     """A meta learner applied to every coordinate of a gradient: an MLP of the preprocessed

@@ -41,6 +41,7 @@ features (as ANIL does: Raghu et al., ICLR 2020).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,6 +55,19 @@ from .episodes import Episode, SupportSet
 from .taskbatch import TaskBatchedChain, UnsupportedNetwork
 
 HEAD = ("head_weight", "head_bias")
+
+#: p of the gradient preprocessing.
+PREPROCESS_P = 10.0
+
+
+def preprocess_gradient(x: torch.Tensor, p: float = PREPROCESS_P) -> torch.Tensor:
+    """The gradient preprocessing of Andrychowicz et al. (2016), used by the LSTM meta-learner
+    and Meta Networks: [...] -> [..., 2], (log|x| / p, sign x) where |x| >= e^-p and (-1, e^p x)
+    elsewhere, so values of any magnitude reach a network at a similar scale."""
+    big = x.abs() >= math.exp(-p)
+    first = torch.where(big, x.abs().clamp_min(math.exp(-p)).log() / p, torch.full_like(x, -1.0))
+    second = torch.where(big, torch.sign(x), x * math.exp(p))
+    return torch.stack([first, second], -1)
 BACKBONE = "backbone."
 
 
@@ -352,4 +366,4 @@ class FastWeightsModule(nn.Module):
 
 
 
-__all__ = ["BACKBONE", "HEAD", "FastWeightsLearner", "FastWeightsModule", "GradientAlgorithm", "inner_hyperparameters"]
+__all__ = ["BACKBONE", "HEAD", "PREPROCESS_P", "preprocess_gradient", "FastWeightsLearner", "FastWeightsModule", "GradientAlgorithm", "inner_hyperparameters"]
