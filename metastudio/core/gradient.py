@@ -13,10 +13,10 @@ pool / linear layers run through :class:`~metastudio.core.taskbatch.TaskBatchedC
 task's weights are one group of a grouped convolution, so a meta-batch of T tasks can be one
 forward and one backward pass (``task_batching=grouped``; ``loop`` runs the tasks one after the
 other, and always for episodes of different shapes). ``auto`` (the default) groups on a GPU and
-loops on a CPU: on a 2-core CPU the grouped pass was about 1.6x *slower* than the loop for 32
-5-way 1-shot 15-query Omniglot tasks (its activations, 0.5 GB per layer, do not stay in cache,
-and the element-wise layers become memory-bound), while on a GPU one pass replaces T rounds of
-small kernel launches.
+loops on a CPU: on this project's 2-core CPU (1 thread, beside another job) the grouped pass
+was about 1.6x *slower* than the loop, 11.5 against 7.4 s per meta-batch of 32 5-way 1-shot
+15-query tasks (its activations, 0.5 GB per layer, do not stay in cache, and the element-wise
+layers become memory-bound), while on a GPU one pass replaces T rounds of small kernel launches.
 
 **The output layer.** MAML's last layer has one row per class of a fixed N-way setting, so a
 model only serves that N and its rows are tied to arbitrary label positions. Here every task's
