@@ -16,7 +16,8 @@ other, and always for episodes of different shapes). ``auto`` (the default) grou
 loops on a CPU: on this project's 2-core CPU (1 thread, beside another job) the grouped pass
 was about 1.6x *slower* than the loop, 11.5 against 7.4 s per meta-batch of 32 5-way 1-shot
 15-query tasks (its activations, 0.5 GB per layer, do not stay in cache, and the element-wise
-layers become memory-bound), while on a GPU one pass replaces T rounds of small kernel launches.
+layers become memory-bound). On a GPU one pass replaces T rounds of small kernel launches and is
+expected to win; that has not been measured yet.
 
 **The output layer.** MAML's last layer has one row per class of a fixed N-way setting, so a
 model only serves that N and its rows are tied to arbitrary label positions. Here every task's
