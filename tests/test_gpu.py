@@ -58,3 +58,40 @@ def test_memory_stays_flat_over_many_adaptations(host):
         learners.predict_proba(ep.query_images)
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() - before < 1 << 20
+
+
+def test_maml_grouped_tasks_match_the_loop_on_the_gpu(host):
+    """All tasks of a meta-batch in one grouped pass give the per-task loop's loss and meta-gradient."""
+    device = torch.device("cuda")
+    ds = synthetic_dataset(classes=20, per_class=10).to(device)
+    episodes = [EpisodeSampler(ds, 5, 1, 5, seed=2).episode(i) for i in range(4)]
+    algo = host.algorithm("maml")(host.backbone("conv4").build(1, 28), backbone_name="conv4", image_size=28,
+                                  channels=1, hparams={"batch_norm": "transductive"}).to(device).train()
+    algo.use_amp = False  # compare in float32
+    meta = algo.meta_parameters()
+    grouped, _ = algo.query_loss(episodes, create_graph=True)
+    looped = torch.stack([algo.query_loss([e], create_graph=True)[0] for e in episodes]).mean()
+    assert float(grouped.detach()) == pytest.approx(float(looped.detach()), rel=1e-4)
+    for a, b in zip(torch.autograd.grad(grouped, list(meta.values())), torch.autograd.grad(looped, list(meta.values()))):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["maml", "reptile", "metalstm"])
+def test_gradient_based_adaptation_keeps_memory_flat_on_the_gpu(host, name):
+    """Adapting runs gradient steps, but no graph may outlive an adaptation."""
+    device = torch.device("cuda")
+    ds = synthetic_dataset(classes=20, per_class=10).to(device)
+    sampler = EpisodeSampler(ds, 5, 5, 5, seed=1)
+    algo = host.algorithm(name)(host.backbone("conv4").build(1, 28), backbone_name="conv4", image_size=28,
+                                channels=1, hparams={"adapt_steps": 3, "inner_lr": 0.05}).to(device).eval()
+    evaluate(algo, sampler, 5)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    learner = None
+    for i in range(200):
+        ep = sampler.episode(i)
+        learner = algo.adapt(ep.support)
+        learner.predict_proba(ep.query_images)
+    del learner
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() - before < 1 << 20
