@@ -14,6 +14,40 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (small models run faster so, and tests beside each
+    other do not oversubscribe the cores); the previous count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def assert_round_trip(host, tmp_path, algorithm, episode):
+    """Adapt ``algorithm`` (eval mode) to the episode's support set, save it with the learner,
+    load it: a fresh adaptation of the loaded model predicts the same probabilities, so does the
+    saved learner, and the learner's stand-alone module (export) agrees. Returns the probabilities."""
+    import torch
+
+    from metastudio.core.checkpoint import load_model, save_model
+
+    learner = algorithm.adapt(episode.support)
+    probs = learner.predict_proba(episode.query_images)
+    path = tmp_path / f"{algorithm.name}-round-trip.safetensors"
+    save_model(algorithm, path, learner=learner)
+    loaded = load_model(path, host)
+    assert torch.equal(loaded.algorithm.adapt(episode.support).predict_proba(episode.query_images), probs)
+    assert loaded.learner is not None and loaded.learner.class_names == episode.class_names
+    assert torch.allclose(loaded.learner.predict_proba(episode.query_images), probs, atol=1e-6)
+    with torch.no_grad():
+        exported = learner.as_module().eval()(episode.query_images.float() / 255)
+    assert torch.allclose(exported, probs, atol=1e-5)
+    return probs
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Never write the user's real cache directory from tests."""

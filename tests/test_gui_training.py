@@ -176,7 +176,7 @@ def test_plan_round_trip_and_dataset_defaults(qtbot, panel, data):
     assert omniglot.options == {"protocol": "vinyals"}
     panel.dataset_combo.setCurrentIndex(panel.dataset_combo.findData("folder"))
     folder = panel.plan()
-    assert folder.ways == DATASET_DEFAULTS["folder"]["ways"] <= 5 and folder.options == {"channels": 3}
+    assert folder.ways == DATASET_DEFAULTS["folder"]["ways"] <= 5 and folder.options == {"channels": 3, "per_class": 0}
 
     panel.set_plan(TrainingPlan(algorithm="gone", hparams={"lr": 0.01, "unknown_knob": 1}))
     assert "algorithm 'gone' is not available" in panel.status_text()

@@ -12,21 +12,15 @@ from torch.func import functional_call
 
 from metastudio.core.algorithm import AdaptProgress
 from metastudio.core.backbones import Conv4
-from metastudio.core.checkpoint import load_model, save_model
 from metastudio.core.episodes import EpisodeSampler
 from metastudio.core.taskbatch import TaskBatchedChain, UnsupportedNetwork
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
 from metastudio_builtins.maml import MAML
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning")
+from conftest import assert_round_trip
 
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning"), pytest.mark.usefixtures("one_thread")]
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_net() -> nn.Module:
@@ -187,18 +181,7 @@ def test_save_load_round_trip_and_export_module(host, tmp_path, bn):
     for i in range(2):
         algo.meta_train_step([episode(index=i)])
     algo.eval()
-    ep = episode(index=5)
-    learner = algo.adapt(ep.support)
-    probs = learner.predict_proba(ep.query_images)
-    path = tmp_path / "m.safetensors"
-    save_model(algo, path, learner=learner)
-    loaded = load_model(path, host)
-    assert torch.equal(loaded.algorithm.adapt(ep.support).predict_proba(ep.query_images), probs)
-    assert torch.allclose(loaded.learner.predict_proba(ep.query_images), probs, atol=1e-6)
-    module = learner.as_module().eval()
-    with torch.no_grad():
-        exported = module(ep.query_images.float() / 255)
-    assert torch.allclose(exported, probs, atol=1e-5)
+    assert_round_trip(host, tmp_path, algo, episode(index=5))
 
 
 def test_memory_does_not_grow_over_200_adaptations():

@@ -7,22 +7,16 @@ import torch
 import torch.nn.functional as F
 
 from metastudio.core.backbones import Conv4
-from metastudio.core.checkpoint import load_model, save_model
 from metastudio.core.episodes import EpisodeSampler
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
 from metastudio_builtins.mann import MANN, MemoryState, least_used
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning")
+from conftest import assert_round_trip
+
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning"), pytest.mark.usefixtures("one_thread")]
 
 SMALL = {"controller": 32, "slots": 16, "slot_size": 8, "reads": 2, "max_ways": 5}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def build(**hparams) -> MANN:
@@ -108,13 +102,7 @@ def test_adapt_reads_queries_independently_and_round_trips(host, tmp_path):
     probs = learner.predict_proba(ep.query_images)
     assert probs.shape == (9, 3) and torch.allclose(probs.sum(1), torch.ones(9), atol=1e-5)
     assert torch.allclose(learner.predict_proba(ep.query_images[4:5]), probs[4:5], atol=1e-5)
-    path = tmp_path / "mann.safetensors"
-    save_model(algo, path, learner=learner)
-    loaded = load_model(path, host)
-    assert torch.equal(loaded.algorithm.adapt(ep.support).predict_proba(ep.query_images), probs)
-    assert torch.allclose(loaded.learner.predict_proba(ep.query_images), probs, atol=1e-6)
-    with torch.no_grad():
-        assert torch.allclose(learner.as_module().eval()(ep.query_images.float() / 255), probs, atol=1e-5)
+    assert torch.equal(assert_round_trip(host, tmp_path, algo, ep), probs)
     with pytest.raises(ValueError, match="at most 5 classes"):
         wide = EpisodeSampler(synthetic_dataset(classes=8, per_class=3), 6, 1, 1, seed=0).episode(0)
         algo.adapt(wide.support)

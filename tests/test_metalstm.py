@@ -8,20 +8,14 @@ import pytest
 import torch
 
 from metastudio.core.backbones import Conv4
-from metastudio.core.checkpoint import load_model, save_model
 from metastudio.core.episodes import EpisodeSampler
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
 from metastudio_builtins.metalstm import MetaLearnerLSTM, preprocess
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning")
+from conftest import assert_round_trip
 
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning"), pytest.mark.usefixtures("one_thread")]
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def build(**hparams) -> MetaLearnerLSTM:
@@ -95,14 +89,8 @@ def test_adapts_step_by_step_and_round_trips(host, tmp_path):
     steps = []
     learner = algo.adapt(ep.support, progress=steps.append)
     assert [s.step for s in steps] == [1, 2, 3] and steps[-1].loss < steps[0].loss
-    probs = learner.predict_proba(ep.query_images)
-    path = tmp_path / "m.safetensors"
-    save_model(algo, path, learner=learner)
-    loaded = load_model(path, host)
-    assert torch.equal(loaded.algorithm.adapt(ep.support).predict_proba(ep.query_images), probs)
-    assert torch.allclose(loaded.learner.predict_proba(ep.query_images), probs, atol=1e-6)
-    with torch.no_grad():
-        assert torch.allclose(learner.as_module().eval()(ep.query_images.float() / 255), probs, atol=1e-5)
+    probs = assert_round_trip(host, tmp_path, algo, ep)
+    assert torch.allclose(learner.predict_proba(ep.query_images), probs)
 
 
 def test_passes_the_algorithm_contract(host, tmp_path):

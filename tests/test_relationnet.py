@@ -21,13 +21,8 @@ from metastudio_builtins.relationnet import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster than two that wait for each other on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: one thread is faster than two that wait for each other on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(host, backbone: str = "conv4-maps", freeze: bool = False, **hparams) -> RelationNetworks:

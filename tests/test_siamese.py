@@ -12,18 +12,11 @@ from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
 from metastudio_builtins.siamese import SiameseNetworks, class_probabilities, class_weights, random_affine
 
 # What a person's own code meets when tracing; not ours to silence elsewhere.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning")
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning"), pytest.mark.usefixtures("one_thread")]
 
 # Small and quick: a narrow projection keeps the pair computations tiny.
 FAST = {"projection": 64}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def build(host, backbone="conv4", freeze=False, **hparams) -> SiameseNetworks:
