@@ -66,17 +66,26 @@ def _parse_hparams(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _dataset_options(spec, args) -> dict:
+    """The dataset options the command-line flags set (--protocol where the dataset has one;
+    --per-class, an error where it has none)."""
+    declared = {o.name for o in spec.options}
+    options = {}
+    if getattr(args, "protocol", None) and "protocol" in declared:
+        options["protocol"] = args.protocol
+    if getattr(args, "per_class", None):
+        if "per_class" not in declared:
+            raise ValueError(f"--per-class is not an option of the {spec.name} dataset")
+        options["per_class"] = args.per_class
+    return options
+
+
 def _load_dataset(host, args, split: str, image_size: int | None, channels: int | None):
     """Load ``split`` of the dataset named by ``args.dataset`` with a progress bar."""
     spec = host.dataset(args.dataset)
-    options = {}
-    option_names = {o.name for o in spec.options}
-    if "protocol" in option_names and getattr(args, "protocol", None):
-        options["protocol"] = args.protocol
-    if "channels" in option_names and channels:
+    options = _dataset_options(spec, args)
+    if "channels" in {o.name for o in spec.options} and channels:
         options["channels"] = channels
-    if "per_class" in option_names and getattr(args, "per_class", None):
-        options["per_class"] = args.per_class
     progress, close = _progress_bar(f"loading {args.dataset} {split}")
     try:
         ds = spec.load(args.root, split, image_size=image_size, progress=progress, **options)
@@ -169,14 +178,7 @@ def cmd_train(args) -> int:
     from .plugins import get_host
 
     host = get_host(safe_mode=args.safe_mode or None)
-    declared = {o.name for o in host.dataset(args.dataset).options}
-    options = {}
-    if getattr(args, "protocol", None) and "protocol" in declared:
-        options["protocol"] = args.protocol
-    if getattr(args, "per_class", None):
-        if "per_class" not in declared:
-            raise ValueError(f"--per-class is not an option of the {args.dataset} dataset")
-        options["per_class"] = args.per_class
+    options = _dataset_options(host.dataset(args.dataset), args)
     plan = TrainingPlan(
         algorithm=args.algorithm, backbone=args.backbone, dataset=args.dataset,
         root=str(args.root) if args.root else None, split=args.train_split,

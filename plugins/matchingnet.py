@@ -43,6 +43,7 @@ from metastudio.core.algorithm import (
     HyperParameter,
     Learner,
     ProgressCallback,
+    query_accuracy,
 )
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.plugins import hookimpl
@@ -165,7 +166,7 @@ class MatchingNetworks(Algorithm):
     def evaluate_episode(self, episode: Episode) -> float:
         with torch.inference_mode():
             probs = self.episode_probabilities(episode)
-        return float((probs.argmax(1) == episode.query_labels.to(probs.device)).float().mean())
+        return query_accuracy(probs, episode)
 
     # -- adaptation ---------------------------------------------------------------------------------
 

@@ -30,7 +30,6 @@ see :mod:`metastudio.core.gradient`.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -38,24 +37,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from metastudio.core.algorithm import TRAINING_HYPERPARAMETERS, HyperParameter
+from metastudio.core.algorithm import TRAINING_HYPERPARAMETERS, HyperParameter, with_changes
 from metastudio.core.episodes import Episode
 from metastudio.core.gradient import GradientAlgorithm, inner_hyperparameters
 from metastudio.core.gradient import preprocess_gradient as preprocess
 from metastudio.plugins import hookimpl
-
-def _inner() -> tuple[HyperParameter, ...]:
-    out = []
-    for hp in inner_hyperparameters(0.1, 5):
-        if hp.name == "inner_lr":
-            hp = dataclasses.replace(hp, help="The learning rate the meta-learner starts from: its input gate "
-                                     "starts near this value (then it is learned, per weight and per step).")
-        elif hp.name == "adapt_steps":
-            hp = dataclasses.replace(hp, help="Updates by the meta-learner when adapting (evaluation and the app); "
-                                     "best equal to the training steps, which it was trained to make.")
-        out.append(hp)
-    return tuple(out)
-
 
 class MetaLearnerLSTM(GradientAlgorithm):
     name = "metalstm"
@@ -63,7 +49,13 @@ class MetaLearnerLSTM(GradientAlgorithm):
     title = "LSTM meta-learner"
     description = ("An LSTM learns how to train the classifier: its own learning rate and weight decay for every "
                    "weight and step, and the starting weights. Adapts in a few learned steps on your examples.")
-    hyperparameters = TRAINING_HYPERPARAMETERS + _inner() + (
+    hyperparameters = TRAINING_HYPERPARAMETERS + with_changes(
+        inner_hyperparameters(0.1, 5),
+        inner_lr={"help": "The learning rate the meta-learner starts from: its input gate starts near this value "
+                  "(then it is learned, per weight and per step)."},
+        adapt_steps={"help": "Updates by the meta-learner when adapting (evaluation and the app); best equal to the "
+                     "training steps, which it was trained to make."},
+    ) + (
         HyperParameter("inner_steps", int, 5, "Updates by the meta-learner on each training task (the unrolled "
                        "steps the meta-gradient goes through).", 1, 100),
         HyperParameter("hidden", int, 20, "Units of the meta-learner's first LSTM layer (20 in the paper).", 1, 256),

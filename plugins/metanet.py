@@ -55,6 +55,7 @@ from metastudio.core.algorithm import (
     HyperParameter,
     Learner,
     ProgressCallback,
+    query_accuracy,
 )
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.core.gradient import preprocess_gradient as preprocess
@@ -222,7 +223,7 @@ class MetaNetworks(Algorithm):
         with torch.no_grad(), self.evaluating():
             logits = self.classify(episode.query_images, *self.memory(episode.support_images, episode.support_labels,
                                                                        episode.ways), episode.ways)
-        return float((logits.argmax(1) == episode.query_labels.to(logits.device)).float().mean())
+        return query_accuracy(logits, episode)
 
     # -- adaptation ------------------------------------------------------------------------------
     def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:

@@ -23,6 +23,7 @@ from metastudio.core.algorithm import (
     HyperParameter,
     Learner,
     ProgressCallback,
+    query_accuracy,
 )
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.plugins import hookimpl
@@ -127,7 +128,7 @@ class PrototypicalNetworks(Algorithm):
         # where batch norm uses its running statistics, so the queries do not affect each other).
         with torch.inference_mode():
             logits = self.episode_logits(episode)
-        return float((logits.argmax(1) == episode.query_labels.to(logits.device)).float().mean())
+        return query_accuracy(logits, episode)
 
     def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
         return ProtoLearner(self, state["prototypes"].to(self.device), class_names)

@@ -50,6 +50,7 @@ from metastudio.core.algorithm import (
     HyperParameter,
     Learner,
     ProgressCallback,
+    query_accuracy,
 )
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.plugins import hookimpl
@@ -264,7 +265,7 @@ class RelationNetworks(Algorithm):
         features = self.embed_all(torch.cat([episode.support_images, episode.query_images]))
         classes = self.class_embeddings(features[:n_support], episode.support_labels, episode.ways)
         logits = self.logits_all(features[n_support:], classes)
-        return float((logits.argmax(1) == episode.query_labels.to(logits.device)).float().mean())
+        return query_accuracy(logits, episode)
 
     def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
         return RelationLearner(self, state["class_embeddings"].to(self.device), class_names)

@@ -25,28 +25,14 @@ the mean of all classes' adapted rows.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 import torch
 
-from metastudio.core.algorithm import TRAINING_HYPERPARAMETERS, HyperParameter
+from metastudio.core.algorithm import TRAINING_HYPERPARAMETERS, HyperParameter, with_changes
 from metastudio.core.episodes import Episode
 from metastudio.core.gradient import HEAD, GradientAlgorithm, inner_hyperparameters
 from metastudio.plugins import hookimpl
-
-
-def _outer() -> tuple[HyperParameter, ...]:
-    """The shared training hyperparameters with Reptile's meanings and defaults."""
-    out = []
-    for hp in TRAINING_HYPERPARAMETERS:
-        if hp.name == "lr":
-            hp = dataclasses.replace(hp, default=1.0, maximum=10.0, help="Meta step size epsilon: how far the "
-                                     "shared weights move toward the tasks' adapted weights (1 = all the way).")
-        elif hp.name == "lr_schedule":
-            hp = dataclasses.replace(hp, default="linear")
-        out.append(hp)
-    return tuple(out)
 
 
 class Reptile(GradientAlgorithm):
@@ -55,7 +41,12 @@ class Reptile(GradientAlgorithm):
     title = "Reptile"
     description = ("Meta-learns starting weights by moving them toward the weights a few SGD steps reach on each "
                    "task: first-order, simple and cheap. Adapts by gradient descent on your examples.")
-    hyperparameters = _outer() + inner_hyperparameters(0.1, 20) + (
+    hyperparameters = with_changes(
+        TRAINING_HYPERPARAMETERS,
+        lr={"default": 1.0, "maximum": 10.0, "help": "Meta step size epsilon: how far the shared weights move "
+            "toward the tasks' adapted weights (1 = all the way)."},
+        lr_schedule={"default": "linear"},
+    ) + inner_hyperparameters(0.1, 20) + (
         HyperParameter("inner_steps", int, 5, "SGD steps on each training task before the meta-update.", 1, 1000),
         HyperParameter("inner_batch", int, 10, "Images per inner SGD step during meta-training (0 = all of the "
                        "task's images at every step).", 0, 100_000),

@@ -55,6 +55,7 @@ from metastudio.core.algorithm import (
     HyperParameter,
     Learner,
     ProgressCallback,
+    query_accuracy,
 )
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.plugins import hookimpl
@@ -254,7 +255,7 @@ class SiameseNetworks(Algorithm):
             h = self.embed(torch.cat([episode.support_images, episode.query_images]))
             weights = class_weights(episode.support_labels.to(h.device), episode.ways)
             scores = class_log_scores(self.pair_logits(h[n_support:], h[:n_support]), weights)
-        return float((scores.argmax(1) == episode.query_labels.to(scores.device)).float().mean())
+        return query_accuracy(scores, episode)
 
     def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
         return SiameseLearner(self, state["support"].to(self.device), state["labels"].to(self.device).long(),

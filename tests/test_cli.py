@@ -176,3 +176,10 @@ def test_shipped_model_is_found_by_name(tmp_path, monkeypatch, trained_model, ca
     monkeypatch.setenv("METASTUDIO_MODELS_DIR", str(shelf))
     assert main(["info", "demo"]) == 0
     assert json.loads(capsys.readouterr().out)["algorithm"] == "protonet"
+
+
+def test_eval_refuses_per_class_on_a_dataset_without_it(tmp_path, trained_model, capsys):
+    _, model = trained_model
+    assert main(["eval", "--model", str(model), "--dataset", "omniglot", "--root", str(tmp_path), "--per-class", "3",
+                 "--episodes", "1"]) == 2
+    assert "--per-class is not an option of the omniglot dataset" in capsys.readouterr().err

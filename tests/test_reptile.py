@@ -86,3 +86,14 @@ def test_adapts_step_by_step_and_round_trips(host, tmp_path):
 
 def test_passes_the_algorithm_contract(host, tmp_path):
     check_algorithm(Reptile, host=host, tmp_path=tmp_path, hparams={"inner_lr": 0.05})
+
+
+def test_shared_hyperparameters_get_reptile_s_defaults_and_unknown_changes_are_refused():
+    from metastudio.core.algorithm import TRAINING_HYPERPARAMETERS, with_changes
+
+    declared = {h.name: h for h in Reptile.hyperparameters}
+    assert declared["lr"].default == 1.0 and declared["lr_schedule"].default == "linear"
+    shared = {h.name: h for h in TRAINING_HYPERPARAMETERS}
+    assert declared["lr_step"] == shared["lr_step"] and shared["lr"].default == 1e-3
+    with pytest.raises(ValueError, match="no hyperparameter colour"):
+        with_changes(TRAINING_HYPERPARAMETERS, colour={"default": 1})

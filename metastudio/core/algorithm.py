@@ -25,6 +25,7 @@ algorithm's device and scales them to floats in [0, 1].
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import math
 from abc import ABC, abstractmethod
@@ -118,6 +119,20 @@ TRAINING_HYPERPARAMETERS: tuple[HyperParameter, ...] = (
     ),
     HyperParameter("lr_step", int, 2000, "With the step schedule: meta-training steps between halvings.", 1, 10_000_000),
 )
+
+
+def with_changes(hyperparameters: tuple[HyperParameter, ...], **changes: dict[str, Any]) -> tuple[HyperParameter, ...]:
+    """``hyperparameters`` with some of them changed, e.g. ``with_changes(TRAINING_HYPERPARAMETERS,
+    lr={"default": 1.0})``: an algorithm giving a shared hyperparameter its own default or help."""
+    unknown = set(changes) - {h.name for h in hyperparameters}
+    if unknown:
+        raise ValueError(f"no hyperparameter {', '.join(sorted(unknown))} to change")
+    return tuple(dataclasses.replace(h, **changes[h.name]) if h.name in changes else h for h in hyperparameters)
+
+
+def query_accuracy(scores: torch.Tensor, episode: Episode) -> float:
+    """Fraction (0..1) of the episode's queries whose highest score [Q, N] is their class."""
+    return float((scores.argmax(1) == episode.query_labels.to(scores.device)).float().mean())
 
 
 @dataclass(frozen=True)
@@ -403,7 +418,7 @@ class Algorithm(nn.Module, ABC):
         """Accuracy (0..1) on the episode's queries after adapting to its support set."""
         learner = self.adapt(episode.support)
         probs = learner.predict_proba(episode.query_images)
-        return float((probs.argmax(1) == episode.query_labels.cpu()).float().mean())
+        return query_accuracy(probs, episode)
 
     # -- description ---------------------------------------------------------------------------
     @classmethod

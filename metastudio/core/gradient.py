@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import grad
 
-from .algorithm import AdaptProgress, Algorithm, HyperParameter, Learner, ProgressCallback
+from .algorithm import AdaptProgress, Algorithm, HyperParameter, Learner, ProgressCallback, query_accuracy
 from .episodes import Episode, SupportSet
 from .taskbatch import TaskBatchedChain, UnsupportedNetwork
 
@@ -279,7 +279,7 @@ class GradientAlgorithm(Algorithm):
             fast = self.inner_loop(self.task_weights(meta, 1, episode.ways), xs, ys, self.hparams["adapt_steps"],
                                    create_graph=False, training=False)
             logits = self.query_logits(fast, xs, xq, training=False)[0]
-        return float((logits.argmax(1) == episode.query_labels.to(logits.device)).float().mean())
+        return query_accuracy(logits, episode)
 
     def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
         fast = {k[len("fast."):]: v.to(self.device) for k, v in state.items() if k.startswith("fast.")}
