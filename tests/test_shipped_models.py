@@ -31,7 +31,8 @@ def test_matchingnet_omniglot_is_shipped_with_its_metadata():
 
 
 # 5-way 1-shot accuracy over the 1000 standard test episodes, from docs/benchmarks.md.
-DOCUMENTED_5W1S = {"protonet-omniglot": 98.53, "matchingnet-omniglot": 98.51, "siamese-omniglot": 97.27}
+DOCUMENTED_5W1S = {"protonet-omniglot": 98.53, "matchingnet-omniglot": 98.51, "siamese-omniglot": 97.27,
+                   "relationnet-omniglot": 98.85}
 
 
 @pytest.mark.realdata
@@ -63,3 +64,11 @@ def test_siamese_omniglot_is_shipped_with_its_metadata():
     assert meta["hyperparameters"]["projection"] == 0 and meta["hyperparameters"]["pairs"] == "all"
     assert meta["dataset"]["name"] == "omniglot" and meta["dataset"]["protocol"] == "vinyals"
     assert meta["dataset"]["ways"] == 60 and meta["history"] and meta["best_val_accuracy"] > 92
+
+
+def test_relationnet_omniglot_is_shipped_with_its_metadata():
+    meta = read_metadata(resolve_model("relationnet-omniglot"))
+    assert meta["algorithm"] == "relationnet" and meta["backbone"] == "conv4-maps"
+    assert meta["hyperparameters"]["class_embedding"] == "mean" and meta["hyperparameters"]["relation_hidden"] == 8
+    assert meta["dataset"]["name"] == "omniglot" and meta["dataset"]["protocol"] == "vinyals"
+    assert meta["dataset"]["ways"] == 20 and meta["history"] and meta["best_val_accuracy"] > 97
