@@ -39,9 +39,10 @@ class MAML(GradientAlgorithm):
     description = ("Meta-learns starting weights from which a few gradient steps on your examples give a good "
                    "classifier. Second order by default, first order as an option.")
     hyperparameters = TRAINING_HYPERPARAMETERS + inner_hyperparameters(0.4, 3) + (
-        HyperParameter("inner_steps", int, 1, "SGD steps on each task's support set during meta-training.", 1, 100),
+        HyperParameter("inner_steps", int, 1, "SGD steps on each task's support set during meta-training.", 1, 100,
+                       role="training"),
         HyperParameter("first_order", bool, False, "First-order MAML: ignore the second derivatives through the "
-                       "inner steps (cheaper, slightly less accurate)."),
+                       "inner steps (cheaper, slightly less accurate).", role="training"),
     )
 
     def meta_train_step(self, episodes: Sequence[Episode]) -> dict[str, float]:

@@ -141,13 +141,17 @@ class MANN(Algorithm):
     description = ("An LSTM with an external memory learns to store each example with its label on sight and "
                    "to look labels up again: learning is reading and writing memory, no gradient steps.")
     hyperparameters = TRAINING_HYPERPARAMETERS + (
-        HyperParameter("controller", int, 200, "Units of the LSTM controller (200 in the paper).", 8, 4096),
-        HyperParameter("slots", int, 128, "Rows of the external memory (128 in the paper).", 4, 65536),
-        HyperParameter("slot_size", int, 40, "Numbers per memory row (40 in the paper).", 4, 4096),
-        HyperParameter("reads", int, 4, "Read heads (4 in the paper).", 1, 64),
-        HyperParameter("gamma", float, 0.95, "Decay of the usage weights (0.95 in the paper).", 0.0, 1.0),
+        HyperParameter("controller", int, 200, "Units of the LSTM controller (200 in the paper).", 8, 4096,
+                       role="architecture"),
+        HyperParameter("slots", int, 128, "Rows of the external memory (128 in the paper).", 4, 65536,
+                       role="architecture"),
+        HyperParameter("slot_size", int, 40, "Numbers per memory row (40 in the paper).", 4, 4096,
+                       role="architecture"),
+        HyperParameter("reads", int, 4, "Read heads (4 in the paper).", 1, 64, role="architecture"),
+        HyperParameter("gamma", float, 0.95, "Decay of the usage weights (0.95 in the paper).", 0.0, 1.0,
+                       role="adaptation"),
         HyperParameter("max_ways", int, 20, "Label positions of the output: the most classes the model can tell "
-                       "apart. Each episode's classes get positions at random.", 2, 1000),
+                       "apart. Each episode's classes get positions at random.", 2, 1000, role="architecture"),
     )
 
     def __init__(self, *args, **kwargs):

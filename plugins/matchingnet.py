@@ -96,15 +96,19 @@ class MatchingNetworks(Algorithm):
     hyperparameters = TRAINING_HYPERPARAMETERS + (
         HyperParameter("fce", bool, False, "Full context embeddings: a bidirectional LSTM over the examples and an "
                        "attention LSTM for each query, so embeddings depend on the whole support set (helps on "
-                       "photos, not on characters, in the paper)."),
-        HyperParameter("fce_steps", int, 5, "With FCE: how many times the attention LSTM reads the support set.", 1, 20),
+                       "photos, not on characters, in the paper).", role="architecture"),
+        HyperParameter("fce_steps", int, 5, "With FCE: how many times the attention LSTM reads the support set.", 1, 20,
+                       role="architecture"),
         HyperParameter("temperature", float, 10.0, "Cosine similarities are multiplied by this before the softmax "
-                       "(1 = the paper's plain cosine; larger = sharper attention). With learn_temperature, the "
-                       "starting value.", 0.1, 100.0, log_scale=True),
+                       "(1 = the paper's plain cosine; larger = sharper attention). With learn_temperature, only the "
+                       "starting value: a trained model then uses the temperature it learned.", 0.1, 100.0,
+                       log_scale=True, role="adaptation"),
         HyperParameter("projection", int, 0, "Width of a learned linear layer after the backbone (0 = none). Give a "
-                       "frozen pretrained backbone one (e.g. 256) to learn an embedding and keep FCE small.", 0, 16384),
+                       "frozen pretrained backbone one (e.g. 256) to learn an embedding and keep FCE small.", 0, 16384,
+                       role="architecture"),
         HyperParameter("learn_temperature", bool, True, "Meta-learn the temperature along with the embedding "
-                       "(a learned scale, as cosine classifiers since Gidaris & Komodakis 2018 do)."),
+                       "(a learned scale, as cosine classifiers since Gidaris & Komodakis 2018 do).",
+                       role="architecture"),
     )
 
     def __init__(self, *args, **kwargs):

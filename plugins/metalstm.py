@@ -51,14 +51,16 @@ class MetaLearnerLSTM(GradientAlgorithm):
                    "weight and step, and the starting weights. Adapts in a few learned steps on your examples.")
     hyperparameters = TRAINING_HYPERPARAMETERS + with_changes(
         inner_hyperparameters(0.1, 5),
+        # Only the input gate's starting value: a trained model's learning rates are in its weights.
         inner_lr={"help": "The learning rate the meta-learner starts from: its input gate starts near this value "
-                  "(then it is learned, per weight and per step)."},
+                  "(then it is learned, per weight and per step).", "role": "training"},
         adapt_steps={"help": "Updates by the meta-learner when adapting (evaluation and the app); best equal to the "
                      "training steps, which it was trained to make."},
     ) + (
         HyperParameter("inner_steps", int, 5, "Updates by the meta-learner on each training task (the unrolled "
-                       "steps the meta-gradient goes through).", 1, 100),
-        HyperParameter("hidden", int, 20, "Units of the meta-learner's first LSTM layer (20 in the paper).", 1, 256),
+                       "steps the meta-gradient goes through).", 1, 100, role="training"),
+        HyperParameter("hidden", int, 20, "Units of the meta-learner's first LSTM layer (20 in the paper).", 1, 256,
+                       role="architecture"),
     )
 
     def __init__(self, *args, **kwargs):

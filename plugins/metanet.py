@@ -110,16 +110,21 @@ class MetaNetworks(Algorithm):
                    "remembered per example; each image is classified with the fast weights of the examples it "
                    "resembles.")
     hyperparameters = TRAINING_HYPERPARAMETERS + (
-        HyperParameter("hidden", int, 128, "Units of the base learner's augmented hidden layer.", 4, 8192),
-        HyperParameter("key_dim", int, 64, "Size of the representation learner's keys (its augmented layer).", 4, 8192),
-        HyperParameter("meta_hidden", int, 20, "Units of the coordinate-wise meta learners d and m.", 2, 256),
+        HyperParameter("hidden", int, 128, "Units of the base learner's augmented hidden layer.", 4, 8192,
+                       role="architecture"),
+        HyperParameter("key_dim", int, 64, "Size of the representation learner's keys (its augmented layer).", 4, 8192,
+                       role="architecture"),
+        HyperParameter("meta_hidden", int, 20, "Units of the coordinate-wise meta learners d and m.", 2, 256,
+                       role="architecture"),
         HyperParameter("max_ways", int, 20, "Label positions of the base learner: the most classes a model tells "
-                       "apart.", 2, 1000),
+                       "apart.", 2, 1000, role="architecture"),
         HyperParameter("task_fast_weights", bool, True, "Give the representation learner task-level fast weights "
-                       "from a contrastive loss on the support set (step 1 of the paper)."),
-        HyperParameter("margin", float, 0.5, "Cosine margin of the contrastive representation loss.", -1.0, 1.0),
+                       "from a contrastive loss on the support set (step 1 of the paper).", role="adaptation"),
+        HyperParameter("margin", float, 0.5, "Cosine margin of the contrastive representation loss.", -1.0, 1.0,
+                       role="adaptation"),
         HyperParameter("temperature", float, 10.0, "Starting scale of the cosine attention over support keys (it is "
-                       "meta-learned).", 0.1, 100.0, log_scale=True),
+                       "meta-learned; a trained model uses its learned one).", 0.1, 100.0, log_scale=True,
+                       role="training"),
     )
 
     def __init__(self, *args, **kwargs):

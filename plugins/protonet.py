@@ -45,15 +45,17 @@ class PrototypicalNetworks(Algorithm):
     description = "Classifies by the nearest class mean (prototype) in a meta-learned embedding. Fast and strong."
     hyperparameters = TRAINING_HYPERPARAMETERS + (
         HyperParameter("distance", str, "euclidean", "How queries are compared with prototypes: squared Euclidean "
-                       "distance (the paper's choice) or cosine similarity.", choices=("euclidean", "cosine")),
+                       "distance (the paper's choice) or cosine similarity.", choices=("euclidean", "cosine"),
+                       role="adaptation"),
         HyperParameter("temperature", float, 10.0, "With cosine distance or CL2N features: the similarities "
                        "(negative squared distances) are multiplied by this before the softmax (larger = more "
-                       "confident).", 0.01, 1000.0, log_scale=True),
+                       "confident).", 0.01, 1000.0, log_scale=True, role="adaptation"),
         HyperParameter("feature_transform", str, "none", "What is done to features before comparing them: nothing; "
                        "centre them on a stored mean and scale them to unit length (cl2n, the SimpleShot recipe "
                        "for pretrained features); or first take signed square roots and scale to unit length, "
-                       "then centre and scale again (power-cl2n, better for pooled ReLU features).",
-                       choices=("none", "cl2n", "power-cl2n")),
+                       "then centre and scale again (power-cl2n, better for pooled ReLU features). The centring "
+                       "mean is stored with the trained model, so this is fixed by it.",
+                       choices=("none", "cl2n", "power-cl2n"), role="architecture"),
     )
 
     def __init__(self, *args, **kwargs):

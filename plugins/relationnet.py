@@ -189,18 +189,19 @@ class RelationNetworks(Algorithm):
     hyperparameters = TRAINING_HYPERPARAMETERS + (
         HyperParameter("class_embedding", str, "mean", "How a class's shots make its embedding: their mean (the same "
                        "scale for any number of shots, so a model trained with one shot count works with others) or "
-                       "their sum (the paper's choice).", choices=("mean", "sum")),
+                       "their sum (the paper's choice).", choices=("mean", "sum"), role="adaptation"),
         HyperParameter("relation_channels", int, 64, "With feature maps (conv4-maps): filters of the relation "
-                       "module's two conv blocks.", 1, 1024),
+                       "module's two conv blocks.", 1, 1024, role="architecture"),
         HyperParameter("relation_hidden", int, 8, "With feature maps (conv4-maps): width of the relation module's "
-                       "hidden fully connected layer (8 in the paper).", 1, 4096),
+                       "hidden fully connected layer (8 in the paper).", 1, 4096, role="architecture"),
         HyperParameter("mlp_hidden", int, 256, "With feature vectors (any other backbone): width of the two hidden "
-                       "layers of the relation MLP.", 1, 8192),
+                       "layers of the relation MLP.", 1, 8192, role="architecture"),
         HyperParameter("probabilities", str, "ratio", "How relation scores (each in 0..1, not summing to 1) become "
                        "probabilities: each score divided by their sum (ratio), or a softmax of the scores times "
-                       "the temperature (softmax).", choices=("ratio", "softmax")),
+                       "the temperature (softmax).", choices=("ratio", "softmax"), role="adaptation"),
         HyperParameter("temperature", float, 10.0, "With probabilities=softmax: the scores are multiplied by this "
-                       "before the softmax (larger = more confident).", 0.01, 1000.0, log_scale=True),
+                       "before the softmax (larger = more confident).", 0.01, 1000.0, log_scale=True,
+                       role="adaptation"),
     )
 
     def __init__(self, *args, **kwargs):

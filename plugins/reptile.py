@@ -47,12 +47,13 @@ class Reptile(GradientAlgorithm):
             "toward the tasks' adapted weights (1 = all the way)."},
         lr_schedule={"default": "linear"},
     ) + inner_hyperparameters(0.1, 20) + (
-        HyperParameter("inner_steps", int, 5, "SGD steps on each training task before the meta-update.", 1, 1000),
+        HyperParameter("inner_steps", int, 5, "SGD steps on each training task before the meta-update.", 1, 1000,
+                       role="training"),
         HyperParameter("inner_batch", int, 10, "Images per inner SGD step during meta-training (0 = all of the "
-                       "task's images at every step).", 0, 100_000),
+                       "task's images at every step).", 0, 100_000, role="training"),
         HyperParameter("train_on", str, "episode", "Which images of a training episode the inner steps use: all "
                        "of them (episode; the queries act as extra shots, as the paper's 'train shots') or only the "
-                       "support set (support).", choices=("episode", "support")),
+                       "support set (support).", choices=("episode", "support"), role="training"),
     )
 
     def _adapted(self, episodes: Sequence[Episode]) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:

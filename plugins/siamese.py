@@ -152,14 +152,15 @@ class SiameseNetworks(Algorithm):
     hyperparameters = TRAINING_HYPERPARAMETERS + (
         HyperParameter("projection", int, 0, "Width of a learned linear layer with a sigmoid after the backbone "
                        "(the paper used 4096); 0 compares the backbone's features directly (best for Conv-4 trained "
-                       "from scratch; give a frozen pretrained backbone a projection, e.g. 512, to learn).", 0, 16384),
+                       "from scratch; give a frozen pretrained backbone a projection, e.g. 512, to learn).", 0, 16384,
+                       role="architecture"),
         HyperParameter("pairs", str, "all", "Which pairs of an episode train the network: every two distinct images "
                        "(all) or each query against each support image (query-support). Same- and different-class "
-                       "pairs count equally either way.", choices=("all", "query-support")),
+                       "pairs count equally either way.", choices=("all", "query-support"), role="training"),
         HyperParameter("distort", bool, False, "Randomly distort training images (rotation, shear, scale, "
-                       "translation, as in the paper). Never applied when adapting or predicting."),
+                       "translation, as in the paper). Never applied when adapting or predicting.", role="training"),
         HyperParameter("distort_prob", float, 0.5, "With distort: the probability of each of the four components.",
-                       0.0, 1.0),
+                       0.0, 1.0, role="training"),
     )
 
     def __init__(self, *args, **kwargs):

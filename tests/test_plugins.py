@@ -24,6 +24,7 @@ from PIL import Image
 from torch import nn
 
 from metastudio import cli
+from metastudio.core.algorithm import with_changes
 from metastudio.core.backbones import BUILTIN_BACKBONES, BackboneSpec
 from metastudio.core.datasets import DatasetSpec, FewShotDataset
 from metastudio.core.episodes import EpisodeSampler
@@ -522,6 +523,12 @@ class NotLearningProto(PrototypicalNetworks):
         pass
 
 
+class MisdeclaredProto(PrototypicalNetworks):
+    """Says a trained model may change feature_transform, which adds a stored mean to its weights."""
+
+    hyperparameters = with_changes(PrototypicalNetworks.hyperparameters, feature_transform={"role": "adaptation"})
+
+
 @pytest.mark.parametrize(("cls", "message"), [
     (UnnormalisedProto, "must sum to 1"),
     (TensorMetricsProto, "plain Python floats"),
@@ -529,6 +536,8 @@ class NotLearningProto(PrototypicalNetworks):
     (ForgetfulProto, "predicts differently"),
     (NoProgressProto, "progress callback"),
     (NotLearningProto, "loss did not go down"),
+    (MisdeclaredProto, r"\[roles\] hyperparameter feature_transform is declared role='adaptation'.*feature_mean.*"
+                       "declare it role='architecture'"),
 ])
 def test_the_testkit_catches_broken_algorithms(cls, message, tiny_host, tmp_path):
     with pytest.raises(AssertionError, match=message):

@@ -60,7 +60,7 @@ def test_predictions_problems_and_notes(session, tmp_path):
 
 def test_hyperparameter_overrides_and_reload(session, tmp_path):
     from metastudio.cli import resolve_model
-    from metastudio.core.errors import CheckpointError
+    from metastudio.core.errors import FixedHyperParameterError
 
     path = resolve_model("protonet-omniglot")
     info = session.load(path, {"distance": "cosine"})
@@ -68,7 +68,7 @@ def test_hyperparameter_overrides_and_reload(session, tmp_path):
     assert session.load(path, {"distance": "cosine"}) is info  # cached
     with pytest.raises(ValueError, match="distance must be one of"):
         session.load(path, {"distance": "manhattan"})
-    with pytest.raises(CheckpointError, match="feature_transform"):
+    with pytest.raises(FixedHyperParameterError, match="feature_transform is fixed by the trained model"):
         session.load(path, {"feature_transform": "cl2n"})  # needs a stored feature mean the model lacks
     with pytest.raises(Exception, match="cannot be read"):
         session.load(tmp_path / "nope.safetensors")

@@ -15,8 +15,12 @@ An :class:`Algorithm` is a ``torch.nn.Module`` holding everything that meta-trai
    version, backbone, image size, hyperparameters, history) to JSON metadata -- see
    :mod:`metastudio.core.checkpoint`. Nothing is ever pickled.
 
-Hyperparameters are declared as :class:`HyperParameter` (type, default, range, help) so that
-forms, CLI flags and validation are derived from one declaration.
+Hyperparameters are declared as :class:`HyperParameter` (type, default, range, help, role) so
+that forms, CLI flags and validation are derived from one declaration. The ``role`` says when a
+value matters: only while meta-training (``training``), in the shape or meaning of the trained
+weights (``architecture``), or when a trained model adapts and predicts (``adaptation``). Only
+``adaptation`` ones may differ from the trained values when a model is used
+(:meth:`Algorithm.adaptation_overrides`).
 
 Images enter as uint8 tensors [B, C, H, W]; :meth:`Algorithm.prepare` moves them to the
 algorithm's device and scales them to floats in [0, 1].
@@ -37,9 +41,13 @@ import torch
 from torch import nn
 
 from .episodes import Episode, SupportSet
+from .errors import FixedHyperParameterError
 from .images import FITS
 
 _TYPES = {int: "int", float: "float", bool: "bool", str: "str"}
+
+#: The roles a hyperparameter can have (see :class:`HyperParameter`).
+ROLES = ("training", "architecture", "adaptation")
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,18 @@ class HyperParameter:
     (or number) to a list; ``minimum``/``maximum`` bound numbers (inclusive);
     ``log_scale`` hints a GUI to use a logarithmic slider; ``help`` is one sentence shown in
     forms and ``--help``.
+
+    ``role`` says when the value matters, and so whether it may change once a model is trained:
+
+    * ``"training"``: only while meta-training (the optimiser, how episodes become losses,
+      distortions, a learned quantity's starting value...). A trained model keeps the value it
+      was trained with; the app does not show it for a trained model.
+    * ``"architecture"``: fixed by the trained weights (it sets the shape of a layer, whether a
+      module or a stored buffer exists, or what the learned weights mean). Changing it for a
+      trained model would not load or would be meaningless; the app shows it read-only.
+    * ``"adaptation"`` (the default): used when a trained model adapts to a support set and
+      predicts (a distance, a temperature, adaptation steps...); it may be changed for a
+      trained model, and the app offers it.
     """
 
     name: str
@@ -60,10 +80,13 @@ class HyperParameter:
     maximum: float | None = None
     choices: tuple[Any, ...] | None = None
     log_scale: bool = False
+    role: str = "adaptation"
 
     def __post_init__(self):
         if self.type not in _TYPES:
             raise TypeError(f"hyperparameter '{self.name}': type must be int, float, bool or str")
+        if self.role not in ROLES:
+            raise ValueError(f"hyperparameter '{self.name}': role must be one of {', '.join(ROLES)}, got {self.role!r}")
         self.validate(self.default)
 
     def validate(self, value: Any) -> Any:
@@ -104,26 +127,31 @@ class HyperParameter:
             "name": self.name, "type": _TYPES[self.type], "default": self.default, "help": self.help,
             "minimum": self.minimum, "maximum": self.maximum,
             "choices": list(self.choices) if self.choices is not None else None, "log_scale": self.log_scale,
+            "role": self.role,
         }
 
 
 #: Hyperparameters of the outer (meta-training) optimiser, shared by most algorithms.
 TRAINING_HYPERPARAMETERS: tuple[HyperParameter, ...] = (
-    HyperParameter("lr", float, 1e-3, "Learning rate of the meta-training optimiser (Adam).", 1e-6, 1.0, log_scale=True),
-    HyperParameter("weight_decay", float, 0.0, "L2 weight decay of the meta-training optimiser.", 0.0, 1.0),
+    HyperParameter("lr", float, 1e-3, "Learning rate of the meta-training optimiser (Adam).", 1e-6, 1.0, log_scale=True,
+                   role="training"),
+    HyperParameter("weight_decay", float, 0.0, "L2 weight decay of the meta-training optimiser.", 0.0, 1.0,
+                   role="training"),
     HyperParameter(
         "lr_schedule", str, "step", "How the learning rate falls during meta-training: halve it at fixed "
         "intervals (step), follow a cosine to zero (cosine), fall in a straight line to zero (linear) or keep it "
         "(constant).",
-        choices=("step", "cosine", "linear", "constant"),
+        choices=("step", "cosine", "linear", "constant"), role="training",
     ),
-    HyperParameter("lr_step", int, 2000, "With the step schedule: meta-training steps between halvings.", 1, 10_000_000),
+    HyperParameter("lr_step", int, 2000, "With the step schedule: meta-training steps between halvings.", 1, 10_000_000,
+                   role="training"),
 )
 
 
 def with_changes(hyperparameters: tuple[HyperParameter, ...], **changes: dict[str, Any]) -> tuple[HyperParameter, ...]:
     """``hyperparameters`` with some of them changed, e.g. ``with_changes(TRAINING_HYPERPARAMETERS,
-    lr={"default": 1.0})``: an algorithm giving a shared hyperparameter its own default or help."""
+    lr={"default": 1.0})``: an algorithm giving a shared hyperparameter its own default, help or
+    role. The changed declarations are validated again (a bad default or role raises)."""
     unknown = set(changes) - {h.name for h in hyperparameters}
     if unknown:
         raise ValueError(f"no hyperparameter {', '.join(sorted(unknown))} to change")
@@ -277,6 +305,34 @@ class Algorithm(nn.Module, ABC):
                 f"{cls.name} has no hyperparameter {', '.join(unknown)}; it has: {', '.join(declared)}"
             )
         return {n: h.validate(given[n]) if n in given else h.default for n, h in declared.items()}
+
+    @classmethod
+    def adaptation_overrides(cls, trained: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The validated values of ``overrides`` that differ from a trained model's hyperparameters
+        ``trained``, for using that model.
+
+        Only ``adaptation`` hyperparameters may differ: an override of a ``training`` or
+        ``architecture`` one to another value raises
+        :class:`~metastudio.core.errors.FixedHyperParameterError` (a ``ValueError``) naming it
+        (an override equal to the trained value changes nothing and is accepted). Unknown names
+        and invalid values raise ValueError, as in :meth:`resolve_hparams`."""
+        resolved = cls.resolve_hparams({**trained, **overrides})
+        declared = {h.name: h for h in cls.hyperparameters}
+        changed = {k: v for k, v in resolved.items() if k in overrides and trained.get(k, declared[k].default) != v}
+        fixed = []
+        for name, value in changed.items():
+            h = declared[name]
+            if h.role == "adaptation":
+                continue
+            why = "it is only used while meta-training" if h.role == "training" else "the trained weights depend on it"
+            fixed.append(f"{name} is fixed by the trained model ({why}): it was trained with "
+                         f"{name}={trained.get(name, h.default)!r} and cannot be used with {name}={value!r}")
+        if fixed:
+            raise FixedHyperParameterError(
+                f"{'; '.join(fixed)}. Meta-train a new {cls.title or cls.name} model to change "
+                f"{'it' if len(fixed) == 1 else 'them'}."
+            )
+        return changed
 
     # -- devices and precision ---------------------------------------------------------------
     @property

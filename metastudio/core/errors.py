@@ -25,6 +25,11 @@ class CheckpointError(MetaStudioError):
     """A model or checkpoint file could not be read or written."""
 
 
+class FixedHyperParameterError(MetaStudioError, ValueError):
+    """A trained model was asked to use another value of a hyperparameter that its training fixed
+    (a ``training`` or ``architecture`` one; see :class:`metastudio.core.algorithm.HyperParameter`)."""
+
+
 class ProjectError(MetaStudioError):
     """A ``.metastudio`` project file could not be opened or saved (the message names the file)."""
 

@@ -76,16 +76,17 @@ def inner_hyperparameters(inner_lr: float, adapt_steps: int) -> tuple[HyperParam
     """The hyperparameters every gradient-based algorithm has, with its own defaults."""
     return (
         HyperParameter("inner_lr", float, inner_lr, "Step size of the SGD steps on the support set.", 1e-5, 10.0,
-                       log_scale=True),
+                       log_scale=True, role="adaptation"),
         HyperParameter("adapt_steps", int, adapt_steps, "SGD steps on the support set when adapting (evaluation "
-                       "and the app); may differ from the training steps.", 1, 1000),
+                       "and the app); may differ from the training steps.", 1, 1000, role="adaptation"),
         HyperParameter("batch_norm", str, "support", "Which statistics batch norm uses: those of the support set "
                        "(support; a query never affects another), of the batch being processed (transductive, as in "
                        "MAML's paper) or stored running statistics (running).",
-                       choices=("support", "transductive", "running")),
+                       choices=("support", "transductive", "running"), role="adaptation"),
         HyperParameter("task_batching", str, "auto", "How a meta-batch's tasks run: all at once as grouped "
                        "convolutions (grouped), one after the other (loop), or grouped on a GPU and looped on a CPU "
-                       "(auto; on a CPU the loop measured faster).", choices=("auto", "grouped", "loop")),
+                       "(auto; on a CPU the loop measured faster).", choices=("auto", "grouped", "loop"),
+                       role="training"),
     )
 
 

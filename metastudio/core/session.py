@@ -101,7 +101,10 @@ class ClassifierSession:
         """Load the model file (again only if the file or the hyperparameters changed).
 
         ``hyperparameters`` override the saved ones (e.g. a different distance); values are
-        validated, and a change the saved weights do not fit raises :class:`CheckpointError`.
+        validated. Only ``adaptation`` hyperparameters may differ from the trained values: a
+        different value of a ``training`` or ``architecture`` one raises
+        :class:`~metastudio.core.errors.FixedHyperParameterError` (a ValueError naming it), and a
+        change the saved weights do not fit raises :class:`CheckpointError`.
         """
         path = Path(path)
         try:
@@ -115,8 +118,7 @@ class ClassifierSession:
         loaded = load_model(path, self.registry, self.device)
         algorithm, meta = loaded.algorithm, loaded.metadata
         if overrides:
-            changed = {k: v for k, v in algorithm.resolve_hparams({**algorithm.hparams, **overrides}).items()
-                       if algorithm.hparams.get(k) != v}
+            changed = type(algorithm).adaptation_overrides(algorithm.hparams, overrides)
             if changed:
                 rebuilt = build_algorithm({**meta, "hyperparameters": {**algorithm.hparams, **changed}}, self.registry)
                 from .errors import CheckpointError

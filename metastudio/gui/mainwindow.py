@@ -39,6 +39,12 @@ APP_NAME = "MetaStudio"
 MAX_RECENT = 8
 AUTOSAVE_MS = 60_000
 ADAPT_DEBOUNCE_MS = 120
+#: Why a hyperparameter of a trained model is greyed out in the Model box (its tooltip starts so).
+FIXED_REASON = "Fixed when this model was trained: its weights depend on it, so it cannot change here."
+#: The note under the Model box's form when some rows are greyed out.
+FIXED_NOTE = "Greyed-out settings were fixed when this model was trained."
+#: The note under the Model box's form when settings used only for meta-training are left out.
+TRAINING_NOTE = "Settings used only for meta-training ({names}) are in the Meta-train tab."
 
 
 class NotificationBar(QFrame):
@@ -112,12 +118,18 @@ class ModelBox(QGroupBox):
         self.hp_box = QWidget()
         self.hp_layout = QVBoxLayout(self.hp_box)
         self.hp_layout.setContentsMargins(0, 0, 0, 0)
+        self.form_note = QLabel()
+        self.form_note.setWordWrap(True)
+        self.form_note.setObjectName("form_note")
+        self.form_note.hide()
+        self.hp_layout.addWidget(self.form_note)
         form.addRow(self.hp_box)
         form.addRow("Device", self.device)
         self.catalog: dict = {"algorithms": [], "failed": [], "models": []}
         self.extra_models: list[dict] = []
         self.hp_form = None
         self._saved_hparams: dict = {}
+        self._adaptation_names: set[str] = set()
         self._updating = False
         self.algorithm_combo.currentIndexChanged.connect(self._algorithm_picked)
         self.model_combo.currentIndexChanged.connect(self._model_picked)
@@ -195,24 +207,45 @@ class ModelBox(QGroupBox):
             self.hp_layout.removeWidget(self.hp_form)
             self.hp_form.deleteLater()
             self.hp_form = None
+        self.form_note.hide()
+        self._saved_hparams, self._adaptation_names = {}, set()
         if spec is None:
             self.about.setText("")
             return
         details = f" Backbone {model['backbone']}, {model['image_size']} px" if model else ""
         self.about.setText(f"<small>{spec['description']}{details}</small>")
-        # Only what matters when adapting is offered here; the optimiser's settings belong to training.
-        adapt_specs = [h for h in spec["hyperparameters"] if h["name"] not in ("lr", "weight_decay", "lr_schedule", "lr_step")]
-        if adapt_specs:
-            self.hp_form = HyperParameterForm([_hyperparameter(h) for h in adapt_specs])
+        # Only what matters when adapting is offered here: settings used only in meta-training are
+        # left out, and those the trained weights depend on show the model's values, read-only.
+        specs = spec["hyperparameters"]
+        if model is None:  # nothing trained to show
+            shown = [h for h in specs if _role(h) == "adaptation"]
+        else:
+            shown = [h for h in specs if _role(h) != "training"]
+        fixed = [h["name"] for h in shown if _role(h) == "architecture"]
+        left_out = [h["name"] for h in specs if _role(h) == "training" and h["name"] not in _OPTIMISER]
+        notes = ([FIXED_NOTE] if fixed else []) + ([TRAINING_NOTE.format(names=", ".join(left_out))]
+                                                   if model is not None and left_out else [])
+        if notes:
+            self.form_note.setText(f"<small>{' '.join(notes)}</small>")
+            self.form_note.show()
+        if shown:
+            self.hp_form = HyperParameterForm([_hyperparameter(h) for h in shown])
             saved = dict((model or {}).get("hyperparameters") or {})
-            names = {h["name"] for h in adapt_specs}
+            names = {h["name"] for h in shown}
+            self._adaptation_names = names - set(fixed)
             self._saved_hparams = {k: v for k, v in saved.items() if k in names}
-            try:
-                self.hp_form.set_values({k: v for k, v in {**saved, **hyperparameters}.items() if k in names})
-            except ValueError:
-                pass
+            # The model's values first (the fixed ones keep them), then the project's overrides
+            # of what may change; a bad value leaves the rest shown.
+            for values in (self._saved_hparams,
+                           {k: v for k, v in hyperparameters.items() if k in self._adaptation_names}):
+                try:
+                    self.hp_form.set_values(values)
+                except ValueError:
+                    pass
+            if fixed:
+                self.hp_form.set_read_only(fixed, FIXED_REASON)
             self.hp_form.changed.connect(self._hp_changed)
-            self.hp_layout.addWidget(self.hp_form)
+            self.hp_layout.insertWidget(0, self.hp_form)
 
     # -- reacting -----------------------------------------------------------------------------------------
     def _algorithm_picked(self, index: int) -> None:
@@ -245,8 +278,9 @@ class ModelBox(QGroupBox):
             values = self.hp_form.values()
         except ValueError:
             return
-        # Only what differs from the model's own settings is an override.
-        self.choice_changed.emit(choice, {k: v for k, v in values.items() if self._saved_hparams.get(k) != v})
+        # Only what may change and differs from the model's own settings is an override.
+        self.choice_changed.emit(choice, {k: v for k, v in values.items()
+                                          if k in self._adaptation_names and self._saved_hparams.get(k) != v})
 
 
 class MainWindow(QMainWindow):
@@ -1091,7 +1125,17 @@ def _hyperparameter(described: dict):
     choices = described.get("choices")
     return HyperParameter(described["name"], types[described["type"]], described["default"], described["help"],
                           described.get("minimum"), described.get("maximum"),
-                          tuple(choices) if choices is not None else None, bool(described.get("log_scale")))
+                          tuple(choices) if choices is not None else None, bool(described.get("log_scale")),
+                          role=_role(described))
+
+
+#: The shared optimiser settings: only ever for meta-training, whatever a plugin declares.
+_OPTIMISER = ("lr", "weight_decay", "lr_schedule", "lr_step")
+
+
+def _role(described: dict) -> str:
+    """The role of a described hyperparameter (``adaptation`` when a plugin gave none)."""
+    return "training" if described["name"] in _OPTIMISER else described.get("role") or "adaptation"
 
 
 def _image_filter() -> str:

@@ -154,6 +154,8 @@ class HyperParameterForm(QWidget):
 
     ``values()`` gives ``{name: value}`` (validated, typed); ``set_values(mapping)`` sets them
     and raises ValueError for an unknown name or an invalid value, changing nothing then.
+    ``set_read_only(names, reason)`` greys some rows out: they show a value that cannot be
+    edited (still part of ``values()``), with ``reason`` in their tooltip.
     """
 
     changed = Signal()
@@ -165,6 +167,8 @@ class HyperParameterForm(QWidget):
         self._layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self._params: dict[str, HyperParameter] = {}
         self._editors: dict[str, QWidget] = {}
+        self._labels: dict[str, QLabel] = {}
+        self._read_only: dict[str, str] = {}
         self._empty = QLabel("No settings.")
         self._empty.setEnabled(False)
         self.setAccessibleName("Hyperparameters")
@@ -179,6 +183,8 @@ class HyperParameterForm(QWidget):
         self._empty.setEnabled(False)
         self._params = {h.name: h for h in hyperparameters}
         self._editors = {}
+        self._labels = {}
+        self._read_only = {}
         for h in hyperparameters:
             editor = self._make_editor(h)
             label = QLabel(h.name.replace("_", " ") + ":")
@@ -191,6 +197,7 @@ class HyperParameterForm(QWidget):
             editor.setObjectName(f"hp_{h.name}")
             self._layout.addRow(label, editor)
             self._editors[h.name] = editor
+            self._labels[h.name] = label
         if not hyperparameters:
             self._layout.addRow(self._empty)
 
@@ -249,6 +256,28 @@ class HyperParameterForm(QWidget):
     def editor(self, name: str) -> QWidget:
         """The editing widget of one parameter (tests, focus)."""
         return self._editors[name]
+
+    def set_read_only(self, names: Sequence[str], reason: str) -> None:
+        """Grey out the rows of ``names``: their values show but cannot be edited (``set_values``
+        still sets them). ``reason`` (one sentence: why they cannot change) leads their tooltip
+        and accessible description. Raises ValueError for an unknown name."""
+        unknown = sorted(set(names) - set(self._params))
+        if unknown:
+            raise ValueError(f"no hyperparameter {', '.join(unknown)}; the form has: {', '.join(self._params) or 'none'}")
+        for name in names:
+            h = self._params[name]
+            tip = f"{reason} {self._tooltip(h)}"
+            editor, label = self._editors[name], self._labels[name]
+            editor.setEnabled(False)
+            label.setEnabled(False)
+            editor.setToolTip(tip)
+            label.setToolTip(tip)
+            editor.setAccessibleDescription(f"{reason} {h.help}")
+            self._read_only[name] = reason
+
+    def read_only(self) -> dict[str, str]:
+        """``{name: reason}`` of the rows greyed out by :meth:`set_read_only`."""
+        return dict(self._read_only)
 
     def _raw(self, name: str) -> Any:
         w = self._editors[name]

@@ -53,7 +53,15 @@ def metastudio_algorithms():
         lower case, used on the command line and in model files), ``version`` (bump it when
         the saved state changes), ``title``, ``description``, ``family`` (``"metric"``,
         ``"model"`` or ``"optimization"``) and ``hyperparameters`` (a tuple of
-        :class:`metastudio.core.algorithm.HyperParameter`).
+        :class:`metastudio.core.algorithm.HyperParameter`). Give each hyperparameter its
+        ``role``: ``"training"`` when only meta-training uses it (the optimiser, how episodes
+        make losses, distortions, a learned value's starting point), ``"architecture"`` when the
+        trained weights depend on it (a layer's width, whether a module or buffer exists), or
+        ``"adaptation"`` (the default) when adapting and predicting use it and a trained model
+        may take another value (a distance, a temperature, adaptation steps). For a trained
+        model the app offers only ``adaptation`` ones, shows ``architecture`` ones read-only,
+        and refuses other values of the rest (:meth:`Algorithm.adaptation_overrides`); the
+        Meta-train tab and ``metastudio train --hp`` offer them all.
 
     The class is instantiated as ``cls(backbone, backbone_name=..., image_size=...,
     channels=..., hparams={...})`` and must implement ``meta_train_step(episodes) -> dict`` of
@@ -63,6 +71,15 @@ def metastudio_algorithms():
     Use :mod:`metastudio.plugins.testkit` to check a new algorithm against the contract.
 
     Example::
+
+        class MyAlgorithm(Algorithm):
+            name, title, family = "mine", "My algorithm", "metric"
+            hyperparameters = TRAINING_HYPERPARAMETERS + (  # lr & co.: role="training"
+                HyperParameter("width", int, 256, "Width of the learned head.", 1, 4096, role="architecture"),
+                HyperParameter("temperature", float, 10.0, "Softmax scale when classifying.", 0.01, 100.0,
+                               role="adaptation"),
+            )
+            ...
 
         @hookimpl
         def metastudio_algorithms():

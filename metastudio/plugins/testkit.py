@@ -35,20 +35,24 @@ What :func:`check_algorithm` checks, in order (the message of a failure names th
    ``name`` (lower case, no spaces), ``version``, ``family`` (metric, model or optimization)
    and declared hyperparameters whose defaults validate, with unique names, and a
    JSON-serialisable :meth:`~metastudio.core.algorithm.Algorithm.describe`;
-2. construction with a backbone from the plugin host, ``configure_training`` and
+2. roles (once the algorithm is built): a hyperparameter declared ``role="adaptation"`` (one
+   a trained model may change) that is a bool or has choices gives the same saved state
+   (names and shapes) with each of its other values -- otherwise the trained weights depend
+   on it and it must be declared ``role="architecture"``;
+3. construction with a backbone from the plugin host, ``configure_training`` and
    ``meta_train_step`` on a batch of 2 episodes: a dict of plain Python floats with a finite
    ``loss`` and an ``accuracy`` in [0, 1] (checked after every step);
-3. learning: the loss on one fixed episode goes down over ``steps`` further steps (the mean
+4. learning: the loss on one fixed episode goes down over ``steps`` further steps (the mean
    of the last two steps is below the mean of the first two);
-4. adaptation (in eval mode, as the evaluator and the app call it): ``adapt`` reports
+5. adaptation (in eval mode, as the evaluator and the app call it): ``adapt`` reports
    :class:`~metastudio.core.algorithm.AdaptProgress` steps to its ``progress`` callback,
    works without one, does not change the algorithm's parameters or buffers, and returns a
    :class:`~metastudio.core.algorithm.Learner` for exactly the support set's classes, also
    with an unequal number of shots per class and with fewer ways (3) than it was trained on
    (5);
-5. prediction: ``predict_proba`` returns float32 CPU probabilities [Q, N] without autograd
+6. prediction: ``predict_proba`` returns float32 CPU probabilities [Q, N] without autograd
    history, each row summing to 1;
-6. persistence: :func:`~metastudio.core.checkpoint.save_model` then
+7. persistence: :func:`~metastudio.core.checkpoint.save_model` then
    :func:`~metastudio.core.checkpoint.load_model` gives an algorithm whose learners predict
    the same probabilities; if the learner has a ``state_dict``, a model saved with
    ``learner=`` reloads with a learner that predicts the same probabilities.
@@ -268,6 +272,35 @@ def _check_class(cls: type) -> None:
         raise _fail(step, f"{cls.__name__}.describe() must be JSON-serialisable: {e}") from None
 
 
+def _check_roles(cls: type[Algorithm], spec, ds, hparams: Mapping[str, Any], algorithm: Algorithm) -> None:
+    """Every other value of an ``adaptation`` bool or choice must fit the saved state of ``algorithm``."""
+    step = "roles"
+    shapes = {k: tuple(v.shape) for k, v in algorithm.state_dict().items()}
+    for h in cls.hyperparameters:
+        if h.role != "adaptation":
+            continue
+        current = algorithm.hparams[h.name]
+        if h.type is bool:
+            others = [not current]
+        elif h.choices is not None:
+            others = [c for c in h.choices if c != current]
+        else:
+            continue  # numbers: their extremes may be huge to build; not tried
+        for value in others:
+            try:
+                other = cls(spec.build(ds.channels, ds.image_size), backbone_name=spec.name, image_size=ds.image_size,
+                            channels=ds.channels, hparams={**hparams, h.name: value})
+            except ValueError:
+                continue  # not a valid combination with the other values: nothing to compare
+            got = {k: tuple(v.shape) for k, v in other.state_dict().items()}
+            if got != shapes:
+                diff = sorted(set(got) ^ set(shapes)) or sorted(k for k in got if got[k] != shapes[k])
+                raise _fail(step, f"hyperparameter {h.name} is declared role='adaptation' (a trained model may "
+                            f"take another value), but with {h.name}={value!r} the saved state differs "
+                            f"({', '.join(diff[:4])}): the trained weights depend on it, so declare it "
+                            "role='architecture'")
+
+
 def _check_metrics(metrics: Any, step: str) -> float:
     _check(isinstance(metrics, dict), step, f"meta_train_step must return a dict, got {type(metrics).__name__}")
     for key in ("loss", "accuracy"):
@@ -335,6 +368,8 @@ def _check_instance(cls: type[Algorithm], backbone_name: str, host, steps: int, 
         json.dumps(algorithm.config())
     except (TypeError, ValueError) as e:
         raise _fail(step, f"algorithm.config() must be JSON-serialisable (it goes into model files): {e}") from None
+    with torch.random.fork_rng(devices=[]):  # the checks after this one see the same random numbers
+        _check_roles(cls, spec, ds, hparams, algorithm)
     algorithm.configure_training(steps)
     algorithm.train()
 
