@@ -45,6 +45,21 @@ def episodes(root: str | None, count: int, seed: int = 0):
     return [sampler.episode(i) for i in range(count)]
 
 
+def import_learn2learn():
+    """learn2learn, imported for its MAML alone. Its package import also loads qpth (for
+    MetaOptNet), which imports cvxpy at the top but uses it only when it solves a problem; where
+    cvxpy is missing (the GPU machines have no solver packages and no network), an empty module
+    stands in for it."""
+    import importlib.util
+    import types
+
+    if importlib.util.find_spec("cvxpy") is None:
+        sys.modules["cvxpy"] = types.ModuleType("cvxpy")
+    import learn2learn
+
+    return learn2learn
+
+
 def run_one(impl: str, args) -> dict:
     import torch
 
@@ -70,7 +85,7 @@ def run_one(impl: str, args) -> dict:
         def step(batch):
             return algo.meta_train_step(batch)["loss"]
     else:
-        import learn2learn as l2l
+        l2l = import_learn2learn()
         import torch.nn.functional as F
 
         model = torch.nn.Sequential(backbone, torch.nn.Linear(64, 5)).to(device)
