@@ -179,10 +179,18 @@ def cmd_train(args) -> int:
 
     host = get_host(safe_mode=args.safe_mode or None)
     options = _dataset_options(host.dataset(args.dataset), args)
+    if args.val_holdout < 0:
+        raise ValueError(f"--val-holdout must be 0 or more, got {args.val_holdout}")
+    val_split = args.val_split if args.val_split is not None else "val"
+    if args.val_holdout:
+        if args.val_split is not None and args.val_split.lower() != "none":
+            print(f"warning: --val-split {args.val_split} is ignored: --val-holdout {args.val_holdout} validates on "
+                  "classes held out of the training split", file=sys.stderr)
+        val_split = "none"
     plan = TrainingPlan(
         algorithm=args.algorithm, backbone=args.backbone, dataset=args.dataset,
         root=str(args.root) if args.root else None, split=args.train_split,
-        val_split=None if args.val_split.lower() == "none" else args.val_split, options=options,
+        val_split=None if val_split.lower() == "none" else val_split, val_holdout=args.val_holdout, options=options,
         ways=args.ways, shots=args.shots, queries=args.queries, episodes=args.episodes, meta_batch=args.meta_batch,
         val_every=args.val_every, val_episodes=args.val_episodes, val_ways=args.val_ways, val_shots=args.val_shots,
         val_queries=args.val_queries, hparams=_parse_hparams(args.hp), image_size=args.image_size,
@@ -191,7 +199,7 @@ def cmd_train(args) -> int:
     progress, close_progress = _stage_progress()
     try:
         # The CLI validates even on a folder without val/ (with a warning): a researcher asked for it.
-        trainer = prepare_run(plan, host, progress, validate_on_training_classes=args.val_split.lower() != "none")
+        trainer = prepare_run(plan, host, progress, validate_on_training_classes=val_split.lower() != "none")
     finally:
         close_progress()
     print(f"device: {trainer.device_description}", file=sys.stderr)
@@ -425,7 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--freeze-backbone", action="store_true",
                    help="keep the backbone's (pretrained) weights fixed and out of the model file; train the rest")
     t.add_argument("--train-split", default="train")
-    t.add_argument("--val-split", default="val", help="split to validate on, or 'none'")
+    t.add_argument("--val-split", default=None, help="split to validate on (default val), or 'none'")
+    t.add_argument("--val-holdout", type=int, default=0, metavar="N",
+                   help="validate on N classes of the training split instead, held out of training (chosen with "
+                        "--seed; for datasets without a separate validation split, or whose val split is the one "
+                        "you report); validates before the first step too, so an untrained head that training "
+                        "makes worse is kept")
     t.add_argument("--val-every", type=int, default=500, help="steps between validations")
     t.add_argument("--val-episodes", type=int, default=200, help="episodes per validation (a fixed list)")
     t.add_argument("--val-ways", type=int, default=5)

@@ -24,6 +24,13 @@ LSTMs alone would hold about 40 million weights, on a 256-d projection about 2.6
 
 Adaptation is one forward pass over the support set (instant), and any number of shots and
 ways works; the learner keeps the support embeddings and their labels.
+
+``feature_transform`` (``cl2n`` or ``power-cl2n``, see :mod:`metastudio.core.feature_transform`)
+centres a frozen pretrained backbone's features on the training set's mean and scales them to
+unit length before the projection, FCE and the cosine: on EfficientNet-Lite0 features of
+held-out mini-ImageNet training classes, untrained Matching Networks (no FCE, no projection) got
+84 % (5-way 1-shot) and 93 % (5-shot) with power-cl2n. The mean is fitted on the training
+features before meta-training (:func:`metastudio.core.runs.prepare_run`).
 """
 
 from __future__ import annotations
@@ -46,6 +53,12 @@ from metastudio.core.algorithm import (
     query_accuracy,
 )
 from metastudio.core.episodes import Episode, SupportSet
+from metastudio.core.feature_transform import (
+    FEATURE_TRANSFORM,
+    FeatureTransformMixin,
+    apply_feature_transform,
+    copy_feature_transform,
+)
 from metastudio.plugins import hookimpl
 
 EPS = 1e-8
@@ -86,7 +99,7 @@ class QueryAttention(nn.Module):
         return h
 
 
-class MatchingNetworks(Algorithm):
+class MatchingNetworks(FeatureTransformMixin, Algorithm):
     name = "matchingnet"
     version = "1"
     title = "Matching Networks"
@@ -109,6 +122,7 @@ class MatchingNetworks(Algorithm):
         HyperParameter("learn_temperature", bool, True, "Meta-learn the temperature along with the embedding "
                        "(a learned scale, as cosine classifiers since Gidaris & Komodakis 2018 do).",
                        role="architecture"),
+        FEATURE_TRANSFORM,
     )
 
     def __init__(self, *args, **kwargs):
@@ -125,7 +139,8 @@ class MatchingNetworks(Algorithm):
 
     # -- the model ------------------------------------------------------------------------------
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone features [B, D], through the projection when there is one."""
+        """Backbone features [B, D], transformed (``feature_transform``), then through the
+        projection when there is one."""
         features = super().embed(images)
         return self.projection(features) if self.projection is not None else features
 
@@ -225,6 +240,7 @@ class MatchingModule(nn.Module):
         self.query_attention = (copy.deepcopy(algorithm.query_attention).float().cpu().eval()
                                 if algorithm.hparams["fce"] else None)
         self.requires_grad_(False)
+        self.transform = copy_feature_transform(self, algorithm)
         self.register_buffer("support", F.normalize(support.detach().float().cpu(), dim=1).clone())
         self.register_buffer("raw_support", support.detach().float().cpu().clone())
         self.register_buffer("onehot", onehot.detach().float().cpu().clone())
@@ -232,6 +248,7 @@ class MatchingModule(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         queries = self.backbone(images).float()
+        queries = apply_feature_transform(queries, self.transform, getattr(self, "feature_mean", None))
         if self.projection is not None:
             queries = self.projection(queries)
         if self.query_attention is not None:

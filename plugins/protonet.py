@@ -26,6 +26,12 @@ from metastudio.core.algorithm import (
     query_accuracy,
 )
 from metastudio.core.episodes import Episode, SupportSet
+from metastudio.core.feature_transform import (
+    FEATURE_TRANSFORM,
+    FeatureTransformMixin,
+    apply_feature_transform,
+    copy_feature_transform,
+)
 from metastudio.plugins import hookimpl
 
 
@@ -37,7 +43,7 @@ def class_means(features: torch.Tensor, labels: torch.Tensor, ways: int) -> torc
     return onehot.t() @ features / counts
 
 
-class PrototypicalNetworks(Algorithm):
+class PrototypicalNetworks(FeatureTransformMixin, Algorithm):
     name = "protonet"
     version = "1"
     title = "Prototypical Networks"
@@ -50,45 +56,8 @@ class PrototypicalNetworks(Algorithm):
         HyperParameter("temperature", float, 10.0, "With cosine distance or CL2N features: the similarities "
                        "(negative squared distances) are multiplied by this before the softmax (larger = more "
                        "confident).", 0.01, 1000.0, log_scale=True, role="adaptation"),
-        HyperParameter("feature_transform", str, "none", "What is done to features before comparing them: nothing; "
-                       "centre them on a stored mean and scale them to unit length (cl2n, the SimpleShot recipe "
-                       "for pretrained features); or first take signed square roots and scale to unit length, "
-                       "then centre and scale again (power-cl2n, better for pooled ReLU features). The centring "
-                       "mean is stored with the trained model, so this is fixed by it.",
-                       choices=("none", "cl2n", "power-cl2n"), role="architecture"),
+        FEATURE_TRANSFORM,
     )
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.hparams["feature_transform"] != "none":
-            self.register_buffer("feature_mean", torch.zeros(self.backbone.out_features))
-
-    def _before_centring(self, features: torch.Tensor) -> torch.Tensor:
-        if self.hparams["feature_transform"] == "power-cl2n":
-            return F.normalize(features.sign() * features.abs().sqrt(), dim=1)
-        return features
-
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        features = super().embed(images)
-        if self.hparams["feature_transform"] != "none":
-            features = F.normalize(self._before_centring(features) - self.feature_mean, dim=1)
-        return features
-
-    @torch.inference_mode()
-    def fit_feature_mean(self, batches) -> int:
-        """Set the centring mean (cl2n, power-cl2n) from uint8 image batches of base classes (a
-        training set): the mean of the features as they are just before centring. Returns the
-        number of images seen."""
-        total, count = None, 0
-        with self.evaluating():
-            for images in batches:
-                raw = self._before_centring(Algorithm.embed(self, images)).double().sum(0)
-                total = raw if total is None else total + raw
-                count += len(images)
-        if not count:
-            raise ValueError("no images to estimate the feature mean from")
-        self.feature_mean.copy_((total / count).to(self.feature_mean))
-        return count
 
     def logits(self, queries: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
         if self.hparams["distance"] == "cosine":
@@ -170,22 +139,17 @@ class ProtoModule(nn.Module):
         self.backbone = backbone.to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
         self.backbone.requires_grad_(False)
         hp = algorithm.hparams
-        self.transform = str(hp["feature_transform"])
         self.distance = str(hp["distance"])
         self.temperature = float(hp["temperature"])
         # Cloned outside inference mode: the originals may be inference tensors.
         with torch.no_grad():
             self.register_buffer("prototypes", prototypes.detach().to("cpu", torch.float32).clone())
-            if self.transform != "none":
-                self.register_buffer("feature_mean", algorithm.feature_mean.detach().to("cpu", torch.float32).clone())
+        self.transform = copy_feature_transform(self, algorithm)  # and its feature_mean buffer
         self.eval()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone(images).float()
-        if self.transform != "none":
-            if self.transform == "power-cl2n":
-                features = F.normalize(features.sign() * features.abs().sqrt(), dim=1)
-            features = F.normalize(features - self.feature_mean, dim=1)
+        features = apply_feature_transform(features, self.transform, getattr(self, "feature_mean", None))
         prototypes = self.prototypes
         if self.distance == "cosine":
             logits = self.temperature * F.normalize(features, dim=1) @ F.normalize(prototypes, dim=1).t()

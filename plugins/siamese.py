@@ -36,6 +36,14 @@ images (any number of shots per class). The probabilities ``predict_proba`` retu
 scores divided by their sum over the classes (computed in log space, so tiny probabilities do
 not underflow to 0/0); the argmax is the best-matching class. Adaptation is one forward pass:
 it embeds the support set and keeps the embeddings.
+
+**Pretrained features** (``feature_transform``, see :mod:`metastudio.core.feature_transform`):
+``cl2n`` or ``power-cl2n`` centres a frozen backbone's features on the training set's mean and
+scales them to unit length before the projection and the distance (the mean is fitted before
+meta-training by :func:`metastudio.core.runs.prepare_run`). On EfficientNet-Lite0 features of
+held-out mini-ImageNet training classes the untrained head (no projection) went from 64 % on raw
+features to 78 % with power-cl2n; BCE training then lowered it to 65 %, so validate from step 0
+(``TrainingPlan.val_holdout``) and keep the best.
 """
 
 from __future__ import annotations
@@ -58,6 +66,12 @@ from metastudio.core.algorithm import (
     query_accuracy,
 )
 from metastudio.core.episodes import Episode, SupportSet
+from metastudio.core.feature_transform import (
+    FEATURE_TRANSFORM,
+    FeatureTransformMixin,
+    apply_feature_transform,
+    copy_feature_transform,
+)
 from metastudio.plugins import hookimpl
 
 
@@ -142,7 +156,7 @@ def random_affine(images: torch.Tensor, prob: float) -> torch.Tensor:
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-class SiameseNetworks(Algorithm):
+class SiameseNetworks(FeatureTransformMixin, Algorithm):
     name = "siamese"
     version = "1"
     title = "Siamese Networks"
@@ -161,6 +175,7 @@ class SiameseNetworks(Algorithm):
                        "translation, as in the paper). Never applied when adapting or predicting.", role="training"),
         HyperParameter("distort_prob", float, 0.5, "With distort: the probability of each of the four components.",
                        0.0, 1.0, role="training"),
+        FEATURE_TRANSFORM,
     )
 
     def __init__(self, *args, **kwargs):
@@ -187,7 +202,8 @@ class SiameseNetworks(Algorithm):
         return torch.sigmoid(self.projection(features))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Embeddings [B, projection] (or the backbone's [B, D] without a projection)."""
+        """Embeddings [B, projection] (or the backbone's [B, D] without a projection), from the
+        backbone's features after ``feature_transform``."""
         return self.head(super().embed(images))
 
     def _training_embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -197,7 +213,7 @@ class SiameseNetworks(Algorithm):
         x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast(), torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
             features = self.backbone(x).float()
-        return self.head(features)
+        return self.head(self.transform_features(features))
 
     def pair_logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Logits of p(same) [A, B] for embeddings ``a`` [A, D] against ``b`` [B, D]."""
@@ -300,6 +316,7 @@ class SiameseModule(nn.Module):
         self.projection = (copy.deepcopy(algorithm.projection).to("cpu", torch.float32)
                            if algorithm.projection is not None else None)
         self.requires_grad_(False)
+        self.transform = copy_feature_transform(self, algorithm)
         # Cloned outside inference mode: the originals may be inference tensors.
         with torch.no_grad():
             self.register_buffer("alpha", algorithm.alpha.detach().to("cpu", torch.float32).clone())
@@ -310,6 +327,7 @@ class SiameseModule(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         h = self.backbone(images).float()
+        h = apply_feature_transform(h, self.transform, getattr(self, "feature_mean", None))
         if self.projection is not None:
             h = torch.sigmoid(self.projection(h))
         return class_probabilities(weighted_l1_broadcast(h, self.support, self.alpha, self.bias), self.weights)

@@ -183,3 +183,29 @@ def test_eval_refuses_per_class_on_a_dataset_without_it(tmp_path, trained_model,
     assert main(["eval", "--model", str(model), "--dataset", "omniglot", "--root", str(tmp_path), "--per-class", "3",
                  "--episodes", "1"]) == 2
     assert "--per-class is not an option of the omniglot dataset" in capsys.readouterr().err
+
+
+def test_train_with_val_holdout_validates_on_held_out_training_classes(tmp_path, capsys):
+    root = make_class_tree(tmp_path / "d", classes=6, per_class=4, size=16)  # no val/ folder
+    out = tmp_path / "m.safetensors"
+    base = ["train", "--algorithm", "protonet", "--dataset", "folder", "--root", str(root), "--episodes", "2",
+            "--ways", "2", "--queries", "1", "--val-ways", "2", "--val-queries", "1", "--val-episodes", "2",
+            "--val-every", "2", "--image-size", "16", "--out", str(out), "--device", "cpu"]
+    assert main(base + ["--val-holdout", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "held-out classes: 2 classes" in err and "memorisation" not in err and "does not validate" not in err
+    assert "step 0: validation accuracy" in err
+    assert main(["info", str(out), "--history"]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["dataset"]["val_holdout"] == 2 and [h["step"] for h in meta["history"]][:1] == [0]
+    # an explicit validation split as well: it is not used, and the command says so
+    assert main(base + ["--val-holdout", "2", "--val-split", "val"]) == 0
+    assert "--val-split val is ignored" in capsys.readouterr().err
+    assert main(base + ["--val-holdout", "-1"]) != 0
+    assert "--val-holdout must be 0 or more" in capsys.readouterr().err
+
+
+def test_the_val_holdout_flag_is_documented(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--val-holdout N" in capsys.readouterr().out

@@ -30,11 +30,12 @@ def test_siamese_model_shows_projection_read_only_and_no_training_settings(make_
     box = w.model_box
     assert box.model_combo.currentText() == "siamese-omniglot"
     form = box.hp_form
-    assert set(form.values()) == {"projection"}  # no pairs, distort, distort_prob, lr...
+    assert set(form.values()) == {"projection", "feature_transform"}  # no pairs, distort, distort_prob, lr...
     editor = form.editor("projection")
     assert not editor.isEnabled() and editor.value() == 0  # the model's own value
     assert editor.toolTip().startswith(FIXED_REASON)
-    assert form.read_only() == {"projection": FIXED_REASON}
+    assert form.values()["feature_transform"] == "none"  # a model saved before it existed: the default
+    assert form.read_only() == {"projection": FIXED_REASON, "feature_transform": FIXED_REASON}
     assert box.form_note.isVisible()
     note = box.form_note.text()
     assert "fixed when this model was trained" in note and "pairs, distort, distort_prob" in note
@@ -62,7 +63,7 @@ def test_changing_an_adaptation_setting_overrides_only_it(make_window, qtbot, im
 def test_a_hand_edited_override_of_a_fixed_setting_is_refused_clearly(make_window, qtbot):
     w = _window_with(make_window, qtbot, "siamese-omniglot", {"projection": 512})
     form = w.model_box.hp_form
-    assert form.values() == {"projection": 0}  # the form shows the model's value, not the project's
+    assert form.values() == {"projection": 0, "feature_transform": "none"}  # the model's values, not the project's
     qtbot.waitUntil(lambda: w.notification.isVisible() and "Could not adapt" in w.notification.text.text(),
                     timeout=WAIT_MS)
     text = w.notification.text.text()

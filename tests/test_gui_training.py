@@ -169,6 +169,11 @@ def test_plan_round_trip_and_dataset_defaults(qtbot, panel, data):
     assert (back.ways, back.shots, back.queries, back.episodes, back.val_every) == (4, 1, 2, 40, 20)
     assert back.seed == 7 and back.image_size == 28 and back.root == str(data) and back.dataset == "folder"
     assert TrainingPlan.from_dict(back.to_dict()) == back
+    assert back.val_holdout == 0 and panel.val_holdout_spin.value() == 0
+    panel.set_plan(tiny_plan(data, val_holdout=3))
+    assert panel.val_holdout_spin.value() == 3 and panel.val_holdout_spin.accessibleName() == "Held-out classes"
+    panel.val_holdout_spin.setValue(2)
+    assert panel.plan().val_holdout == 2
 
     panel.dataset_combo.setCurrentIndex(panel.dataset_combo.findData("omniglot"))
     omniglot = panel.plan()

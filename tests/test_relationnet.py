@@ -107,15 +107,58 @@ def test_the_conv_relation_module_is_the_papers_on_concatenated_pairs(shape):
             assert torch.allclose(a.float(), b.float(), atol=1e-6, rtol=1e-5), name
 
 
-def test_the_mlp_relation_module_scores_the_concatenated_pair():
+@pytest.mark.parametrize("pair_input", ["concat", "concat-product"])
+def test_the_mlp_relation_module_scores_the_concatenated_pair(pair_input):
+    """Applying fc1 to each side (and to the product) and adding gives the module run on the
+    explicitly built pairs [class, query] (or [class, query, class * query]): outputs and gradients."""
+    import copy
+
     torch.manual_seed(0)
-    rel = MLPRelation(5, hidden=7)
-    q, s = torch.rand(4, 5), torch.rand(3, 5)
+    rel = MLPRelation(5, hidden=7, pair_input=pair_input)
+    ref = copy.deepcopy(rel)
+    assert rel.fc1.in_features == (10 if pair_input == "concat" else 15)
+    q, s = torch.rand(4, 5) - 0.3, torch.rand(3, 5) - 0.3
+    got = rel(q, s)
+    cs, qs = s.expand(4, -1, -1), q[:, None].expand(-1, 3, -1)  # [4, 3, 5]: class j and query i of pair (i, j)
+    parts = [cs, qs] + ([cs * qs] if pair_input == "concat-product" else [])
+    pairs = torch.cat(parts, dim=2)  # [4, 3, 10 or 15]
+    expected = ref.fc3(F.relu(ref.fc2(F.relu(ref.fc1(pairs))))).squeeze(-1)
+    assert got.shape == (4, 3) and torch.allclose(got, expected, atol=1e-5)
+    got.square().sum().backward()
+    expected.square().sum().backward()
+    for (name, a), b in zip(rel.named_parameters(), ref.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+    with pytest.raises(ValueError, match="pair_input must be one of concat, concat-product"):
+        MLPRelation(5, pair_input="product")
+
+
+def test_the_product_input_lets_an_untrained_relation_module_start_from_a_similarity():
+    """With fc1's product weights set to one and the rest zero (and identity-like later layers),
+    the module's logit is the dot product of query and class: something the concat input
+    cannot express in its first layer."""
+    rel = MLPRelation(4, hidden=1, pair_input="concat-product")
     with torch.no_grad():
-        got = rel(q, s)
-        pairs = torch.cat([s.expand(4, -1, -1), q[:, None].expand(-1, 3, -1)], dim=2)  # [4, 3, 10]
-        expected = rel.fc3(F.relu(rel.fc2(F.relu(rel.fc1(pairs))))).squeeze(-1)
-    assert torch.allclose(got, expected, atol=1e-5)
+        for layer in (rel.fc1, rel.fc2, rel.fc3):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        rel.fc1.weight[0, 8:] = 1.0
+        rel.fc1.bias.fill_(10.0)  # keeps the ReLUs in their linear part
+        rel.fc2.weight.fill_(1.0)
+        rel.fc3.weight.fill_(1.0)
+        q, c = torch.randn(5, 4), torch.randn(3, 4)
+        assert torch.allclose(rel(q, c), q @ c.t() + 10.0, atol=1e-5)
+
+
+def test_concat_product_chunked_prediction_and_export(host, seeded_conv4, monkeypatch):
+    algo = build(host, seeded_conv4.name, freeze=True, pair_input="concat-product", mlp_hidden=16).eval()
+    assert algo.relation.pair_input == "concat-product" and algo.relation.fc1.in_features == 3 * 64
+    ep = episode()
+    learner = algo.adapt(ep.support)
+    whole = learner.predict_proba(ep.query_images)
+    with torch.no_grad():
+        assert torch.allclose(learner.as_module()(ep.query_images.float() / 255), whole, atol=1e-5)
+    monkeypatch.setattr(rn, "PAIR_CHUNK", 4)  # one query (3 pairs) per pass
+    assert torch.allclose(learner.predict_proba(ep.query_images), whole, atol=1e-6)
 
 
 def test_probabilities_are_normalised_relation_scores():

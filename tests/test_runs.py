@@ -169,3 +169,132 @@ def test_a_frozen_backbone_run_trains_on_precomputed_features(host, seeded_conv4
     assert run.train_dataset.is_features and run.train_dataset.images.shape[1] == 64
     assert run.algorithm.image_size == 28
     assert any("seeded-conv4 features (train)" in s for s in stages)
+
+
+# -- feature transforms: the mean is fitted before training on a frozen backbone ---------------------
+
+def test_prepare_run_fits_the_feature_mean_on_the_frozen_training_features(host, seeded_conv4, tmp_path):
+    import torch.nn.functional as F
+
+    root = make_class_tree(tmp_path / "d", classes=6, per_class=5, size=20)
+    stages = []
+    plan = TrainingPlan(algorithm="matchingnet", backbone="seeded-conv4", dataset="folder", root=str(root),
+                        val_split=None, ways=3, shots=1, queries=2, episodes=2, freeze_backbone=True, device="cpu",
+                        hparams={"feature_transform": "power-cl2n"}, out=str(tmp_path / "m.safetensors"))
+    run = prepare_run(plan, host, progress=lambda stage, done, total: stages.append((stage, done, total)))
+    rows = run.train_dataset.images.float()  # the precomputed backbone features of the training split
+    assert run.train_dataset.is_features and rows.shape == (30, 64)
+    before = F.normalize(rows.sign() * rows.abs().sqrt(), dim=1)  # power step, before centring
+    assert torch.allclose(run.algorithm.feature_mean, before.mean(0), atol=1e-6)
+    fit = [s for s in stages if s[0].startswith("feature mean (power-cl2n)")]
+    assert fit and fit[-1][1:] == (30, 30), stages
+    names = [s[0] for s in stages]
+    assert names.index(fit[0][0]) > max(i for i, n in enumerate(names) if "features (train)" in n)
+    assert run.run().status == "completed"
+    loaded = load_model(tmp_path / "m.safetensors", host).algorithm
+    assert torch.equal(loaded.feature_mean, run.algorithm.feature_mean)
+    # No transform: no mean, no stage.
+    stages.clear()
+    plain = prepare_run(TrainingPlan.from_dict({**plan.to_dict(), "hparams": {}}), host,
+                        progress=lambda stage, done, total: stages.append((stage, done, total)))
+    assert not hasattr(plain.algorithm, "feature_mean") and not any("feature mean" in s[0] for s in stages)
+
+
+def test_a_transform_with_a_trainable_backbone_is_refused_before_loading(host, tmp_path):
+    plan = small_plan(tmp_path / "nowhere", tmp_path / "m.safetensors", algorithm="siamese",
+                      hparams={"feature_transform": "cl2n"})
+    # The data does not exist: the transform is refused first, before anything is loaded.
+    with pytest.raises(ValueError, match="feature_transform=cl2n needs a frozen pretrained backbone"):
+        prepare_run(plan, host)
+    with pytest.raises(DatasetError):
+        prepare_run(small_plan(tmp_path / "nowhere", tmp_path / "m.safetensors", algorithm="siamese"), host)
+
+
+# -- validation on held-out training classes ------------------------------------------------------
+
+def test_holdout_classes_are_seeded_disjoint_and_keep_rotations_together():
+    from metastudio.core.runs import holdout_classes
+
+    names = [f"c{i:02d}" for i in range(20)]
+    train, held = holdout_classes(names, 5, seed=3)
+    assert len(held) == 5 and len(train) == 15 and sorted(train + held) == list(range(20))
+    assert train == sorted(train) and held == sorted(held)
+    assert holdout_classes(names, 5, seed=3) == (train, held)
+    assert any(holdout_classes(names, 5, seed=s)[1] != held for s in range(4, 8)), "the seed chooses"
+    rotated = [f"a/{c}/rot{r:03d}" for r in (0, 90, 180, 270) for c in ("x", "y", "z", "w")]
+    train, held = holdout_classes(rotated, 1, seed=0)
+    assert len(held) == 4 and len({rotated[i].rsplit("/", 1)[0] for i in held}) == 1
+    assert not {rotated[i].rsplit("/", 1)[0] for i in held} & {rotated[i].rsplit("/", 1)[0] for i in train}
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="val_holdout must be between 1 and 3"):
+            holdout_classes(rotated, bad, seed=0)
+
+
+def test_val_holdout_round_trips_and_is_validated():
+    plan = TrainingPlan(val_holdout=16, val_split=None)
+    again = TrainingPlan.from_dict(json.loads(json.dumps(plan.to_dict())))
+    assert again.val_holdout == 16 and again == plan
+    assert TrainingPlan.from_dict({}).val_holdout == 0
+    assert TrainingPlan.from_dict({"val_holdout": 4.0}).val_holdout == 4
+    for bad, message in ((-1, "val_holdout must be at least 0"), ("some", "val_holdout must be a whole number"),
+                         (True, "val_holdout must be a whole number")):
+        with pytest.raises(ValueError, match=message):
+            TrainingPlan.from_dict({"val_holdout": bad})
+
+
+def test_a_run_validates_on_held_out_training_classes_from_step_0(host, folder_data, tmp_path):
+    out = tmp_path / "m.safetensors"
+    events = []
+    run = prepare_run(small_plan(folder_data, out, val_holdout=3, ways=3, seed=5), host, listener=events.append)
+    train, val = run.train_dataset, run.val_dataset
+    assert train.num_classes == 5 and val.num_classes == 3
+    assert not set(train.class_names) & set(val.class_names)
+    assert sorted(train.class_names + val.class_names) == [f"class{c:02d}" for c in range(8)]
+    assert val.name == f"{train.name} held-out classes" and len(val) == 3 * 6
+    assert run.warnings == [] and run.val_sampler is not None and run.config.validate_before_training
+    again = prepare_run(small_plan(folder_data, out, val_holdout=3, ways=3, seed=5), host)
+    assert again.val_dataset.class_names == val.class_names, "the plan's seed chooses the classes"
+    # Another val_split than the default, set as well: it is not used, and the run says so.
+    warned = prepare_run(small_plan(folder_data, out, val_holdout=3, ways=3, val_split="test"), host)
+    assert any("'test' split is not used" in w and "val_holdout" in w for w in warned.warnings)
+    result = run.run()
+    assert result.status == "completed"
+    vals = [e for e in events if type(e).__name__ == "ValidationEvent"]
+    assert [e.step for e in vals] == [0, 3, 6]
+    assert result.history[0]["step"] == 0 and result.history[0]["loss"] is None
+    assert result.history[0]["val_accuracy"] is not None
+    meta = read_metadata(out)
+    assert meta["dataset"]["val_holdout"] == 3
+    with pytest.raises(ValueError, match="fewer than the 3 ways of a validation episode"):
+        prepare_run(small_plan(folder_data, out, val_holdout=2, ways=3), host)
+    with pytest.raises(ValueError, match="leaves 2 training classes, fewer than the 3 ways"):
+        prepare_run(small_plan(folder_data, out, val_holdout=6, ways=3), host)
+
+
+def test_the_untrained_model_stays_the_best_when_training_only_makes_it_worse(host, tmp_path, monkeypatch):
+    """Validation before the first step: if no later validation beats it, the model file holds
+    the untrained weights (step 0)."""
+    from metastudio.core import trainer as trainer_module
+    from metastudio.core.checkpoint import read_metadata as meta_of
+    from metastudio.core.episodes import EpisodeSampler
+    from metastudio.core.evaluator import EvalResult
+    from metastudio.core.trainer import TrainConfig
+    from metastudio.plugins.testkit import synthetic_dataset
+
+    falling = iter([80.0, 70.0, 60.0])
+    monkeypatch.setattr(trainer_module, "evaluate",
+                        lambda *a, **k: EvalResult(next(falling), 1.0, 2, 3, 1, 1, [0.5, 0.5]))
+    torch.manual_seed(0)
+    cls, spec = host.algorithm("protonet"), host.backbone("conv4")
+    algo = cls(spec.build(1, 28), backbone_name="conv4", image_size=28, channels=1, hparams={"lr": 0.01})
+    untrained = {k: v.clone() for k, v in algo.state_dict().items()}
+    ds = synthetic_dataset(classes=8, per_class=6)
+    out = tmp_path / "m.safetensors"
+    config = TrainConfig(steps=4, val_every=2, val_episodes=2, log_every=1, validate_before_training=True)
+    result = Trainer(algo, EpisodeSampler(ds, 3, 1, 2), config, out, val_sampler=EpisodeSampler(ds, 3, 1, 1)).run()
+    assert result.best_accuracy == 80.0 and [h["step"] for h in result.history] == [0, 2, 4]
+    assert meta_of(out)["trained_steps"] == 0
+    saved = load_model(out, host).algorithm.state_dict()
+    assert any(not torch.equal(v, untrained[k]) for k, v in algo.state_dict().items()), "training changed it"
+    for k, v in saved.items():
+        assert torch.equal(v, untrained[k]), k

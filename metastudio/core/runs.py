@@ -14,10 +14,13 @@ Headless: no Qt here. The host is passed in, so this module does not import the 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .control import Control
 from .datasets import FewShotDataset
@@ -46,6 +49,9 @@ class TrainingPlan:
     root: str | None = None
     split: str = "train"
     val_split: str | None = "val"
+    #: When > 0: this many classes of the training split (chosen with ``seed``) are held out of
+    #: training and validated on instead of ``val_split`` (see :func:`holdout_classes`).
+    val_holdout: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     ways: int = 5
     shots: int = 1
@@ -112,6 +118,7 @@ class TrainingPlan:
             integer(name, 0)
         integer("image_size", 1, optional=True)
         integer("seed", 0)
+        integer("val_holdout", 0)
         for name in ("algorithm", "backbone", "dataset", "split", "device", "precision", "fit"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
@@ -136,6 +143,32 @@ class TrainingPlan:
     def steps(self) -> int:
         """Optimisation steps: ``episodes`` / ``meta_batch``, rounded up."""
         return math.ceil(self.episodes / self.meta_batch)
+
+
+#: A class name ending so is a rotated copy of another class (Omniglot's protocol).
+_ROTATION = re.compile(r"/rot\d{3}$")
+
+
+def holdout_classes(class_names: Sequence[str], count: int, seed: int) -> tuple[list[int], list[int]]:
+    """Split class indices into (training, held-out) for ``TrainingPlan.val_holdout``: ``count``
+    classes drawn at random with ``seed`` (the same names and seed always give the same split),
+    both lists in the dataset's order.
+
+    Rotated copies of a class (names ending ``/rot000``, ``/rot090``... as in Omniglot's
+    protocol) stay together: they count as one class here and are held out (or kept) all at
+    once, so no held-out class is a rotation of a training one."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(class_names):
+        groups.setdefault(_ROTATION.sub("", name), []).append(i)
+    keys = list(groups)
+    if not 0 < count < len(keys):
+        raise ValueError(f"val_holdout must be between 1 and {len(keys) - 1} (the training split has {len(keys)} "
+                         f"classes{' counting rotations once' if len(keys) != len(class_names) else ''}), got {count}")
+    rng = np.random.default_rng(seed)
+    chosen = {keys[i] for i in rng.permutation(len(keys))[:count]}
+    held = sorted(i for k in chosen for i in groups[k])
+    train = sorted(i for k in keys if k not in chosen for i in groups[k])
+    return train, held
 
 
 class PreparedRun(Trainer):
@@ -174,6 +207,25 @@ def _load_split(dspec, plan: TrainingPlan, split: str, image_size: int, options:
     return ds
 
 
+def _fit_feature_mean(algorithm, train_ds: FewShotDataset, transform: str, progress: StageProgress | None,
+                      control: Control | None, chunk: int = 4096) -> int:
+    """Fit the algorithm's feature mean on the training split's (precomputed) features, as a stage."""
+    label = f"feature mean ({transform}) of the {train_ds.num_classes} training classes"
+    rows = train_ds.images
+
+    def batches():
+        for start in range(0, len(rows), chunk):
+            if control is not None and control.should_stop():  # blocks while paused
+                raise RunCancelled("training was cancelled while the feature mean was fitted")
+            if progress is not None:
+                progress(label, start, len(rows))
+            yield rows[start : start + chunk]
+        if progress is not None:
+            progress(label, len(rows), len(rows))
+
+    return algorithm.fit_feature_mean(batches())
+
+
 def prepare_run(
     plan: TrainingPlan,
     host,
@@ -193,6 +245,13 @@ def prepare_run(
       model is then saved every ``val_every`` steps, and ``warnings`` says so. So does a
       "validation split" that holds the training classes (a folder without ``val/``), unless
       ``validate_on_training_classes`` keeps it (with a warning).
+    * ``val_holdout`` > 0 validates on that many classes of the training split instead
+      (:func:`holdout_classes`; they are removed from training), from step 0 on, so the
+      untrained model can stay the best; ``val_split`` is then not loaded.
+    * With a ``feature_transform`` hyperparameter other than ``none`` (cl2n, power-cl2n), the
+      backbone must be frozen (ValueError otherwise, before any data is loaded), and the
+      algorithm's feature mean is fitted on the training features before training (a stage of
+      ``progress``).
     * ``control`` is checked during loading: cancelling raises :class:`RunCancelled`, pausing
       blocks. It becomes the trainer's control.
     """
@@ -217,6 +276,15 @@ def prepare_run(
     hparams = cls.resolve_hparams(plan.hparams)
     if plan.freeze_backbone and not backbone.pretrained:
         raise ValueError(f"freezing the backbone needs a pretrained backbone; '{backbone.name}' starts from random weights")
+    transform = str(hparams.get("feature_transform", "none"))
+    if transform != "none" and not plan.freeze_backbone:
+        raise ValueError(f"feature_transform={transform} needs a frozen pretrained backbone (freeze_backbone, "
+                         "--freeze-backbone): its centring mean is fitted on the training features before training "
+                         "and would no longer match them once the backbone's weights change. Freeze the backbone "
+                         "or use feature_transform=none")
+    if plan.val_holdout and plan.val_split not in (None, TrainingPlan.val_split):
+        warnings.append(f"the '{plan.val_split}' split is not used: this run validates on {plan.val_holdout} "
+                        "classes held out of the training split (val_holdout)")
     if plan.fit not in FITS:
         raise ValueError(f"fit must be one of {', '.join(FITS)}, got {plan.fit!r}")
     declared = {o.name: o for o in dspec.options}
@@ -243,7 +311,18 @@ def prepare_run(
     if train_ds.problems:
         warnings.append(f"{len(train_ds.problems)} file(s) of {train_ds.name} could not be used, e.g. {train_ds.problems[0]}")
     val_ds = None
-    if plan.val_split is not None:
+    if plan.val_holdout:
+        keep, held = holdout_classes(train_ds.class_names, plan.val_holdout, plan.seed)
+        if len(held) < plan.val_ways:
+            raise ValueError(f"val_holdout={plan.val_holdout} holds out {len(held)} classes, fewer than the "
+                             f"{plan.val_ways} ways of a validation episode")
+        if len(keep) < plan.ways:
+            raise ValueError(f"val_holdout={plan.val_holdout} leaves {len(keep)} training classes, fewer than the "
+                             f"{plan.ways} ways of a training episode")
+        val_ds = train_ds.subset(held, name=f"{train_ds.name} held-out classes")
+        val_ds.problems = []  # reported with the training split
+        train_ds = train_ds.subset(keep)
+    elif plan.val_split is not None:
         if dspec.splits and plan.val_split not in dspec.splits:
             warnings.append(f"the {dspec.name} dataset has no '{plan.val_split}' split, so this run does not validate; "
                             f"the model is saved every {plan.val_every} steps")
@@ -295,7 +374,9 @@ def prepare_run(
 
         train_ds = precompute_features(algorithm, train_ds, progress=reporter("train"))
         if val_ds is not None:
-            val_ds = precompute_features(algorithm, val_ds, progress=reporter("val"))
+            val_ds = precompute_features(algorithm, val_ds, progress=reporter("held-out" if plan.val_holdout else "val"))
+        if transform != "none" and hasattr(algorithm, "fit_feature_mean"):
+            _fit_feature_mean(algorithm, train_ds, transform, progress, control)
     if device.type != "cpu":
         train_ds = train_ds.to(device)
         val_ds = val_ds.to(device) if val_ds is not None else None
@@ -304,12 +385,17 @@ def prepare_run(
     if val_ds is not None:
         val_sampler = EpisodeSampler(val_ds, plan.val_ways, plan.val_shots, plan.val_queries, seed=EVAL_SEED)
     steps = plan.steps
+    # Held-out training classes are for choosing among models honestly: the untrained head is
+    # one of them (validation at step 0).
     config = TrainConfig(steps=steps, meta_batch=plan.meta_batch, val_every=plan.val_every,
-                         val_episodes=plan.val_episodes, log_every=plan.log_every, seed=plan.seed)
+                         val_episodes=plan.val_episodes, log_every=plan.log_every, seed=plan.seed,
+                         validate_before_training=plan.val_holdout > 0)
     protocol = options.get("protocol") or (declared["protocol"].default if "protocol" in declared else None)
     info = {"name": plan.dataset, "root": str(plan.root) if plan.root else None, "split": plan.split,
             "protocol": protocol, "ways": plan.ways, "shots": plan.shots, "queries": plan.queries,
             "episodes": steps * plan.meta_batch, "seed": plan.seed}
+    if plan.val_holdout:
+        info["val_holdout"] = plan.val_holdout
     out = Path(plan.out).expanduser()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -325,4 +411,4 @@ def prepare_run(
     return run
 
 
-__all__ = ["PRECISIONS", "PreparedRun", "RunCancelled", "StageProgress", "TrainingPlan", "prepare_run"]
+__all__ = ["PRECISIONS", "PreparedRun", "RunCancelled", "StageProgress", "TrainingPlan", "holdout_classes", "prepare_run"]

@@ -6,7 +6,9 @@ of plain numbers handed to a ``listener`` callable (the CLI prints them, the GUI
 as Qt signals). It
 
 * validates every ``val_every`` steps on a fixed list of episodes and saves the best model to
-  ``out`` (a model file, see :mod:`metastudio.core.checkpoint`);
+  ``out`` (a model file, see :mod:`metastudio.core.checkpoint`); with
+  ``TrainConfig.validate_before_training`` also before the first step (step 0, a history entry
+  without training loss), so an untrained model that training only makes worse is kept;
 * writes a resume checkpoint (weights, optimiser, schedule, random state, history) to
   ``<out>.resume.safetensors`` every ``checkpoint_every`` steps and when stopped;
 * checks its :class:`~metastudio.core.control.Control` before every step, so cancelling or
@@ -46,6 +48,9 @@ class TrainConfig:
     checkpoint_every: int | None = None  # default: val_every
     log_every: int = 10
     seed: int = 0
+    #: Validate the untrained model too (step 0) and keep it as the best model if nothing after
+    #: beats it: for heads on pretrained features that may only get worse with training.
+    validate_before_training: bool = False
 
 
 @dataclass
@@ -162,10 +167,13 @@ class Trainer:
     # ------------------------------------------------------------------------------------------
     def _end_of_interval(self, step: int, meter: _Meter) -> None:
         """Validate, record the interval's history entry and save the model if it improved.
-        Raises EvaluationCancelled (nothing recorded) when cancelled during validation."""
+        Raises EvaluationCancelled (nothing recorded) when cancelled during validation.
+        At step 0 (before training) the entry's loss and accuracy are None."""
         val_accuracy, improved = self._validate(step)
+        trained = step > 0
         self.history.append({
-            "step": step, "loss": meter.mean("loss"), "accuracy": meter.mean("accuracy"), "val_accuracy": val_accuracy,
+            "step": step, "loss": meter.mean("loss") if trained else None,
+            "accuracy": meter.mean("accuracy") if trained else None, "val_accuracy": val_accuracy,
             "lr": self.algorithm.learning_rate, "elapsed": round(self._elapsed(), 2),
         })
         meter.reset()
@@ -194,7 +202,13 @@ class Trainer:
         algo.train()
         window = _Meter()
         status = "completed"
-        while step < cfg.steps or pending_validation:
+        if cfg.validate_before_training and step == 0 and not self.history and self.val_sampler is not None:
+            try:
+                self._end_of_interval(0, since_val)
+            except EvaluationCancelled:
+                status = "cancelled"
+            window.reset()
+        while status != "cancelled" and (step < cfg.steps or pending_validation):
             if self.control.should_stop():
                 status = "cancelled"
                 break

@@ -695,6 +695,10 @@ class TrainingPanel(QWidget):
         self.val_ways_spin = _spin(2, 10_000, 5, "Validation ways", "Classes per validation episode.")
         self.val_shots_spin = _spin(1, 10_000, 1, "Validation shots", "Support images per class in validation episodes.")
         self.val_queries_spin = _spin(0, 10_000, 15, "Validation queries", "Query images per class in validation episodes.")
+        self.val_holdout_spin = _spin(0, 1_000_000, 0, "Held-out classes",
+                                      "Validate on this many classes of the training data, held out of training "
+                                      "(0 = use the dataset's validation split). For data without a separate "
+                                      "validation split; the untrained model is validated too.")
         episodes_box = QGroupBox("Episodes")
         grid = QGridLayout(episodes_box)
         # No mnemonics here: Alt+E, Alt+V, Alt+H... belong to the main window's menus.
@@ -702,7 +706,7 @@ class TrainingPanel(QWidget):
                 ("Shots:", self.shots_spin, "Val. shots:", self.val_shots_spin),
                 ("Queries:", self.queries_spin, "Val. queries:", self.val_queries_spin),
                 ("Episodes:", self.episodes_spin, "Val. episodes:", self.val_episodes_spin),
-                ("Validate every:", self.val_every_spin, None, None)]
+                ("Validate every:", self.val_every_spin, "Held-out classes:", self.val_holdout_spin)]
         for r, (l1, w1, l2, w2) in enumerate(rows):
             grid.addWidget(self._label(l1, w1), r, 0)
             grid.addWidget(w1, r, 1)
@@ -957,6 +961,7 @@ class TrainingPanel(QWidget):
             "options": self.options_form.values(),
             "hparams": self.hparam_form.values(),
             "freeze_backbone": self.freeze_check.isChecked(),
+            "val_holdout": self.val_holdout_spin.value(),
             **spins,
         })
         return plan
@@ -984,6 +989,7 @@ class TrainingPanel(QWidget):
         self.root_edit.setText(plan.root or "")
         for key, spin in self._episode_spins().items():
             spin.setValue(getattr(plan, key))
+        self.val_holdout_spin.setValue(plan.val_holdout)
         self.freeze_check.setChecked(plan.freeze_backbone and self.freeze_check.isEnabled())
         for form, values, what in ((self.hparam_form, plan.hparams, "hyperparameters"),
                                    (self.options_form, plan.options, "dataset options")):
