@@ -234,18 +234,26 @@ def cmd_train(args) -> int:
                       file=sys.stderr)
 
     trainer.listener = listener
-    previous = signal.getsignal(signal.SIGINT)
+    # Ctrl-C, or SIGTERM from a scheduler, `timeout` or torchrun: stop after the current step, with the
+    # model and the resume checkpoint saved; a second signal aborts at once.
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.getsignal(s) for s in stops}
 
-    def on_interrupt(signum, frame):
+    def restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+    def on_stop(signum, frame):
         bar.write("stopping after this step (press Ctrl-C again to abort at once)...", file=sys.stderr)
         trainer.control.cancel()
-        signal.signal(signal.SIGINT, previous)
+        restore()
 
-    signal.signal(signal.SIGINT, on_interrupt)
+    for s in stops:
+        signal.signal(s, on_stop)
     try:
         result = trainer.run(resume=args.resume)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        restore()
         bar.close()
     best = f"; best validation accuracy {result.best_accuracy:.2f} %" if result.best_accuracy is not None else ""
     print(f"{result.status}: {result.steps_done} of {steps} steps in {result.elapsed / 60:.1f} min{best}; "

@@ -209,3 +209,44 @@ def test_the_val_holdout_flag_is_documented(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     assert "--val-holdout N" in capsys.readouterr().out
+
+
+def test_sigterm_stops_training_with_the_model_and_resume_checkpoint_saved(tmp_path):
+    """A scheduler, `timeout` or torchrun stops a run with SIGTERM: the run ends after its step like
+    Ctrl-C, saves what it has, says how to resume, and `--resume` continues it."""
+    import signal
+    import time
+
+    root = make_class_tree(tmp_path / "d", classes=4, per_class=4, size=16)
+    out = tmp_path / "m.safetensors"
+    cmd = [sys.executable, "-m", "metastudio", "train", "--algorithm", "protonet", "--dataset", "folder", "--root",
+           str(root), "--episodes", "1000000", "--ways", "2", "--shots", "1", "--queries", "1", "--val-split", "none",
+           "--val-every", "1000000", "--image-size", "16", "--out", str(out), "--device", "cpu"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        resume = out.with_name("m.resume.safetensors")
+        # Wait until it trains (the first progress line), then stop it.
+        deadline = time.monotonic() + 120
+        lines = []
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            lines.append(line)
+            if line.startswith("step ") or not line:
+                break
+        assert any(l.startswith("step ") for l in lines), "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0, "a stopped run is not a completed one"
+    assert "cancelled" in stdout and out.exists() and resume.exists()
+    assert "--resume" in stderr
+    done = int(stdout.split("cancelled: ")[1].split(" of ")[0])
+    assert 0 < done < 1_000_000
+    # The same command with --resume and fewer episodes finishes from there.
+    cmd[cmd.index("1000000")] = str(done + 5)
+    finished = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=120, env=env)
+    assert finished.returncode == 0, finished.stderr
+    assert f"completed: {done + 5} of {done + 5} steps" in finished.stdout
