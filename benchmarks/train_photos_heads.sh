@@ -7,16 +7,24 @@
 #
 # Each image is run through the backbone once (224x224, enlarged from 84 px as the app enlarges a small
 # photo); the features go to the feature cache, so the second and later trainings and all evaluations
-# reuse them. Training uses the first 200 images of each of the 64 train classes (12,800 images, about
-# 5 min of embedding on the project's 2-core CPU); evaluation embeds the 9,600 val images once (about
-# 4 min). No validation during training: mini-ImageNet val is the evaluation set, and choosing the
-# best step on it would flatter the numbers. The last step's model is kept.
+# reuse them. Training uses the first 200 images of each train class (about 5 min of embedding on the
+# project's 2-core CPU); evaluation embeds the 9,600 val images once (about 4 min).
 #
-# Heads (5-way 1-shot 15-query training episodes, Adam 1e-3):
-# - matchingnet: a learned 256-d projection, full context embeddings on (the paper's photo setting),
-#   learned temperature;
-# - siamese: a learned 512-d projection with a sigmoid (the paper's twin layer), weighted L1;
-# - relationnet: the MLP relation module on the concatenated (class, query) 1280-d vectors.
+# Model selection never looks at mini-ImageNet val (the evaluation set): 16 of the 64 train classes are
+# held out (--val-holdout 16, chosen with the seed), the head trains on the other 48, and the step that
+# is best on 300 5-way 1-shot episodes of the held-out classes is kept -- step 0, the untrained head,
+# included, so a head that training only makes worse keeps its starting weights.
+#
+# Photos are fitted to the square input by cropping the centre, as for the `photos` model (--fit center-crop).
+# All three heads see the features as the `photos` model does (feature_transform=power-cl2n: signed
+# square root, unit length, centred on the training classes' mean, unit length again); on raw features
+# every head did much worse (first run of this script, docs/benchmarks.md). Heads (5-way 1-shot 15-query
+# training episodes, Adam):
+# - matchingnet: cosine attention over the support examples with a learned temperature, no projection
+#   and no full context embeddings (both overfit the 64 classes: docs/benchmarks.md);
+# - siamese: the learned weighted L1 distance and sigmoid on the features (no projection layer), lr 1e-4;
+# - relationnet: the MLP relation module on [class, query, class * query] (pair_input=concat-product;
+#   on the paper's [class, query] an MLP must learn a similarity from scratch).
 set -euo pipefail
 ROOT=${1:-../shared/data/mini-imagenet}
 OUT=${2:-runs}
@@ -26,13 +34,14 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 MS=${METASTUDIO:-metastudio}
 COMMON=(--backbone efficientnet-lite0 --freeze-backbone --dataset mini-imagenet --root "$ROOT" --per-class 200
-        --ways 5 --shots 1 --queries 15 --val-split none --val-every 1000 --seed 0 --device cpu)
+        --ways 5 --shots 1 --queries 15 --val-holdout 16 --val-every 250 --val-episodes 300 --seed 0 --device cpu
+        --hp feature_transform=power-cl2n --fit center-crop)
 
 for algo in $ALGORITHMS; do
     case $algo in
-        matchingnet) EPISODES=3000; HP=(--hp fce=true --hp projection=256 --hp lr=0.001) ;;
-        siamese)     EPISODES=3000; HP=(--hp projection=512 --hp lr=0.001) ;;
-        relationnet) EPISODES=3000; HP=(--hp lr=0.001) ;;
+        matchingnet) EPISODES=2000; HP=(--hp fce=false --hp projection=0 --hp lr=0.001) ;;
+        siamese)     EPISODES=2000; HP=(--hp projection=0 --hp lr=0.0001) ;;
+        relationnet) EPISODES=3000; HP=(--hp pair_input=concat-product --hp lr=0.001) ;;
         *) echo "unknown algorithm $algo" >&2; exit 2 ;;
     esac
     MODEL="$OUT/$algo-photos.safetensors"

@@ -72,3 +72,17 @@ def test_relationnet_omniglot_is_shipped_with_its_metadata():
     assert meta["hyperparameters"]["class_embedding"] == "mean" and meta["hyperparameters"]["relation_hidden"] == 8
     assert meta["dataset"]["name"] == "omniglot" and meta["dataset"]["protocol"] == "vinyals"
     assert meta["dataset"]["ways"] == 20 and meta["history"] and meta["best_val_accuracy"] > 97
+
+
+@pytest.mark.parametrize("name, algorithm", [("matchingnet-photos", "matchingnet"), ("siamese-photos", "siamese"),
+                                             ("relationnet-photos", "relationnet")])
+def test_photos_heads_are_small_heads_on_the_shipped_backbone_chosen_on_held_out_train_classes(name, algorithm):
+    path = resolve_model(name)
+    assert path.stat().st_size < 8 * 1024 * 1024, "the frozen backbone must not be stored in the model file"
+    meta = read_metadata(path)
+    assert meta["algorithm"] == algorithm and meta["backbone"] == "efficientnet-lite0" and meta["backbone_frozen"]
+    assert meta["image_size"] == 224 and meta["fit"] == "center-crop"
+    assert meta["hyperparameters"]["feature_transform"] == "power-cl2n"
+    # Chosen on 16 held-out train classes, never on val (the split the numbers are reported on).
+    assert meta["dataset"]["name"] == "mini-imagenet" and meta["dataset"]["split"] == "train"
+    assert meta["dataset"]["val_holdout"] == 16 and meta["best_val_accuracy"] > 70
