@@ -276,6 +276,7 @@ def cmd_eval(args) -> int:
     loaded = load_model(path, host, device)
     algorithm, meta = loaded.algorithm, loaded.metadata
     algorithm.use_amp = args.precision != "fp32"
+    algorithm.amp_on_cpu = args.precision == "bf16"
     _use_feature_cache(algorithm)
     ds = _load_dataset(host, args, args.split, meta["image_size"], meta["channels"])
     if device.type != "cpu":
@@ -411,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
         if device:
             sp.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
             sp.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
-                            help="auto = bfloat16 mixed precision on CUDA, float32 elsewhere; fp32 turns mixed precision off")
+                            help="auto = bfloat16 mixed precision on CUDA, float32 elsewhere; bf16 = bfloat16 mixed precision on "
+                                 "the CPU too (about 1.4x faster training on CPUs with native bfloat16, AVX512-BF16 or AMX; "
+                                 "slower on others); fp32 turns mixed precision off")
 
     def dataset_args(sp):
         sp.add_argument("--dataset", required=True, help="dataset plugin name (omniglot, folder, ... see 'metastudio plugins')")

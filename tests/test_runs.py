@@ -298,3 +298,18 @@ def test_the_untrained_model_stays_the_best_when_training_only_makes_it_worse(ho
     assert any(not torch.equal(v, untrained[k]) for k, v in algo.state_dict().items()), "training changed it"
     for k, v in saved.items():
         assert torch.equal(v, untrained[k]), k
+
+
+@pytest.mark.parametrize("precision, cpu_bf16", [("bf16", True), ("auto", False), ("fp32", False)])
+def test_bf16_precision_runs_the_network_in_bfloat16_on_the_cpu_only_when_asked(host, folder_data, tmp_path,
+                                                                                   precision, cpu_bf16):
+    run = prepare_run(small_plan(folder_data, tmp_path / "m.safetensors", precision=precision), host)
+    seen = []
+    conv = next(m for m in run.algorithm.backbone.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    result = run.run()
+    assert result.status == "completed"
+    assert seen and set(seen) == {torch.bfloat16 if cpu_bf16 else torch.float32}
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history if h.get("loss") is not None)
+    loaded = load_model(tmp_path / "m.safetensors", host).algorithm
+    assert all(p.dtype == torch.float32 for p in loaded.parameters()), "weights stay float32"

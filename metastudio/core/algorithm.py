@@ -258,6 +258,10 @@ class Algorithm(nn.Module, ABC):
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.use_amp = True
+        #: bfloat16 mixed precision on the CPU as well (``--precision bf16``): about 1.4x faster
+        #: training on CPUs with native bfloat16 (AVX512-BF16, AMX); off by default, as float32
+        #: is faster on CPUs without it and the numbers differ a little.
+        self.amp_on_cpu = False
         #: A frozen backbone (a pretrained one, say) is never trained, always runs in eval mode,
         #: and is not saved: model files hold only what the algorithm learned, and loading
         #: rebuilds the backbone from its plugin.
@@ -344,10 +348,13 @@ class Algorithm(nn.Module, ABC):
         return torch.device("cpu")
 
     def autocast(self):
-        """Mixed precision (bfloat16) on CUDA; a no-op elsewhere."""
+        """Mixed precision (bfloat16) on CUDA, and on the CPU when ``amp_on_cpu`` is set; a no-op
+        elsewhere."""
         dev = self.device
         if self.use_amp and dev.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.use_amp and self.amp_on_cpu and dev.type == "cpu":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -414,7 +421,8 @@ class Algorithm(nn.Module, ABC):
                 h.update(key.encode())
                 h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
             self._backbone_fingerprint = h.hexdigest()
-        precision = "bf16" if self.use_amp and self.device.type == "cuda" else "fp32"
+        bf16 = self.use_amp and (self.device.type == "cuda" or (self.amp_on_cpu and self.device.type == "cpu"))
+        precision = "bf16" if bf16 else "fp32"
         return f"{self.backbone_name}@{self._backbone_fingerprint}|{self.channels}x{self.image_size}|{precision}"
 
     # -- meta-training -------------------------------------------------------------------------

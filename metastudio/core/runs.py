@@ -359,6 +359,7 @@ def prepare_run(
                     image_size=model_size, channels=train_ds.channels, hparams=hparams,
                     freeze_backbone=plan.freeze_backbone, fit=plan.fit).to(device)
     algorithm.use_amp = plan.precision != "fp32"
+    algorithm.amp_on_cpu = plan.precision == "bf16"
     if plan.freeze_backbone:
         from .feature_cache import FeatureCache
         from .features import precompute_features
