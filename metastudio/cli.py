@@ -273,7 +273,7 @@ def cmd_eval(args) -> int:
     host = get_host(safe_mode=args.safe_mode or None)
     path = resolve_model(args.model)
     device = _device(args)
-    loaded = load_model(path, host, device)
+    loaded = load_model(path, host, device, _parse_hparams(args.hp))
     algorithm, meta = loaded.algorithm, loaded.metadata
     algorithm.use_amp = args.precision != "fp32"
     algorithm.amp_on_cpu = args.precision == "bf16"
@@ -292,7 +292,8 @@ def cmd_eval(args) -> int:
     finally:
         close()
     if args.json:
-        print(json.dumps({**result.to_json(), "model": args.model, "dataset": ds.name, "seed": args.seed}))
+        print(json.dumps({**result.to_json(), "model": args.model, "dataset": ds.name, "seed": args.seed,
+                          "hyperparameters": _parse_hparams(args.hp)}))
     else:
         print(result.line())
     return 0
@@ -333,7 +334,7 @@ def cmd_classify(args) -> int:
     host = get_host(safe_mode=args.safe_mode or None)
     path = resolve_model(args.model)
     device = _device(args)
-    loaded = load_model(path, host, device)
+    loaded = load_model(path, host, device, _parse_hparams(args.hp))
     algorithm, meta = loaded.algorithm, loaded.metadata
     _use_feature_cache(algorithm)
     size, channels, fit = meta["image_size"], meta["channels"], algorithm.fit
@@ -470,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e.add_argument("--seed", type=int, default=None, help="seed of the fixed episode list (default: the standard one)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--hp", action="append", metavar="NAME=VALUE",
+                   help="change an adaptation hyperparameter of the model (repeatable), e.g. --hp adapt_steps=10")
     e.set_defaults(func=cmd_eval)
 
     c = sub.add_parser("classify", help="classify images with a model adapted to your labelled examples")
@@ -478,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--support", default=None, help="folder with one sub-folder of example images per class")
     c.add_argument("--query", required=True, nargs="+", help="image files or folders to classify")
     c.add_argument("--csv", default=None, help="also write the predictions and per-class probabilities to this CSV file")
+    c.add_argument("--hp", action="append", metavar="NAME=VALUE",
+                   help="change an adaptation hyperparameter of the model (repeatable), e.g. --hp adapt_steps=10")
     c.set_defaults(func=cmd_classify)
 
     pl = sub.add_parser("plugins", help="list plugins, what they provide and any load errors")

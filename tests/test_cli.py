@@ -57,6 +57,39 @@ def test_eval_prints_accuracy_and_json(trained_model, capsys):
     assert f"{result['accuracy']:.2f}" in line  # the same fixed episodes both times
 
 
+def test_eval_changes_adaptation_hyperparameters_and_refuses_the_others(trained_model, capsys):
+    root, out = trained_model
+    args = ["eval", "--model", str(out), "--dataset", "folder", "--root", str(root), "--split", "val",
+            "--ways", "3", "--shots", "1", "--queries", "3", "--episodes", "10", "--device", "cpu", "--json"]
+    assert main(args) == 0
+    euclidean = json.loads(capsys.readouterr().out)
+    assert main(args + ["--hp", "distance=cosine", "--hp", "temperature=0.01"]) == 0
+    cosine = json.loads(capsys.readouterr().out)
+    assert cosine["hyperparameters"] == {"distance": "cosine", "temperature": "0.01"}
+    assert euclidean["hyperparameters"] == {} and cosine["episodes"] == euclidean["episodes"]
+    assert main(args + ["--hp", "lr=0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "lr is fixed by the trained model" in err and "Meta-train a new" in err
+    assert main(args + ["--hp", "distance=manhattan"]) == 2
+    assert "distance" in capsys.readouterr().err
+
+
+def test_load_model_applies_adaptation_overrides(trained_model):
+    from metastudio.core.checkpoint import load_model
+    from metastudio.core.errors import FixedHyperParameterError
+    from metastudio.plugins import get_host
+
+    _, out = trained_model
+    plain = load_model(out, get_host(), "cpu")
+    cosine = load_model(out, get_host(), "cpu", {"distance": "cosine"})
+    assert plain.algorithm.hparams["distance"] == "euclidean" and cosine.algorithm.hparams["distance"] == "cosine"
+    assert cosine.metadata["hyperparameters"]["distance"] == "cosine"
+    for name, p in plain.algorithm.state_dict().items():  # same weights, only the use differs
+        assert (p == cosine.algorithm.state_dict()[name]).all()
+    with pytest.raises(FixedHyperParameterError, match="lr is fixed"):
+        load_model(out, get_host(), "cpu", {"lr": 0.5})
+
+
 def test_classify_prints_predictions_and_writes_csv(trained_model, tmp_path, capsys):
     _, model = trained_model
     support = tmp_path / "support"

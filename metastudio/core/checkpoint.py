@@ -165,14 +165,28 @@ def build_algorithm(meta: Mapping[str, Any], registry) -> Algorithm:
                freeze_backbone=bool(meta.get("backbone_frozen", False)), fit=meta.get("fit", "stretch"))
 
 
-def load_model(path: str | os.PathLike, registry, device: torch.device | str = "cpu") -> LoadedModel:
-    """Load a model file written by :func:`save_model` onto ``device``, in eval mode."""
+def load_model(path: str | os.PathLike, registry, device: torch.device | str = "cpu",
+               overrides: Mapping[str, Any] | None = None) -> LoadedModel:
+    """Load a model file written by :func:`save_model` onto ``device``, in eval mode.
+
+    ``overrides`` changes hyperparameters for using the model (e.g. ``{"adapt_steps": 10}``):
+    only ``adaptation`` ones may differ from the trained values
+    (:meth:`~metastudio.core.algorithm.Algorithm.adaptation_overrides` raises
+    :class:`~metastudio.core.errors.FixedHyperParameterError` otherwise); the metadata returned
+    holds the values in use."""
     meta, tensors = load_tensors(path)
+    if overrides:
+        trained = build_algorithm(meta, registry)
+        changed = type(trained).adaptation_overrides(trained.hparams, overrides)
+        meta = {**meta, "hyperparameters": {**trained.hparams, **changed}}
     algorithm = build_algorithm(meta, registry)
     own = {k: v for k, v in tensors.items() if not k.startswith(("learner.", "optim.", "trainer."))}
     try:
         algorithm.load_state_dict(own, strict=True)
     except RuntimeError as e:
+        if overrides:
+            raise CheckpointError(f"the weights of '{path}' do not fit {', '.join(f'{k}={v}' for k, v in overrides.items())}: "
+                                  f"{e}") from None
         raise CheckpointError(f"'{path}' does not match {algorithm.name} with backbone {algorithm.backbone_name}: {e}") from None
     algorithm.to(device).eval()
     learner = None

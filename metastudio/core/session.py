@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .algorithm import AdaptProgress, Algorithm, Learner
-from .checkpoint import build_algorithm, load_model
+from .checkpoint import load_model
 from .devices import configure_for_speed, describe_device, resolve_device
 from .episodes import stack_support
 from .errors import ImageLoadError, MetaStudioError
@@ -115,22 +115,8 @@ class ClassifierSession:
         key = (str(path.resolve()), st.st_size, st.st_mtime_ns, tuple(sorted((k, repr(v)) for k, v in overrides.items())))
         if key == self._key and self.info is not None:
             return self.info
-        loaded = load_model(path, self.registry, self.device)
+        loaded = load_model(path, self.registry, self.device, overrides)
         algorithm, meta = loaded.algorithm, loaded.metadata
-        if overrides:
-            changed = type(algorithm).adaptation_overrides(algorithm.hparams, overrides)
-            if changed:
-                rebuilt = build_algorithm({**meta, "hyperparameters": {**algorithm.hparams, **changed}}, self.registry)
-                from .errors import CheckpointError
-
-                try:
-                    rebuilt.load_state_dict(algorithm.state_dict(), strict=True)
-                except RuntimeError as e:
-                    raise CheckpointError(
-                        f"this model was trained with {', '.join(f'{k}={algorithm.hparams[k]}' for k in changed)}; "
-                        f"its weights do not fit {', '.join(f'{k}={v}' for k, v in changed.items())}: {e}"
-                    ) from None
-                algorithm = rebuilt.to(self.device).eval()
         if algorithm.backbone_frozen:
             from .feature_cache import FeatureCache
 
