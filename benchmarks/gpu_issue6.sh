@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Issue 6 (MAML, first-order MAML) on a CUDA GPU in one call of at most 10 minutes:
 #   bash benchmarks/build_gpu_wheels.sh                         # here, before each GPU call
-#   bash benchmarks/gpu_issue6.sh OMNIGLOT_DIR OUT_DIR [TRAIN_SECONDS] [--resume]
+#   [MODELS="maml-omniglot fomaml-omniglot maml20-omniglot"] [SPEED=0] \
+#       bash benchmarks/gpu_issue6.sh OMNIGLOT_DIR OUT_DIR [TRAIN_SECONDS]
 # 1. installs the wheels of .whl/ (this checkout, learn2learn for Python 3.12 and what it needs) and
 #    decodes Omniglot once into the dataset cache (the later processes read the cache);
-# 2. times MAML against learn2learn on the GPU, alone on it (benchmarks/maml_speed.py: loop, grouped,
-#    learn2learn);
-# 3. meta-trains, side by side on the one GPU, second-order MAML and first-order MAML, 5-way 1-shot
-#    (Finn et al.'s recipe: meta-batch 32, 15 queries, one inner step of 0.4, Adam 1e-3; 3 adaptation
-#    steps at test time), for TRAIN_SECONDS (default 300) each, stopped with SIGINT so that each model
-#    and its resume checkpoint are saved into OUT_DIR (put them into maml-resume/ to continue with
-#    --resume); the GPU tests run beside them;
-# 4. evaluates both models on 1000 Omniglot test episodes of the four standard settings, with batch
-#    norm on support-set statistics (the default), and MAML with the paper's transductive batch norm too;
+# 2. unless SPEED=0: times MAML against learn2learn on the GPU, alone on it (benchmarks/maml_speed.py:
+#    loop, grouped, learn2learn);
+# 3. meta-trains MODELS side by side on the one GPU (default: second-order and first-order MAML,
+#    5-way 1-shot, Finn et al.'s recipe: meta-batch 32, 15 queries, one inner step of 0.4, Adam 1e-3,
+#    3 adaptation steps at test time; maml20-omniglot: the paper's 20-way recipe, meta-batch 16, 5
+#    inner steps of 0.1) for TRAIN_SECONDS (default 300) each, stopped with SIGINT so that each model
+#    and its resume checkpoint are saved into OUT_DIR; a model whose resume checkpoint is in
+#    RESUME_DIR (default .carry/maml-resume, carried) continues from it; the GPU tests run beside them;
+# 4. evaluates the models on 1000 Omniglot test episodes of the four standard settings, with batch
+#    norm on support-set statistics (the default), and maml-omniglot with the paper's transductive
+#    batch norm too;
 # 5. packs logs and results into OUT_DIR/logs.tar (the device tool brings back at most 8 files).
 set -uo pipefail
-ROOT=${1:?omniglot folder}; OUT=${2:?output folder}; TRAIN_SECONDS=${3:-300}; RESUME=${4:-}
+ROOT=${1:?omniglot folder}; OUT=${2:?output folder}; TRAIN_SECONDS=${3:-300}
+MODELS=${MODELS:-maml-omniglot fomaml-omniglot}; RESUME_DIR=${RESUME_DIR:-.carry/maml-resume}; SPEED=${SPEED:-1}
 LOG=/tmp/gpu-issue6/logs; rm -rf "$LOG"; mkdir -p "$LOG" "$OUT"  # packed into OUT_DIR/logs.tar
 export PYTHONUNBUFFERED=1 METASTUDIO_CACHE_DIR=/tmp/metastudio-cache
 PY=${PY:-python3}
@@ -35,33 +39,40 @@ for split in ('train', 'val', 'test'):
     print(split, load_omniglot('$ROOT', split, 'vinyals').images.shape)"
 
 echo "== MAML speed against learn2learn (alone on the GPU)"
-timeout 150 $PY benchmarks/maml_speed.py --root "$ROOT" --device "$DEVICE" --iters "$SPEED_ITERS" --warmup 3 \
+[ "$SPEED" = 1 ] && timeout 150 $PY benchmarks/maml_speed.py --root "$ROOT" --device "$DEVICE" --iters "$SPEED_ITERS" --warmup 3 \
     --json "$LOG/cuda-maml-speed.json" 2>&1 | grep -v -i gym | tail -30
 
-echo "== training MAML and first-order MAML side by side (${TRAIN_SECONDS} s), GPU tests beside them"
-train() {  # name, extra hyperparameters
-    local name=$1; shift
-    [ -n "$RESUME" ] && [ -f "maml-resume/$name.resume.safetensors" ] && cp "maml-resume/$name".*safetensors "$OUT"/
+echo "== training ${MODELS} side by side (${TRAIN_SECONDS} s), GPU tests beside them"
+train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where that exists
+    local name=$1 resume="" recipe
+    case $name in
+        maml-omniglot) recipe="--ways 5 --meta-batch 32 --hp inner_lr=0.4 --hp inner_steps=1 --hp adapt_steps=3" ;;
+        fomaml-omniglot) recipe="--ways 5 --meta-batch 32 --hp inner_lr=0.4 --hp inner_steps=1 --hp adapt_steps=3 --hp first_order=true" ;;
+        maml20-omniglot) recipe="--ways 20 --meta-batch 16 --hp inner_lr=0.1 --hp inner_steps=5 --hp adapt_steps=5" ;;  # Finn's 20-way
+        *) echo "unknown model $name"; return 1 ;;
+    esac
+    if [ -f "$RESUME_DIR/$name.resume.safetensors" ]; then
+        cp "$RESUME_DIR/$name".*safetensors "$OUT"/; resume=--resume
+    fi
     timeout -s INT -k 90 "$TRAIN_SECONDS" $PY -m metastudio train --algorithm maml --backbone conv4 --dataset omniglot \
-        --root "$ROOT" --protocol vinyals --ways 5 --shots 1 --queries 15 --meta-batch 32 --episodes 1920000 \
-        --hp inner_lr=0.4 --hp inner_steps=1 --hp adapt_steps=3 --hp lr=0.001 --hp lr_schedule=constant "$@" \
+        --root "$ROOT" --protocol vinyals $recipe --shots 1 --queries 15 --episodes 1920000 \
+        --hp lr=0.001 --hp lr_schedule=constant \
         --val-every 500 --val-episodes 200 --val-ways 5 --val-shots 1 --val-queries 15 \
-        --out "$OUT/$name.safetensors" --seed 0 --device "$DEVICE" $RESUME >>"$LOG/$name-train.log" 2>&1
+        --out "$OUT/$name.safetensors" --seed 0 --device "$DEVICE" $resume >>"$LOG/$name-train.log" 2>&1
 }
-train maml-omniglot &
-train fomaml-omniglot --hp first_order=true &
+for name in $MODELS; do train "$name" & done
 timeout 200 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py >"$LOG/pytest_gpu.txt" 2>&1 &
 sleep 60; nvidia-smi 2>/dev/null --query-gpu=utilization.gpu,memory.used --format=csv | tee "$LOG/nvidia-smi.txt"
 wait
 tail -3 "$LOG/pytest_gpu.txt"
-for name in maml-omniglot fomaml-omniglot; do
+for name in $MODELS; do
     grep -E "validation|completed|stopped|error|Error" "$LOG/$name-train.log" | tail -4
 done
 
 pack
 echo "== evaluation, 1000 test episodes per setting"
 evals() {
-    for name in maml-omniglot fomaml-omniglot; do
+    for name in $MODELS; do
         for setting in "5 1" "5 5" "20 1" "20 5"; do
             echo "$name $setting support"
             [ "$name" = maml-omniglot ] && echo "$name $setting transductive"

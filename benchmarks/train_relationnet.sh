@@ -21,10 +21,11 @@ MODEL="$OUT/relationnet-omniglot.safetensors"
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 MS=${METASTUDIO:-metastudio}
+EPISODES=${EPISODES:-40000}; LR_STEP=${LR_STEP:-10000}  # the recipe's; other values for experiments
 
 start=$(date +%s)
 $MS train --algorithm relationnet --backbone conv4-maps --dataset omniglot --root "$ROOT" --protocol vinyals \
-    --ways 20 --shots 1 --queries 5 --episodes 40000 --hp lr=0.001 --hp lr_schedule=step --hp lr_step=10000 \
+    --ways 20 --shots 1 --queries 5 --episodes "$EPISODES" --hp lr=0.001 --hp lr_schedule=step --hp lr_step="$LR_STEP" \
     --precision bf16 \
     --val-every 4000 --val-episodes 100 --val-ways 20 --val-shots 1 --val-queries 15 \
     --out "$MODEL" --seed 0 --device cpu 2>&1 | tee "$OUT/relationnet-omniglot-train.log"
