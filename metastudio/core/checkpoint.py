@@ -176,9 +176,13 @@ def load_model(path: str | os.PathLike, registry, device: torch.device | str = "
     holds the values in use."""
     meta, tensors = load_tensors(path)
     if overrides:
-        trained = build_algorithm(meta, registry)
-        changed = type(trained).adaptation_overrides(trained.hparams, overrides)
-        meta = {**meta, "hyperparameters": {**trained.hparams, **changed}}
+        try:
+            cls = registry.algorithm(meta["algorithm"])
+            trained = cls.resolve_hparams(meta.get("hyperparameters", {}))
+        except (KeyError, ValueError):
+            trained = None  # build_algorithm below says what is wrong with the file
+        if trained is not None:
+            meta = {**meta, "hyperparameters": {**trained, **cls.adaptation_overrides(trained, overrides)}}
     algorithm = build_algorithm(meta, registry)
     own = {k: v for k, v in tensors.items() if not k.startswith(("learner.", "optim.", "trainer."))}
     try:
