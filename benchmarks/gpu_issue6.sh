@@ -1,30 +1,32 @@
 #!/usr/bin/env bash
-# Issue 6 (MAML, first-order MAML) on a CUDA GPU in one call of at most 10 minutes:
+# Issue 6 (MAML, first-order MAML, Reptile, LSTM meta-learner) on a CUDA GPU in one call of at most
+# 10 minutes:
 #   bash benchmarks/build_gpu_wheels.sh                         # here, before each GPU call
-#   [MODELS="maml-omniglot fomaml-omniglot maml20-omniglot"] [SPEED=0] \
-#       bash benchmarks/gpu_issue6.sh OMNIGLOT_DIR OUT_DIR [TRAIN_SECONDS]
+#   [MODELS="maml-omniglot ..."] [SPEED=0] bash benchmarks/gpu_issue6.sh OMNIGLOT_DIR OUT_DIR [TRAIN_SECONDS]
 # 1. installs the wheels of .whl/ (this checkout, learn2learn for Python 3.12 and what it needs) and
 #    decodes Omniglot once into the dataset cache (the later processes read the cache);
 # 2. unless SPEED=0: times MAML against learn2learn on the GPU, alone on it (benchmarks/maml_speed.py:
-#    loop, grouped, learn2learn);
-# 3. meta-trains MODELS side by side on the one GPU (default: second-order and first-order MAML,
-#    5-way 1-shot, Finn et al.'s recipe: meta-batch 32, 15 queries, one inner step of 0.4, Adam 1e-3,
-#    3 adaptation steps at test time; maml20-omniglot: the paper's 20-way recipe, meta-batch 16, 5
-#    inner steps of 0.1) for TRAIN_SECONDS (default 300) each, stopped with SIGINT so that each model
-#    and its resume checkpoint are saved into OUT_DIR; a model whose resume checkpoint is in
-#    RESUME_DIR (default .carry/maml-resume, carried) continues from it; the GPU tests run beside them;
+#    loop, grouped, vmap, learn2learn);
+# 3. meta-trains MODELS side by side on the one GPU, each for TRAIN_SECONDS (default 300), stopped
+#    with SIGINT so that each model and its resume checkpoint are saved. Recipes (in train() below):
+#    maml-omniglot / fomaml-omniglot: Finn et al.'s 5-way 1-shot (meta-batch 32, 15 queries, one inner
+#    step of 0.4, Adam 1e-3, 3 adaptation steps), second / first order; maml20-omniglot: the paper's
+#    20-way recipe; reptile-omniglot: benchmarks/train_reptile.sh's; metalstm-omniglot: 5 learned
+#    updates. Default MODELS: maml, fomaml, reptile and metalstm. A model whose resume checkpoint is
+#    in RESUME_DIR (default .carry/maml-resume, carried) continues from it. The GPU tests run beside;
 # 4. evaluates the models on 1000 Omniglot test episodes of the four standard settings, with batch
-#    norm on support-set statistics (the default), and maml-omniglot with the paper's transductive
-#    batch norm too;
-# 5. packs logs and results into OUT_DIR/logs.tar (the device tool brings back at most 8 files).
+#    norm on support-set statistics (the default), and maml-omniglot with transductive batch norm too;
+# 5. packs logs, eval results and models (with resume checkpoints) into OUT_DIR/results.tar (the device
+#    tool brings back at most 8 files), after training and again at the end.
 set -uo pipefail
 ROOT=${1:?omniglot folder}; OUT=${2:?output folder}; TRAIN_SECONDS=${3:-300}
-MODELS=${MODELS:-maml-omniglot fomaml-omniglot}; RESUME_DIR=${RESUME_DIR:-.carry/maml-resume}; SPEED=${SPEED:-1}
-LOG=/tmp/gpu-issue6/logs; rm -rf "$LOG"; mkdir -p "$LOG" "$OUT"  # packed into OUT_DIR/logs.tar
+MODELS=${MODELS:-maml-omniglot fomaml-omniglot reptile-omniglot metalstm-omniglot}; RESUME_DIR=${RESUME_DIR:-.carry/maml-resume}; SPEED=${SPEED:-1}
+WORK=/tmp/gpu-issue6; LOG=$WORK/logs; MODELDIR=$WORK/models  # packed into OUT_DIR/results.tar
+rm -rf "$WORK"; mkdir -p "$LOG" "$MODELDIR" "$OUT"
 export PYTHONUNBUFFERED=1 METASTUDIO_CACHE_DIR=/tmp/metastudio-cache
 PY=${PY:-python3}
 DEVICE=${DEVICE:-cuda}; EVAL_EPISODES=${EVAL_EPISODES:-1000}; SPEED_ITERS=${SPEED_ITERS:-20}  # smaller for a dry run
-pack() { tar cf "$OUT/logs.tar" -C "$(dirname "$LOG")" logs; }
+pack() { tar cf "$OUT/results.tar.tmp" -C "$WORK" logs models && mv "$OUT/results.tar.tmp" "$OUT/results.tar"; }
 trap pack EXIT
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     2>&1 | tail -2
@@ -45,20 +47,31 @@ echo "== MAML speed against learn2learn (alone on the GPU)"
 echo "== training ${MODELS} side by side (${TRAIN_SECONDS} s), GPU tests beside them"
 train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where that exists
     local name=$1 resume="" recipe
+    local maml5="--algorithm maml --ways 5 --shots 1 --queries 15 --meta-batch 32 --episodes 1920000 --hp inner_lr=0.4
+                 --hp inner_steps=1 --hp adapt_steps=3 --hp lr=0.001 --hp lr_schedule=constant"
     case $name in
-        maml-omniglot) recipe="--ways 5 --meta-batch 32 --hp inner_lr=0.4 --hp inner_steps=1 --hp adapt_steps=3" ;;
-        fomaml-omniglot) recipe="--ways 5 --meta-batch 32 --hp inner_lr=0.4 --hp inner_steps=1 --hp adapt_steps=3 --hp first_order=true" ;;
-        maml20-omniglot) recipe="--ways 20 --meta-batch 16 --hp inner_lr=0.1 --hp inner_steps=5 --hp adapt_steps=5" ;;  # Finn's 20-way
+        maml-omniglot) recipe=$maml5 ;;
+        fomaml-omniglot) recipe="$maml5 --hp first_order=true" ;;
+        maml20-omniglot)  # Finn et al.'s 20-way recipe
+            recipe="--algorithm maml --ways 20 --shots 1 --queries 15 --meta-batch 16 --episodes 960000 --hp inner_lr=0.1
+                    --hp inner_steps=5 --hp adapt_steps=5 --hp lr=0.001 --hp lr_schedule=constant" ;;
+        reptile-omniglot)  # benchmarks/train_reptile.sh's recipe (its CPU resume checkpoint continues here)
+            recipe="--algorithm reptile --ways 5 --shots 1 --queries 9 --meta-batch 5 --episodes 200000 --hp lr=1.0
+                    --hp lr_schedule=linear --hp inner_steps=5 --hp inner_batch=10 --hp inner_lr=0.1 --hp adapt_steps=20
+                    --hp train_on=episode --hp batch_norm=support" ;;
+        metalstm-omniglot)  # Ravi & Larochelle's 5-way 1-shot setting: 5 learned updates, Adam 1e-3
+            recipe="--algorithm metalstm --ways 5 --shots 1 --queries 15 --meta-batch 16 --episodes 960000
+                    --hp inner_steps=5 --hp adapt_steps=5 --hp lr=0.001 --hp lr_schedule=constant" ;;
         *) echo "unknown model $name"; return 1 ;;
     esac
     if [ -f "$RESUME_DIR/$name.resume.safetensors" ]; then
-        cp "$RESUME_DIR/$name".*safetensors "$OUT"/; resume=--resume
+        cp "$RESUME_DIR/$name".*safetensors "$MODELDIR"/; resume=--resume
     fi
-    timeout -s INT -k 90 "$TRAIN_SECONDS" $PY -m metastudio train --algorithm maml --backbone conv4 --dataset omniglot \
-        --root "$ROOT" --protocol vinyals $recipe --shots 1 --queries 15 --episodes 1920000 \
-        --hp lr=0.001 --hp lr_schedule=constant \
-        --val-every 500 --val-episodes 200 --val-ways 5 --val-shots 1 --val-queries 15 \
-        --out "$OUT/$name.safetensors" --seed 0 --device "$DEVICE" $resume >>"$LOG/$name-train.log" 2>&1
+    local val="--val-every 500 --val-episodes 200"
+    [ "$name" = reptile-omniglot ] && val="--val-every 2000 --val-episodes 200"
+    timeout -s INT -k 90 "$TRAIN_SECONDS" $PY -m metastudio train --backbone conv4 --dataset omniglot \
+        --root "$ROOT" --protocol vinyals $recipe $val --val-ways 5 --val-shots 1 --val-queries 15 \
+        --out "$MODELDIR/$name.safetensors" --seed 0 --device "$DEVICE" $resume >>"$LOG/$name-train.log" 2>&1
 }
 for name in $MODELS; do train "$name" & done
 timeout 200 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py >"$LOG/pytest_gpu.txt" 2>&1 &
@@ -76,15 +89,16 @@ evals() {
         for setting in "5 1" "5 5" "20 1" "20 5"; do
             echo "$name $setting support"
             [ "$name" = maml-omniglot ] && echo "$name $setting transductive"
+            true
         done
     done
 }
 run_eval() {  # name ways shots batch_norm
-    [ -f "$OUT/$1.safetensors" ] || return 0
-    timeout 150 $PY -m metastudio eval --model "$OUT/$1.safetensors" --dataset omniglot --root "$ROOT" --split test \
+    [ -f "$MODELDIR/$1.safetensors" ] || return 0
+    timeout 150 $PY -m metastudio eval --model "$MODELDIR/$1.safetensors" --dataset omniglot --root "$ROOT" --split test \
         --ways "$2" --shots "$3" --queries 15 --episodes "$EVAL_EPISODES" --hp batch_norm="$4" --device "$DEVICE" --json 2>>"$LOG/eval.err"
 }
-export -f run_eval; export OUT ROOT PY LOG DEVICE EVAL_EPISODES
+export -f run_eval; export MODELDIR ROOT PY LOG DEVICE EVAL_EPISODES
 evals | xargs -P 6 -L 1 bash -c 'run_eval "$@"' _ >>"$LOG/eval.jsonl"
 $PY -c "
 import json
