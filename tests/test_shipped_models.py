@@ -32,7 +32,7 @@ def test_matchingnet_omniglot_is_shipped_with_its_metadata():
 
 # 5-way 1-shot accuracy over the 1000 standard test episodes, from docs/benchmarks.md.
 DOCUMENTED_5W1S = {"protonet-omniglot": 98.53, "matchingnet-omniglot": 98.51, "siamese-omniglot": 97.27,
-                   "relationnet-omniglot": 98.98}
+                   "relationnet-omniglot": 98.98, "maml-omniglot": 97.50}
 
 
 @pytest.mark.realdata
@@ -86,3 +86,14 @@ def test_photos_heads_are_small_heads_on_the_shipped_backbone_chosen_on_held_out
     # Chosen on 16 held-out train classes, never on val (the split the numbers are reported on).
     assert meta["dataset"]["name"] == "mini-imagenet" and meta["dataset"]["split"] == "train"
     assert meta["dataset"]["val_holdout"] == 16 and meta["best_val_accuracy"] > 70
+
+
+def test_maml_omniglot_is_shipped_with_its_metadata_and_one_adaptation_step():
+    meta = read_metadata(resolve_model("maml-omniglot"))
+    assert meta["algorithm"] == "maml" and meta["backbone"] == "conv4"
+    hp = meta["hyperparameters"]
+    assert hp["inner_steps"] == 1 and hp["inner_lr"] == 0.4 and not hp["first_order"] and hp["batch_norm"] == "support"
+    # trained with 3 adaptation steps; the shipped default, 1, was chosen on the val split
+    assert hp["adapt_steps"] == 1 and meta["adaptation_defaults"]["trained_with"] == {"adapt_steps": 3}
+    assert meta["dataset"]["name"] == "omniglot" and meta["dataset"]["protocol"] == "vinyals"
+    assert meta["dataset"]["ways"] == 5 and meta["history"] and meta["best_val_accuracy"] > 97.5
