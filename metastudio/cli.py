@@ -273,7 +273,8 @@ def cmd_eval(args) -> int:
     host = get_host(safe_mode=args.safe_mode or None)
     path = resolve_model(args.model)
     device = _device(args)
-    loaded = load_model(path, host, device, _parse_hparams(args.hp))
+    overrides = _parse_hparams(args.hp)
+    loaded = load_model(path, host, device, overrides)
     algorithm, meta = loaded.algorithm, loaded.metadata
     algorithm.use_amp = args.precision != "fp32"
     algorithm.amp_on_cpu = args.precision == "bf16"
@@ -293,7 +294,7 @@ def cmd_eval(args) -> int:
         close()
     if args.json:
         print(json.dumps({**result.to_json(), "model": args.model, "dataset": ds.name, "seed": args.seed,
-                          "hyperparameters": _parse_hparams(args.hp)}))
+                          "hyperparameters": {k: algorithm.hparams[k] for k in overrides}}))
     else:
         print(result.line())
     return 0

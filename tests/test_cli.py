@@ -65,7 +65,7 @@ def test_eval_changes_adaptation_hyperparameters_and_refuses_the_others(trained_
     euclidean = json.loads(capsys.readouterr().out)
     assert main(args + ["--hp", "distance=cosine", "--hp", "temperature=0.01"]) == 0
     cosine = json.loads(capsys.readouterr().out)
-    assert cosine["hyperparameters"] == {"distance": "cosine", "temperature": "0.01"}
+    assert cosine["hyperparameters"] == {"distance": "cosine", "temperature": 0.01}  # the values in use
     assert euclidean["hyperparameters"] == {} and cosine["episodes"] == euclidean["episodes"]
     assert main(args + ["--hp", "lr=0.5"]) == 1
     err = capsys.readouterr().err
