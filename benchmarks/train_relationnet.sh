@@ -22,11 +22,12 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 MS=${METASTUDIO:-metastudio}
 EPISODES=${EPISODES:-52000}; LR_STEP=${LR_STEP:-13000}  # the recipe's; other values for experiments
+DISTORT=${DISTORT:-false}; DISTORT_PROB=${DISTORT_PROB:-0.5}  # Koch et al.'s affine distortions of training images
 
 start=$(date +%s)
 $MS train --algorithm relationnet --backbone conv4-maps --dataset omniglot --root "$ROOT" --protocol vinyals \
     --ways 20 --shots 1 --queries 5 --episodes "$EPISODES" --hp lr=0.001 --hp lr_schedule=step --hp lr_step="$LR_STEP" \
-    --precision bf16 \
+    --hp distort="$DISTORT" --hp distort_prob="$DISTORT_PROB" --precision bf16 \
     --val-every 4000 --val-episodes 100 --val-ways 20 --val-shots 1 --val-queries 15 \
     --out "$MODEL" --seed 0 --device cpu 2>&1 | tee "$OUT/relationnet-omniglot-train.log"
 echo "training wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/relationnet-omniglot-train.log"

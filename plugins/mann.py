@@ -24,7 +24,8 @@ The output is a softmax over ``max_ways`` label positions from [h_t, r_t]. An ep
 classes get N of those positions at random, so one model serves up to ``max_ways`` classes.
 
 The image features come from the backbone (Conv-4 for characters, trained jointly; a frozen
-pretrained one for photos).
+pretrained one for photos, whose features ``feature_transform`` can centre and normalise: see
+:mod:`metastudio.core.feature_transform`).
 
 **The paper's protocol** (:meth:`MANN.sequence_accuracy`): 5 classes, 10 images each, in random
 order, accuracy of the 1st, 2nd, ... 10th instance of a class. **The standard N-way K-shot
@@ -53,6 +54,12 @@ from metastudio.core.algorithm import (
     ProgressCallback,
 )
 from metastudio.core.episodes import Episode, SupportSet
+from metastudio.core.feature_transform import (
+    FEATURE_TRANSFORM,
+    FeatureTransformMixin,
+    apply_feature_transform,
+    copy_feature_transform,
+)
 from metastudio.plugins import hookimpl
 
 
@@ -133,7 +140,7 @@ class MemoryCore(nn.Module):
         return logits, new
 
 
-class MANN(Algorithm):
+class MANN(FeatureTransformMixin, Algorithm):
     name = "mann"
     version = "1"
     title = "Memory-Augmented Neural Network"
@@ -152,6 +159,7 @@ class MANN(Algorithm):
                        role="adaptation"),
         HyperParameter("max_ways", int, 20, "Label positions of the output: the most classes the model can tell "
                        "apart. Each episode's classes get positions at random.", 2, 1000, role="architecture"),
+        FEATURE_TRANSFORM,
     )
 
     def __init__(self, *args, **kwargs):
@@ -300,6 +308,7 @@ class MANNModule(nn.Module):
         super().__init__()
         self.backbone = copy.deepcopy(algorithm.backbone).to("cpu", torch.float32).to(memory_format=torch.contiguous_format)
         self.core = copy.deepcopy(algorithm.core).to("cpu", torch.float32)
+        self.transform = copy_feature_transform(self, algorithm)
         self.eval()
         self.requires_grad_(False)
         for name, value in state.fields().items():
@@ -310,7 +319,9 @@ class MANNModule(nn.Module):
         n = images.shape[0]
         fields = {k: getattr(self, f"state_{k}") for k in ("h", "c", "memory", "reads", "read_weights", "usage", "label")}
         state = MemoryState(**{k: v.expand(n, *v.shape[1:]) for k, v in fields.items()})
-        logits, _ = self.core.step(state, self.backbone(images).float())
+        features = apply_feature_transform(self.backbone(images).float(), self.transform,
+                                           getattr(self, "feature_mean", None))
+        logits, _ = self.core.step(state, features)
         return logits[:, : self.ways].softmax(1)
 
 

@@ -30,7 +30,8 @@ connected layers: b is a backbone (Conv-4 for characters), then FC(``hidden``) a
 layer over ``max_ways`` label positions, both augmented; u is a second backbone of the same
 kind, then an augmented FC(``key_dim``). An episode's classes take positions 0..N-1, and only
 those are scored, so one model serves any number of classes up to ``max_ways``. With a frozen
-pretrained backbone (photos) b and u share it and only the augmented layers learn.
+pretrained backbone (photos) b and u share it and only the augmented layers learn, on its
+features transformed by ``feature_transform`` (see :mod:`metastudio.core.feature_transform`).
 
 Adaptation (the app) runs steps 1 and 2 on the person's support set (instant: one forward pass
 and per-example gradients of the small layers); the learner keeps u's fast weights, the keys
@@ -58,6 +59,12 @@ from metastudio.core.algorithm import (
     query_accuracy,
 )
 from metastudio.core.episodes import Episode, SupportSet
+from metastudio.core.feature_transform import (
+    FEATURE_TRANSFORM,
+    FeatureTransformMixin,
+    apply_feature_transform,
+    copy_feature_transform,
+)
 from metastudio.core.gradient import preprocess_gradient as preprocess
 from metastudio.plugins import hookimpl
 
@@ -101,7 +108,7 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class MetaNetworks(Algorithm):
+class MetaNetworks(FeatureTransformMixin, Algorithm):
     name = "metanet"
     version = "1"
     title = "Meta Networks"
@@ -125,6 +132,7 @@ class MetaNetworks(Algorithm):
         HyperParameter("temperature", float, 10.0, "Starting scale of the cosine attention over support keys (it is "
                        "meta-learned; a trained model uses its learned one).", 0.1, 100.0, log_scale=True,
                        role="training"),
+        FEATURE_TRANSFORM,
     )
 
     def __init__(self, *args, **kwargs):
@@ -290,6 +298,7 @@ class MetaNetModule(nn.Module):
         self.base = copy.deepcopy(algorithm.base).to("cpu", torch.float32)
         self.rep = copy.deepcopy(algorithm.rep).to("cpu", torch.float32)
         self.requires_grad_(False)
+        self.transform = copy_feature_transform(self, algorithm)
         self.temperature = float(algorithm.log_temperature.detach().exp())
         self.ways = ways
         self.task_names = sorted(task_fast) if task_fast is not None else []
@@ -302,7 +311,8 @@ class MetaNetModule(nn.Module):
                 self.register_buffer(f"example_{i}", example_fast[k].detach().to("cpu", torch.float32).clone())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(images).float()
+        features = apply_feature_transform(self.backbone(images).float(), self.transform,
+                                           getattr(self, "feature_mean", None))
         rep_features = self.rep_backbone(images).float() if self.rep_backbone is not None else features
         task = {k: getattr(self, f"task_{i}") for i, k in enumerate(self.task_names)} or None
         query_keys = augmented_linear(rep_features, dict(self.rep.named_parameters()), task, "fc.", F.relu)

@@ -39,6 +39,11 @@ turns them into probabilities: by default each score divided by the sum of the s
 (``probabilities=ratio``, computed as a softmax of log-sigmoids, which is the same and never
 divides by zero), or a softmax of the scores times ``temperature`` (``softmax``). Either way the
 most probable class is the one with the highest relation score.
+
+``distort`` (off by default) trains on randomly distorted images (small rotations, shears,
+scalings and shifts; :mod:`metastudio.core.augment`); adaptation, prediction and validation
+never distort. It needs a trainable backbone: a frozen one's head trains on features computed
+once per image.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from metastudio.core.algorithm import (
     ProgressCallback,
     query_accuracy,
 )
+from metastudio.core.augment import DISTORT, DISTORT_PROB, random_affine
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.core.feature_transform import (
     FEATURE_TRANSFORM,
@@ -241,11 +247,17 @@ class RelationNetworks(FeatureTransformMixin, Algorithm):
                        "before the softmax (larger = more confident).", 0.01, 1000.0, log_scale=True,
                        role="adaptation"),
         FEATURE_TRANSFORM,
+        DISTORT,
+        DISTORT_PROB,
     )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         hp = self.hparams
+        if hp["distort"] and self.backbone_frozen:
+            raise ValueError(
+                f"distort=true distorts training images, but the backbone '{self.backbone_name}' is frozen and its "
+                f"head trains on features computed once per image; use distort=false")
         shape = getattr(self.backbone, "feature_shape", None)
         if shape is not None:
             # The conv module compares maps position by position: a transform of the flattened
@@ -273,9 +285,19 @@ class RelationNetworks(FeatureTransformMixin, Algorithm):
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return relation_probabilities(logits.float(), self.hparams["probabilities"], self.hparams["temperature"])
 
+    def training_embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Features of training images: :meth:`embed`, of randomly distorted images with ``distort``
+        (:mod:`metastudio.core.augment`) while training."""
+        if not (self.hparams["distort"] and self.training):
+            return self.embed(images)
+        x = random_affine(self.prepare(images), self.hparams["distort_prob"])
+        with self.autocast():
+            features = self.backbone(x.contiguous(memory_format=torch.channels_last)).float()
+        return self.transform_features(features)
+
     def episode_logits(self, episode: Episode) -> torch.Tensor:
         n_support = len(episode.support_images)
-        features = self.embed(torch.cat([episode.support_images, episode.query_images]))
+        features = self.training_embed(torch.cat([episode.support_images, episode.query_images]))
         classes = self.class_embeddings(features[:n_support], episode.support_labels, episode.ways)
         return self.relation_logits(features[n_support:], classes)
 

@@ -23,8 +23,8 @@ that both count equally: the loss is the mean BCE over the positive pairs plus t
 over the negative pairs, halved. The accuracy reported while training is that of classifying
 the episode's queries as below.
 
-**Distortions** (``distort``, off by default): the paper's random affine transformations of
-training images -- rotation in [-10, 10] degrees, shear in [-0.3, 0.3] along each axis, scale
+**Distortions** (``distort``, off by default; :mod:`metastudio.core.augment`): the paper's random
+affine transformations of training images -- rotation in [-10, 10] degrees, shear in [-0.3, 0.3] along each axis, scale
 in [0.8, 1.2] along each axis and translation by up to 2/105 of the side (the paper's 2 pixels
 of 105) along each axis, each component applied with probability ``distort_prob`` -- drawn
 independently for every image of every training episode and applied to the batch with
@@ -49,7 +49,6 @@ features to 78 % with power-cl2n; BCE training then lowered it to 65 %, so valid
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -65,6 +64,7 @@ from metastudio.core.algorithm import (
     ProgressCallback,
     query_accuracy,
 )
+from metastudio.core.augment import DISTORT, DISTORT_PROB, random_affine
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.core.feature_transform import (
     FEATURE_TRANSFORM,
@@ -73,10 +73,6 @@ from metastudio.core.feature_transform import (
     copy_feature_transform,
 )
 from metastudio.plugins import hookimpl
-
-
-#: Ranges of the paper's distortions: rotation (degrees), shear, scale, translation (fraction of the side).
-ROTATION, SHEAR, SCALE, TRANSLATION = 10.0, 0.3, (0.8, 1.2), 2.0 / 105.0
 
 
 def weighted_l1(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -131,31 +127,6 @@ def class_log_scores(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tenso
     return ((logp - top).exp() @ weights).clamp_min(1e-30).log() + top
 
 
-def random_affine(images: torch.Tensor, prob: float) -> torch.Tensor:
-    """The paper's distortions applied to float images [B, C, H, W]: each image gets its own
-    random rotation, shear, scale and translation, each component present with probability
-    ``prob`` (identity otherwise). Uses the global torch random generator."""
-    n, dev = images.shape[0], images.device
-
-    def component(low: float, high: float, identity: float) -> torch.Tensor:
-        value = torch.empty(n, device=dev).uniform_(low, high)
-        return torch.where(torch.rand(n, device=dev) < prob, value, torch.full_like(value, identity))
-
-    angle = component(-ROTATION, ROTATION, 0.0) * (math.pi / 180.0)
-    shear_x, shear_y = component(-SHEAR, SHEAR, 0.0), component(-SHEAR, SHEAR, 0.0)
-    scale_x, scale_y = component(*SCALE, 1.0), component(*SCALE, 1.0)
-    # affine_grid works in [-1, 1] coordinates, where the whole side spans 2.
-    shift_x, shift_y = component(-TRANSLATION, TRANSLATION, 0.0) * 2, component(-TRANSLATION, TRANSLATION, 0.0) * 2
-    cos, sin = angle.cos(), angle.sin()
-    rotation = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # [n, 2, 2]
-    ones = torch.ones_like(shear_x)
-    shear = torch.stack([torch.stack([ones, shear_x], 1), torch.stack([shear_y, ones], 1)], 1)
-    scale = torch.diag_embed(torch.stack([scale_x, scale_y], 1))
-    theta = torch.cat([rotation @ shear @ scale, torch.stack([shift_x, shift_y], 1).unsqueeze(2)], 2)  # [n, 2, 3]
-    grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
 class SiameseNetworks(FeatureTransformMixin, Algorithm):
     name = "siamese"
     version = "1"
@@ -171,10 +142,8 @@ class SiameseNetworks(FeatureTransformMixin, Algorithm):
         HyperParameter("pairs", str, "all", "Which pairs of an episode train the network: every two distinct images "
                        "(all) or each query against each support image (query-support). Same- and different-class "
                        "pairs count equally either way.", choices=("all", "query-support"), role="training"),
-        HyperParameter("distort", bool, False, "Randomly distort training images (rotation, shear, scale, "
-                       "translation, as in the paper). Never applied when adapting or predicting.", role="training"),
-        HyperParameter("distort_prob", float, 0.5, "With distort: the probability of each of the four components.",
-                       0.0, 1.0, role="training"),
+        DISTORT,
+        DISTORT_PROB,
         FEATURE_TRANSFORM,
     )
 

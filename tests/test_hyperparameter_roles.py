@@ -20,21 +20,25 @@ EXPECTED = {
                 "feature_transform": "architecture"},
     "relationnet": {"class_embedding": "adaptation", "relation_channels": "architecture",
                     "relation_hidden": "architecture", "mlp_hidden": "architecture", "probabilities": "adaptation",
-                    "temperature": "adaptation", "pair_input": "architecture", "feature_transform": "architecture"},
+                    "temperature": "adaptation", "pair_input": "architecture", "feature_transform": "architecture",
+                    "distort": "training", "distort_prob": "training"},
     "maml": {"inner_lr": "adaptation", "adapt_steps": "adaptation", "batch_norm": "adaptation",
-             "task_batching": "training", "inner_steps": "training", "first_order": "training"},
+             "task_batching": "training", "inner_steps": "training", "first_order": "training",
+             "feature_transform": "architecture", "head_hidden": "architecture"},
     "reptile": {"inner_lr": "adaptation", "adapt_steps": "adaptation", "batch_norm": "adaptation",
                 "task_batching": "training", "inner_steps": "training", "inner_batch": "training",
-                "train_on": "training"},
+                "train_on": "training", "feature_transform": "architecture", "head_hidden": "architecture"},
     # The LSTM meta-learner learns its step sizes: inner_lr only starts its input gate.
     "metalstm": {"inner_lr": "training", "adapt_steps": "adaptation", "batch_norm": "adaptation",
-                 "task_batching": "training", "inner_steps": "training", "hidden": "architecture"},
+                 "task_batching": "training", "inner_steps": "training", "hidden": "architecture",
+                 "feature_transform": "architecture", "head_hidden": "architecture"},
     "mann": {"controller": "architecture", "slots": "architecture", "slot_size": "architecture",
-             "reads": "architecture", "gamma": "adaptation", "max_ways": "architecture"},
+             "reads": "architecture", "gamma": "adaptation", "max_ways": "architecture",
+             "feature_transform": "architecture"},
     # Meta Networks always learn the attention temperature: the hyperparameter is its start.
     "metanet": {"hidden": "architecture", "key_dim": "architecture", "meta_hidden": "architecture",
                 "max_ways": "architecture", "task_fast_weights": "adaptation", "margin": "adaptation",
-                "temperature": "training"},
+                "temperature": "training", "feature_transform": "architecture"},
 }
 OPTIMISER = {"lr", "weight_decay", "lr_schedule", "lr_step"}
 

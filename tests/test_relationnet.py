@@ -337,3 +337,44 @@ def test_frozen_vector_backbone(host, seeded_conv4, tmp_path):
     assert torch.allclose(loaded.learner.predict_proba(ep.query_images), probs, atol=1e-6)
     with torch.no_grad():
         assert torch.allclose(learner.as_module()(ep.query_images.float() / 255), probs, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# distortions of training images (metastudio.core.augment)
+
+def test_distortions_change_training_features_only(host):
+    ep = episode()
+    images = torch.cat([ep.support_images, ep.query_images])
+    algo = build(host, distort=True, distort_prob=1.0)
+    algo.train()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        distorted = algo.training_embed(images)
+        torch.manual_seed(2)
+        again = algo.training_embed(images)
+        algo.eval()
+        plain = algo.embed(images)
+        assert torch.equal(algo.training_embed(images), plain), "no distortion outside training"
+    assert not torch.allclose(distorted, plain, atol=1e-3) and not torch.allclose(distorted, again, atol=1e-3)
+    # adaptation and prediction never distort: the same weights without distortions predict the same
+    same = build(host, distort=False)
+    same.load_state_dict(algo.state_dict())
+    same.eval()
+    assert torch.equal(algo.adapt(ep.support).predict_proba(ep.query_images),
+                       same.adapt(ep.support).predict_proba(ep.query_images))
+    assert algo.evaluate_episode(ep) == same.evaluate_episode(ep)
+
+
+def test_distorted_training_still_learns(host):
+    ep = episode(ways=3, shots=1, queries=3)
+    algo = build(host, distort=True, distort_prob=0.5, lr=3e-3)
+    algo.configure_training(30)
+    algo.train()
+    torch.manual_seed(0)
+    losses = [algo.meta_train_step([ep])["loss"] for _ in range(30)]
+    assert sum(losses[-5:]) < sum(losses[:5]), losses
+
+
+def test_distortions_are_refused_on_a_frozen_backbone(host, seeded_conv4):
+    with pytest.raises(ValueError, match="distort=true distorts training images, but the backbone 'seeded-conv4' is frozen"):
+        build(host, "seeded-conv4", freeze=True, distort=True)

@@ -9,7 +9,8 @@ from metastudio.core.algorithm import AdaptProgress
 from metastudio.core.checkpoint import load_model, save_model
 from metastudio.core.episodes import EpisodeSampler, SupportSet
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
-from metastudio_builtins.siamese import SiameseNetworks, class_probabilities, class_weights, random_affine
+from metastudio.core.augment import random_affine
+from metastudio_builtins.siamese import SiameseNetworks, class_probabilities, class_weights
 
 # What a person's own code meets when tracing; not ours to silence elsewhere.
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning"), pytest.mark.usefixtures("one_thread")]

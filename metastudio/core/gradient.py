@@ -35,8 +35,19 @@ of classes works, and the order of the classes does not matter.
 * ``running``: stored running statistics, accumulated from the query batches during
   meta-training, used for the support steps and the queries alike.
 
-With a frozen pretrained backbone (photos), only the output layer adapts, on the backbone's
-features (as ANIL does: Raghu et al., ICLR 2020).
+With a frozen pretrained backbone (photos), the backbone never adapts; its features, transformed
+by ``feature_transform`` (:mod:`metastudio.core.feature_transform`; ``power-cl2n`` suits pooled
+ReLU features), go to a small head that does. The output layer alone (``head_hidden=0``) would
+leave meta-training nothing to learn: every class's row starts from the same shared row, which
+adds the same number to every class's logit and so cancels in the softmax, and SGD steps from
+it do not depend on it either (one step from it is a nearest-class-mean classifier by dot
+product). ``head_hidden`` > 0 adds a fully connected layer with a ReLU whose units the output
+layer reads *beside* the features themselves ([x, relu(W x + b)]): it is meta-learned and
+adapted in the inner loop with the output layer, and it starts from what the output layer alone
+does instead of from random features (on mini-ImageNet power-CL2N features, one step on 256
+random hidden units alone scored 59 % on held-out classes, on the features 79 %). That is
+MAML, Reptile or the LSTM meta-learner on a small network over fixed features, close to ANIL
+(Raghu et al., ICLR 2020).
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ from torch.func import grad
 
 from .algorithm import AdaptProgress, Algorithm, HyperParameter, Learner, ProgressCallback, query_accuracy
 from .episodes import Episode, SupportSet
+from .feature_transform import FEATURE_TRANSFORM, FeatureTransformMixin, apply_feature_transform, copy_feature_transform
 from .taskbatch import TaskBatchedChain, UnsupportedNetwork
 
 HEAD = ("head_weight", "head_bias")
@@ -87,10 +99,16 @@ def inner_hyperparameters(inner_lr: float, adapt_steps: int) -> tuple[HyperParam
                        "convolutions (grouped), one after the other (loop), or grouped on a GPU and looped on a CPU "
                        "(auto; on a CPU the loop measured faster).", choices=("auto", "grouped", "loop"),
                        role="training"),
+        FEATURE_TRANSFORM,
+        HyperParameter("head_hidden", int, 0, "With a frozen pretrained backbone: units of a hidden layer "
+                       "(fully connected, ReLU) on its features, which the output layer reads beside the features; "
+                       "meta-learned and adapted with it. 0: the output layer alone, whose starting weights "
+                       "meta-training cannot improve (every class starts from the same row).", 0, 8192,
+                       role="architecture"),
     )
 
 
-class GradientAlgorithm(Algorithm):
+class GradientAlgorithm(FeatureTransformMixin, Algorithm):
     """Base class of algorithms that adapt by gradient steps on the support set (see the module)."""
 
     family = "optimization"
@@ -98,6 +116,17 @@ class GradientAlgorithm(Algorithm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         dim = int(self.backbone.out_features)
+        hidden = int(self.hparams.get("head_hidden", 0))
+        self.body_weight: nn.Parameter | None = None
+        self.body_bias: nn.Parameter | None = None
+        if hidden:
+            if not self.backbone_frozen:
+                raise ValueError(f"head_hidden={hidden} adds a layer on a frozen pretrained backbone's features; "
+                                 f"the backbone '{self.backbone_name}' is trained with the rest (use head_hidden=0)")
+            layer = nn.Linear(dim, hidden)  # its default initialisation
+            self.body_weight = nn.Parameter(layer.weight.detach().clone())
+            self.body_bias = nn.Parameter(layer.bias.detach().clone())
+            dim += hidden  # the output layer reads [features, hidden units]
         self.head_weight = nn.Parameter(torch.zeros(dim))
         self.head_bias = nn.Parameter(torch.zeros(()))
         self.chain: TaskBatchedChain | None = None
@@ -111,10 +140,13 @@ class GradientAlgorithm(Algorithm):
 
     # -- the functional network ----------------------------------------------------------------
     def meta_parameters(self) -> dict[str, torch.Tensor]:
-        """The weights that adapt: the backbone's (unless frozen) and the output layer's."""
+        """The weights that adapt: the backbone's (unless frozen), the hidden layer's on a frozen
+        backbone (``head_hidden``) and the output layer's."""
         out = {}
         if not self.backbone_frozen:
             out.update({BACKBONE + k: v for k, v in self.backbone.named_parameters()})
+        if self.body_weight is not None:
+            out["body_weight"], out["body_bias"] = self.body_weight, self.body_bias
         out["head_weight"], out["head_bias"] = self.head_weight, self.head_bias
         return out
 
@@ -136,6 +168,9 @@ class GradientAlgorithm(Algorithm):
         """Logits [T, n, N] of inputs [T, n, ...] under task weights ``fast``; ``bn`` goes to the chain."""
         if self.backbone_frozen:
             features = x
+            if "body_weight" in fast:
+                hidden = F.relu(torch.einsum("tnd,thd->tnh", x, fast["body_weight"]) + fast["body_bias"].unsqueeze(1))
+                features = torch.cat([x, hidden], -1)
         else:
             weights = {k[len(BACKBONE):]: v for k, v in fast.items() if k.startswith(BACKBONE)}
             with self.autocast():
@@ -351,12 +386,19 @@ class FastWeightsModule(nn.Module):
                     norm.running_mean.copy_(mean[0])
                     norm.running_var.copy_(var[0])
         backbone.eval()
+        self.transform = copy_feature_transform(self, algorithm)
         if not algorithm.backbone_frozen and mode == "transductive":
             for norm in norms:  # batch statistics always
                 norm.track_running_stats = False
                 norm.running_mean = norm.running_var = None
                 norm.train()
         self.backbone = backbone
+        self.body = None
+        if "body_weight" in fast:
+            self.body = nn.Linear(fast["body_weight"].shape[2], fast["body_weight"].shape[1])
+            with torch.no_grad():
+                self.body.weight.copy_(fast["body_weight"][0])
+                self.body.bias.copy_(fast["body_bias"][0])
         self.head = nn.Linear(fast["head_weight"].shape[2], fast["head_weight"].shape[1])
         with torch.no_grad():
             self.head.weight.copy_(fast["head_weight"][0])
@@ -364,7 +406,11 @@ class FastWeightsModule(nn.Module):
         self.requires_grad_(False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(images).float()).softmax(1)
+        features = apply_feature_transform(self.backbone(images).float(), self.transform,
+                                           getattr(self, "feature_mean", None))
+        if self.body is not None:
+            features = torch.cat([features, F.relu(self.body(features))], 1)
+        return self.head(features).softmax(1)
 
 
 
