@@ -145,6 +145,32 @@ def test_the_mean_is_a_saved_buffer_only_with_a_transform(host, seeded_conv4, na
 
 # -- the heads on feature episodes ----------------------------------------------------------------
 
+def learns_predicts_and_round_trips(host, tmp_path, algo, train, test, meta_batch: int = 1) -> None:
+    """Meta-train ``algo`` (feature_transform=power-cl2n, mean fitted) on a fixed few 5-way
+    1-shot episodes of ``train``: its loss falls; it predicts probabilities on an episode of
+    ``test``; saved and loaded, the mean and the predictions come back."""
+    sampler = EpisodeSampler(train, 5, 1, 3, seed=0)
+    episodes = [sampler.episode(i) for i in range(4)]  # a fixed few, so that losses are comparable
+    algo.configure_training(40)
+    algo.train()
+    losses = [algo.meta_train_step([episodes[(i + j) % 4] for j in range(meta_batch)])["loss"] for i in range(40)]
+    assert all(math.isfinite(x) for x in losses)
+    assert sum(losses[-4:]) < sum(losses[:4]), losses
+    # probabilities over the classes of a new episode
+    algo.eval()
+    episode = EpisodeSampler(test, 3, 2, 3, seed=1).episode(0)
+    learner = algo.adapt(episode.support)
+    probs = learner.predict_proba(episode.query_images)
+    assert probs.shape == (9, 3) and probs.dtype == torch.float32 and (probs >= 0).all()
+    assert torch.allclose(probs.sum(1), torch.ones(9), atol=1e-5)
+    # save and load: the mean comes back with the weights
+    loaded = load_model(save_model(algo, tmp_path / f"{algo.name}.safetensors", learner=learner), host)
+    assert loaded.algorithm.hparams["feature_transform"] == "power-cl2n"
+    assert torch.equal(loaded.algorithm.feature_mean, algo.feature_mean)
+    assert torch.allclose(loaded.algorithm.adapt(episode.support).predict_proba(episode.query_images), probs, atol=1e-6)
+    assert torch.allclose(loaded.learner.predict_proba(episode.query_images), probs, atol=1e-6)
+
+
 @pytest.mark.parametrize(("name", "hparams"), HEADS, ids=HEAD_IDS)
 def test_heads_with_power_cl2n_learn_predict_and_round_trip_on_feature_episodes(host, seeded_conv4, tmp_path,
                                                                                 name, hparams):
@@ -161,27 +187,7 @@ def test_heads_with_power_cl2n_learn_predict_and_round_trip_on_feature_episodes(
             if name == "siamese":
                 expected = torch.sigmoid(expected)
         assert torch.allclose(algo.embed(rows), expected, atol=1e-5), "the transform comes before the head's layers"
-    # meta-training
-    sampler = EpisodeSampler(train, 5, 1, 3, seed=0)
-    episodes = [sampler.episode(i) for i in range(4)]  # a fixed few, so that losses are comparable
-    algo.configure_training(40)
-    algo.train()
-    losses = [algo.meta_train_step([episodes[i % 4]])["loss"] for i in range(40)]
-    assert all(math.isfinite(x) for x in losses)
-    assert sum(losses[-4:]) < sum(losses[:4]), losses
-    # probabilities over the classes of a new episode
-    algo.eval()
-    episode = EpisodeSampler(test, 3, 2, 3, seed=1).episode(0)
-    learner = algo.adapt(episode.support)
-    probs = learner.predict_proba(episode.query_images)
-    assert probs.shape == (9, 3) and probs.dtype == torch.float32 and (probs >= 0).all()
-    assert torch.allclose(probs.sum(1), torch.ones(9), atol=1e-5)
-    # save and load: the mean comes back with the weights
-    loaded = load_model(save_model(algo, tmp_path / f"{name}.safetensors", learner=learner), host)
-    assert loaded.algorithm.hparams["feature_transform"] == "power-cl2n"
-    assert torch.equal(loaded.algorithm.feature_mean, algo.feature_mean)
-    assert torch.allclose(loaded.algorithm.adapt(episode.support).predict_proba(episode.query_images), probs, atol=1e-6)
-    assert torch.allclose(loaded.learner.predict_proba(episode.query_images), probs, atol=1e-6)
+    learns_predicts_and_round_trips(host, tmp_path, algo, train, test)
 
 
 def test_power_cl2n_helps_an_untrained_head_on_raw_looking_features(host, seeded_conv4):

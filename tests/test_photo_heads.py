@@ -5,18 +5,15 @@ synthetic feature episodes and on images (export)."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
-from metastudio.core.checkpoint import load_model, save_model
 from metastudio.core.episodes import EpisodeSampler
 from metastudio.core.feature_transform import apply_feature_transform
 from metastudio.plugins.testkit import synthetic_dataset
 
 from conftest import assert_round_trip
-from test_feature_transform import build, feature_dataset
+from test_feature_transform import build, feature_dataset, learns_predicts_and_round_trips
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning")]
@@ -43,24 +40,7 @@ def test_heads_learn_predict_and_round_trip_on_transformed_features(host, seeded
     with torch.no_grad():
         assert torch.allclose(algo.embed(rows), apply_feature_transform(rows, "power-cl2n", algo.feature_mean),
                               atol=1e-5), "the head sees transformed features"
-    sampler = EpisodeSampler(train, 5, 1, 3, seed=0)
-    episodes = [sampler.episode(i) for i in range(4)]  # a fixed few, so that losses are comparable
-    algo.configure_training(40)
-    algo.train()
-    losses = [algo.meta_train_step([episodes[i % 4], episodes[(i + 1) % 4]])["loss"] for i in range(40)]
-    assert all(math.isfinite(x) for x in losses)
-    assert sum(losses[-4:]) < sum(losses[:4]), losses
-    algo.eval()
-    episode = EpisodeSampler(test, 3, 2, 3, seed=1).episode(0)
-    learner = algo.adapt(episode.support)
-    probs = learner.predict_proba(episode.query_images)
-    assert probs.shape == (9, 3) and (probs >= 0).all()
-    assert torch.allclose(probs.sum(1), torch.ones(9), atol=1e-5)
-    loaded = load_model(save_model(algo, tmp_path / f"{name}.safetensors", learner=learner), host)
-    assert loaded.algorithm.hparams["feature_transform"] == "power-cl2n"
-    assert torch.equal(loaded.algorithm.feature_mean, algo.feature_mean)
-    assert torch.allclose(loaded.algorithm.adapt(episode.support).predict_proba(episode.query_images), probs, atol=1e-6)
-    assert torch.allclose(loaded.learner.predict_proba(episode.query_images), probs, atol=1e-6)
+    learns_predicts_and_round_trips(host, tmp_path, algo, train, test, meta_batch=2)
 
 
 @pytest.mark.parametrize(("name", "hparams", "lr"), HEADS, ids=IDS)
