@@ -28,8 +28,4 @@ $MS train --algorithm metanet --backbone conv4 --dataset omniglot --root "$ROOT"
     --out "$MODEL" --seed 0 --device cpu $RESUME 2>&1 | tee -a "$OUT/metanet-omniglot-train.log"
 echo "training wall time (this part): $(( $(date +%s) - start )) s" | tee -a "$OUT/metanet-omniglot-train.log"
 
-for setting in "5 1" "5 5" "20 1" "20 5"; do
-    set -- $setting
-    $MS eval --model "$MODEL" --dataset omniglot --root "$ROOT" --split test \
-        --ways "$1" --shots "$2" --queries 15 --episodes 1000 --device cpu --json | tee -a "$OUT/metanet-omniglot-eval.jsonl"
-done
+bash "$(dirname "$0")/eval_omniglot.sh" "$MODEL" "$ROOT" "$OUT/metanet-omniglot-eval.jsonl"

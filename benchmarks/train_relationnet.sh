@@ -32,11 +32,7 @@ $MS train --algorithm relationnet --backbone conv4-maps --dataset omniglot --roo
     --out "$MODEL" --seed 0 --device cpu 2>&1 | tee "$OUT/relationnet-omniglot-train.log"
 echo "training wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/relationnet-omniglot-train.log"
 
-for setting in "5 1" "5 5" "20 1" "20 5"; do
-    set -- $setting
-    $MS eval --model "$MODEL" --dataset omniglot --root "$ROOT" --split test \
-        --ways "$1" --shots "$2" --queries 15 --episodes 1000 --device cpu --json | tee -a "$OUT/relationnet-omniglot-eval.jsonl"
-done
+bash "$(dirname "$0")/eval_omniglot.sh" "$MODEL" "$ROOT" "$OUT/relationnet-omniglot-eval.jsonl"
 
 # With the documented paths these are:
 #   metastudio train --algorithm relationnet --backbone conv4-maps --dataset omniglot --root ../shared/data/omniglot \
