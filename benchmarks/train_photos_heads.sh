@@ -45,7 +45,7 @@ for algo in $ALGORITHMS; do
         relationnet) EPISODES=3000; HP=(--hp pair_input=concat-product --hp lr=0.001) ;;
         # The gradient family: MAML / Reptile / the LSTM meta-learner on [features, relu(W features + b)]
         # (head_hidden units), adapted in the inner loop with the output layer (metastudio.core.gradient).
-        # A small outer learning rate: with 1e-3 or 1e-4 the head overfits the 48 classes within 100 steps
+        # A small outer learning rate: with 1e-3 or 1e-4 the head overfits the 48 classes within 100-300 steps
         # (held-out 5w1s from 79.4 % to 72-73 %); inner_lr 10 (the most allowed) on unit-length features.
         maml)        EPISODES=2000; BATCH=4; HP=(--hp head_hidden=64 --hp inner_lr=10 --hp inner_steps=1
                                                  --hp adapt_steps=1 --hp lr=0.00003) ;;

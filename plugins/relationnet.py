@@ -64,7 +64,7 @@ from metastudio.core.algorithm import (
     ProgressCallback,
     query_accuracy,
 )
-from metastudio.core.augment import DISTORT, DISTORT_PROB, random_affine
+from metastudio.core.augment import DISTORT, DISTORT_PROB
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.core.feature_transform import (
     FEATURE_TRANSFORM,
@@ -254,10 +254,6 @@ class RelationNetworks(FeatureTransformMixin, Algorithm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         hp = self.hparams
-        if hp["distort"] and self.backbone_frozen:
-            raise ValueError(
-                f"distort=true distorts training images, but the backbone '{self.backbone_name}' is frozen and its "
-                f"head trains on features computed once per image; use distort=false")
         shape = getattr(self.backbone, "feature_shape", None)
         if shape is not None:
             # The conv module compares maps position by position: a transform of the flattened
@@ -284,16 +280,6 @@ class RelationNetworks(FeatureTransformMixin, Algorithm):
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return relation_probabilities(logits.float(), self.hparams["probabilities"], self.hparams["temperature"])
-
-    def training_embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Features of training images: :meth:`embed`, of randomly distorted images with ``distort``
-        (:mod:`metastudio.core.augment`) while training."""
-        if not (self.hparams["distort"] and self.training):
-            return self.embed(images)
-        x = random_affine(self.prepare(images), self.hparams["distort_prob"])
-        with self.autocast():
-            features = self.backbone(x.contiguous(memory_format=torch.channels_last)).float()
-        return self.transform_features(features)
 
     def episode_logits(self, episode: Episode) -> torch.Tensor:
         n_support = len(episode.support_images)

@@ -64,7 +64,7 @@ from metastudio.core.algorithm import (
     ProgressCallback,
     query_accuracy,
 )
-from metastudio.core.augment import DISTORT, DISTORT_PROB, random_affine
+from metastudio.core.augment import DISTORT, DISTORT_PROB
 from metastudio.core.episodes import Episode, SupportSet
 from metastudio.core.feature_transform import (
     FEATURE_TRANSFORM,
@@ -175,15 +175,6 @@ class SiameseNetworks(FeatureTransformMixin, Algorithm):
         backbone's features after ``feature_transform``."""
         return self.head(super().embed(images))
 
-    def _training_embed(self, images: torch.Tensor) -> torch.Tensor:
-        if not (self.hparams["distort"] and self.training):
-            return self.embed(images)
-        x = random_affine(self.prepare(images), self.hparams["distort_prob"])
-        x = x.contiguous(memory_format=torch.channels_last)
-        with self.autocast(), torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
-            features = self.backbone(x).float()
-        return self.head(self.transform_features(features))
-
     def pair_logits(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Logits of p(same) [A, B] for embeddings ``a`` [A, D] against ``b`` [B, D]."""
         return weighted_l1(a, b, self.alpha, self.bias)
@@ -196,7 +187,7 @@ class SiameseNetworks(FeatureTransformMixin, Algorithm):
     def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, int]:
         """Balanced pair BCE of one episode and the number of its queries classified right."""
         n_support = len(episode.support_images)
-        h = self._training_embed(torch.cat([episode.support_images, episode.query_images]))
+        h = self.training_embed(torch.cat([episode.support_images, episode.query_images]))
         labels = torch.cat([episode.support_labels, episode.query_labels]).to(h.device)
         logits = self.pair_logits(h, h)  # [M, M], symmetric
         same = labels.unsqueeze(1) == labels.unsqueeze(0)

@@ -295,3 +295,9 @@ def test_head_works_on_any_feature_vectors(host, projection):
     probs = algo.adapt(ep.support).predict_proba(ep.query_images)
     assert probs.shape == (15, 5) and torch.allclose(probs.sum(1), torch.ones(15))
     assert algo.similarity(torch.rand(2, algo.embedding_dim), torch.rand(3, algo.embedding_dim)).shape == (2, 3)
+
+
+def test_distortions_are_refused_on_a_frozen_backbone(host, seeded_conv4):
+    # The head on a frozen backbone trains on features computed once per image: nothing to distort.
+    with pytest.raises(ValueError, match="distort=true distorts training images, but the backbone 'seeded-conv4'"):
+        build(host, backbone=seeded_conv4.name, freeze=True, distort=True)

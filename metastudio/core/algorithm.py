@@ -274,6 +274,10 @@ class Algorithm(nn.Module, ABC):
         self.feature_cache = None
         self._backbone_fingerprint: str | None = None  # computed on first use (frozen weights never change)
         self.backbone_frozen = bool(freeze_backbone)
+        if self.hparams.get("distort") and self.backbone_frozen:
+            raise ValueError(
+                f"distort=true distorts training images, but the backbone '{backbone_name}' is frozen and a head on "
+                f"it trains on features computed once per image; use distort=false")
         if self.backbone_frozen:
             self.backbone.requires_grad_(False)
             self.backbone.eval()
@@ -406,6 +410,17 @@ class Algorithm(nn.Module, ABC):
         with self.evaluating():
             chunk = self.embed_chunk
             return torch.cat([self.embed(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+
+    def training_embed(self, images: torch.Tensor) -> torch.Tensor:
+        """What meta-training embeds: :meth:`embed` of the images, randomly distorted first
+        (:mod:`metastudio.core.augment`) while training when the algorithm declares the
+        ``distort`` hyperparameter and it is on. Adapting, predicting and validating use
+        :meth:`embed` and never distort."""
+        if not (self.training and self.hparams.get("distort")):
+            return self.embed(images)
+        from .augment import random_affine  # augment declares its hyperparameters with this module
+
+        return self.embed(random_affine(self.prepare(images), float(self.hparams["distort_prob"])))
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
         with self.autocast(), torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):

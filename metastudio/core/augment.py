@@ -9,8 +9,11 @@ applies them to a float batch with ``affine_grid``/``grid_sample`` (bilinear, ed
 which keeps Omniglot's white background white), drawing every image's transformation
 independently.
 
-Algorithms offer it through the :data:`DISTORT` and :data:`DISTORT_PROB` hyperparameters (role
-``training``): only meta-training distorts; adaptation, prediction and validation never do.
+Algorithms offer it by declaring the :data:`DISTORT` and :data:`DISTORT_PROB` hyperparameters
+(role ``training``) and embedding training images with
+:meth:`~metastudio.core.algorithm.Algorithm.training_embed`: only meta-training distorts;
+adaptation, prediction and validation never do. A frozen backbone refuses ``distort``: heads on
+it train on features computed once per image.
 """
 
 from __future__ import annotations
