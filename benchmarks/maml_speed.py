@@ -165,7 +165,12 @@ def main() -> None:
     p.add_argument("--json", default=None, help="also write the results to this file")
     args = p.parse_args()
     if args.impl != "all":
-        print(json.dumps(run_one(args.impl, args)))
+        row = run_one(args.impl, args)
+        print(json.dumps(row))
+        if args.json:  # one implementation: its row, with the same context as the full table
+            with open(args.json, "w") as f:
+                json.dump({"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
+                           "command": " ".join(sys.argv), "results": [row]}, f, indent=2)
         return
     rows = []
     for impl in IMPLEMENTATIONS:

@@ -23,12 +23,16 @@ export PYTHONUNBUFFERED=1
 MS=${METASTUDIO:-metastudio}
 EPISODES=${EPISODES:-52000}; LR_STEP=${LR_STEP:-13000}  # the recipe's; other values for experiments
 DISTORT=${DISTORT:-false}; DISTORT_PROB=${DISTORT_PROB:-0.5}  # Koch et al.'s affine distortions of training images
+# TRAIN_SPLIT=trainval: train on all 1200 characters of the Vinyals train and val splits (4800 classes with rotations), as
+# Vinyals et al., Snell et al. and Sung et al. do; there is then no validation split, and the last model is kept.
+TRAIN_SPLIT=${TRAIN_SPLIT:-train}
+VAL="--val-every 4000 --val-episodes 100 --val-ways 20 --val-shots 1 --val-queries 15"
+[ "$TRAIN_SPLIT" = trainval ] && VAL="--val-split none"
 
 start=$(date +%s)
 $MS train --algorithm relationnet --backbone conv4-maps --dataset omniglot --root "$ROOT" --protocol vinyals \
     --ways 20 --shots 1 --queries 5 --episodes "$EPISODES" --hp lr=0.001 --hp lr_schedule=step --hp lr_step="$LR_STEP" \
-    --hp distort="$DISTORT" --hp distort_prob="$DISTORT_PROB" --precision bf16 \
-    --val-every 4000 --val-episodes 100 --val-ways 20 --val-shots 1 --val-queries 15 \
+    --hp distort="$DISTORT" --hp distort_prob="$DISTORT_PROB" --precision bf16 --train-split "$TRAIN_SPLIT" $VAL \
     --out "$MODEL" --seed 0 --device cpu 2>&1 | tee "$OUT/relationnet-omniglot-train.log"
 echo "training wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/relationnet-omniglot-train.log"
 

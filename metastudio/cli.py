@@ -195,7 +195,7 @@ def cmd_train(args) -> int:
         val_every=args.val_every, val_episodes=args.val_episodes, val_ways=args.val_ways, val_shots=args.val_shots,
         val_queries=args.val_queries, hparams=_parse_hparams(args.hp), image_size=args.image_size,
         device=args.device, precision=args.precision, seed=args.seed, freeze_backbone=args.freeze_backbone,
-        fit=args.fit, out=args.out)
+        fit=args.fit, out=args.out, init=args.init)
     progress, close_progress = _stage_progress()
     try:
         # The CLI validates even on a folder without val/ (with a warning): a researcher asked for it.
@@ -458,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-shots", type=int, default=1)
     t.add_argument("--val-queries", type=int, default=15)
     t.add_argument("--resume", action="store_true", help="continue from the resume checkpoint next to --out")
+    t.add_argument("--init", metavar="MODEL", default=None,
+                   help="start from the weights of this model file (same algorithm and backbone) instead of random "
+                        "ones, e.g. to meta-train a 5-way model further on 20-way tasks; the optimiser starts afresh")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a model over fixed episodes (mean accuracy ± 95%% CI)")

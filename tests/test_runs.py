@@ -313,3 +313,24 @@ def test_bf16_precision_runs_the_network_in_bfloat16_on_the_cpu_only_when_asked(
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in result.history if h.get("loss") is not None)
     loaded = load_model(tmp_path / "m.safetensors", host).algorithm
     assert all(p.dtype == torch.float32 for p in loaded.parameters()), "weights stay float32"
+
+
+def test_a_run_can_start_from_a_saved_models_weights(host, folder_data, tmp_path):
+    first = tmp_path / "first.safetensors"
+    assert prepare_run(small_plan(folder_data, first, episodes=3, val_every=3), host).run().status == "completed"
+    saved = load_model(first, host).algorithm.state_dict()
+    fresh = prepare_run(small_plan(folder_data, tmp_path / "fresh.safetensors", seed=5), host).algorithm.state_dict()
+    run = prepare_run(small_plan(folder_data, tmp_path / "second.safetensors", seed=5, ways=3, init=str(first)), host)
+    started = run.algorithm.state_dict()
+    assert started.keys() == saved.keys()
+    assert all(torch.equal(started[k], saved[k]) for k in saved)
+    assert not all(torch.equal(fresh[k], saved[k]) for k in saved)  # a different seed would start elsewhere
+    assert run.plan.init == str(first) and TrainingPlan.from_dict(run.plan.to_dict()).init == str(first)
+    assert run.run().status == "completed"
+
+    with pytest.raises(ValueError, match="it is a protonet model on conv4, and this run trains matchingnet"):
+        prepare_run(small_plan(folder_data, tmp_path / "m.safetensors", algorithm="matchingnet", init=str(first)), host)
+    with pytest.raises(ValueError, match="cannot start from"):
+        prepare_run(small_plan(folder_data, tmp_path / "m.safetensors", init=str(tmp_path / "missing.safetensors")), host)
+    with pytest.raises(ValueError, match="do not fit this run's model"):
+        prepare_run(small_plan(folder_data, tmp_path / "m.safetensors", options={"channels": 1}, init=str(first)), host)

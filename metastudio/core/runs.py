@@ -71,6 +71,10 @@ class TrainingPlan:
     freeze_backbone: bool = False
     fit: str = "stretch"
     out: str | None = None
+    #: A model file (same algorithm and backbone) whose weights the run starts from instead of a
+    #: random initialisation, e.g. to meta-train a 5-way model further on 20-way tasks. Its
+    #: optimiser state and step count are not taken over (that is ``resume``).
+    init: str | None = None
     #: Training steps between progress events (averages over those steps).
     log_every: int = 10
 
@@ -78,7 +82,7 @@ class TrainingPlan:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (paths as strings)."""
         d = asdict(self)
-        for key in ("root", "out"):
+        for key in ("root", "out", "init"):
             if d[key] is not None:
                 d[key] = str(d[key])
         d["options"] = dict(self.options)
@@ -128,7 +132,7 @@ class TrainingPlan:
             if not isinstance(getattr(self, name), Mapping):
                 raise ValueError(f"{name} must be a mapping of names to values")
             setattr(self, name, dict(getattr(self, name)))
-        for name in ("root", "out", "val_split"):
+        for name in ("root", "out", "val_split", "init"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, (str, Path)):
                 raise ValueError(f"{name} must be a string or null, got {value!r}")
@@ -224,6 +228,29 @@ def _fit_feature_mean(algorithm, train_ds: FewShotDataset, transform: str, progr
             progress(label, len(rows), len(rows))
 
     return algorithm.fit_feature_mean(batches())
+
+
+def _load_initial_weights(algorithm, path: str) -> None:
+    """Copy the weights of the model file ``path`` into ``algorithm`` (``TrainingPlan.init``);
+    ValueError, saying what differs, when the file is another algorithm, backbone or shape."""
+    from .checkpoint import load_tensors
+    from .errors import CheckpointError
+
+    try:
+        meta, tensors = load_tensors(Path(path).expanduser())
+    except (CheckpointError, OSError) as exc:
+        raise ValueError(f"cannot start from '{path}': {exc}") from None
+    theirs = (meta.get("algorithm"), meta.get("backbone"))
+    if theirs != (algorithm.name, algorithm.backbone_name):
+        raise ValueError(f"cannot start from '{path}': it is a {theirs[0]} model on {theirs[1]}, and this run "
+                         f"trains {algorithm.name} on {algorithm.backbone_name}")
+    own = {k: v for k, v in tensors.items() if not k.startswith(("learner.", "optim.", "trainer."))}
+    try:
+        algorithm.load_state_dict(own, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise ValueError(f"cannot start from '{path}': its weights do not fit this run's model (other image size, "
+                         f"channels or architecture hyperparameters): {' '.join(first[:3])}") from None
 
 
 def prepare_run(
@@ -358,6 +385,8 @@ def prepare_run(
     algorithm = cls(backbone.build(train_ds.channels, model_size), backbone_name=backbone.name,
                     image_size=model_size, channels=train_ds.channels, hparams=hparams,
                     freeze_backbone=plan.freeze_backbone, fit=plan.fit).to(device)
+    if plan.init:
+        _load_initial_weights(algorithm, plan.init)
     algorithm.use_amp = plan.precision != "fp32"
     algorithm.amp_on_cpu = plan.precision == "bf16"
     if plan.freeze_backbone:
