@@ -13,7 +13,8 @@
 #    step of 0.4, Adam 1e-3, 3 adaptation steps), second / first order; maml20-omniglot: maml-omniglot's
 #    weights (--init RESUME_DIR/maml-omniglot.safetensors) meta-trained further on 20-way 1-shot tasks
 #    (meta-batch 16, its one step of 0.4); reptile-omniglot: benchmarks/train_reptile.sh's; metalstm-omniglot: 5 learned
-#    updates. Default MODELS: maml, fomaml, reptile and metalstm. A model whose resume checkpoint is
+#    updates; for issue 7, metanet-omniglot (benchmarks/train_metanet.sh's recipe) and mann-omniglot
+#    (benchmarks/train_mann.sh's). Default MODELS: maml, fomaml, reptile and metalstm. A model whose resume checkpoint is
 #    in RESUME_DIR (default .carry/maml-resume, carried) continues from it. The GPU tests run beside;
 # 4. evaluates the models on 1000 Omniglot test episodes of the four standard settings, with batch
 #    norm on support-set statistics (the default), and maml-omniglot with transductive batch norm too
@@ -71,6 +72,12 @@ train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where tha
         metalstm-omniglot)  # Ravi & Larochelle's 5-way 1-shot setting: 5 learned updates, Adam 1e-3
             recipe="--algorithm metalstm --ways 5 --shots 1 --queries 15 --meta-batch 16 --episodes 960000
                     --hp inner_steps=5 --hp adapt_steps=5 --hp lr=0.001 --hp lr_schedule=constant" ;;
+        metanet-omniglot)  # issue 7: benchmarks/train_metanet.sh's recipe (its CPU resume checkpoint continues here)
+            recipe="--algorithm metanet --ways 20 --shots 1 --queries 5 --episodes 30000 --hp lr=0.001 --hp lr_schedule=step
+                    --hp lr_step=7500" ;;
+        mann-omniglot)  # issue 7: benchmarks/train_mann.sh's recipe
+            recipe="--algorithm mann --ways 5 --shots 1 --queries 9 --meta-batch 16 --episodes 1600000 --hp lr=0.001
+                    --hp lr_schedule=constant" ;;
         *) echo "unknown model $name"; return 1 ;;
     esac
     if [ -f "$RESUME_DIR/$name.resume.safetensors" ]; then
@@ -80,6 +87,7 @@ train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where tha
     local ways=5
     [ "$name" = reptile-omniglot ] && val="--val-every 2000 --val-episodes 200"
     [ "$name" = maml20-omniglot ] && ways=20
+    [ "$name" = metanet-omniglot ] && { val="--val-every 2000 --val-episodes 100"; ways=20; }
     timeout -s INT -k 90 "$TRAIN_SECONDS" $PY -m metastudio train --backbone conv4 --dataset omniglot \
         --root "$ROOT" --protocol vinyals $recipe $val --val-ways $ways --val-shots 1 --val-queries 15 \
         --out "$MODELDIR/$name.safetensors" --seed 0 --device "$DEVICE" $resume >>"$LOG/$name-train.log" 2>&1
