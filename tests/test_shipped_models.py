@@ -105,3 +105,13 @@ def test_maml_omniglot_is_shipped_with_its_metadata_and_one_adaptation_step():
     assert hp["adapt_steps"] == 1 and meta["adaptation_defaults"]["trained_with"] == {"adapt_steps": 3}
     assert meta["dataset"]["name"] == "omniglot" and meta["dataset"]["protocol"] == "vinyals"
     assert meta["dataset"]["ways"] == 5 and meta["history"] and meta["best_val_accuracy"] > 97.5
+
+
+def test_maml20_omniglot_is_the_20_way_maml_model():
+    meta = read_metadata(resolve_model("maml20-omniglot"))
+    assert meta["algorithm"] == "maml" and meta["backbone"] == "conv4"
+    hp = meta["hyperparameters"]
+    assert hp["inner_steps"] == 1 and hp["adapt_steps"] == 1 and hp["inner_lr"] == 0.4 and not hp["first_order"]
+    assert meta["dataset"]["name"] == "omniglot" and meta["dataset"]["protocol"] == "vinyals"
+    # meta-trained on 20-way tasks (from maml-omniglot's weights; docs/benchmarks.md), validated on 20-way 1-shot
+    assert meta["dataset"]["ways"] == 20 and meta["best_val_accuracy"] > 95
