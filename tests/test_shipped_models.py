@@ -32,7 +32,8 @@ def test_matchingnet_omniglot_is_shipped_with_its_metadata():
 
 # 5-way 1-shot accuracy over the 1000 standard test episodes, from docs/benchmarks.md.
 DOCUMENTED_5W1S = {"protonet-omniglot": 98.53, "matchingnet-omniglot": 98.51, "siamese-omniglot": 97.27,
-                   "relationnet-omniglot": 99.10, "maml-omniglot": 97.50}
+                   "relationnet-omniglot": 99.10, "maml-omniglot": 97.50,
+                   "metalstm-omniglot": 96.45}
 
 
 @pytest.mark.realdata
@@ -115,3 +116,11 @@ def test_maml20_omniglot_is_the_20_way_maml_model():
     assert meta["dataset"]["name"] == "omniglot" and meta["dataset"]["protocol"] == "vinyals"
     # meta-trained on 20-way tasks (from maml-omniglot's weights; docs/benchmarks.md), validated on 20-way 1-shot
     assert meta["dataset"]["ways"] == 20 and meta["best_val_accuracy"] > 95
+
+
+def test_metalstm_omniglot_is_shipped_with_its_metadata():
+    meta = read_metadata(resolve_model("metalstm-omniglot"))
+    assert meta["algorithm"] == "metalstm" and meta["backbone"] == "conv4"
+    assert meta["hyperparameters"]["inner_steps"] == 5 and meta["hyperparameters"]["batch_norm"] == "support"
+    assert meta["dataset"]["name"] == "omniglot" and meta["dataset"]["protocol"] == "vinyals"
+    assert meta["dataset"]["ways"] == 5 and meta["best_val_accuracy"] > 97
