@@ -138,6 +138,12 @@ class LoadedModel:
     learner: Learner | None = None
 
 
+def algorithm_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The algorithm's own weights among a model file's tensors (not a saved learner's, nor a
+    resume checkpoint's optimiser and trainer state)."""
+    return {k: v for k, v in tensors.items() if not k.startswith(("learner.", "optim.", "trainer."))}
+
+
 def build_algorithm(meta: Mapping[str, Any], registry) -> Algorithm:
     """Instantiate the algorithm a metadata document describes, through ``registry``
     (an object with ``algorithm(name) -> type[Algorithm]`` and ``backbone(name) -> BackboneSpec``)."""
@@ -184,7 +190,7 @@ def load_model(path: str | os.PathLike, registry, device: torch.device | str = "
         if trained is not None:
             meta = {**meta, "hyperparameters": {**trained, **cls.adaptation_overrides(trained, overrides)}}
     algorithm = build_algorithm(meta, registry)
-    own = {k: v for k, v in tensors.items() if not k.startswith(("learner.", "optim.", "trainer."))}
+    own = algorithm_weights(tensors)
     try:
         algorithm.load_state_dict(own, strict=True)
     except RuntimeError as e:

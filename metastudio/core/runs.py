@@ -233,7 +233,7 @@ def _fit_feature_mean(algorithm, train_ds: FewShotDataset, transform: str, progr
 def _load_initial_weights(algorithm, path: str) -> None:
     """Copy the weights of the model file ``path`` into ``algorithm`` (``TrainingPlan.init``);
     ValueError, saying what differs, when the file is another algorithm, backbone or shape."""
-    from .checkpoint import load_tensors
+    from .checkpoint import algorithm_weights, load_tensors
     from .errors import CheckpointError
 
     try:
@@ -244,9 +244,8 @@ def _load_initial_weights(algorithm, path: str) -> None:
     if theirs != (algorithm.name, algorithm.backbone_name):
         raise ValueError(f"cannot start from '{path}': it is a {theirs[0]} model on {theirs[1]}, and this run "
                          f"trains {algorithm.name} on {algorithm.backbone_name}")
-    own = {k: v for k, v in tensors.items() if not k.startswith(("learner.", "optim.", "trainer."))}
     try:
-        algorithm.load_state_dict(own, strict=True)
+        algorithm.load_state_dict(algorithm_weights(tensors), strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         raise ValueError(f"cannot start from '{path}': its weights do not fit this run's model (other image size, "
