@@ -36,3 +36,25 @@ def test_resnet12_size_and_a_training_step(host):
     ep = EpisodeSampler(synthetic_dataset(classes=4, per_class=3, channels=3, image_size=32), 3, 1, 1).episode(0)
     metrics = algo.meta_train_step([ep])
     assert set(metrics) >= {"loss", "accuracy"} and metrics["loss"] > 0
+
+
+def test_conv4_omniglot_is_the_shipped_pretrained_conv4(host):
+    from importlib import resources
+
+    from safetensors.torch import load
+
+    spec = host.backbone("conv4-omniglot")
+    assert spec.pretrained and spec.default_image_size == 28
+    a, b = spec.build(1, 28), spec.build(1, 28)
+    assert a.out_features == 64
+    shipped = load(resources.files("metastudio.core").joinpath("data/conv4-omniglot.safetensors").read_bytes())
+    for name, value in a.state_dict().items():
+        assert torch.equal(value, shipped[name]), name  # every weight, batch-norm statistics included
+        assert torch.equal(value, b.state_dict()[name])  # the same weights every time: it may be frozen
+    assert float(shipped["encoder.0.1.running_var"].std()) > 0  # trained statistics, not a fresh layer's ones
+
+
+def test_conv4_omniglot_refuses_colour_images_with_a_clear_message(host):
+    with pytest.raises(ValueError, match="1-channel.*'conv4' to train one from scratch"):
+        host.backbone("conv4-omniglot").build(3, 28)
+

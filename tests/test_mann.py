@@ -76,7 +76,7 @@ def test_labels_arrive_one_step_late():
 
 
 def test_meta_training_lowers_the_loss():
-    algo = build(lr=3e-3)
+    algo = build(lr=1e-2)
     ds = synthetic_dataset(classes=12, per_class=8)
     sampler = EpisodeSampler(ds, 3, 1, 3, seed=0)
     algo.configure_training(40)
@@ -109,7 +109,7 @@ def test_adapt_reads_queries_independently_and_round_trips(host, tmp_path):
 
 
 def test_passes_the_algorithm_contract(host, tmp_path):
-    check_algorithm(MANN, host=host, tmp_path=tmp_path, hparams={**SMALL, "lr": 3e-3})
+    check_algorithm(MANN, host=host, tmp_path=tmp_path, hparams={**SMALL, "lr": 1e-2})
 
 
 def test_memory_state_expands_without_copying():
@@ -118,3 +118,54 @@ def test_memory_state_expands_without_copying():
     wide = state.expand(7)
     assert isinstance(wide, MemoryState) and wide.memory.shape[0] == 7
     assert wide.memory.data_ptr() == state.memory.data_ptr()
+
+
+def test_on_the_frozen_conv4_omniglot_backbone_it_saves_without_the_backbone_and_round_trips(host, tmp_path):
+    """The recipe of mann-omniglot: the memory network on conv4-omniglot's frozen features. The model
+    file leaves the backbone out (it is rebuilt from the shipped weights) and predicts the same after loading."""
+    torch.manual_seed(0)
+    algo = MANN(host.backbone("conv4-omniglot").build(1, 28), backbone_name="conv4-omniglot", image_size=28, channels=1,
+                hparams=SMALL, freeze_backbone=True).eval()
+    assert not any(k.startswith("backbone.") for k in algo.state_dict())
+    ep = EpisodeSampler(synthetic_dataset(classes=8, per_class=6), 3, 2, 3, seed=0).episode(0)
+    assert_round_trip(host, tmp_path, algo, ep)
+
+
+def test_grad_clip_bounds_the_step_and_zero_leaves_it_alone():
+    def first_step(clip: float) -> torch.Tensor:
+        algo = build(lr=1e-3, grad_clip=clip, lr_schedule="constant")
+        algo.configure_training(1)
+        algo.train()
+        eps = [EpisodeSampler(synthetic_dataset(classes=12, per_class=8), 3, 1, 3, seed=0).episode(0)]
+        torch.manual_seed(1)
+        algo.meta_train_step(eps)
+        grads = [p.grad for p in algo.parameters() if p.grad is not None]
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+    unclipped = first_step(0.0)
+    assert unclipped > 1e-3
+    clipped = first_step(float(unclipped) / 10)
+    assert torch.isclose(clipped, unclipped / 10, rtol=1e-3)
+
+
+def test_key_strength_sharpens_reads_and_the_papers_reads_are_flat():
+    """The read after writing a key: with a strength of about 11 the row holding the key takes most of
+    the read; with the paper's plain cosine softmax (key_strength=false) it gets little more than the rest."""
+    def read_weight_on_written_row(key_strength: bool) -> float:
+        algo = build(key_strength=key_strength, slots=64)
+        core = algo.core
+        state = core.initial_state(1)
+        with torch.no_grad():
+            core.keys.weight.zero_()
+            core.keys.bias.copy_(torch.atanh(torch.linspace(-0.9, 0.9, 2 * 8)))
+            core.gates.weight.zero_()
+            core.gates.bias.fill_(-30.0)  # write into the least used rows
+            if key_strength:
+                core.strengths.weight.zero_()
+                core.strengths.bias.fill_(10.0)  # beta = 1 + softplus(10), about 11
+            _, after = core.step(state, torch.zeros(1, 64))
+        return float(after.read_weights[0, 0].max())
+
+    assert read_weight_on_written_row(True) > 0.5
+    assert read_weight_on_written_row(False) < 0.1
+    assert "strengths.weight" not in build(key_strength=False).core.state_dict()

@@ -262,7 +262,7 @@ def test_unknown_component_lists_what_is_available():
     message = str(info.value)
     assert "no algorithm named 'nope'" in message and "protonet" in message
     assert isinstance(info.value, MetaStudioError) and isinstance(info.value, KeyError)
-    with pytest.raises(UnknownComponentError, match=r"available: conv4, conv4-maps, dino-vit-small, efficientnet-lite0, resnet12, resnet18-imagenet, resnet50-imagenet"):
+    with pytest.raises(UnknownComponentError, match=r"available: conv4, conv4-maps, conv4-omniglot, dino-vit-small, efficientnet-lite0, resnet12, resnet18-imagenet, resnet50-imagenet"):
         host.backbone("vgg")
     with pytest.raises(UnknownComponentError, match=r"folder, mini-imagenet, omniglot"):
         host.dataset("imagenet")
@@ -380,7 +380,7 @@ def test_safe_mode_loads_only_builtins(third_party, monkeypatch):
             assert rec.status == "ok"
         else:
             assert rec.status == "disabled" and "safe mode" in rec.error, (name, rec)
-    assert set(host.backbones) == {"conv4", "conv4-maps", "efficientnet-lite0", "resnet12", "resnet18-imagenet",
+    assert set(host.backbones) == {"conv4", "conv4-maps", "conv4-omniglot", "efficientnet-lite0", "resnet12", "resnet18-imagenet",
                                    "resnet50-imagenet", "dino-vit-small"}
     assert set(host.algorithms) == {"protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann", "metanet"}
     monkeypatch.delenv("METASTUDIO_SAFE_MODE")

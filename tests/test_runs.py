@@ -334,3 +334,34 @@ def test_a_run_can_start_from_a_saved_models_weights(host, folder_data, tmp_path
         prepare_run(small_plan(folder_data, tmp_path / "m.safetensors", init=str(tmp_path / "missing.safetensors")), host)
     with pytest.raises(ValueError, match="do not fit this run's model"):
         prepare_run(small_plan(folder_data, tmp_path / "m.safetensors", options={"channels": 1}, init=str(first)), host)
+
+
+def test_a_model_started_from_another_says_so_and_keeps_saying_so_after_resume(host, folder_data, tmp_path):
+    import hashlib
+
+    first = tmp_path / "first.safetensors"
+    assert prepare_run(small_plan(folder_data, first, episodes=3, val_every=3), host).run().status == "completed"
+    first_meta = read_metadata(first)
+
+    control = Control()
+
+    def stop_after_two(event):
+        if isinstance(event, StepEvent) and event.step == 2:
+            control.cancel()
+
+    out = tmp_path / "second.safetensors"
+    run = prepare_run(small_plan(folder_data, out, seed=5, episodes=6, val_every=100, init=str(first)), host,
+                      control=control, listener=stop_after_two)
+    assert run.run().status == "cancelled"
+    expected = {"file": "first.safetensors", "sha256": hashlib.sha256(first.read_bytes()).hexdigest(),
+                "trained_steps": first_meta["trained_steps"], "dataset": first_meta["dataset"]}
+    assert read_metadata(out)["dataset"]["init"] == expected
+
+    # Resumed without --init (the weights come from the resume checkpoint): the record stays.
+    resumed = prepare_run(small_plan(folder_data, out, seed=5, episodes=6, val_every=100), host)
+    assert "init" not in resumed.dataset_info
+    assert resumed.run(resume=True).status == "completed"
+    assert read_metadata(out)["dataset"]["init"] == expected
+    assert read_metadata(out)["trained_steps"] == 6
+    # A model trained from scratch has no such record.
+    assert "init" not in first_meta["dataset"]

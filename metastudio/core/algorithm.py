@@ -466,11 +466,14 @@ class Algorithm(nn.Module, ABC):
         """The meta-training optimiser over ``parameters`` (Adam with ``lr`` and ``weight_decay``)."""
         return torch.optim.Adam(parameters, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])
 
-    def optimizer_step(self, loss: torch.Tensor) -> None:
-        """Backward, step the optimiser and the schedule (helper for subclasses)."""
+    def optimizer_step(self, loss: torch.Tensor, max_norm: float = 0.0) -> None:
+        """Backward, step the optimiser and the schedule (helper for subclasses); ``max_norm`` > 0
+        first scales the gradients down so that their total norm is at most ``max_norm``."""
         assert self.optimizer is not None, "configure_training() must be called before meta-training"
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], max_norm)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()

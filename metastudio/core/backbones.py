@@ -150,6 +150,32 @@ def _lite0(in_channels: int, image_size: int) -> nn.Module:
     return Lite0Features(in_channels)
 
 
+#: The weights of ``conv4-omniglot`` (package data; written by benchmarks/extract_conv4_omniglot.py).
+CONV4_OMNIGLOT_FILE = "data/conv4-omniglot.safetensors"
+
+
+def _conv4_omniglot(in_channels: int, image_size: int) -> nn.Module:
+    """Conv-4 with the weights Prototypical Networks meta-learned on the Omniglot train characters
+    (Vinyals split: no val or test character ever trained it). For 1-channel character images;
+    a 28x28 image becomes 64 numbers."""
+    from importlib import resources
+
+    from safetensors.torch import load
+
+    from .errors import MetaStudioError
+
+    if in_channels != 1:
+        raise ValueError(f"the backbone 'conv4-omniglot' was trained on 1-channel (grey) character images; "
+                         f"this data has {in_channels} channels: use 'conv4' to train one from scratch")
+    try:
+        state = load(resources.files("metastudio.core").joinpath(CONV4_OMNIGLOT_FILE).read_bytes())
+    except (FileNotFoundError, OSError) as e:
+        raise MetaStudioError(f"the weights of the backbone 'conv4-omniglot' are missing ({e}); reinstall MetaStudio") from e
+    net = Conv4(1, image_size)
+    net.load_state_dict(state)
+    return net
+
+
 def _on_demand(kind: str, name: str, *spec: str):
     def factory(in_channels: int, image_size: int) -> nn.Module:
         from . import pretrained
@@ -163,6 +189,9 @@ def _on_demand(kind: str, name: str, *spec: str):
 
 BUILTIN_BACKBONES = (
     BackboneSpec("conv4", lambda c, s: Conv4(c, s), "Conv-4: 4 x (conv3x3 64, batch norm, ReLU, max-pool). Small, fast, the few-shot standard.", 28),
+    BackboneSpec("conv4-omniglot", _conv4_omniglot, "Conv-4 meta-trained on Omniglot's train characters (shipped, "
+                 "works offline), 64-d features at 28x28. For handwritten characters and symbols, frozen.", 28,
+                 pretrained=True),
     BackboneSpec("conv4-maps", lambda c, s: Conv4Maps(c, s), "Conv-4 keeping 64 feature maps (max-pool in the first two "
                  "blocks only; 64x7x7 at 28x28), for Relation Networks.", 28),
     BackboneSpec("resnet12", lambda c, s: ResNet12(c, s), "ResNet-12 (64-160-320-640), 640-d features. Stronger on photos, ~12M parameters.", 84),

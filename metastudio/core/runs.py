@@ -230,14 +230,21 @@ def _fit_feature_mean(algorithm, train_ds: FewShotDataset, transform: str, progr
     return algorithm.fit_feature_mean(batches())
 
 
-def _load_initial_weights(algorithm, path: str) -> None:
+def _load_initial_weights(algorithm, path: str) -> dict[str, Any]:
     """Copy the weights of the model file ``path`` into ``algorithm`` (``TrainingPlan.init``);
-    ValueError, saying what differs, when the file is another algorithm, backbone or shape."""
+    ValueError, saying what differs, when the file is another algorithm, backbone or shape.
+
+    Returns where the run starts from, for the new model's metadata (``dataset.init``): the
+    file's name and SHA-256, its meta-training steps and its own ``dataset`` record (which
+    holds an ``init`` of its own when it too was started from a model)."""
+    import hashlib
+
     from .checkpoint import algorithm_weights, load_tensors
     from .errors import CheckpointError
 
+    file = Path(path).expanduser()
     try:
-        meta, tensors = load_tensors(Path(path).expanduser())
+        meta, tensors = load_tensors(file)
     except (CheckpointError, OSError) as exc:
         raise ValueError(f"cannot start from '{path}': {exc}") from None
     theirs = (meta.get("algorithm"), meta.get("backbone"))
@@ -250,6 +257,8 @@ def _load_initial_weights(algorithm, path: str) -> None:
         first = str(exc).strip().splitlines()
         raise ValueError(f"cannot start from '{path}': its weights do not fit this run's model (other image size, "
                          f"channels or architecture hyperparameters): {' '.join(first[:3])}") from None
+    return {"file": file.name, "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
+            "trained_steps": meta.get("trained_steps"), "dataset": meta.get("dataset")}
 
 
 def prepare_run(
@@ -384,8 +393,7 @@ def prepare_run(
     algorithm = cls(backbone.build(train_ds.channels, model_size), backbone_name=backbone.name,
                     image_size=model_size, channels=train_ds.channels, hparams=hparams,
                     freeze_backbone=plan.freeze_backbone, fit=plan.fit).to(device)
-    if plan.init:
-        _load_initial_weights(algorithm, plan.init)
+    started_from = _load_initial_weights(algorithm, plan.init) if plan.init else None
     algorithm.use_amp = plan.precision != "fp32"
     algorithm.amp_on_cpu = plan.precision == "bf16"
     if plan.freeze_backbone:
@@ -425,6 +433,8 @@ def prepare_run(
             "episodes": steps * plan.meta_batch, "seed": plan.seed}
     if plan.val_holdout:
         info["val_holdout"] = plan.val_holdout
+    if started_from:
+        info["init"] = started_from
     out = Path(plan.out).expanduser()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

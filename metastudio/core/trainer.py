@@ -189,7 +189,12 @@ class Trainer:
         step, pending_validation, self._elapsed_before = 0, False, 0.0
         since_val = _Meter()
         if resume and self.resume_path.exists():
-            state = load_training_checkpoint(algo, self.resume_path)["trainer"]
+            saved = load_training_checkpoint(algo, self.resume_path)
+            state = saved["trainer"]
+            # A run started from another model (dataset.init) keeps saying so when resumed without --init.
+            started_from = (saved.get("dataset") or {}).get("init")
+            if started_from and "init" not in self.dataset_info:
+                self.dataset_info["init"] = started_from
             step, self.best = int(state["step"]), state.get("best")
             self.history = list(state.get("history", []))
             self._elapsed_before = float(state.get("elapsed", 0.0))
