@@ -54,7 +54,7 @@ fi
 
 echo "== training ${MODELS} side by side (${TRAIN_SECONDS} s), GPU tests beside them"
 train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where that exists
-    local name=$1 resume="" recipe
+    local name=$1 resume="" recipe backbone=conv4
     local maml5="--algorithm maml --ways 5 --shots 1 --queries 15 --meta-batch 32 --episodes 1920000 --hp inner_lr=0.4
                  --hp inner_steps=1 --hp adapt_steps=3 --hp lr=0.001 --hp lr_schedule=constant"
     case $name in
@@ -75,9 +75,10 @@ train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where tha
         metanet-omniglot)  # issue 7: benchmarks/train_metanet.sh's recipe (its CPU resume checkpoint continues here)
             recipe="--algorithm metanet --ways 20 --shots 1 --queries 5 --episodes 30000 --hp lr=0.001 --hp lr_schedule=step
                     --hp lr_step=7500" ;;
-        mann-omniglot)  # issue 7: benchmarks/train_mann.sh's recipe
-            recipe="--algorithm mann --ways 5 --shots 1 --queries 9 --meta-batch 16 --episodes 1600000 --hp lr=0.001
-                    --hp lr_schedule=constant" ;;
+        mann-omniglot)  # issue 7: benchmarks/train_mann.sh's recipe (frozen conv4-omniglot features)
+            backbone="conv4-omniglot --freeze-backbone"
+            recipe="--algorithm mann --ways 5 --shots 1 --queries 9 --meta-batch 16 --episodes 640000 --hp lr=0.001
+                    --hp lr_schedule=constant --hp grad_clip=10 --hp feature_transform=cl2n --hp max_ways=5" ;;
         *) echo "unknown model $name"; return 1 ;;
     esac
     if [ -f "$RESUME_DIR/$name.resume.safetensors" ]; then
@@ -88,7 +89,7 @@ train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where tha
     [ "$name" = reptile-omniglot ] && val="--val-every 2000 --val-episodes 200"
     [ "$name" = maml20-omniglot ] && ways=20
     [ "$name" = metanet-omniglot ] && { val="--val-every 2000 --val-episodes 100"; ways=20; }
-    timeout -s INT -k 90 "$TRAIN_SECONDS" $PY -m metastudio train --backbone conv4 --dataset omniglot \
+    timeout -s INT -k 90 "$TRAIN_SECONDS" $PY -m metastudio train --backbone $backbone --dataset omniglot \
         --root "$ROOT" --protocol vinyals $recipe $val --val-ways $ways --val-shots 1 --val-queries 15 \
         --out "$MODELDIR/$name.safetensors" --seed 0 --device "$DEVICE" $resume >>"$LOG/$name-train.log" 2>&1
 }

@@ -57,7 +57,7 @@ for algo in $ALGORITHMS; do
         metalstm)    EPISODES=1000; BATCH=4; HP=(--hp head_hidden=32 --hp inner_lr=5 --hp inner_steps=3
                                                  --hp adapt_steps=3 --hp lr=0.0001) ;;
         mann)        EPISODES=3000; HP=(--hp lr=0.001) ;;
-        metanet)     EPISODES=3000; HP=(--hp lr=0.001) ;;
+        metanet)     EPISODES=1500; HP=(--hp lr=0.001) ;;  # best held-out at step 250 (73.92 %), then 68-70 %
         *) echo "unknown algorithm $algo" >&2; exit 2 ;;
     esac
     EPISODES=${HEAD_EPISODES:-$EPISODES}  # shorter runs for experiments

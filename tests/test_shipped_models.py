@@ -124,3 +124,28 @@ def test_metalstm_omniglot_is_shipped_with_its_metadata():
     assert meta["hyperparameters"]["inner_steps"] == 5 and meta["hyperparameters"]["batch_norm"] == "support"
     assert meta["dataset"]["name"] == "omniglot" and meta["dataset"]["protocol"] == "vinyals"
     assert meta["dataset"]["ways"] == 5 and meta["best_val_accuracy"] > 97
+
+
+def test_the_conv4_omniglot_backbone_is_protonet_omniglots_conv4_trained_on_train_characters_only():
+    import hashlib
+    import json
+    from importlib import resources
+
+    import torch
+    from safetensors import safe_open
+
+    from metastudio.core.checkpoint import load_tensors
+
+    with resources.as_file(resources.files("metastudio.core").joinpath("data/conv4-omniglot.safetensors")) as path:
+        with safe_open(str(path), "pt") as f:
+            provenance = json.loads(f.metadata()["metastudio"])
+            weights = {k: f.get_tensor(k) for k in f.keys()}
+    assert provenance["algorithm"] == "protonet" and provenance["source"] == "protonet-omniglot.safetensors"
+    # Never a val or test character: models evaluated on the test split may read these features.
+    assert provenance["dataset"]["split"] == "train" and provenance["dataset"]["protocol"] == "vinyals"
+    shipped = resolve_model("protonet-omniglot")
+    if hashlib.sha256(shipped.read_bytes()).hexdigest() != provenance["source_sha256"]:
+        pytest.skip("protonet-omniglot was retrained since conv4-omniglot was extracted (the backbone stays as it was)")
+    _, tensors = load_tensors(shipped)
+    assert weights.keys() == {k.removeprefix("backbone.") for k in tensors if k.startswith("backbone.")}
+    assert all(torch.equal(v, tensors["backbone." + k]) for k, v in weights.items())
