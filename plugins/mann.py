@@ -18,8 +18,9 @@ k_t and a gate alpha_t:
   M_t(i), and r_t = sum_i w^r_t(i) M_t(i). The key strength beta_t = 1 + softplus(.) >= 1
   comes from the controller, as in the Neural Turing Machine (``key_strength``, on by
   default). The paper has none (beta = 1): a cosine lies in [-1, 1], so over 128 rows its
-  softmax is nearly flat, a matching row gets about 2 % of the read, and training stays at
-  chance for thousands of meta-batches (20 % after 5000 batches of 16 on Omniglot here);
+  softmax is nearly flat and a matching row gets only a few per cent of the read. A strength
+  lets a trained model read one row sharply; it did not shorten the long plateau at chance
+  that MANN starts with (docs/benchmarks.md);
 * **usage**: w^u_t = gamma w^u_{t-1} + w^r_t + w^w_t, and w^lu_t marks the ``reads`` least used
   rows, one per head (head i writes to the i-th least used row; in the paper all heads share
   the mask, so each of those rows would receive the sum of all heads' keys).
@@ -172,7 +173,7 @@ class MANN(FeatureTransformMixin, Algorithm):
                        "apart. Each episode's classes get positions at random.", 2, 1000, role="architecture"),
         HyperParameter("key_strength", bool, True, "Sharpen each read with a strength the controller emits (as in "
                        "the Neural Turing Machine); off: the paper's reads, a softmax of plain cosine similarities, "
-                       "which learns far more slowly.", role="architecture"),
+                       "which over many rows is nearly flat.", role="architecture"),
         HyperParameter("grad_clip", float, 0.0, "Largest norm of a meta-training step's gradients (0: no limit); "
                        "keeps a rare large gradient through the 50 recurrent steps from throwing the LSTM off.",
                        0.0, 1e6, role="training"),

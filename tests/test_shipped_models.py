@@ -33,7 +33,7 @@ def test_matchingnet_omniglot_is_shipped_with_its_metadata():
 # 5-way 1-shot accuracy over the 1000 standard test episodes, from docs/benchmarks.md.
 DOCUMENTED_5W1S = {"protonet-omniglot": 98.53, "matchingnet-omniglot": 98.51, "siamese-omniglot": 97.27,
                    "relationnet-omniglot": 99.10, "maml-omniglot": 97.50,
-                   "metalstm-omniglot": 96.45}
+                   "metalstm-omniglot": 96.45, "metanet-omniglot": 98.53}
 
 
 @pytest.mark.realdata
@@ -47,6 +47,14 @@ def test_omniglot_models_reach_paper_level_on_real_test_episodes(host, name):
     result = evaluate(model, EpisodeSampler(test, 5, 1, 15, seed=EVAL_SEED), 100)
     # The first 100 of the documented 1000 episodes must stay within about two of their 95% intervals.
     assert result.accuracy > DOCUMENTED_5W1S[name] - 1.5
+
+
+def test_metanet_omniglot_is_shipped_with_its_metadata():
+    meta = read_metadata(resolve_model("metanet-omniglot"))
+    assert meta["algorithm"] == "metanet" and meta["backbone"] == "conv4" and not meta["backbone_frozen"]
+    assert meta["hyperparameters"]["max_ways"] == 20  # one model for 5- and 20-way tasks
+    assert meta["dataset"]["split"] == "train" and meta["dataset"]["ways"] == 20 and meta["dataset"]["shots"] == 1
+    assert meta["trained_steps"] == 30000 and meta["best_val_accuracy"] > 96
 
 
 def test_photos_model_is_a_small_head_on_the_shipped_pretrained_backbone():
@@ -81,7 +89,7 @@ def test_relationnet_omniglot_is_shipped_with_its_metadata():
 @pytest.mark.parametrize("name, algorithm", [("matchingnet-photos", "matchingnet"), ("siamese-photos", "siamese"),
                                              ("relationnet-photos", "relationnet"), ("maml-photos", "maml"),
                                              ("fomaml-photos", "maml"), ("reptile-photos", "reptile"),
-                                             ("metalstm-photos", "metalstm")])
+                                             ("metalstm-photos", "metalstm"), ("metanet-photos", "metanet")])
 def test_photos_heads_are_small_heads_on_the_shipped_backbone_chosen_on_held_out_train_classes(name, algorithm):
     path = resolve_model(name)
     assert path.stat().st_size < 8 * 1024 * 1024, "the frozen backbone must not be stored in the model file"
