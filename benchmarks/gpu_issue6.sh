@@ -29,7 +29,7 @@ WORK=/tmp/gpu-issue6; LOG=$WORK/logs; MODELDIR=$WORK/models  # packed into OUT_D
 rm -rf "$WORK"; mkdir -p "$LOG" "$MODELDIR" "$OUT"
 export PYTHONUNBUFFERED=1 METASTUDIO_CACHE_DIR=/tmp/metastudio-cache
 PY=${PY:-python3}
-DEVICE=${DEVICE:-cuda}; EVAL_EPISODES=${EVAL_EPISODES:-1000}; SPEED_ITERS=${SPEED_ITERS:-20}  # smaller for a dry run
+DEVICE=${DEVICE:-cuda}; EVAL_EPISODES=${EVAL_EPISODES:-1000}; EVAL_TIMEOUT=${EVAL_TIMEOUT:-150}; SPEED_ITERS=${SPEED_ITERS:-20}  # smaller for a dry run
 pack() { tar cf "$OUT/results.tar.tmp" -C "$WORK" logs models && mv "$OUT/results.tar.tmp" "$OUT/results.tar"; }
 trap pack EXIT
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -60,6 +60,10 @@ train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where tha
     case $name in
         maml-omniglot) recipe=$maml5 ;;
         fomaml-omniglot) recipe="$maml5 --hp first_order=true" ;;
+        fomaml5-omniglot)  # first order with 5 inner steps of 0.1 (Finn et al.'s 20-way inner loop), starting from the
+            # one-step first-order model's weights (fomaml-omniglot plateaued at 95.5 % val with one step of 0.4)
+            recipe="$maml5 --hp first_order=true --hp inner_steps=5 --hp inner_lr=0.1 --hp adapt_steps=5 --hp lr=0.0005"
+            [ -f "$RESUME_DIR/$name.resume.safetensors" ] || recipe="$recipe --init $RESUME_DIR/fomaml-omniglot.safetensors" ;;
         maml20-omniglot)  # the 5-way model's weights, meta-trained further on 20-way tasks with its one step of 0.4
             # (Finn et al.'s own 20-way model: 5 steps of 0.1 from scratch, 60,000 meta-iterations, out of reach here)
             recipe="--algorithm maml --ways 20 --shots 1 --queries 15 --meta-batch 16 --episodes 960000 --hp inner_lr=0.4
@@ -105,22 +109,22 @@ done
 pack
 [ "$EVAL" = 1 ] || exit 0
 echo "== evaluation, 1000 test episodes per setting"
-evals() {
-    for name in $MODELS; do
+evals() {  # EVAL_MODELS (default: every trained model) in the four settings, both batch-norm modes; then
+           # EXTRA_EVALS ("FILE:WAYS:SHOTS:BN ...")
+    for name in ${EVAL_MODELS:-$MODELS}; do
         for setting in "5 1" "5 5" "20 1" "20 5"; do
-            echo "$name $setting support"
-            [ "$name" = maml-omniglot ] && echo "$name $setting transductive"
-            true
+            for bn in support transductive; do echo "$MODELDIR/$name.safetensors $setting $bn"; done
         done
     done
+    for spec in ${EXTRA_EVALS:-}; do echo "${spec//:/ }"; done
 }
-run_eval() {  # name ways shots batch_norm
-    [ -f "$MODELDIR/$1.safetensors" ] || return 0
-    timeout 150 $PY -m metastudio eval --model "$MODELDIR/$1.safetensors" --dataset omniglot --root "$ROOT" --split test \
+run_eval() {  # model-file ways shots batch_norm
+    [ -f "$1" ] || return 0
+    timeout "$EVAL_TIMEOUT" $PY -m metastudio eval --model "$1" --dataset omniglot --root "$ROOT" --split test \
         --ways "$2" --shots "$3" --queries 15 --episodes "$EVAL_EPISODES" --hp batch_norm="$4" --device "$DEVICE" --json 2>>"$LOG/eval.err"
 }
-export -f run_eval; export MODELDIR ROOT PY LOG DEVICE EVAL_EPISODES
-evals | xargs -P 6 -L 1 bash -c 'run_eval "$@"' _ >>"$LOG/eval.jsonl"
+export -f run_eval; export MODELDIR ROOT PY LOG DEVICE EVAL_EPISODES EVAL_TIMEOUT
+evals | xargs -P ${EVAL_JOBS:-8} -L 1 bash -c 'run_eval "$@"' _ >>"$LOG/eval.jsonl"
 $PY -c "
 import json
 for line in open('$LOG/eval.jsonl'):
