@@ -102,7 +102,7 @@ class MemoryCore(nn.Module):
     """The memory network: controller, key and gate heads, output layer, and one time step."""
 
     def __init__(self, features: int, controller: int, slots: int, slot_size: int, reads: int, gamma: float,
-                 max_ways: int, key_strength: bool = True):
+                 max_ways: int, key_strength: bool = True, write_keys: bool = False):
         super().__init__()
         self.sizes = {"controller": controller, "slots": slots, "slot_size": slot_size, "reads": reads,
                       "max_ways": max_ways}
@@ -112,6 +112,8 @@ class MemoryCore(nn.Module):
         self.gates = nn.Linear(controller, reads)
         #: beta_t per head (None: the paper's reads, beta = 1)
         self.strengths = nn.Linear(controller, reads) if key_strength else None
+        #: a key per head for writing, apart from the one it reads with (None: the paper's one key for both)
+        self.write_keys = nn.Linear(controller, reads * slot_size) if write_keys else None
         self.output = nn.Linear(controller + reads * slot_size, max_ways)
 
     def initial_state(self, batch: int) -> MemoryState:
@@ -135,9 +137,10 @@ class MemoryCore(nn.Module):
         alpha = torch.sigmoid(self.gates(h)).unsqueeze(2)  # [B, reads, 1]
         lu_prev = least_used(state.usage, reads)  # from w^u_{t-1}
         write_weights = alpha * state.read_weights + (1 - alpha) * lu_prev  # [B, reads, slots]
+        written = keys if self.write_keys is None else torch.tanh(self.write_keys(h)).reshape(b, reads, width)
         # Clear the least used row, then add every head's key where it writes.
         cleared = F.one_hot(state.usage.argmin(1), state.usage.shape[1]).to(features.dtype)  # [B, slots]
-        memory = state.memory * (1 - cleared).unsqueeze(2) + torch.einsum("brs,brw->bsw", write_weights, keys)
+        memory = state.memory * (1 - cleared).unsqueeze(2) + torch.einsum("brs,brw->bsw", write_weights, written)
         # Cosine similarity of every key with every row, as one batched product of unit vectors
         # (F.cosine_similarity on broadcast [B, reads, slots, width] tensors costs 3x as much).
         similarity = torch.bmm(F.normalize(keys, dim=2, eps=1e-8),
@@ -174,6 +177,9 @@ class MANN(FeatureTransformMixin, Algorithm):
         HyperParameter("key_strength", bool, True, "Sharpen each read with a strength the controller emits (as in "
                        "the Neural Turing Machine); off: the paper's reads, a softmax of plain cosine similarities, "
                        "which over many rows is nearly flat.", role="architecture"),
+        HyperParameter("write_keys", bool, False, "Give each head a second key to write with, apart from the one it "
+                       "reads with (as the Neural Turing Machine's separate write heads); off: the paper's one key "
+                       "per head, both read with and written.", role="architecture"),
         HyperParameter("grad_clip", float, 0.0, "Largest norm of a meta-training step's gradients (0: no limit); "
                        "keeps a rare large gradient through the 50 recurrent steps from throwing the LSTM off.",
                        0.0, 1e6, role="training"),
@@ -184,7 +190,8 @@ class MANN(FeatureTransformMixin, Algorithm):
         super().__init__(*args, **kwargs)
         hp = self.hparams
         self.core = MemoryCore(int(self.backbone.out_features), hp["controller"], hp["slots"], hp["slot_size"],
-                               hp["reads"], hp["gamma"], hp["max_ways"], hp["key_strength"])
+                               hp["reads"], hp["gamma"], hp["max_ways"], hp["key_strength"],
+                               hp["write_keys"])
 
     # -- the memory network ------------------------------------------------------------------------
     def initial_state(self, batch: int) -> MemoryState:
@@ -225,8 +232,9 @@ class MANN(FeatureTransformMixin, Algorithm):
                 raise ValueError(f"{self.title} has {ways_max} label positions; an episode has {e.ways} classes")
             x = torch.cat([e.support_images, e.query_images])
             y = torch.cat([e.support_labels, e.query_labels])
-            order = torch.randperm(len(y), generator=generator)
-            mapping = torch.randperm(ways_max, generator=generator)[: e.ways]
+            # drawn on the CPU (where the generator lives), then moved to the episode's device
+            order = torch.randperm(len(y), generator=generator).to(y.device)
+            mapping = torch.randperm(ways_max, generator=generator)[: e.ways].to(y.device)
             images.append(x[order])
             classes.append(y[order])
             positions.append(mapping[y[order]])

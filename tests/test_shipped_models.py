@@ -33,7 +33,8 @@ def test_matchingnet_omniglot_is_shipped_with_its_metadata():
 # 5-way 1-shot accuracy over the 1000 standard test episodes, from docs/benchmarks.md.
 DOCUMENTED_5W1S = {"protonet-omniglot": 98.53, "matchingnet-omniglot": 98.51, "siamese-omniglot": 97.27,
                    "relationnet-omniglot": 99.10, "maml-omniglot": 97.50,
-                   "metalstm-omniglot": 96.45, "metanet-omniglot": 98.53}
+                   "metalstm-omniglot": 96.45, "metanet-omniglot": 98.53, "reptile-omniglot": 95.17,
+                   "fomaml-omniglot": 96.32}
 
 
 @pytest.mark.realdata
@@ -132,6 +133,29 @@ def test_metalstm_omniglot_is_shipped_with_its_metadata():
     assert meta["hyperparameters"]["inner_steps"] == 5 and meta["hyperparameters"]["batch_norm"] == "support"
     assert meta["dataset"]["name"] == "omniglot" and meta["dataset"]["protocol"] == "vinyals"
     assert meta["dataset"]["ways"] == 5 and meta["best_val_accuracy"] > 97
+
+
+def test_reptile_omniglot_is_shipped_with_its_metadata():
+    meta = read_metadata(resolve_model("reptile-omniglot"))
+    assert meta["algorithm"] == "reptile" and meta["backbone"] == "conv4"
+    hp = meta["hyperparameters"]
+    # benchmarks/train_reptile.sh's recipe: 5 SGD steps of 0.1 per task in training, 20 to adapt
+    assert hp["inner_steps"] == 5 and hp["inner_lr"] == 0.1 and hp["adapt_steps"] == 20
+    assert hp["batch_norm"] == "support" and hp["lr_schedule"] == "linear"
+    assert meta["dataset"]["split"] == "train" and meta["dataset"]["ways"] == 5 and meta["dataset"]["shots"] == 1
+    assert meta["trained_steps"] == 6000 and meta["best_val_accuracy"] > 96.5
+
+
+def test_fomaml_omniglot_is_first_order_and_records_the_model_it_started_from():
+    meta = read_metadata(resolve_model("fomaml-omniglot"))
+    assert meta["algorithm"] == "maml" and meta["backbone"] == "conv4"
+    hp = meta["hyperparameters"]
+    assert hp["first_order"] and hp["inner_steps"] == 5 and hp["inner_lr"] == 0.1 and hp["adapt_steps"] == 5
+    # started (--init) from the one-step first-order model: that one was first order too
+    init = meta["dataset"]["init"]
+    assert init["file"] == "fomaml-omniglot.safetensors" and init["trained_steps"] == 4000 and len(init["sha256"]) == 64
+    assert meta["dataset"]["split"] == "train" and init["dataset"]["split"] == "train"
+    assert meta["trained_steps"] == 500 and meta["best_val_accuracy"] > 96.5
 
 
 def test_the_conv4_omniglot_backbone_is_protonet_omniglots_conv4_trained_on_train_characters_only():
