@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 
 import torch
@@ -185,6 +186,10 @@ class MANN(FeatureTransformMixin, Algorithm):
                        0.0, 1e6, role="training"),
         FEATURE_TRANSFORM,
     )
+
+    @classmethod
+    def ways_limit(cls, hparams: Mapping[str, Any]) -> int | None:
+        return int(hparams["max_ways"])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -43,6 +43,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -134,6 +135,10 @@ class MetaNetworks(FeatureTransformMixin, Algorithm):
                        role="training"),
         FEATURE_TRANSFORM,
     )
+
+    @classmethod
+    def ways_limit(cls, hparams: Mapping[str, Any]) -> int | None:
+        return int(hparams["max_ways"])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

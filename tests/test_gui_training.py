@@ -335,3 +335,20 @@ def test_adaptation_progress_is_its_own_series(qtbot, panel):
     assert panel.plot.series_length("loss") == 0  # the training curves are not touched
     panel.set_device_text("NVIDIA H100 80GB HBM3")
     assert panel.device_label.text() == "Device: NVIDIA H100 80GB HBM3"
+
+
+def test_choosing_an_algorithm_with_label_positions_keeps_the_ways_within_them(qtbot, panel):
+    """Omniglot's defaults are 60-way episodes; MANN and Meta Networks tell at most 20 classes
+    apart by default, so the ways drop to 20 (with a message), also when the dataset changes."""
+    panel._select(panel.dataset_combo, "omniglot")
+    panel._select(panel.algorithm_combo, "protonet")
+    panel.apply_dataset_defaults("omniglot")
+    assert panel.ways_spin.value() == 60
+    with qtbot.waitSignal(panel.message) as blocker:
+        panel._select(panel.algorithm_combo, "mann")
+    assert panel.ways_spin.value() == 20 and panel.val_ways_spin.value() == 5
+    assert "at most 20 classes" in blocker.args[0]
+    panel.apply_dataset_defaults("omniglot")
+    assert panel.ways_spin.value() == 20
+    panel._select(panel.algorithm_combo, "protonet")  # no limit: nothing changes back or forth
+    assert panel.ways_spin.value() == 20

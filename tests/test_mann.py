@@ -169,3 +169,37 @@ def test_key_strength_sharpens_reads_and_the_papers_reads_are_flat():
     assert read_weight_on_written_row(True) > 0.5
     assert read_weight_on_written_row(False) < 0.1
     assert "strengths.weight" not in build(key_strength=False).core.state_dict()
+
+
+def test_write_keys_store_a_second_key_apart_from_the_one_read_with():
+    """With write_keys each head writes its write key (into the least used row) and reads with its
+    read key; the paper's heads (write_keys=false) write the key they read with."""
+    def one_step(write_keys: bool):
+        algo = build(write_keys=write_keys)
+        core = algo.core
+        state = core.initial_state(1)
+        read_key = torch.linspace(-0.9, 0.9, 2 * 8)
+        write_key = torch.linspace(0.9, -0.9, 2 * 8).roll(3)
+        with torch.no_grad():
+            core.keys.weight.zero_()
+            core.keys.bias.copy_(torch.atanh(read_key))
+            core.gates.weight.zero_()
+            core.gates.bias.fill_(-30.0)  # write into the least used rows
+            if write_keys:
+                core.write_keys.weight.zero_()
+                core.write_keys.bias.copy_(torch.atanh(write_key))
+            _, after = core.step(state, torch.zeros(1, 64))
+        rows = (after.memory - state.memory)[0]
+        written = rows[rows.abs().sum(1) > 1e-3]
+        return written, read_key.reshape(2, 8), write_key.reshape(2, 8)
+
+    written, read_key, write_key = one_step(True)
+    assert len(written) == 2
+    for head in range(2):  # each head's write key is in a row of its own; no row holds a read key
+        assert max(F.cosine_similarity(row, write_key[head], dim=0) for row in written) > 0.999
+        assert max(F.cosine_similarity(row, read_key[head], dim=0) for row in written) < 0.99
+    written, read_key, _ = one_step(False)
+    for head in range(2):
+        assert max(F.cosine_similarity(row, read_key[head], dim=0) for row in written) > 0.999
+    assert "write_keys.weight" in build(write_keys=True).core.state_dict()
+    assert "write_keys.weight" not in build().core.state_dict()

@@ -365,3 +365,18 @@ def test_a_model_started_from_another_says_so_and_keeps_saying_so_after_resume(h
     assert read_metadata(out)["trained_steps"] == 6
     # A model trained from scratch has no such record.
     assert "init" not in first_meta["dataset"]
+
+
+@pytest.mark.parametrize("algorithm", ["mann", "metanet"])
+def test_more_ways_than_the_label_positions_are_refused_before_any_data_loads(host, tmp_path, algorithm):
+    missing = tmp_path / "no-such-folder"  # never read: the plan is refused first
+    for changes, what in ((dict(ways=6), "ways is 6"), (dict(ways=3, val_ways=8), "validation ways is 8")):
+        plan = small_plan(missing, tmp_path / "m.safetensors", algorithm=algorithm, hparams={"max_ways": 5}, **changes)
+        with pytest.raises(ValueError, match=f"at most 5 classes apart .*{what}.*raise max_ways"):
+            prepare_run(plan, host)
+    # validation ways do not count where nothing is validated; within the limit the data is read
+    plan = small_plan(missing, tmp_path / "m.safetensors", algorithm=algorithm, hparams={"max_ways": 5}, ways=5,
+                      val_ways=8, val_split=None)
+    with pytest.raises(DatasetError):
+        prepare_run(plan, host)
+    assert host.algorithm("protonet").ways_limit({}) is None

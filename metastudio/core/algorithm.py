@@ -315,6 +315,14 @@ class Algorithm(nn.Module, ABC):
         return {n: h.validate(given[n]) if n in given else h.default for n, h in declared.items()}
 
     @classmethod
+    def ways_limit(cls, hparams: Mapping[str, Any]) -> int | None:
+        """The most classes an episode may have for a model with these (resolved) hyperparameters,
+        or None for no limit (the default). An algorithm whose output has a fixed number of label
+        positions returns that number, so that a run with more ways is refused before any data
+        loads, and the app can keep its episode settings within it."""
+        return None
+
+    @classmethod
     def adaptation_overrides(cls, trained: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
         """The validated values of ``overrides`` that differ from a trained model's hyperparameters
         ``trained``, for using that model.

@@ -283,6 +283,8 @@ def prepare_run(
     * ``val_holdout`` > 0 validates on that many classes of the training split instead
       (:func:`holdout_classes`; they are removed from training), from step 0 on, so the
       untrained model can stay the best; ``val_split`` is then not loaded.
+    * Episodes with more classes than the algorithm's ``ways_limit`` (MANN's and Meta Networks'
+      ``max_ways``), in training or in validation, raise ValueError before any data is loaded.
     * With a ``feature_transform`` hyperparameter other than ``none`` (cl2n, power-cl2n), the
       backbone must be frozen (ValueError otherwise, before any data is loaded), and the
       algorithm's feature mean is fitted on the training features before training (a stage of
@@ -309,6 +311,12 @@ def prepare_run(
     backbone = host.backbone(plan.backbone)
     dspec = host.dataset(plan.dataset)
     hparams = cls.resolve_hparams(plan.hparams)
+    limit = cls.ways_limit(hparams)
+    validates = bool(plan.val_every) and (plan.val_split is not None or bool(plan.val_holdout))
+    for what, ways in (("ways", plan.ways), ("validation ways", plan.val_ways if validates else None)):
+        if limit is not None and ways is not None and ways > limit:
+            raise ValueError(f"{cls.title} tells at most {limit} classes apart (max_ways={limit}), and this run's "
+                             f"{what} is {ways}: lower it to {limit} or fewer, or raise max_ways")
     if plan.freeze_backbone and not backbone.pretrained:
         raise ValueError(f"freezing the backbone needs a pretrained backbone; '{backbone.name}' starts from random weights")
     transform = str(hparams.get("feature_transform", "none"))

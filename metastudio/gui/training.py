@@ -876,6 +876,24 @@ class TrainingPanel(QWidget):
         name = self.algorithm_combo.currentData()
         cls = self.host.algorithms.get(name) if name else None
         self.hparam_form.set_hyperparameters(cls.hyperparameters if cls is not None else ())
+        if cls is not None and not self._setting_plan:
+            self._keep_ways_within(cls)
+
+    def _keep_ways_within(self, cls) -> None:
+        """Lower the episode ways to what the algorithm can tell apart with its default settings
+        (MANN and Meta Networks have a fixed number of label positions, ``max_ways``)."""
+        try:
+            limit = cls.ways_limit(cls.resolve_hparams({}))
+        except Exception:  # a plugin's broken method must not break the panel; the run reports it
+            return
+        if not limit:
+            return
+        lowered = [spin for spin in (self.ways_spin, self.val_ways_spin) if spin.value() > limit]
+        for spin in lowered:
+            spin.setValue(limit)
+        if lowered:
+            self.message.emit(f"Ways lowered to {limit}: {cls.title} tells at most {limit} classes apart "
+                              "(its max ways setting).")
 
     def _backbone_changed(self, *_: object) -> None:
         name = self.backbone_combo.currentData()
@@ -901,6 +919,10 @@ class TrainingPanel(QWidget):
         values = DATASET_DEFAULTS.get(dataset, DATASET_DEFAULTS["folder"])
         for key, spin in self._episode_spins().items():
             spin.setValue(values[key])
+        name = self.algorithm_combo.currentData()
+        cls = self.host.algorithms.get(name) if name else None
+        if cls is not None:
+            self._keep_ways_within(cls)
 
     def _episode_spins(self) -> dict[str, QSpinBox]:
         return {"ways": self.ways_spin, "shots": self.shots_spin, "queries": self.queries_spin,
