@@ -25,6 +25,18 @@ k_t and a gate alpha_t:
   rows, one per head (head i writes to the i-th least used row; in the paper all heads share
   the mask, so each of those rows would receive the sum of all heads' keys).
 
+Two options beyond the paper, both off by default (the paper's MANN):
+
+* ``write_keys``: each head writes a second key of its own, as the Neural Turing Machine's write
+  heads do. With one key per head, the key emitted at step t must both find x_t's class (read) and
+  store x_{t-1} with the label y_{t-1} that has just arrived (write).
+* ``feature_keys`` (implies write keys): the image features also enter the keys directly, through
+  one projection P shared by both: read keys tanh(W_r h_t + P f(x_t)), write keys
+  tanh(W_w h_t + P f(x_{t-1})), with f(x_{t-1}) carried in the state. A row written when y_{t-1}
+  arrived is then found again by the next image of that class from the first step of training,
+  and the LSTM only has to put the label into the write key. On Omniglot this removed the paper
+  variant's 9,000-step plateau at chance (docs/benchmarks.md).
+
 The output is a softmax over ``max_ways`` label positions from [h_t, r_t]. An episode's N
 classes get N of those positions at random, so one model serves up to ``max_ways`` classes.
 
@@ -69,6 +81,9 @@ from metastudio.core.feature_transform import (
 from metastudio.plugins import hookimpl
 
 
+STATE_FIELDS = ("h", "c", "memory", "reads", "read_weights", "usage", "label", "previous")
+
+
 @dataclass
 class MemoryState:
     """Everything carried from one step to the next, batched over sequences [B, ...]."""
@@ -80,9 +95,10 @@ class MemoryState:
     read_weights: torch.Tensor  # w^r_{t-1} [B, reads, slots]
     usage: torch.Tensor  # w^u_{t-1} [B, slots]
     label: torch.Tensor  # one-hot of the previous label [B, max_ways] (zeros at the start)
+    previous: torch.Tensor  # the previous image's features [B, D] (zeros at the start; read by feature_keys)
 
     def fields(self) -> dict[str, torch.Tensor]:
-        return {k: getattr(self, k) for k in ("h", "c", "memory", "reads", "read_weights", "usage", "label")}
+        return {k: getattr(self, k) for k in STATE_FIELDS}
 
     def expand(self, n: int) -> MemoryState:
         """One state (B = 1) repeated n times (for independent query read-outs)."""
@@ -103,9 +119,9 @@ class MemoryCore(nn.Module):
     """The memory network: controller, key and gate heads, output layer, and one time step."""
 
     def __init__(self, features: int, controller: int, slots: int, slot_size: int, reads: int, gamma: float,
-                 max_ways: int, key_strength: bool = True, write_keys: bool = False):
+                 max_ways: int, key_strength: bool = True, write_keys: bool = False, feature_keys: bool = False):
         super().__init__()
-        self.sizes = {"controller": controller, "slots": slots, "slot_size": slot_size, "reads": reads,
+        self.sizes = {"features": features, "controller": controller, "slots": slots, "slot_size": slot_size, "reads": reads,
                       "max_ways": max_ways}
         self.gamma = gamma
         self.controller = nn.LSTMCell(features + max_ways + reads * slot_size, controller)
@@ -114,7 +130,10 @@ class MemoryCore(nn.Module):
         #: beta_t per head (None: the paper's reads, beta = 1)
         self.strengths = nn.Linear(controller, reads) if key_strength else None
         #: a key per head for writing, apart from the one it reads with (None: the paper's one key for both)
-        self.write_keys = nn.Linear(controller, reads * slot_size) if write_keys else None
+        self.write_keys = nn.Linear(controller, reads * slot_size) if write_keys or feature_keys else None
+        #: the features' own part of every key, one projection for reading (this image's) and writing (the
+        #: previous image's, whose label has just arrived) (None: keys come from the controller alone)
+        self.feature_keys = nn.Linear(features, reads * slot_size, bias=False) if feature_keys else None
         self.output = nn.Linear(controller + reads * slot_size, max_ways)
 
     def initial_state(self, batch: int) -> MemoryState:
@@ -125,7 +144,8 @@ class MemoryCore(nn.Module):
             memory=torch.full((batch, s["slots"], s["slot_size"]), 1e-6, device=dev),
             reads=torch.zeros(batch, s["reads"], s["slot_size"], device=dev),
             read_weights=torch.zeros(batch, s["reads"], s["slots"], device=dev),
-            usage=torch.zeros(batch, s["slots"], device=dev), label=torch.zeros(batch, s["max_ways"], device=dev))
+            usage=torch.zeros(batch, s["slots"], device=dev), label=torch.zeros(batch, s["max_ways"], device=dev),
+            previous=torch.zeros(batch, s["features"], device=dev))
 
     def step(self, state: MemoryState, features: torch.Tensor) -> tuple[torch.Tensor, MemoryState]:
         """One time step for a batch of sequences: features [B, D] of x_t, with ``state.label``
@@ -134,11 +154,15 @@ class MemoryCore(nn.Module):
         b, reads, width = features.shape[0], self.sizes["reads"], self.sizes["slot_size"]
         inputs = torch.cat([features, state.label, state.reads.reshape(b, -1)], 1)
         h, c = self.controller(inputs, (state.h, state.c))
-        keys = torch.tanh(self.keys(h)).reshape(b, reads, width)
+        read_in, write_in = self.keys(h), (self.write_keys(h) if self.write_keys is not None else None)
+        if self.feature_keys is not None:
+            read_in = read_in + self.feature_keys(features)
+            write_in = write_in + self.feature_keys(state.previous.to(features.dtype))
+        keys = torch.tanh(read_in).reshape(b, reads, width)
         alpha = torch.sigmoid(self.gates(h)).unsqueeze(2)  # [B, reads, 1]
         lu_prev = least_used(state.usage, reads)  # from w^u_{t-1}
         write_weights = alpha * state.read_weights + (1 - alpha) * lu_prev  # [B, reads, slots]
-        written = keys if self.write_keys is None else torch.tanh(self.write_keys(h)).reshape(b, reads, width)
+        written = keys if write_in is None else torch.tanh(write_in).reshape(b, reads, width)
         # Clear the least used row, then add every head's key where it writes.
         cleared = F.one_hot(state.usage.argmin(1), state.usage.shape[1]).to(features.dtype)  # [B, slots]
         memory = state.memory * (1 - cleared).unsqueeze(2) + torch.einsum("brs,brw->bsw", write_weights, written)
@@ -152,7 +176,8 @@ class MemoryCore(nn.Module):
         read = torch.einsum("brs,bsw->brw", read_weights, memory)
         usage = self.gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)
         logits = self.output(torch.cat([h, read.reshape(b, -1)], 1))
-        new = MemoryState(h=h, c=c, memory=memory, reads=read, read_weights=read_weights, usage=usage, label=state.label)
+        new = MemoryState(h=h, c=c, memory=memory, reads=read, read_weights=read_weights, usage=usage, label=state.label,
+                          previous=features)
         return logits, new
 
 
@@ -181,6 +206,11 @@ class MANN(FeatureTransformMixin, Algorithm):
         HyperParameter("write_keys", bool, False, "Give each head a second key to write with, apart from the one it "
                        "reads with (as the Neural Turing Machine's separate write heads); off: the paper's one key "
                        "per head, both read with and written.", role="architecture"),
+        HyperParameter("feature_keys", bool, False, "Pass the image features into the keys directly, through one "
+                       "projection shared by reading (this image's features) and writing (the previous image's, "
+                       "whose label has just arrived; implies write keys). Reads then find earlier images of the "
+                       "same class from the start of training; off: keys come from the LSTM alone, as in the "
+                       "paper.", role="architecture"),
         HyperParameter("grad_clip", float, 0.0, "Largest norm of a meta-training step's gradients (0: no limit); "
                        "keeps a rare large gradient through the 50 recurrent steps from throwing the LSTM off.",
                        0.0, 1e6, role="training"),
@@ -196,7 +226,7 @@ class MANN(FeatureTransformMixin, Algorithm):
         hp = self.hparams
         self.core = MemoryCore(int(self.backbone.out_features), hp["controller"], hp["slots"], hp["slot_size"],
                                hp["reads"], hp["gamma"], hp["max_ways"], hp["key_strength"],
-                               hp["write_keys"])
+                               hp["write_keys"], hp["feature_keys"])
 
     # -- the memory network ------------------------------------------------------------------------
     def initial_state(self, batch: int) -> MemoryState:
@@ -299,7 +329,9 @@ class MANN(FeatureTransformMixin, Algorithm):
         return MANNLearner(self, state, support.class_names)
 
     def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
-        fields = {k: state[k].to(self.device) for k in ("h", "c", "memory", "reads", "read_weights", "usage", "label")}
+        fields = {k: state[k].to(self.device) for k in STATE_FIELDS if k in state}
+        if "previous" not in fields:  # saved before the state kept it: only feature_keys models read it
+            fields["previous"] = torch.zeros(fields["h"].shape[0], self.core.sizes["features"], device=self.device)
         return MANNLearner(self, MemoryState(**fields), class_names)
 
 
@@ -348,7 +380,7 @@ class MANNModule(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         n = images.shape[0]
-        fields = {k: getattr(self, f"state_{k}") for k in ("h", "c", "memory", "reads", "read_weights", "usage", "label")}
+        fields = {k: getattr(self, f"state_{k}") for k in STATE_FIELDS}
         state = MemoryState(**{k: v.expand(n, *v.shape[1:]) for k, v in fields.items()})
         features = apply_feature_transform(self.backbone(images).float(), self.transform,
                                            getattr(self, "feature_mean", None))

@@ -34,7 +34,7 @@ EXPECTED = {
                  "feature_transform": "architecture", "head_hidden": "architecture"},
     "mann": {"controller": "architecture", "slots": "architecture", "slot_size": "architecture",
              "reads": "architecture", "gamma": "adaptation", "max_ways": "architecture",
-             "key_strength": "architecture", "write_keys": "architecture", "grad_clip": "training", "feature_transform": "architecture"},
+             "key_strength": "architecture", "write_keys": "architecture", "feature_keys": "architecture", "grad_clip": "training", "feature_transform": "architecture"},
     # Meta Networks always learn the attention temperature: the hyperparameter is its start.
     "metanet": {"hidden": "architecture", "key_dim": "architecture", "meta_hidden": "architecture",
                 "max_ways": "architecture", "task_fast_weights": "adaptation", "margin": "adaptation",
