@@ -82,7 +82,8 @@ train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where tha
         mann-omniglot)  # issue 7: benchmarks/train_mann.sh's recipe (frozen conv4-omniglot features)
             backbone="conv4-omniglot --freeze-backbone"
             recipe="--algorithm mann --ways 5 --shots 1 --queries 9 --meta-batch 16 --episodes 640000 --hp lr=0.001
-                    --hp lr_schedule=constant --hp grad_clip=10 --hp feature_transform=cl2n --hp max_ways=5" ;;
+                    --hp lr_schedule=constant --hp grad_clip=10 --hp feature_transform=cl2n --hp max_ways=5
+                    --hp feature_keys=true" ;;
         *) echo "unknown model $name"; return 1 ;;
     esac
     if [ -f "$RESUME_DIR/$name.resume.safetensors" ]; then

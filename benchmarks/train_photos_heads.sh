@@ -56,7 +56,10 @@ for algo in $ALGORITHMS; do
                                                  --hp adapt_steps=5) ;;
         metalstm)    EPISODES=1000; BATCH=4; HP=(--hp head_hidden=32 --hp inner_lr=5 --hp inner_steps=3
                                                  --hp adapt_steps=3 --hp lr=0.0001) ;;
-        mann)        EPISODES=3000; HP=(--hp lr=0.001) ;;
+        # MANN with feature keys (the features enter its read and write keys; docs/algorithms.md), 5 label
+        # positions, 16 sequences of 80 images per step
+        mann)        EPISODES=32000; BATCH=16; HP=(--hp lr=0.001 --hp feature_keys=true --hp max_ways=5
+                                                  --hp grad_clip=10) ;;
         metanet)     EPISODES=1500; HP=(--hp lr=0.001) ;;  # best held-out at step 250 (73.92 %), then 68-70 %
         *) echo "unknown algorithm $algo" >&2; exit 2 ;;
     esac
