@@ -68,3 +68,18 @@ def test_a_hand_edited_override_of_a_fixed_setting_is_refused_clearly(make_windo
                     timeout=WAIT_MS)
     text = w.notification.text.text()
     assert "projection is fixed by the trained model" in text and "projection=512" in text
+
+
+def test_many_settings_scroll_instead_of_overlapping_in_a_laptop_sized_window(make_window, qtbot):
+    """MANN shows a dozen settings: in a 1280 x 800 window they scroll; no row is squeezed below
+    the height it needs (they used to overlap into an unreadable strip)."""
+    w = _window_with(make_window, qtbot, "mann-omniglot")
+    w.resize(1280, 800)
+    qtbot.waitUntil(lambda: w.height() <= 800, timeout=WAIT_MS)
+    box = w.model_box
+    qtbot.waitUntil(lambda: box.hp_scroll.verticalScrollBar().maximum() > 0, timeout=WAIT_MS)
+    form = box.hp_form
+    for name in form.values():
+        editor = form.editor(name)
+        assert editor.height() >= editor.minimumSizeHint().height(), name
+    assert box.hp_scroll.height() < form.height()  # part of it is out of view, reachable by scrolling

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSplitter,
     QStyle,
     QTabWidget,
@@ -123,7 +124,14 @@ class ModelBox(QGroupBox):
         self.form_note.setObjectName("form_note")
         self.form_note.hide()
         self.hp_layout.addWidget(self.form_note)
-        form.addRow(self.hp_box)
+        # The settings scroll where the window is too short for them all (MANN has a dozen), rather
+        # than being squeezed until their rows overlap.
+        self.hp_scroll = QScrollArea()
+        self.hp_scroll.setWidget(self.hp_box)
+        self.hp_scroll.setWidgetResizable(True)
+        self.hp_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.hp_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        form.addRow(self.hp_scroll)
         form.addRow("Device", self.device)
         self.catalog: dict = {"algorithms": [], "failed": [], "models": []}
         self.extra_models: list[dict] = []
