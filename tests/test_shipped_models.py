@@ -90,7 +90,8 @@ def test_relationnet_omniglot_is_shipped_with_its_metadata():
 @pytest.mark.parametrize("name, algorithm", [("matchingnet-photos", "matchingnet"), ("siamese-photos", "siamese"),
                                              ("relationnet-photos", "relationnet"), ("maml-photos", "maml"),
                                              ("fomaml-photos", "maml"), ("reptile-photos", "reptile"),
-                                             ("metalstm-photos", "metalstm"), ("metanet-photos", "metanet")])
+                                             ("metalstm-photos", "metalstm"), ("metanet-photos", "metanet"),
+                                             ("mann-photos", "mann")])
 def test_photos_heads_are_small_heads_on_the_shipped_backbone_chosen_on_held_out_train_classes(name, algorithm):
     path = resolve_model(name)
     assert path.stat().st_size < 8 * 1024 * 1024, "the frozen backbone must not be stored in the model file"
@@ -100,7 +101,8 @@ def test_photos_heads_are_small_heads_on_the_shipped_backbone_chosen_on_held_out
     assert meta["hyperparameters"]["feature_transform"] == "power-cl2n"
     # Chosen on 16 held-out train classes, never on val (the split the numbers are reported on).
     assert meta["dataset"]["name"] == "mini-imagenet" and meta["dataset"]["split"] == "train"
-    assert meta["dataset"]["val_holdout"] == 16 and meta["best_val_accuracy"] > 70
+    # MANN must learn its binding from 48 classes and is the weakest head: 65 % (docs/benchmarks.md)
+    assert meta["dataset"]["val_holdout"] == 16 and meta["best_val_accuracy"] > (60 if algorithm == "mann" else 70)
     if algorithm in ("maml", "reptile", "metalstm"):  # a hidden layer to meta-learn (metastudio.core.gradient)
         assert meta["hyperparameters"]["head_hidden"] > 0
         assert meta["hyperparameters"].get("first_order", False) == (name == "fomaml-photos")
