@@ -37,19 +37,34 @@ PY=${PY:-python}
 DEVICE=${DEVICE:-cpu}
 STEPS=${STEPS:-40000}
 FEATURE_KEYS=${FEATURE_KEYS:-true}
+# WAYS=20: the `mann20-omniglot` recipe: 20 label positions, 20-way sequences of 100 images (1 + 4 per
+# class), ONE read head, validation on 100 20-way 1-shot episodes every 250 steps. With the paper's 4
+# heads, 4 rows are written per step and the least used ones recycled: an image is overwritten before
+# the next of its class comes up, 50 steps later on average (at chance after 1,750 meta-batches); with
+# one head, 90.75 % validation at step 750.
+WAYS=${WAYS:-5}
+if [ "$WAYS" = 20 ]; then
+    MODEL="$OUT/mann20-omniglot.safetensors"
+    EPISODE_ARGS=(--ways 20 --shots 1 --queries 4) HEAD_ARGS=(--hp max_ways=20 --hp reads=1)
+    VAL_ARGS=(--val-every 250 --val-episodes 100 --val-ways 20 --val-shots 1 --val-queries 5)
+else
+    EPISODE_ARGS=(--ways 5 --shots 1 --queries 9) HEAD_ARGS=(--hp max_ways=5)
+    VAL_ARGS=(--val-every 500 --val-episodes 200 --val-ways 5 --val-shots 1 --val-queries 15)
+fi
+NAME=$(basename "$MODEL" .safetensors)
 
 start=$(date +%s)
 $MS train --algorithm mann --backbone conv4-omniglot --freeze-backbone --dataset omniglot --root "$ROOT" --protocol vinyals \
-    --ways 5 --shots 1 --queries 9 --meta-batch 16 --episodes $(( STEPS * 16 )) --hp lr=0.001 --hp lr_schedule=constant \
-    --hp grad_clip=10 --hp feature_transform=cl2n --hp max_ways=5 --hp feature_keys="$FEATURE_KEYS" \
-    --val-every 500 --val-episodes 200 --val-ways 5 --val-shots 1 --val-queries 15 \
-    --out "$MODEL" --seed 0 --device "$DEVICE" $RESUME 2>&1 | tee -a "$OUT/mann-omniglot-train.log"
-echo "training wall time (this part): $(( $(date +%s) - start )) s" | tee -a "$OUT/mann-omniglot-train.log"
+    "${EPISODE_ARGS[@]}" --meta-batch 16 --episodes $(( STEPS * 16 )) --hp lr=0.001 --hp lr_schedule=constant \
+    --hp grad_clip=10 --hp feature_transform=cl2n "${HEAD_ARGS[@]}" --hp feature_keys="$FEATURE_KEYS" \
+    "${VAL_ARGS[@]}" --out "$MODEL" --seed 0 --device "$DEVICE" $RESUME 2>&1 | tee -a "$OUT/$NAME-train.log"
+echo "training wall time (this part): $(( $(date +%s) - start )) s" | tee -a "$OUT/$NAME-train.log"
 
 $PY "$(dirname "$0")/mann_sequence_eval.py" --model "$MODEL" --root "$ROOT" --sequences 1000 --device "$DEVICE" \
-    --json "$OUT/mann-omniglot-sequences.json"
-# The standard protocol, 5-way only (5 label positions): 1000 test episodes, 15 queries per class.
-for shots in 1 5; do
-    $MS eval --model "$MODEL" --dataset omniglot --root "$ROOT" --split test --ways 5 --shots "$shots" --queries 15 \
-        --episodes 1000 --device "$DEVICE" --json | tee -a "$OUT/mann-omniglot-eval.jsonl"
+    --json "$OUT/$NAME-sequences.json"
+# The standard protocol (5-way only with 5 label positions): 1000 test episodes, 15 queries per class.
+SETTINGS="5:1 5:5"; [ "$WAYS" = 20 ] && SETTINGS="5:1 5:5 20:1 20:5"
+for setting in $SETTINGS; do
+    $MS eval --model "$MODEL" --dataset omniglot --root "$ROOT" --split test --ways "${setting%:*}" --shots "${setting#*:}" \
+        --queries 15 --episodes 1000 --device "$DEVICE" --json | tee -a "$OUT/$NAME-eval.jsonl"
 done

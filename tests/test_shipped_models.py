@@ -34,7 +34,8 @@ def test_matchingnet_omniglot_is_shipped_with_its_metadata():
 DOCUMENTED_5W1S = {"protonet-omniglot": 98.53, "matchingnet-omniglot": 98.51, "siamese-omniglot": 97.27,
                    "relationnet-omniglot": 99.10, "maml-omniglot": 97.50,
                    "metalstm-omniglot": 96.45, "metanet-omniglot": 98.53, "reptile-omniglot": 95.17,
-                   "fomaml-omniglot": 96.32, "mann-omniglot": 97.63}
+                   "fomaml-omniglot": 96.32, "mann-omniglot": 97.63,
+                   "mann20-omniglot": 97.38}
 
 
 @pytest.mark.realdata
@@ -169,6 +170,16 @@ def test_mann_omniglot_reads_frozen_conv4_omniglot_features_with_feature_keys():
     assert (hp["controller"], hp["slots"], hp["slot_size"], hp["reads"]) == (200, 128, 40, 4)
     assert meta["dataset"]["split"] == "train" and meta["dataset"]["ways"] == 5 and meta["dataset"]["queries"] == 9
     assert meta["trained_steps"] == 4000 and meta["best_val_accuracy"] > 98
+
+
+def test_mann20_omniglot_has_20_label_positions_and_one_read_head():
+    meta = read_metadata(resolve_model("mann20-omniglot"))
+    assert meta["algorithm"] == "mann" and meta["backbone"] == "conv4-omniglot" and meta["backbone_frozen"]
+    hp = meta["hyperparameters"]
+    # one head: with four, the rows recycled by least-used writes lose an image before its class comes again
+    assert hp["feature_keys"] and hp["max_ways"] == 20 and hp["reads"] == 1
+    assert meta["dataset"]["ways"] == 20 and meta["dataset"]["queries"] == 4
+    assert meta["trained_steps"] == 2750 and meta["best_val_accuracy"] > 93.5
 
 
 @pytest.mark.realdata
