@@ -56,8 +56,8 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -121,8 +121,8 @@ class MemoryCore(nn.Module):
     def __init__(self, features: int, controller: int, slots: int, slot_size: int, reads: int, gamma: float,
                  max_ways: int, key_strength: bool = True, write_keys: bool = False, feature_keys: bool = False):
         super().__init__()
-        self.sizes = {"features": features, "controller": controller, "slots": slots, "slot_size": slot_size, "reads": reads,
-                      "max_ways": max_ways}
+        self.sizes = {"features": features, "controller": controller, "slots": slots, "slot_size": slot_size,
+                      "reads": reads, "max_ways": max_ways}
         self.gamma = gamma
         self.controller = nn.LSTMCell(features + max_ways + reads * slot_size, controller)
         self.keys = nn.Linear(controller, reads * slot_size)
@@ -176,8 +176,8 @@ class MemoryCore(nn.Module):
         read = torch.einsum("brs,bsw->brw", read_weights, memory)
         usage = self.gamma * state.usage + read_weights.sum(1) + write_weights.sum(1)
         logits = self.output(torch.cat([h, read.reshape(b, -1)], 1))
-        new = MemoryState(h=h, c=c, memory=memory, reads=read, read_weights=read_weights, usage=usage, label=state.label,
-                          previous=features)
+        new = MemoryState(h=h, c=c, memory=memory, reads=read, read_weights=read_weights, usage=usage,
+                          label=state.label, previous=features)
         return logits, new
 
 
