@@ -12,6 +12,26 @@ from metastudio.core.evaluator import evaluate
 from conftest import real_data
 
 
+def test_every_shipped_model_file_is_under_5_mb():
+    """The repository's rule for tracked files; a larger model is stored in float16
+    (benchmarks/compact_model.py) and loads into float32 parameters."""
+    from metastudio.cli import models_dirs
+
+    files = [p for d in models_dirs() if d.is_dir() for p in d.glob("*.safetensors")]
+    assert files
+    for path in files:
+        assert path.stat().st_size <= 5 * 1024 * 1024, path.name
+
+
+def test_a_model_stored_in_float16_loads_into_float32_and_says_so(host):
+    import torch
+
+    meta = read_metadata(resolve_model("mann-photos"))
+    assert meta["stored_dtype"] == "float16"
+    model = load_model(resolve_model("mann-photos"), host).algorithm
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
 def test_protonet_omniglot_is_shipped_with_its_metadata():
     assert "protonet-omniglot" in shipped_models()
     meta = read_metadata(resolve_model("protonet-omniglot"))
