@@ -352,3 +352,17 @@ def test_choosing_an_algorithm_with_label_positions_keeps_the_ways_within_them(q
     assert panel.ways_spin.value() == 20
     panel._select(panel.algorithm_combo, "protonet")  # no limit: nothing changes back or forth
     assert panel.ways_spin.value() == 20
+
+
+def test_the_ways_limit_follows_the_max_ways_typed_in_the_form(qtbot, panel):
+    """A person who raised Meta Networks' max ways keeps that many ways when the dataset's
+    defaults are applied again; a lower max ways lowers them."""
+    panel._select(panel.dataset_combo, "omniglot")
+    panel._select(panel.algorithm_combo, "metanet")
+    panel.hparam_form.set_values({"max_ways": 60})
+    panel.apply_dataset_defaults("omniglot")
+    assert panel.ways_spin.value() == 60
+    panel.hparam_form.set_values({"max_ways": 30})
+    with qtbot.waitSignal(panel.message) as blocker:
+        panel.apply_dataset_defaults("omniglot")
+    assert panel.ways_spin.value() == 30 and "at most 30 classes" in blocker.args[0]

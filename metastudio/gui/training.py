@@ -880,10 +880,14 @@ class TrainingPanel(QWidget):
             self._keep_ways_within(cls)
 
     def _keep_ways_within(self, cls) -> None:
-        """Lower the episode ways to what the algorithm can tell apart with its default settings
+        """Lower the episode ways to what the algorithm can tell apart with the settings in its form
         (MANN and Meta Networks have a fixed number of label positions, ``max_ways``)."""
         try:
-            limit = cls.ways_limit(cls.resolve_hparams({}))
+            values = self.hparam_form.values()
+        except ValueError:  # a half-typed setting: judge by the defaults until it is valid
+            values = {}
+        try:
+            limit = cls.ways_limit(cls.resolve_hparams(values))
         except Exception:  # a plugin's broken method must not break the panel; the run reports it
             return
         if not limit:
