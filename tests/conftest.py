@@ -13,6 +13,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
+# The nine algorithms the product must have, by registered name (metric-, model- and optimization-based).
+NINE_ALGORITHMS = ("protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann", "metanet")
+
 
 @pytest.fixture
 def one_thread():

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from conftest import NINE_ALGORITHMS
 
 from metastudio.core.checkpoint import load_model, save_model
 from metastudio.core.devices import describe_device, resolve_device
@@ -116,7 +117,7 @@ def check_grouped_tasks_match_the_loop(host, device):
         assert float((a - b).norm() / whole) < 1e-3, name
 
 
-ALGORITHMS = ["protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann", "metanet"]
+ALGORITHMS = list(NINE_ALGORITHMS)
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)

@@ -9,9 +9,10 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
+from conftest import NINE_ALGORITHMS  # noqa: E402
 from test_gui_app import WAIT_MS, images, make_window, populate, wait_predictions  # noqa: E402,F401
 
-ALGORITHMS = ["protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann", "metanet"]
+ALGORITHMS = list(NINE_ALGORITHMS)
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)
