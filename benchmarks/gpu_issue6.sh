@@ -11,11 +11,13 @@
 #    with SIGINT so that each model and its resume checkpoint are saved. Recipes (in train() below):
 #    maml-omniglot / fomaml-omniglot: Finn et al.'s 5-way 1-shot (meta-batch 32, 15 queries, one inner
 #    step of 0.4, Adam 1e-3, 3 adaptation steps), second / first order; maml20-omniglot: maml-omniglot's
-#    weights (--init RESUME_DIR/maml-omniglot.safetensors) meta-trained further on 20-way 1-shot tasks
+#    weights (--init resources/models/maml-omniglot.safetensors) meta-trained further on 20-way 1-shot tasks
 #    (meta-batch 16, its one step of 0.4); reptile-omniglot: benchmarks/train_reptile.sh's; metalstm-omniglot: 5 learned
 #    updates; for issue 7, metanet-omniglot (benchmarks/train_metanet.sh's recipe) and mann-omniglot
 #    (benchmarks/train_mann.sh's). Default MODELS: maml, fomaml, reptile and metalstm. A model whose resume checkpoint is
-#    in RESUME_DIR (default .carry/maml-resume, carried) continues from it. The GPU tests run beside;
+#    in RESUME_DIR (default .carry/maml-resume, carried) continues from it. Without one (.carry does
+#    not outlive a checkout), fomaml5-omniglot, reptile-omniglot and maml20-omniglot start from the
+#    shipped models in resources/models (see their recipes). The GPU tests run beside;
 # 4. evaluates the models on 1000 Omniglot test episodes of the four standard settings, with batch
 #    norm on support-set statistics (the default), and maml-omniglot with transductive batch norm too
 #    (EVAL=0 skips this: partial models are followed on the validation numbers of their logs);
@@ -62,17 +64,27 @@ train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where tha
         fomaml-omniglot) recipe="$maml5 --hp first_order=true" ;;
         fomaml5-omniglot)  # first order with 5 inner steps of 0.1 (Finn et al.'s 20-way inner loop), starting from the
             # one-step first-order model's weights (fomaml-omniglot plateaued at 95.5 % val with one step of 0.4)
-            recipe="$maml5 --hp first_order=true --hp inner_steps=5 --hp inner_lr=0.1 --hp adapt_steps=5 --hp lr=0.0005"
-            [ -f "$RESUME_DIR/$name.resume.safetensors" ] || recipe="$recipe --init $RESUME_DIR/fomaml-omniglot.safetensors" ;;
+            # Without a resume checkpoint it goes on from the shipped model (this recipe's step 500) at a lower rate,
+            # 1e-4: validation fell after step 500 at 5e-4.
+            recipe="$maml5 --hp first_order=true --hp inner_steps=5 --hp inner_lr=0.1 --hp adapt_steps=5"
+            if [ -f "$RESUME_DIR/$name.resume.safetensors" ]; then recipe="$recipe --hp lr=0.0005"
+            else recipe="$recipe --hp lr=0.0001 --init resources/models/fomaml-omniglot.safetensors"; fi ;;
         maml20-omniglot)  # the 5-way model's weights, meta-trained further on 20-way tasks with its one step of 0.4
             # (Finn et al.'s own 20-way model: 5 steps of 0.1 from scratch, 60,000 meta-iterations, out of reach here)
             recipe="--algorithm maml --ways 20 --shots 1 --queries 15 --meta-batch 16 --episodes 960000 --hp inner_lr=0.4
                     --hp inner_steps=1 --hp adapt_steps=1 --hp lr=0.001 --hp lr_schedule=constant"
-            [ -f "$RESUME_DIR/$name.resume.safetensors" ] || recipe="$recipe --init $RESUME_DIR/maml-omniglot.safetensors" ;;
-        reptile-omniglot)  # benchmarks/train_reptile.sh's recipe (its CPU resume checkpoint continues here)
-            recipe="--algorithm reptile --ways 5 --shots 1 --queries 9 --meta-batch 5 --episodes 200000 --hp lr=1.0
-                    --hp lr_schedule=linear --hp inner_steps=5 --hp inner_batch=10 --hp inner_lr=0.1 --hp adapt_steps=20
-                    --hp train_on=episode --hp batch_norm=support" ;;
+            [ -f "$RESUME_DIR/$name.resume.safetensors" ] || recipe="$recipe --init resources/models/maml-omniglot.safetensors" ;;
+        reptile-omniglot)  # benchmarks/train_reptile.sh's recipe (its CPU resume checkpoint continues here). Without a
+            # resume checkpoint: the rest of that schedule from the shipped model (its step 6,000 of 40,000), the meta step
+            # falling linearly from 0.85 (where the schedule was at step 6,000) to 0 over the 34,000 meta-iterations left.
+            local reptile="--hp lr_schedule=linear --hp inner_steps=5 --hp inner_batch=10 --hp inner_lr=0.1
+                    --hp adapt_steps=20 --hp train_on=episode --hp batch_norm=support"
+            if [ -f "$RESUME_DIR/$name.resume.safetensors" ]; then
+                recipe="--algorithm reptile --ways 5 --shots 1 --queries 9 --meta-batch 5 --episodes 200000 --hp lr=1.0 $reptile"
+            else
+                recipe="--algorithm reptile --ways 5 --shots 1 --queries 9 --meta-batch 5 --episodes 170000 --hp lr=0.85
+                        $reptile --init resources/models/reptile-omniglot.safetensors"
+            fi ;;
         metalstm-omniglot)  # Ravi & Larochelle's 5-way 1-shot setting: 5 learned updates, Adam 1e-3
             recipe="--algorithm metalstm --ways 5 --shots 1 --queries 15 --meta-batch 16 --episodes 960000
                     --hp inner_steps=5 --hp adapt_steps=5 --hp lr=0.001 --hp lr_schedule=constant" ;;
