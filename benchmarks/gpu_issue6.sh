@@ -85,6 +85,14 @@ train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where tha
                 recipe="--algorithm reptile --ways 5 --shots 1 --queries 9 --meta-batch 5 --episodes 170000 --hp lr=0.85
                         $reptile --init resources/models/reptile-omniglot.safetensors"
             fi ;;
+        reptile20-omniglot)  # benchmarks/train_reptile20.sh's recipe (20-way tasks), from the shipped 20-way model
+            # where there is one, else from the 5-way one; the meta step falls linearly from 0.5 over 40,000 meta-iterations
+            local from=resources/models/reptile20-omniglot.safetensors
+            [ -f "$from" ] || from=resources/models/reptile-omniglot.safetensors
+            recipe="--algorithm reptile --ways 20 --shots 1 --queries 9 --meta-batch 5 --episodes 200000 --hp lr=0.5
+                    --hp lr_schedule=linear --hp inner_steps=10 --hp inner_batch=20 --hp inner_lr=0.1 --hp adapt_steps=20
+                    --hp train_on=episode --hp batch_norm=support"
+            [ -f "$RESUME_DIR/$name.resume.safetensors" ] || recipe="$recipe --init $from" ;;
         metalstm-omniglot)  # Ravi & Larochelle's 5-way 1-shot setting: 5 learned updates, Adam 1e-3
             recipe="--algorithm metalstm --ways 5 --shots 1 --queries 15 --meta-batch 16 --episodes 960000
                     --hp inner_steps=5 --hp adapt_steps=5 --hp lr=0.001 --hp lr_schedule=constant" ;;
@@ -105,6 +113,7 @@ train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where tha
     local ways=5
     [ "$name" = reptile-omniglot ] && val="--val-every 2000 --val-episodes 200"
     [ "$name" = maml20-omniglot ] && ways=20
+    [ "$name" = reptile20-omniglot ] && { val="--val-every 2000 --val-episodes 100"; ways=20; }
     [ "$name" = metanet-omniglot ] && { val="--val-every 2000 --val-episodes 100"; ways=20; }
     timeout -s INT -k 90 "$TRAIN_SECONDS" $PY -m metastudio train --backbone $backbone --dataset omniglot \
         --root "$ROOT" --protocol vinyals $recipe $val --val-ways $ways --val-shots 1 --val-queries 15 \

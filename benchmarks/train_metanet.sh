@@ -21,8 +21,9 @@ export PYTHONUNBUFFERED=1
 MS=${METASTUDIO:-metastudio}
 EPISODES=${EPISODES:-30000}; LR_STEP=${LR_STEP:-$(( EPISODES / 4 ))}
 # TRAIN_SPLIT=trainval: train on all 1200 characters of the Vinyals train and val splits (4800 classes with
-# rotations), as the papers do; there is then no validation split and the last model is kept.
-# TRAIN_SPLIT=train (default): the shipped model's run (1028 characters, best of 100 val episodes kept).
+# rotations), as the papers do; there is then no validation split and the last model is kept. The shipped
+# metanet-omniglot is this run (docs/benchmarks.md).
+# TRAIN_SPLIT=train (default): the earlier run (1028 characters, best of 100 val episodes kept).
 TRAIN_SPLIT=${TRAIN_SPLIT:-train}
 VAL="--val-every 2000 --val-episodes 100 --val-ways 20 --val-shots 1 --val-queries 15"
 [ "$TRAIN_SPLIT" = trainval ] && VAL="--val-split none"
