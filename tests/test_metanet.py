@@ -59,12 +59,15 @@ def test_meta_training_lowers_the_loss_and_learns():
     ds = synthetic_dataset(classes=16, per_class=8)
     train, test = EpisodeSampler(ds, 3, 1, 3, seed=0), EpisodeSampler(ds, 3, 1, 3, seed=1)
     algo.configure_training(80)
+    algo.eval()
+    before = sum(algo.evaluate_episode(test.episode(i)) for i in range(30)) / 30
     algo.train()
     losses = [algo.meta_train_step([train.episode(2 * i), train.episode(2 * i + 1)])["loss"] for i in range(80)]
     algo.eval()
-    accuracy = sum(algo.evaluate_episode(test.episode(i)) for i in range(10)) / 10
+    # 30 episodes (270 queries): 10 were too few to judge (0.49 on one machine, 0.65 over 30)
+    accuracy = sum(algo.evaluate_episode(test.episode(i)) for i in range(30)) / 30
     assert sum(losses[-10:]) < sum(losses[:10])
-    assert accuracy > 0.6
+    assert accuracy > 0.55 and accuracy > before + 0.15  # chance is 1/3
     # every part learned: both meta learners and the attention scale received gradients
     assert algo.meta_base.net[0].weight.grad is not None and algo.meta_rep.net[0].weight.grad is not None
     assert algo.log_temperature.grad is not None

@@ -151,6 +151,17 @@ def test_maml20_omniglot_is_the_20_way_maml_model():
     assert meta["dataset"]["ways"] == 20 and meta["best_val_accuracy"] > 95
 
 
+def test_reptile20_omniglot_is_the_20_way_reptile_model():
+    meta = read_metadata(resolve_model("reptile20-omniglot"))
+    assert meta["algorithm"] == "reptile" and meta["backbone"] == "conv4"
+    hp = meta["hyperparameters"]
+    # Nichol et al.'s 20-way inner loop (10 steps of 20 images), adapted with the support set's batch-norm statistics
+    assert hp["inner_steps"] == 10 and hp["inner_batch"] == 20 and hp["adapt_steps"] == 20 and hp["batch_norm"] == "support"
+    # meta-trained on 20-way tasks from reptile-omniglot's weights (docs/benchmarks.md), validated on 20-way 1-shot
+    assert meta["dataset"]["ways"] == 20 and meta["dataset"]["init"]["file"] == "reptile-omniglot.safetensors"
+    assert meta["best_val_accuracy"] > 89
+
+
 def test_metalstm_omniglot_is_shipped_with_its_metadata():
     meta = read_metadata(resolve_model("metalstm-omniglot"))
     assert meta["algorithm"] == "metalstm" and meta["backbone"] == "conv4"
