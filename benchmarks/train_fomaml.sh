@@ -14,23 +14,14 @@
 # It saves a resume checkpoint at every validation; the same command with --resume continues (stop it with
 # Ctrl-C or SIGINT: it saves the best model and a resume checkpoint first).
 set -euo pipefail
-ROOT=${1:-../shared/data/omniglot}
-OUT=${2:-runs}
-RESUME=${3:-}
-MODEL="$OUT/fomaml-omniglot.safetensors"
+source "$(dirname "$0")/train_common.sh"
 INIT=${INIT:-resources/models/fomaml-omniglot.safetensors}
 ITERS=${ITERS:-4000}; LR=${LR:-0.0001}; QUERIES=${QUERIES:-5}; INNER_STEPS=${INNER_STEPS:-5}
 VAL_EVERY=${VAL_EVERY:-100}; VAL_EPISODES=${VAL_EPISODES:-400}; SEED=${SEED:-1}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-MS=${METASTUDIO:-metastudio}
-START="--init $INIT"; [ -n "$RESUME" ] && START=$RESUME
 
-start=$(date +%s)
-$MS train --algorithm maml --backbone conv4 --dataset omniglot --root "$ROOT" --protocol vinyals \
+train_logged "$OUT/fomaml-omniglot-train.log" --algorithm maml \
     --ways 5 --shots 1 --queries "$QUERIES" --meta-batch 32 --episodes $(( ITERS * 32 )) \
     --hp first_order=true --hp inner_steps="$INNER_STEPS" --hp inner_lr=0.1 --hp adapt_steps="$INNER_STEPS" \
     --hp lr="$LR" --hp lr_schedule=constant --hp batch_norm=support \
     --val-every "$VAL_EVERY" --val-episodes "$VAL_EPISODES" --val-ways 5 --val-shots 1 --val-queries 15 \
-    --out "$MODEL" --seed "$SEED" --device "${DEVICE:-cpu}" $START 2>&1 | tee -a "$OUT/fomaml-omniglot-train.log"
-echo "this run's wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/fomaml-omniglot-train.log"
+    --out "$OUT/fomaml-omniglot.safetensors" --seed "$SEED" --device "${DEVICE:-cpu}" $(start_from "$INIT")

@@ -11,19 +11,11 @@
 # Long on a 2-core CPU: run it in the background; it saves a resume checkpoint next to the model at
 # every validation, and the same command with --resume continues where it stopped.
 set -euo pipefail
-ROOT=${1:-../shared/data/omniglot}
-OUT=${2:-runs}
-RESUME=${3:-}
-MODEL="$OUT/reptile-omniglot.safetensors"
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-MS=${METASTUDIO:-metastudio}
+source "$(dirname "$0")/train_common.sh"
 
-start=$(date +%s)
-$MS train --algorithm reptile --backbone conv4 --dataset omniglot --root "$ROOT" --protocol vinyals \
+train_logged "$OUT/reptile-omniglot-train.log" --algorithm reptile \
     --ways 5 --shots 1 --queries 9 --meta-batch 5 --episodes 200000 \
     --hp lr=1.0 --hp lr_schedule=linear --hp inner_steps=5 --hp inner_batch=10 --hp inner_lr=0.1 \
     --hp adapt_steps=20 --hp train_on=episode --hp batch_norm=support \
     --val-every 2000 --val-episodes 200 --val-ways 5 --val-shots 1 --val-queries 15 \
-    --out "$MODEL" --seed 0 --device cpu $RESUME 2>&1 | tee -a "$OUT/reptile-omniglot-train.log"
-echo "this run's wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/reptile-omniglot-train.log"
+    --out "$OUT/reptile-omniglot.safetensors" --seed 0 --device cpu $RESUME

@@ -12,22 +12,13 @@
 #
 # It saves a resume checkpoint at every validation; the same command with --resume continues.
 set -euo pipefail
-ROOT=${1:-../shared/data/omniglot}
-OUT=${2:-runs}
-RESUME=${3:-}
-MODEL="$OUT/reptile20-omniglot.safetensors"
+source "$(dirname "$0")/train_common.sh"
 INIT=${INIT:-resources/models/reptile-omniglot.safetensors}
 ITERS=${ITERS:-3000}; META_STEP=${META_STEP:-0.5}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-MS=${METASTUDIO:-metastudio}
-START="--init $INIT"; [ -n "$RESUME" ] && START=$RESUME
 
-start=$(date +%s)
-$MS train --algorithm reptile --backbone conv4 --dataset omniglot --root "$ROOT" --protocol vinyals \
+train_logged "$OUT/reptile20-omniglot-train.log" --algorithm reptile \
     --ways 20 --shots 1 --queries 9 --meta-batch 5 --episodes $(( ITERS * 5 )) \
     --hp lr="$META_STEP" --hp lr_schedule=linear --hp inner_steps=10 --hp inner_batch=20 --hp inner_lr=0.1 \
     --hp adapt_steps=20 --hp train_on=episode --hp batch_norm=support \
     --val-every 500 --val-episodes 100 --val-ways 20 --val-shots 1 --val-queries 15 \
-    --out "$MODEL" --seed 0 --device "${DEVICE:-cpu}" $START 2>&1 | tee -a "$OUT/reptile20-omniglot-train.log"
-echo "this run's wall time: $(( $(date +%s) - start )) s" | tee -a "$OUT/reptile20-omniglot-train.log"
+    --out "$OUT/reptile20-omniglot.safetensors" --seed 0 --device "${DEVICE:-cpu}" $(start_from "$INIT")
