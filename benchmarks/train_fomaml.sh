@@ -4,7 +4,7 @@
 # 0.1, Adam, meta-batch 32, which reached 97.03 % val at step 500 with Adam 5e-4 and fell after it).
 # Here: a lower constant Adam rate (LR, default 1e-4), and QUERIES query images per class (default 5, not 15:
 # the meta-gradient of 32 tasks x 25 queries is still an average over 800 images, and a meta-iteration takes
-# 3.3 s instead of 9 s on one thread; Finn et al. used 1). INNER_STEPS first-order SGD steps of 0.1 in training
+# about 3 s instead of 9 s on one thread; Finn et al. used 1). INNER_STEPS first-order SGD steps of 0.1 in training
 # and in adaptation (default 5). Batch norm on the support set's statistics, as shipped.
 # Validation: VAL_EPISODES (default 400) fixed 5-way 1-shot val episodes every VAL_EVERY (default 100)
 # meta-iterations, best kept.
