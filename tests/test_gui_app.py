@@ -129,6 +129,25 @@ def test_new_window_starts_with_two_empty_classes_and_a_hint(make_window, qtbot)
     assert w.model_box.model_combo.currentText() == "photos"
 
 
+def test_each_class_gets_a_readable_bar_and_the_window_fits_a_laptop_screen(make_window, qtbot):
+    """The probability chart grows with the classes (a row of BAR_HEIGHT each, up to 8) instead of
+    squeezing their labels together, and the right-hand column scrolls rather than making the
+    window taller than a 768-pixel screen, adaptation plot shown."""
+    from metastudio.gui.mainwindow import MainWindow
+    from metastudio.gui.widgets import BAR_HEIGHT
+
+    w = make_window(MainWindow._starter_project())
+    wait_predictions(qtbot, w)
+    heights = {}
+    for n in (2, 5, 8, 20):
+        names = [f"class {i}" for i in range(n)]
+        w.bars.set_probabilities(names, ["#0072b2"] * n, [1 / n] * n, "caption")
+        heights[n] = w.bars.plot.minimumHeight()
+        w.adapt_plot.show()
+        assert w.minimumSizeHint().height() < 700, n
+    assert heights[5] - heights[2] == 3 * BAR_HEIGHT and heights[20] == heights[8] > heights[5]
+
+
 def test_classes_drops_predictions_corrections_and_undo(make_window, qtbot, images):
     w = make_window()
     c = w.controller

@@ -392,14 +392,20 @@ class MainWindow(QMainWindow):
 
         # Optimization-based algorithms adapt by gradient steps: their inner-loop loss, live.
         self.adapt_plot = LivePlot("Adapting", x_label="inner step", left_label="support loss",
-                                   empty_text="")
+                                   empty_text="", legend=False)
         self.adapt_plot.add_series("adapt_loss", "support loss", "#d55e00")
         self.adapt_plot.setMinimumHeight(150)
         self.adapt_plot.setAccessibleName("Adaptation loss")
         self.adapt_plot.hide()
         right_layout.addWidget(self.adapt_plot)
         right_layout.addWidget(self.model_box)
-        split.addWidget(right)
+        # On a short screen this column scrolls instead of making the window taller than the screen.
+        right_scroll = QScrollArea()
+        right_scroll.setWidget(right)
+        right_scroll.setWidgetResizable(True)
+        right_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        right_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        split.addWidget(right_scroll)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 5)
         split.setStretchFactor(2, 2)
@@ -664,7 +670,8 @@ class MainWindow(QMainWindow):
             self.adapt_plot.clear("adapt_loss")
         self.adapt_plot.show()
         self.adapt_plot.append("adapt_loss", float(step), float(loss))
-        self.adapt_plot.set_title(f"Adapting: step {step}/{total}, support loss {loss:.4g}")
+        # short: pyqtgraph widens the plot to fit its title, and this column is narrow
+        self.adapt_plot.set_title(f"Adapting: step {step}/{total}")
         if self.training_panel is not None:  # the Meta-train page's plot streams it too
             self.training_panel.adaptation_progress(step, total, loss)
 

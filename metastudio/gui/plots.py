@@ -55,7 +55,7 @@ class LivePlot(QWidget):
 
     def __init__(self, title: str = "", *, x_label: str = "", left_label: str = "", right_label: str = "",
                  right_range: tuple[float, float] | None = None, empty_text: str = "No data yet",
-                 parent: QWidget | None = None):
+                 legend: bool = True, parent: QWidget | None = None):
         super().__init__(parent)
         self._series: dict[str, _Series] = {}
         self._redraws = 0
@@ -74,7 +74,8 @@ class LivePlot(QWidget):
             self.plot_item.setLabel("bottom", x_label)
         if left_label:
             self.plot_item.setLabel("left", left_label)
-        self.legend = self.plot_item.addLegend(offset=(-10, 10))
+        # Without a legend (one series, named by the axis label) a narrow plot keeps its curve visible.
+        self.legend = self.plot_item.addLegend(offset=(-10, 10)) if legend else None
         self._right_view: pg.ViewBox | None = None
         self._right_label = right_label
         self._right_range = right_range
@@ -152,7 +153,8 @@ class LivePlot(QWidget):
             self.plot_item.addItem(item)  # the legend picks it up by its name
         else:
             self._right().addItem(item)
-            self.legend.addItem(item, label)
+            if self.legend is not None:
+                self.legend.addItem(item, label)
         item.setDownsampling(auto=True, method="peak")
         item.setClipToView(True)
         self._series[key] = _Series(key, label, item, axis)

@@ -612,6 +612,10 @@ class QueryPanel(QWidget):
         event.acceptProposedAction()
 
 
+BAR_HEIGHT = 22  # pixels per class in the probability chart
+BARS_AXIS_HEIGHT = 48  # its probability axis and margins
+
+
 class ProbabilityBars(QWidget):
     """One horizontal bar per class (pyqtgraph) for the selected query image."""
 
@@ -624,7 +628,7 @@ class ProbabilityBars(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         self.preview = QLabel()
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview.setMinimumHeight(120)
+        self.preview.setMinimumHeight(110)
         self.caption = QLabel("Select an image to see how sure MetaStudio is about each class.")
         self.caption.setWordWrap(True)
         self.caption.setAccessibleName("Prediction of the selected image")
@@ -653,7 +657,7 @@ class ProbabilityBars(QWidget):
         if pixmap is None:
             self.preview.clear()
         else:
-            self.preview.setPixmap(pixmap.scaled(QSize(220, 160), Qt.AspectRatioMode.KeepAspectRatio,
+            self.preview.setPixmap(pixmap.scaled(QSize(220, 110), Qt.AspectRatioMode.KeepAspectRatio,
                                                  Qt.TransformationMode.SmoothTransformation))
         self.preview.setToolTip(name)
 
@@ -670,6 +674,8 @@ class ProbabilityBars(QWidget):
             self.plot.getAxis("left").setTicks([[]])
             return
         ys = list(range(len(class_names)))
+        # room for each class's label (up to 8; beyond, the labels get closer)
+        self.plot.setMinimumHeight(BARS_AXIS_HEIGHT + BAR_HEIGHT * min(len(ys), 8))
         self.bars = pg.BarGraphItem(x0=0, y=ys, height=0.7, width=self.values,
                                     brushes=[pg.mkBrush(c) for c in colours], pens=[pg.mkPen(None)] * len(ys))
         self.plot.addItem(self.bars)
