@@ -130,12 +130,13 @@ def test_new_window_starts_with_two_empty_classes_and_a_hint(make_window, qtbot)
 
 
 def test_each_class_gets_a_readable_bar_and_the_window_fits_a_laptop_screen(make_window, qtbot):
-    """The probability chart grows with the classes (a row of BAR_HEIGHT each, up to 8) instead of
+    """The probability chart grows with the classes (a row of BAR_HEIGHT each, up to BAR_ROWS) instead of
     squeezing their labels together, and the right-hand column scrolls rather than making the
     window taller than a 768-pixel screen, adaptation plot shown."""
     from metastudio.gui.mainwindow import MainWindow
-    from metastudio.gui.widgets import BAR_HEIGHT
+    from metastudio.gui.widgets import BAR_HEIGHT, BAR_ROWS
 
+    assert BAR_ROWS == 8
     w = make_window(MainWindow._starter_project())
     wait_predictions(qtbot, w)
     heights = {}
@@ -571,5 +572,7 @@ def test_inner_loop_loss_of_an_iterative_algorithm_is_plotted_live(make_window, 
         losses = w.adapt_plot.series_data("adapt_loss")[1]
         assert list(losses) == pytest.approx(result["adapt_losses"])
         assert losses[-1] < losses[0]
+        # the title stays short; a screen reader also hears the last loss
+        assert w.adapt_plot.accessibleName() == f"Adapting: step 5 of 5, support loss {losses[-1]:.4g}"
     finally:
         reset_host()

@@ -672,6 +672,7 @@ class MainWindow(QMainWindow):
         self.adapt_plot.append("adapt_loss", float(step), float(loss))
         # short: pyqtgraph widens the plot to fit its title, and this column is narrow
         self.adapt_plot.set_title(f"Adapting: step {step}/{total}")
+        self.adapt_plot.setAccessibleName(f"Adapting: step {step} of {total}, support loss {loss:.4g}")
         if self.training_panel is not None:  # the Meta-train page's plot streams it too
             self.training_panel.adaptation_progress(step, total, loss)
 

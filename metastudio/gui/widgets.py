@@ -614,6 +614,7 @@ class QueryPanel(QWidget):
 
 BAR_HEIGHT = 22  # pixels per class in the probability chart
 BARS_AXIS_HEIGHT = 48  # its probability axis and margins
+BAR_ROWS = 8  # the chart grows up to this many classes; beyond, their rows get closer
 
 
 class ProbabilityBars(QWidget):
@@ -674,8 +675,7 @@ class ProbabilityBars(QWidget):
             self.plot.getAxis("left").setTicks([[]])
             return
         ys = list(range(len(class_names)))
-        # room for each class's label (up to 8; beyond, the labels get closer)
-        self.plot.setMinimumHeight(BARS_AXIS_HEIGHT + BAR_HEIGHT * min(len(ys), 8))
+        self.plot.setMinimumHeight(BARS_AXIS_HEIGHT + BAR_HEIGHT * min(len(ys), BAR_ROWS))
         self.bars = pg.BarGraphItem(x0=0, y=ys, height=0.7, width=self.values,
                                     brushes=[pg.mkBrush(c) for c in colours], pens=[pg.mkPen(None)] * len(ys))
         self.plot.addItem(self.bars)
