@@ -24,7 +24,7 @@ def _window_with(make_window, qtbot, model: str, hyperparameters: dict | None = 
 
 
 def test_siamese_model_shows_projection_read_only_and_no_training_settings(make_window, qtbot):
-    from metastudio.gui.mainwindow import FIXED_REASON
+    from metastudio.gui.modelbox import FIXED_REASON
 
     w = _window_with(make_window, qtbot, "siamese-omniglot")
     box = w.model_box
