@@ -424,8 +424,9 @@ def test_dropping_a_folder_of_class_folders_makes_classes_and_paste_adds_an_imag
 
 
 def test_a_model_trained_in_the_window_joins_the_project(make_window, qtbot, images, tmp_path):
-    """What the training page emits when a run finishes: the model is copied into the project,
-    selected, adapted with, saved inside the .metastudio file and reopened from it."""
+    """What the training page emits when a run finishes (or is cancelled): the model is copied
+    into the project but the model in use stays until the person clicks "Use this model"; then
+    it is adapted with, saved inside the .metastudio file and reopened from it."""
     from metastudio.cli import resolve_model
 
     w = make_window()
@@ -433,8 +434,15 @@ def test_a_model_trained_in_the_window_joins_the_project(make_window, qtbot, ima
     before = wait_predictions(qtbot, w)
     trained = tmp_path / "trained.safetensors"
     trained.write_bytes(resolve_model("protonet-omniglot").read_bytes())
-    w._model_trained(str(trained), "my run")
+    w.ensure_training_panel().model_trained.emit(str(trained), "my run, stopped at step 3")
+    assert w.controller.project.model == MODEL, "a finished run must not replace the model in use"
+    assert not w.engine.busy and w.last_result is before
+    bar = w.notification
+    assert bar.isVisible() and "unchanged" in bar.text.text() and "Note:" not in bar.text.text()
+    assert bar.action_button.isVisible() and bar.action_button.text() == "Use this model"
+    bar.action_button.click()
     assert w.controller.project.model == {"kind": "project", "name": "trained.safetensors"}
+    assert not bar.isVisible()
     assert w.model_box.model_combo.currentText().startswith("trained")
     result = wait_predictions(qtbot, w)
     assert result["probabilities"] == before["probabilities"]  # same weights, same predictions
@@ -449,6 +457,26 @@ def test_a_model_trained_in_the_window_joins_the_project(make_window, qtbot, ima
     assert w2.model_info["path"].startswith(str(w2.controller.project.workdir))
     for key, probs in before["probabilities"].items():
         assert after["probabilities"][key] == pytest.approx(probs, abs=1e-6)
+
+
+def test_a_trained_model_for_other_pictures_is_offered_with_a_warning(make_window, qtbot, images, tmp_path):
+    """A handwriting model (28 px, black and white) trained while photos are in use: it joins
+    the project, the photos model stays, and the offer says the pictures differ."""
+    from metastudio.cli import resolve_model
+    from metastudio.core.project import Project
+
+    project = Project()
+    project.model = {"kind": "shipped", "name": "photos"}
+    w = make_window(project)
+    qtbot.waitUntil(lambda: w.model_info is not None, timeout=WAIT_MS)
+    trained = tmp_path / "characters.safetensors"
+    trained.write_bytes(resolve_model("protonet-omniglot").read_bytes())
+    w.ensure_training_panel().model_trained.emit(str(trained), "characters")
+    assert w.controller.project.model == {"kind": "shipped", "name": "photos"}
+    text = w.notification.text.text()
+    assert "black-and-white pictures of 28 pixels" in text and "colour pictures of 224 pixels" in text
+    assert w.notification.action_button.text() == "Use this model"
+    assert "characters.safetensors" in [p.name for p in (w.controller.project.workdir / "models").iterdir()]
 
 
 def test_closing_the_window_during_meta_training_cancels_and_joins_every_worker(make_window, qtbot, tmp_path):

@@ -9,6 +9,7 @@ be undone, and the stack's clean state tells whether the project has unsaved cha
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -17,7 +18,11 @@ from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from metastudio.core.errors import ImageLoadError
 from metastudio.core.images import is_image_name
-from metastudio.core.project import ClassEntry, ImageItem, Project
+from metastudio.core.project import ImageItem, Project
+
+
+#: The name a class gets when none is given (``Project.unique_class_name``).
+STARTER_NAME = re.compile(r"Class \d+")
 
 
 class _Command(QUndoCommand):
@@ -268,6 +273,12 @@ class ProjectController(QObject):
         self.undo_stack.beginMacro(f"Import classes from '{folder.name}'")
         touched, problems = [], []
         try:
+            # Empty classes still called "Class 1", "Class 2"... (a new project's starters) make
+            # way for the imported ones, so the number keys match the imported classes.
+            names = {name.casefold() for name, _ in found}
+            for entry in list(self.project.classes):
+                if not entry.images and STARTER_NAME.fullmatch(entry.name) and entry.name.casefold() not in names:
+                    self.delete_class(entry.id)
             for name, files in found:
                 entry = self.project.class_by_name(name)
                 class_id = entry.id if entry is not None else self.add_class(name)

@@ -32,12 +32,17 @@ from metastudio.core.project import PROJECT_SUFFIX, Project, Recovery
 from .controller import ProjectController
 from .engine import EngineClient, ThumbnailLoader
 from .modelbox import ModelBox
-from .widgets import ClassPanel, ProbabilityBars, QueryPanel, paste_image
+from .queries import QueryPanel
+from .widgets import ClassPanel, ProbabilityBars, paste_image
 
 APP_NAME = "MetaStudio"
 MAX_RECENT = 8
 AUTOSAVE_MS = 60_000
 ADAPT_DEBOUNCE_MS = 120
+#: The window's size when the screen has room for it.
+DEFAULT_SIZE = (1280, 800)
+#: Room left for a title bar and borders before the window manager has said how big they are.
+FRAME_ALLOWANCE = (16, 40)
 class NotificationBar(QFrame):
     """A dismissable message at the top of the window, with details on request (never modal)."""
 
@@ -53,16 +58,24 @@ class NotificationBar(QFrame):
         self.text.setAccessibleName("Notification")
         self.details_button = QPushButton("Details…")
         self.details_button.clicked.connect(self._show_details)
+        # An optional action the message offers (e.g. "Use this model"); it closes the bar.
+        self.action_button = QPushButton()
+        self.action_button.clicked.connect(self._run_action)
+        self.action_button.hide()
         close = QPushButton("Dismiss")
         close.clicked.connect(self.hide)
         layout.addWidget(self.icon)
         layout.addWidget(self.text, 1)
+        layout.addWidget(self.action_button)
         layout.addWidget(self.details_button)
         layout.addWidget(close)
         self.details = ""
+        self._action = None
         self.hide()
 
-    def show_message(self, text: str, details: str = "", level: str = "warning") -> None:
+    def show_message(self, text: str, details: str = "", level: str = "warning",
+                     action: tuple[str, object] | None = None) -> None:
+        """Show ``text``; ``details`` behind Details…; ``action`` is (button label, callable)."""
         icon = {"error": QStyle.StandardPixmap.SP_MessageBoxCritical,
                 "warning": QStyle.StandardPixmap.SP_MessageBoxWarning}.get(level, QStyle.StandardPixmap.SP_MessageBoxInformation)
         self.icon.setPixmap(self.style().standardIcon(icon).pixmap(20, 20))
@@ -71,7 +84,16 @@ class NotificationBar(QFrame):
         self.text.setText(text)
         self.details = details
         self.details_button.setVisible(bool(details))
+        self._action = action[1] if action else None
+        self.action_button.setText(action[0] if action else "")
+        self.action_button.setVisible(action is not None)
         self.show()
+
+    def _run_action(self) -> None:
+        action, self._action = self._action, None
+        self.hide()
+        if action is not None:
+            action()
 
     def _show_details(self) -> None:
         box = QMessageBox(self)
@@ -93,7 +115,7 @@ class MainWindow(QMainWindow):
                  recovery_dir: Path | None = None, settings: QSettings | None = None):
         super().__init__()
         self.setWindowTitle(APP_NAME)
-        self.resize(1280, 800)
+        self.fit_to_screen()
         self.settings = settings or QSettings("MetaStudio", "MetaStudio")
         self.controller = ProjectController(project or self._starter_project())
         self.thumbnails = ThumbnailLoader(parent=self)
@@ -228,7 +250,9 @@ class MainWindow(QMainWindow):
             action.setShortcut(QKeySequence(shortcut))
         action.setToolTip(tip or text.replace("&", "").replace("…", ""))
         action.setStatusTip(tip)
-        action.triggered.connect(slot)
+        # ``triggered`` passes ``checked``; no slot here takes it (export_csv(path) would read it
+        # as a path), so it is dropped.
+        action.triggered.connect(lambda _checked=False: slot())
         self.addAction(action)
         return action
 
@@ -295,6 +319,34 @@ class MainWindow(QMainWindow):
             shortcut = QShortcut(QKeySequence(str(number)), self.queries.list)
             shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
             shortcut.activated.connect(lambda n=number: self.move_selected_to(n))
+
+    # -- size on screen ----------------------------------------------------------------------------------
+    def fit_to_screen(self) -> None:
+        """The default size, shrunk to fit the screen's free area (a 1366x768 laptop with its
+        task bar included), title bar and borders counted, and moved onto the screen."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is None:
+            return
+        area = screen.availableGeometry()
+        frame_w = self.frameGeometry().width() - self.geometry().width()
+        frame_h = self.frameGeometry().height() - self.geometry().height()
+        if not self.isVisible() or (frame_w, frame_h) == (0, 0):
+            frame_w, frame_h = (0, 0) if self.isVisible() else FRAME_ALLOWANCE
+        width = min(DEFAULT_SIZE[0], area.width() - frame_w)
+        height = min(DEFAULT_SIZE[1], area.height() - frame_h)
+        self.resize(max(width, self.minimumSizeHint().width()), max(height, self.minimumSizeHint().height()))
+        frame = self.frameGeometry()
+        x = min(max(frame.left(), area.left()), area.right() + 1 - frame.width())
+        y = min(max(frame.top(), area.top()), area.bottom() + 1 - frame.height())
+        if (x, y) != (frame.left(), frame.top()):
+            self.move(max(x, area.left()), max(y, area.top()))
+
+    def showEvent(self, event) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if not getattr(self, "_fitted", False):
+            self._fitted = True
+            # Once shown, the real frame size is known: fit again with it.
+            QTimer.singleShot(0, self.fit_to_screen)
 
     # -- titles and status -----------------------------------------------------------------------------
     def _update_title(self) -> None:
@@ -479,37 +531,57 @@ class MainWindow(QMainWindow):
         project = self.controller.project
         colours = {c.name: c.colour for c in project.classes}
         names = result["class_names"]
+        unsure = result.get("unsure") or {}
         predictions = {}
         for image_id, probs in result["probabilities"].items():
             best = max(range(len(probs)), key=probs.__getitem__)
-            predictions[image_id] = (names[best], colours.get(names[best], "#888888"), probs[best])
-        self.queries.set_predictions(predictions, result["problems"])
+            predictions[image_id] = (names[best], colours.get(names[best], "#888888"), probs[best],
+                                     unsure.get(image_id, ""))
+        before = self.queries.predictions
+        changed = {i for i, p in predictions.items() if i in before and before[i][0] != p[0]}
+        self.queries.set_predictions(predictions, result["problems"], changed)
         self._class_names = names
-        bad_support = [pid for pid in result["problems"] if project.locate(pid)[0] is not None] if result["problems"] else []
         if result["status"] == "hint":
             text = f"<b>{result['hint']}</b>"
             self.announce(result["hint"])
         else:
-            n_images = sum(len(c.images) for c in project.classes)
-            took = time.perf_counter() - self._adapt_started
-            text = f"Adapted to {len(names)} classes ({n_images} examples) in {took:.2f} s."
-            if project.queries:
-                counts = {}
-                for name, _, _ in predictions.values():
-                    counts[name] = counts.get(name, 0) + 1
-                summary = ", ".join(f"{counts[n]} × {n}" for n in names if n in counts)
-                text += f" {len(predictions)} image{'s' if len(predictions) != 1 else ''} classified: {summary}."
-            else:
-                text += " Now drop images to classify here."
-            for note in result.get("notes", []):
-                text += f" <i>{note}</i>"
+            text = self._result_summary(result, predictions, changed)
             self.announce(text.replace("<i>", "").replace("</i>", ""))
         if result["problems"]:
+            bad_support = [pid for pid in result["problems"] if project.locate(pid)[0] is not None]
             text += (f" <span style='color:#c62828'>{len(result['problems'])} file(s) can't be used"
                      f"{f', {len(bad_support)} of them examples' if bad_support else ''} (hover them for the reason).</span>")
         self.queries.status.setText(text)
         self._show_selected()
         self.predictions_shown.emit()
+
+    def _result_summary(self, result: dict, predictions: dict, changed: set) -> str:
+        """The status line of an adaptation: how long it took, what was predicted, what changed."""
+        project = self.controller.project
+        names = result["class_names"]
+        n_images = sum(len(c.images) for c in project.classes)
+        took = time.perf_counter() - self._adapt_started
+        text = f"Adapted to {len(names)} classes ({n_images} examples) in {took:.2f} s."
+        if project.queries:
+            counts: dict[str, int] = {}
+            unsure = 0
+            for name, _, _, doubt in predictions.values():
+                if doubt:
+                    unsure += 1
+                else:
+                    counts[name] = counts.get(name, 0) + 1
+            summary = ", ".join(f"{counts[n]} × {n}" for n in names if n in counts)
+            text += f" {len(predictions)} image{'s' if len(predictions) != 1 else ''} classified: {summary or 'none sure'}"
+            text += f"; {unsure} unsure (not like any class)." if unsure else "."
+        else:
+            text += " Now drop images to classify here."
+        if changed:
+            n = len(changed)
+            text += (f" <b>{n} prediction{'s' if n != 1 else ''} changed</b> (marked in orange; "
+                     f"“Only the {n} changed” shows just {'them' if n != 1 else 'it'}).")
+        for note in result.get("notes", []):
+            text += f" <i>{note}</i>"
+        return text
 
     def _show_selected(self) -> None:
         ids = self.queries.list.selected_ids()
@@ -539,8 +611,13 @@ class MainWindow(QMainWindow):
         names = result["class_names"]
         colours = {c.name: c.colour for c in project.classes}
         best = max(range(len(probs)), key=probs.__getitem__)
-        self.bars.set_probabilities(names, [colours.get(n, "#888888") for n in names], probs,
-                                    f"<b>{item.name}</b>: {names[best]} ({100 * probs[best]:.0f}%)")
+        doubt = (result.get("unsure") or {}).get(image_id)
+        if doubt:
+            caption = (f"<b>{item.name}</b>: unsure, {doubt}. The closest class is {names[best]} "
+                       f"({100 * probs[best]:.0f}%). If it belongs to a class, drop it there.")
+        else:
+            caption = f"<b>{item.name}</b>: {names[best]} ({100 * probs[best]:.0f}%)"
+        self.bars.set_probabilities(names, [colours.get(n, "#888888") for n in names], probs, caption)
 
     def _thumbnail_changed(self, key: str) -> None:
         ids = self.queries.list.selected_ids()
@@ -871,6 +948,8 @@ class MainWindow(QMainWindow):
                 pass
 
     def _model_trained(self, path: str, title: str) -> None:
+        """A finished (or cancelled) run's model joins the project's models; the model in use
+        stays until the person picks the new one ("Use this model")."""
         from metastudio.core.errors import MetaStudioError
 
         try:
@@ -884,9 +963,38 @@ class MainWindow(QMainWindow):
             except Exception:  # noqa: BLE001 -- settings are a convenience
                 pass
         self._refresh_model_box()
+        mismatch = self._image_mismatch(self.controller.project.model_path(name))
+        text = (f"Meta-training finished: '{title}' is saved in this project. "
+                "The model in use is unchanged until you choose the new one.")
+        self.notification.show_message(f"{text} {mismatch}".strip(), level="warning" if mismatch else "info",
+                                       action=("Use this model", lambda: self.use_project_model(name)))
+        self.announce(text, 8000)
+
+    def _image_mismatch(self, path) -> str:
+        """A plain warning when the model at ``path`` reads other pictures than the model in use
+        (size or colour), else ""."""
+        from metastudio.core.checkpoint import read_metadata
+        from metastudio.core.errors import MetaStudioError
+
+        current = self.model_info or {}
+        try:
+            meta = read_metadata(path)
+        except MetaStudioError:
+            return ""
+        size, channels = meta.get("image_size"), meta.get("channels")
+        if not current or (size, channels) == (current.get("image_size"), current.get("channels")):
+            return ""
+
+        def kind(s, c) -> str:
+            return f"{'black-and-white' if c == 1 else 'colour'} pictures of {s} pixels"
+
+        return (f"Note: it learned from {kind(size, channels)}, while the model in use reads "
+                f"{kind(current.get('image_size'), current.get('channels'))}: on your images it may do worse.")
+
+    def use_project_model(self, name: str) -> None:
+        """Adapt with the project's model file ``name`` from now on (undoable)."""
         self.controller.set_model({"kind": "project", "name": name}, {})
-        self.notification.show_message(f"Meta-training finished: '{title}' is saved in this project and now in use.",
-                                       level="info")
+        self.announce(f"Using the model '{Path(name).stem}'. Undo (Ctrl+Z) goes back to the previous one.", 8000)
 
     # -- closing ------------------------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:

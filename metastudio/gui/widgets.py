@@ -1,4 +1,4 @@
-"""The widgets of the Classify page: class cards, the query grid and the probability bars.
+"""The widgets of the Classify page: class cards, image lists and the probability bars (the query grid is in queries.py).
 
 They read the project through :class:`~metastudio.gui.controller.ProjectController` and change
 it only by calling its methods (so every change is undoable).
@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QMimeData, QPoint, QRect, QSize, Qt, Signal
-from PySide6.QtGui import QAction, QColor, QFont, QKeySequence, QPainter, QPalette, QPen, QPixmap
+from PySide6.QtGui import QColor, QPainter, QPalette, QPen, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QColorDialog,
@@ -25,7 +25,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPushButton,
     QScrollArea,
-    QSizePolicy,
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
@@ -43,7 +42,6 @@ MIME_IMAGES = "application/x-metastudio-images"
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 KEY_ROLE = Qt.ItemDataRole.UserRole + 2
 PATH_ROLE = Qt.ItemDataRole.UserRole + 3
-PREDICTION_ROLE = Qt.ItemDataRole.UserRole + 4  # (class name, "#rrggbb", confidence 0..1) or None
 PROBLEM_ROLE = Qt.ItemDataRole.UserRole + 5
 
 
@@ -434,182 +432,6 @@ class ThumbnailDelegate(QStyledItemDelegate):
             painter.setPen(QPen(option.palette.color(QPalette.ColorRole.Highlight), 3))
             painter.drawRect(rect)
         painter.restore()
-
-
-class PredictionDelegate(QStyledItemDelegate):
-    """Draws a query thumbnail with its predicted class (colour, name, confidence) below it."""
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.band = 22
-
-    def sizeHint(self, option, index) -> QSize:
-        icon = option.decorationSize if option.decorationSize.isValid() else QSize(112, 112)
-        return QSize(max(icon.width() + 12, 164), icon.height() + self.band + 26)
-
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
-        painter.save()
-        rect = option.rect.adjusted(3, 3, -3, -3)
-        palette = option.palette
-        selected = bool(option.state & QStyle.StateFlag.State_Selected)
-        prediction = index.data(PREDICTION_ROLE)
-        problem = index.data(PROBLEM_ROLE)
-        border = QColor(prediction[1]) if prediction else palette.color(QPalette.ColorRole.Mid)
-        if selected:
-            painter.fillRect(rect, palette.color(QPalette.ColorRole.Highlight).lighter(160)
-                             if palette.color(QPalette.ColorRole.Window).lightness() > 128
-                             else palette.color(QPalette.ColorRole.Highlight).darker(150))
-        painter.setPen(QPen(border, 3 if selected else 2))
-        painter.drawRoundedRect(rect, 6, 6)
-        icon = index.data(Qt.ItemDataRole.DecorationRole)
-        size = option.decorationSize
-        pic_rect = QRect(rect.left() + (rect.width() - size.width()) // 2, rect.top() + 4, size.width(), size.height())
-        if icon is not None and not isinstance(icon, QColor):
-            pixmap = icon.pixmap(size) if hasattr(icon, "pixmap") else QPixmap(icon)
-            scaled = pixmap.size().scaled(size, Qt.AspectRatioMode.KeepAspectRatio)
-            target = QRect(pic_rect.left() + (size.width() - scaled.width()) // 2,
-                           pic_rect.top() + (size.height() - scaled.height()) // 2, scaled.width(), scaled.height())
-            painter.drawPixmap(target, pixmap)
-        else:
-            painter.setPen(palette.color(QPalette.ColorRole.PlaceholderText))
-            painter.drawText(pic_rect, Qt.AlignmentFlag.AlignCenter, "…")
-        band = QRect(rect.left() + 4, pic_rect.bottom() + 4, rect.width() - 8, self.band)
-        font = QFont(option.font)
-        if prediction:
-            name, colour, confidence = prediction
-            painter.setPen(Qt.PenStyle.NoPen)
-            painter.setBrush(QColor(colour))
-            painter.drawRoundedRect(band, 4, 4)
-            painter.setPen(readable_text_colour(QColor(colour)))
-            font.setBold(True)
-            painter.setFont(font)
-            text = painter.fontMetrics().elidedText(f"{name}  {100 * confidence:.0f}%", Qt.TextElideMode.ElideMiddle,
-                                                    band.width() - 6)
-            painter.drawText(band, Qt.AlignmentFlag.AlignCenter, text)
-        elif problem:
-            painter.setPen(QColor("#c62828"))
-            painter.setFont(font)
-            painter.drawText(band, Qt.AlignmentFlag.AlignCenter, "can't be used")
-        name_rect = QRect(rect.left() + 2, band.bottom() + 2, rect.width() - 4, rect.bottom() - band.bottom() - 2)
-        font.setBold(False)
-        font.setPointSizeF(font.pointSizeF() * 0.85)
-        painter.setFont(font)
-        painter.setPen(palette.color(QPalette.ColorRole.Text))
-        painter.drawText(name_rect, Qt.AlignmentFlag.AlignCenter,
-                         painter.fontMetrics().elidedText(index.data(Qt.ItemDataRole.DisplayRole) or "",
-                                                          Qt.TextElideMode.ElideMiddle, name_rect.width()))
-        painter.restore()
-
-
-class QueryPanel(QWidget):
-    """Images to classify: a grid of thumbnails with predictions; a drop target for new ones."""
-
-    selection_changed = Signal(list)  # selected image ids
-
-    def __init__(self, controller: ProjectController, thumbnails: ThumbnailLoader, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.controller = controller
-        self.setAcceptDrops(True)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        header = QHBoxLayout()
-        self.title = QLabel("<b>Images to classify</b>")
-        header.addWidget(self.title)
-        header.addStretch(1)
-        self.add_button = QPushButton("Add images…")
-        self.add_button.setAccessibleName("Add images to classify")
-        header.addWidget(self.add_button)
-        layout.addLayout(header)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self.status.setAccessibleName("Prediction status")
-        layout.addWidget(self.status)
-        self.list = ImageList(thumbnails, 112)
-        self.list.setAccessibleName("Images to classify with their predicted class")
-        self.list.setItemDelegate(PredictionDelegate(self.list))
-        self.list.setSpacing(4)
-        self.list.setWordWrap(False)
-        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
-        self.list.customContextMenuRequested.connect(self._context_menu)
-        self.list.itemSelectionChanged.connect(lambda: self.selection_changed.emit(self.list.selected_ids()))
-        self.list.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        layout.addWidget(self.list, 1)
-        self.empty = QLabel()
-        self.empty.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.empty.setWordWrap(True)
-        self.empty.setForegroundRole(QPalette.ColorRole.PlaceholderText)
-        self.empty.setObjectName("dropZone")
-        self.empty.setStyleSheet("#dropZone { border: 2px dashed palette(mid); border-radius: 10px; padding: 16px; }")
-        layout.addWidget(self.empty, 1)
-        self.predictions: dict[str, tuple[str, str, float]] = {}
-        self.problems: dict[str, str] = {}
-        delete = QAction("Remove", self.list)
-        delete.setShortcut(QKeySequence.StandardKey.Delete)
-        delete.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)
-        delete.triggered.connect(lambda: controller.remove_images(self.list.selected_ids()))
-        self.list.addAction(delete)
-        controller.reset.connect(self.refresh)
-        controller.queries_changed.connect(self.refresh)
-        self.refresh()
-
-    def refresh(self) -> None:
-        project = self.controller.project
-        self.list.set_images([(it.id, it.file, str(project.image_path(it)), it.name) for it in project.queries])
-        self._apply()
-        n = len(project.queries)
-        self.title.setText(f"<b>Images to classify</b> ({n})" if n else "<b>Images to classify</b>")
-        self.list.setVisible(n > 0)
-        self.empty.setVisible(n == 0)
-        self.empty.setText(
-            "<p style='font-size:15px'><b>Teach MetaStudio with a few examples</b></p>"
-            "<p>1. Name a class for each kind of thing you want to recognise.<br>"
-            "2. Drop a few example images (or a folder) onto each class card.<br>"
-            "3. Drop new images <b>here</b> — each gets its predicted class and confidence.</p>"
-            "<p>A wrong prediction? Drag the image onto the right class, or select it and press its class number.</p>"
-        )
-
-    def set_predictions(self, predictions: dict[str, tuple[str, str, float]], problems: dict[str, str]) -> None:
-        self.predictions, self.problems = predictions, problems
-        self._apply()
-
-    def _apply(self) -> None:
-        for i in range(self.list.count()):
-            item = self.list.item(i)
-            image_id = item.data(ID_ROLE)
-            item.setData(PREDICTION_ROLE, self.predictions.get(image_id))
-            if image_id in self.problems:
-                item.setData(PROBLEM_ROLE, self.problems[image_id])
-                item.setToolTip(f"{item.text()}\nThis file can't be used: {self.problems[image_id]}")
-            else:
-                p = self.predictions.get(image_id)
-                item.setToolTip(f"{item.text()}\n{p[0]} ({100 * p[2]:.1f}%)" if p else item.text())
-        self.list.viewport().update()
-
-    def _context_menu(self, pos: QPoint) -> None:
-        ids = self.list.selected_ids()
-        if not ids:
-            return
-        menu = QMenu(self)
-        move = menu.addMenu("Move to class")
-        for number, entry in enumerate(self.controller.project.classes, 1):
-            label = f"&{number} {entry.name}" if number <= 9 else entry.name
-            move.addAction(label, lambda cid=entry.id: self.controller.move_images(ids, cid))
-        menu.addAction("Remove", lambda: self.controller.remove_images(ids))
-        menu.exec(self.list.mapToGlobal(pos))
-
-    def dragEnterEvent(self, event) -> None:
-        mime = event.mimeData()
-        if mime.hasFormat(MIME_IMAGES) or local_paths_from_mime(mime) or mime.hasImage():
-            event.acceptProposedAction()
-
-    def dropEvent(self, event) -> None:
-        mime = event.mimeData()
-        ids = image_ids_from_mime(mime)
-        if ids:
-            self.controller.move_images(ids, None)
-        else:
-            paste_image(self.controller, mime, None)
-        event.acceptProposedAction()
 
 
 BAR_HEIGHT = 22  # pixels per class in the probability chart

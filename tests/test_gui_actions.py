@@ -1,0 +1,225 @@
+"""Every menu and toolbar action, triggered through its QAction as a person's click would, with
+the file dialogs and message boxes patched to answer like a person. pytest-qt fails a test on
+any exception raised in a Qt slot (checked below with pytester), so a slot that breaks when
+called from its menu fails here even if calling it directly works."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtGui import QAction, QGuiApplication, QImage  # noqa: E402
+from PySide6.QtWidgets import QColorDialog, QDialog, QFileDialog, QMessageBox  # noqa: E402
+
+from test_gui_app import WAIT_MS, images, make_window, populate, wait_predictions  # noqa: E402,F401
+
+
+class Person:
+    """Answers the dialogs: each ``answer(kind, value)`` is used once, in order; a dialog
+    that was not expected fails the test."""
+
+    def __init__(self, monkeypatch):
+        self.answers: list[tuple[str, object]] = []
+        self.asked: list[str] = []
+
+        def respond(kind):
+            def dialog(*args, **kwargs):
+                self.asked.append(kind)
+                assert self.answers and self.answers[0][0] == kind, f"unexpected {kind} dialog: {args[1:3]}"
+                return self.answers.pop(0)[1]
+            return staticmethod(dialog)
+
+        for name in ("getOpenFileName", "getOpenFileNames", "getSaveFileName", "getExistingDirectory"):
+            monkeypatch.setattr(QFileDialog, name, respond(name))
+        for name in ("question", "information", "warning", "critical", "about"):
+            monkeypatch.setattr(QMessageBox, name, respond(name))
+        monkeypatch.setattr(QColorDialog, "getColor", respond("getColor"))
+
+    def answer(self, kind: str, value) -> None:
+        self.answers.append((kind, value))
+
+    def done(self) -> None:
+        assert not self.answers, f"dialogs that never opened: {self.answers}"
+
+
+def all_actions(window) -> dict[str, QAction]:
+    """Every action a person can reach in the menus (submenus included) and the toolbar."""
+    from PySide6.QtWidgets import QToolBar
+
+    found: dict[str, QAction] = {}
+
+    def walk(menu):
+        for action in menu.actions():
+            if action.menu() is not None:
+                walk(action.menu())
+            elif not action.isSeparator():
+                found.setdefault(action.text().replace("&", ""), action)
+
+    for top in window.menuBar().actions():
+        walk(top.menu())
+    for bar in window.findChildren(QToolBar):
+        for action in bar.actions():
+            if not action.isSeparator() and action.text():
+                found.setdefault(action.text().replace("&", ""), action)
+    return found
+
+
+def test_every_menu_and_toolbar_action_does_what_its_name_says(make_window, qtbot, images, tmp_path, monkeypatch):
+    person = Person(monkeypatch)
+    w = make_window(answer=QMessageBox.StandardButton.Discard)
+    actions = all_actions(w)
+    tested: set[str] = set()
+
+    def trigger(name: str) -> None:
+        key = next(k for k in actions if k.startswith(name))
+        tested.add(key)
+        actions[key].trigger()
+
+    project = w.controller.project
+    # Import class folders: one class per sub-folder, one undo step
+    person.answer("getExistingDirectory", str(images / "imgs"))
+    trigger("Import class folders")
+    assert [c.name for c in project.classes] == ["class00", "class01", "class02"]
+    # Add images to classify, with a text file among them: reported by name, the rest added
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a picture")
+    queries = sorted((images / "query").glob("*.png"))
+    person.answer("getOpenFileNames", ([str(p) for p in queries] + [str(notes)], "Images"))
+    trigger("Add images to classify")
+    assert len(project.queries) == len(queries)
+    assert w.notification.isVisible() and "notes.txt" in w.notification.text.text()
+    result = wait_predictions(qtbot, w)
+    assert result["status"] == "ok"
+
+    # Add class, Undo, Redo
+    trigger("Add class")
+    assert len(project.classes) == 4
+    trigger("Undo")
+    assert len(project.classes) == 3
+    trigger("Redo")
+    assert len(project.classes) == 4
+    trigger("Undo")
+
+    # Paste image: a picture on the clipboard goes into the highlighted class
+    image = QImage(20, 20, QImage.Format.Format_RGB32)
+    image.fill(0x336699)
+    QGuiApplication.clipboard().setImage(image)
+    w.classes.current = project.classes[0].id
+    before = len(project.classes[0].images)
+    trigger("Paste image")
+    assert len(project.classes[0].images) == before + 1
+    trigger("Undo")
+
+    # Re-adapt now: a fresh adaptation of the same classes gives the same predictions
+    wait_predictions(qtbot, w)
+    w.last_result = None
+    trigger("Re-adapt now")
+    assert wait_predictions(qtbot, w)["probabilities"] == result["probabilities"]
+
+    # Export predictions as CSV: the dialog opens, the file holds one row per image
+    out = tmp_path / "out.csv"
+    person.answer("getSaveFileName", (str(out), "CSV files (*.csv)"))
+    trigger("Export predictions as CSV")
+    rows = list(csv.reader(out.open(encoding="utf-8")))
+    assert len(rows) == 1 + len(queries) and rows[0][:2] == ["file", "predicted"]
+
+    # Export model: the dialog opens and the classifier is written where the person said
+    target = tmp_path / "export" / "classifier.onnx"
+    target.parent.mkdir()
+    person.answer("getSaveFileName", (str(target), "ONNX (*.onnx)"))
+    with qtbot.waitSignal(w.engine.exported, timeout=WAIT_MS) as blocker:
+        trigger("Export model")
+    assert blocker.args[1] == "" and target.is_file() and (target.parent / "labels.json").is_file()
+    assert not (Path.cwd() / "False").exists()
+
+    # Save (asks where, as the project has no file yet), Save As, New, Open, Open Recent
+    saved = tmp_path / "mine.metastudio"
+    person.answer("getSaveFileName", (str(saved), ""))
+    trigger("Save")
+    assert saved.is_file() and not w.controller.modified
+    copy = tmp_path / "copy.metastudio"
+    person.answer("getSaveFileName", (str(copy), ""))
+    trigger("Save As")
+    assert copy.is_file() and w.controller.project.path == copy
+    trigger("New")
+    assert [c.name for c in w.controller.project.classes] == ["Class 1", "Class 2"]
+    person.answer("getOpenFileName", (str(saved), ""))
+    trigger("Open")
+    assert w.controller.project.path == saved and len(w.controller.project.queries) == len(queries)
+    trigger("New")
+    w.recent_menu.aboutToShow.emit()  # what opening the submenu does
+    recent = {a.text(): a for a in w.recent_menu.actions()}
+    assert set(recent) >= {"mine.metastudio", "copy.metastudio"}
+    tested.add("recent projects")
+    recent["mine.metastudio"].trigger()
+    assert w.controller.project.path == saved
+
+    # Meta-train… and Classify switch the page
+    trigger("Meta-train")
+    assert w.tabs.currentIndex() == 1 and w.training_panel is not None
+    trigger("Classify")
+    assert w.tabs.currentIndex() == 0
+
+    # Plugins… opens the list; About says what MetaStudio is
+    trigger("Plugins")
+    dialogs = [d for d in w.findChildren(QDialog) if d.isVisible() and d.windowTitle() == "Plugins"]
+    assert len(dialogs) == 1 and dialogs[0].tree.topLevelItemCount() >= 9
+    dialogs[0].close()
+    person.answer("about", None)
+    trigger("About")
+
+    # Quit closes the window
+    trigger("Quit")
+    assert not w.isVisible()
+    person.done()
+    recent_entries = {k for k in actions if k.startswith("No recent")}
+    untested = set(actions) - tested - recent_entries
+    assert not untested, f"actions no test triggers: {sorted(untested)}"
+
+
+def test_an_exception_in_a_qt_slot_fails_the_test(pytester):
+    """The guard the test above relies on: pytest-qt turns an exception raised in a slot into a
+    failure, and the project's pytest settings do not turn that off."""
+    pytester.makepyfile(test_inner="""
+        from PySide6.QtGui import QAction
+        from PySide6.QtWidgets import QWidget
+
+        def test_slot(qtbot):
+            widget = QWidget()
+            qtbot.addWidget(widget)
+            action = QAction("Export", widget)
+            action.triggered.connect(lambda checked: 1 / 0)
+            action.trigger()
+    """)
+    result = pytester.runpytest_subprocess()
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*Exceptions caught in Qt event loop*", "*1 failed*"])
+    import tomllib
+
+    settings = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "qt_no_exception_capture" not in settings["tool"]["pytest"]["ini_options"]
+
+
+def test_import_replaces_the_empty_starter_classes_so_number_keys_match(make_window, qtbot, images, monkeypatch):
+    from metastudio.gui.mainwindow import MainWindow
+
+    person = Person(monkeypatch)
+    w = make_window(MainWindow._starter_project())
+    person.answer("getExistingDirectory", str(images / "imgs"))
+    all_actions(w)["Import class folders…"].trigger()
+    project = w.controller.project
+    assert [c.name for c in project.classes] == ["class00", "class01", "class02"]
+    assert [w.classes.cards[c.id].number.text() for c in project.classes] == ["1", "2", "3"]
+    w.controller.undo_stack.undo()  # one step brings the starters back
+    assert [c.name for c in project.classes] == ["Class 1", "Class 2"]
+    # a starter class someone already filled stays
+    w.controller.add_files(sorted((images / "query").glob("*.png"))[:1], project.classes[0].id)
+    person.answer("getExistingDirectory", str(images / "imgs"))
+    all_actions(w)["Import class folders…"].trigger()
+    assert [c.name for c in project.classes] == ["Class 1", "class00", "class01", "class02"]
+    person.done()

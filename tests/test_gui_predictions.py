@@ -1,0 +1,94 @@
+"""The grid of predictions as a person reads it: a correction that changes other predictions
+marks them and can show just them; class names are readable on every tile; unsure images and
+images too small to recognise say so."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QByteArray, QMimeData  # noqa: E402
+from PySide6.QtGui import QFont, QFontMetrics  # noqa: E402
+
+from test_gui_app import WAIT_MS, images, make_window, populate, send_drop, wait_predictions  # noqa: E402,F401
+
+
+def drag_images(window, image_ids, card) -> None:
+    from metastudio.gui.widgets import MIME_IMAGES
+
+    mime = QMimeData()
+    mime.setData(MIME_IMAGES, QByteArray(json.dumps(list(image_ids)).encode()))
+    send_drop(card, mime)
+
+
+def test_predictions_changed_by_a_correction_are_marked_counted_and_can_be_shown_alone(make_window, qtbot, images):
+    from metastudio.gui.queries import CHANGED_ROLE
+    from metastudio.gui.widgets import ID_ROLE
+
+    w = make_window()
+    populate(qtbot, w, images)
+    before = wait_predictions(qtbot, w)
+    project = w.controller.project
+    first, second = project.classes[0], project.classes[1]
+    names = before["class_names"]
+    predicted = {i: names[max(range(len(p)), key=p.__getitem__)] for i, p in before["probabilities"].items()}
+    expected = {i for i, name in predicted.items() if name == first.name}
+    assert expected, "some images must be predicted as the first class to begin with"
+    # The person drags every example of the first class into the second: the first class has no
+    # examples left, so each image predicted as it must now get another class.
+    w.queries._mark_timer.setInterval(300)
+    w.last_result = None
+    drag_images(w, [it.id for it in first.images], w.classes.cards[second.id])
+    after = wait_predictions(qtbot, w)
+    changed = {i for i, p in after["probabilities"].items()
+               if after["class_names"][max(range(len(p)), key=p.__getitem__)] != predicted[i]}
+    assert changed >= expected and w.queries.changed == changed
+    n = len(changed)
+    assert f"{n} prediction{'s' if n != 1 else ''} changed" in w.queries.status.text()
+    button = w.queries.changed_button
+    assert button.isVisible() and str(n) in button.text()
+    marked = {w.queries.list.item(r).data(ID_ROLE) for r in range(w.queries.list.count())
+              if w.queries.list.item(r).data(CHANGED_ROLE)}
+    assert marked == changed
+    button.click()
+    assert set(w.queries.visible_ids()) == changed
+    button.click()
+    assert len(w.queries.visible_ids()) == len(project.queries)
+    # the marks fade; the button stays until the next adaptation
+    qtbot.waitUntil(lambda: not any(w.queries.list.item(r).data(CHANGED_ROLE) for r in range(w.queries.list.count())),
+                    timeout=5000)
+    assert button.isVisible()
+    # an adaptation that changes nothing clears the count
+    w.last_result = None
+    w.actions_by_name["adapt"].trigger()
+    wait_predictions(qtbot, w)
+    assert not w.queries.changed and not button.isVisible() and "changed" not in w.queries.status.text()
+
+
+def test_long_class_names_are_readable_on_every_tile_and_tiles_fill_the_row(make_window, qtbot, images):
+    from metastudio.gui.queries import band_text
+
+    w = make_window()
+    populate(qtbot, w, images)
+    wait_predictions(qtbot, w)
+    c = w.controller
+    for entry, name in zip(list(c.project.classes), ("golden retriever", "rhinoceros beetle", "Siamese cat")):
+        c.rename_class(entry.id, name)
+    w.resize(1366, 760)
+    result = wait_predictions(qtbot, w)
+    assert set(result["class_names"]) == {"golden retriever", "rhinoceros beetle", "Siamese cat"}
+    qtbot.waitUntil(lambda: w.queries.delegate.width > 164, timeout=5000)
+    font = QFont(w.queries.list.font())
+    font.setBold(True)
+    metrics = QFontMetrics(font)
+    band = w.queries.delegate.width - 6 - 8 - 6  # tile margins, band inset, text padding
+    for prediction in w.queries.predictions.values():
+        text = band_text(prediction)
+        assert metrics.horizontalAdvance(text) <= band, text
+    view = w.queries.list.viewport().width()
+    tile = w.queries.delegate.width + 2 * w.queries.list.spacing()
+    assert view - tile < (view // tile) * tile <= view, "the tiles share out the row instead of leaving a gap"
