@@ -127,6 +127,7 @@ def _arrange_screenshot(app, window, path: str) -> None:
     def shoot() -> None:
         window.grab().save(str(path))
         print(f"screenshot saved to {path}", file=sys.stderr)
+        print(f"window on screen: {_where(window)}", file=sys.stderr)
         window.controller.mark_saved()
         window.close()
         app.quit()
@@ -141,3 +142,15 @@ def _arrange_screenshot(app, window, path: str) -> None:
 
     window.predictions_shown.connect(lambda: QTimer.singleShot(100, attempt))
     QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, give_up)
+
+
+def _where(window) -> str:
+    """Where the window and its status bar are, and the screen's free area (``x,y,w,h`` each),
+    for checking that the whole window is on screen."""
+    def rect(r) -> str:
+        return f"{r.x()},{r.y()},{r.width()},{r.height()}"
+
+    bar = window.statusBar()
+    bar_rect = bar.rect().translated(bar.mapToGlobal(bar.rect().topLeft()))
+    screen = window.screen().availableGeometry()
+    return f"frame={rect(window.frameGeometry())} statusbar={rect(bar_rect)} screen={rect(screen)}"
