@@ -115,10 +115,10 @@ def test_every_menu_and_toolbar_action_does_what_its_name_says(make_window, qtbo
     assert len(project.classes[0].images) == before + 1
     trigger("Undo")
 
-    # Re-adapt now: a fresh adaptation of the same classes gives the same predictions
+    # Learn the classes again: a fresh adaptation of the same classes gives the same predictions
     wait_predictions(qtbot, w)
     w.last_result = None
-    trigger("Re-adapt now")
+    trigger("Learn the classes again")
     assert wait_predictions(qtbot, w)["probabilities"] == result["probabilities"]
 
     # Export predictions as CSV: the dialog opens, the file holds one row per image

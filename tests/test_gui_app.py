@@ -530,11 +530,11 @@ def test_delete_key_removes_queries_undoably_and_worker_errors_are_shown(make_wi
                                                  "algorithm": "no-such-algorithm", "backbone": "conv4",
                                                  "image_size": 28, "channels": 1, "hyperparameters": {}})
     assert w.use_model_file(str(orphan))
-    qtbot.waitUntil(lambda: w.notification.isVisible() and "Could not adapt" in w.notification.text.text(),
+    qtbot.waitUntil(lambda: w.notification.isVisible() and "Could not learn the classes" in w.notification.text.text(),
                     timeout=WAIT_MS)
     assert "no-such-algorithm" in w.notification.text.text()
     assert w.notification.details  # the traceback, behind "Details…"
-    assert w.last_result is None and "Could not adapt" in w.queries.status.text()
+    assert w.last_result is None and "Could not learn the classes" in w.queries.status.text()
     # back to a good model: predictions again
     c.undo_stack.undo()
     result = wait_predictions(qtbot, w)

@@ -231,6 +231,8 @@ class MainWindow(QMainWindow):
         self.train_page = QWidget()
         QVBoxLayout(self.train_page)
         self.tabs.addTab(self.train_page, "Meta-train")
+        self.tabs.setTabToolTip(1, "Train a new base model on a large collection of labelled pictures "
+                                   "(for researchers; the Classify page works without it)")
         self.tabs.currentChanged.connect(self._tab_changed)
         central = QWidget()
         outer = QVBoxLayout(central)
@@ -283,7 +285,8 @@ class MainWindow(QMainWindow):
                                   "Paste an image: into the selected class, or to classify")
         a["add_class"] = self._action("Add &class", self.classes.add_class, "Ctrl+Shift+N", "Add a class",
                                       SP.SP_FileDialogNewFolder)
-        a["adapt"] = self._action("&Re-adapt now", self.adapt_now, "F5", "Adapt the model to the classes again")
+        a["adapt"] = self._action("&Learn the classes again", self.adapt_now, "F5",
+                                  "Learn your classes again from their examples")
         a["train"] = self._action("&Meta-train…", lambda: self.tabs.setCurrentIndex(1), "Ctrl+T",
                                   "Open the meta-training page")
         a["classify_tab"] = self._action("C&lassify", lambda: self.tabs.setCurrentIndex(0), "Ctrl+1",
@@ -500,13 +503,13 @@ class MainWindow(QMainWindow):
         self.busy.setVisible(busy)
         self.busy.setRange(0, 0)
         if busy:
-            self.announce("Adapting to your classes…")
+            self.announce("Learning your classes…")
 
     def _adapt_progress(self, step: int, total: int, loss: float) -> None:
         if total > 1:
             self.busy.setRange(0, total)
             self.busy.setValue(step)
-            self.announce(f"Adapting to your classes: step {step} of {total}…")
+            self.announce(f"Learning your classes: step {step} of {total}…")
         if math.isnan(loss):
             return
         if step <= 1:
@@ -522,8 +525,8 @@ class MainWindow(QMainWindow):
     def _adapt_failed(self, message: str, details: str) -> None:
         self.last_result = None
         self.queries.set_predictions({}, {})
-        self.queries.status.setText(f"<span style='color:#c62828'>Could not adapt: {message}</span>")
-        self.show_error(f"Could not adapt the model: {message}", details)
+        self.queries.status.setText(f"<span style='color:#c62828'>Could not learn the classes: {message}</span>")
+        self.show_error(f"Could not learn the classes: {message}", details)
         self.predictions_shown.emit()
 
     def _show_result(self, result: dict) -> None:
@@ -561,7 +564,7 @@ class MainWindow(QMainWindow):
         names = result["class_names"]
         n_images = sum(len(c.images) for c in project.classes)
         took = time.perf_counter() - self._adapt_started
-        text = f"Adapted to {len(names)} classes ({n_images} examples) in {took:.2f} s."
+        text = f"Learned {len(names)} classes from {n_images} examples in {took:.2f} s."
         if project.queries:
             counts: dict[str, int] = {}
             unsure = 0
@@ -637,7 +640,7 @@ class MainWindow(QMainWindow):
             return
         row = self.queries.list.currentRow()
         self.controller.move_images(ids, classes[number - 1].id)
-        self.announce(f"Moved {len(ids)} image(s) into '{classes[number - 1].name}'; adapting again.")
+        self.announce(f"Moved {len(ids)} image(s) into '{classes[number - 1].name}'; learning again.")
         if self.queries.list.count():
             self.queries.list.setCurrentRow(min(row, self.queries.list.count() - 1))
 
@@ -880,7 +883,7 @@ class MainWindow(QMainWindow):
     def export_model(self, path: str | None = None, fmt: str | None = None) -> bool:
         """Export the classifier adapted to the current classes (runs in the adapt thread's session)."""
         if not self.last_result or self.last_result.get("status") != "ok":
-            self.show_error("There is no adapted classifier yet: give at least two classes a few examples first.")
+            self.show_error("There is nothing to export yet: give at least two classes a few examples first.")
             return False
         if path is None:
             path, selected = QFileDialog.getSaveFileName(
