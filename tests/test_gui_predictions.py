@@ -92,3 +92,25 @@ def test_long_class_names_are_readable_on_every_tile_and_tiles_fill_the_row(make
     view = w.queries.list.viewport().width()
     tile = w.queries.delegate.width + 2 * w.queries.list.spacing()
     assert view - tile < (view // tile) * tile <= view, "the tiles share out the row instead of leaving a gap"
+
+
+def test_a_camera_picture_is_classified_like_the_same_image_dropped_to_classify(make_window, qtbot, images):
+    """The live camera path: an encoded picture sent to the model worker gets the prediction the
+    same picture gets as an image to classify."""
+    w = make_window()
+    with qtbot.waitSignal(w.engine.live_result, timeout=WAIT_MS) as early:
+        w.engine.predict_picture(b"not yet")
+    assert early.args[0]["status"] in ("hint", "error")
+    populate(qtbot, w, images)
+    result = wait_predictions(qtbot, w)
+    project = w.controller.project
+    for item in project.queries[:3]:
+        data = project.image_path(item).read_bytes()
+        with qtbot.waitSignal(w.engine.live_result, timeout=WAIT_MS) as blocker:
+            w.engine.predict_picture(data)
+        live = blocker.args[0]
+        assert live["status"] == "ok" and live["class_names"] == result["class_names"]
+        assert live["probabilities"] == pytest.approx(result["probabilities"][item.id], abs=1e-5)
+    with qtbot.waitSignal(w.engine.live_result, timeout=WAIT_MS) as broken:
+        w.engine.predict_picture(b"\x89PNG broken")
+    assert broken.args[0]["status"] == "error" and "camera picture" in broken.args[0]["message"]

@@ -38,6 +38,7 @@ class _AdaptWorker(QObject):
     failed = Signal(int, str, str)  # request id, message, details
     catalog_ready = Signal(dict)
     exported = Signal(list, str)  # written paths, error message ("" when fine)
+    live_result = Signal(dict)  # a camera picture's prediction, see predict_picture
 
     def __init__(self, device: str = "auto"):
         super().__init__()
@@ -76,6 +77,16 @@ class _AdaptWorker(QObject):
         except Exception as e:  # noqa: BLE001
             self.exported.emit([], _describe(e)[0])
 
+    @Slot(bytes)
+    def predict_picture(self, data: bytes) -> None:
+        """Classify one picture held in memory (a camera's) with the classifier of the last
+        adaptation; answers ``live_result`` with plain values (see :func:`predict_picture`)."""
+        try:
+            self.live_result.emit(predict_picture(self._session, data))
+        except Exception as e:  # noqa: BLE001 -- every error reaches the person
+            message, details = _describe(e)
+            self.live_result.emit({"status": "error", "message": message, "details": details})
+
     @Slot(int, dict)
     def handle(self, request_id: int, request: dict) -> None:
         try:
@@ -94,6 +105,36 @@ class _AdaptWorker(QObject):
             self.result.emit(request_id, outcome.as_dict())
         except Exception as e:  # noqa: BLE001 -- every error reaches the person
             self.failed.emit(request_id, *_describe(e))
+
+
+def predict_picture(session, data: bytes) -> dict:
+    """The prediction for an encoded picture (PNG, JPEG...) by ``session``'s adapted classifier:
+    ``{"status": "ok", "class_names", "probabilities", "unsure"}`` (``unsure`` is "" or why the
+    picture is not like any class), or ``{"status": "hint", "hint"}`` when nothing is adapted yet."""
+    import io
+
+    import torch
+
+    from metastudio.core.images import load_array
+
+    if session is None or session.learner is None or session.algorithm is None:
+        return {"status": "hint", "hint": "Give at least two classes a few examples first; then the camera "
+                                          "picture is classified here."}
+    algorithm = session.algorithm
+    array = load_array(io.BytesIO(data), algorithm.image_size, channels=algorithm.channels, fit=algorithm.fit,
+                       name="camera picture")
+    images = torch.from_numpy(array[None])
+    probs = session.learner.predict_proba(images)[0]
+    return {"status": "ok", "class_names": list(session.learner.class_names),
+            "probabilities": [float(p) for p in probs.tolist()], "unsure": _unsure_reason(session, images)}
+
+
+def _unsure_reason(session, images) -> str:
+    """Why the one picture in ``images`` is not like any class ("" when it is), by the session's rule."""
+    reasons = getattr(session, "unsure_reasons", None)
+    if reasons is None:
+        return ""
+    return (reasons(images) or [""])[0]
 
 
 def build_catalog(session, extra_model_paths) -> dict:
@@ -144,9 +185,11 @@ class EngineClient(QObject):
     busy_changed = Signal(bool)
     catalog_ready = Signal(dict)
     exported = Signal(list, str)
+    live_result = Signal(dict)
     _request = Signal(int, dict)
     _catalog = Signal(list)
     _export = Signal(str, str)
+    _picture = Signal(bytes)
 
     def __init__(self, device: str = "auto", parent: QObject | None = None):
         super().__init__(parent)
@@ -163,6 +206,8 @@ class EngineClient(QObject):
         self._catalog.connect(self._worker.catalog)
         self._export.connect(self._worker.export)
         self._worker.exported.connect(self.exported)
+        self._picture.connect(self._worker.predict_picture)
+        self._worker.live_result.connect(self.live_result)
         self.thread.finished.connect(self._worker.deleteLater)
         self.thread.start()
         self._next_id = 0
@@ -180,6 +225,12 @@ class EngineClient(QObject):
         already queued, so it exports the newest one)."""
         if not self._closed:
             self._export.emit(str(path), fmt)
+
+    def predict_picture(self, data: bytes) -> None:
+        """Classify an encoded picture with the last adapted classifier (answered by
+        ``live_result``; runs after any adaptation already queued)."""
+        if not self._closed:
+            self._picture.emit(bytes(data))
 
     @property
     def busy(self) -> bool:
