@@ -69,7 +69,7 @@ class ProjectController(QObject):
     queries_changed = Signal()
     #: Anything that changes what the model adapts to (support images, class names).
     support_changed = Signal()
-    #: Files that could not be imported: [(path, reason)].
+    #: Files that could not be imported: [(path, reason in everyday words[, technical detail])].
     problems = Signal(list)
     #: Model choice or hyperparameters changed.
     model_changed = Signal()
@@ -208,7 +208,7 @@ class ProjectController(QObject):
             try:
                 items.append(self.project.import_file(path))
             except ImageLoadError as e:
-                problems.append((str(path), e.reason))
+                problems.append((str(path), e.reason, e.detail))
             except OSError as e:
                 problems.append((str(path), e.strerror or str(e)))
         return items, problems

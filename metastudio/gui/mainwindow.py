@@ -363,9 +363,11 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(text, timeout_ms)
 
     def report_problems(self, problems: list) -> None:
+        """Say which files can't be used and why, in everyday words; each file's full path and
+        the technical wording go behind Details…. ``problems``: (path, reason[, detail])."""
         n = len(problems)
-        lines = "\n".join(f"{path}: {reason}" for path, reason in problems)
-        first = problems[0]
+        lines = "\n".join(f"{p[0]}: {p[1]}" + (f" ({p[2]})" if len(p) > 2 and p[2] else "") for p in problems)
+        first = problems[0][:2]
         text = (f"{Path(first[0]).name} can't be used: {first[1]}." if n == 1 else
                 f"{n} files can't be used (e.g. {Path(first[0]).name}: {first[1]}). Everything else was added.")
         self.notification.show_message(text, lines, "warning")
