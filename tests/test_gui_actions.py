@@ -223,3 +223,32 @@ def test_import_replaces_the_empty_starter_classes_so_number_keys_match(make_win
     all_actions(w)["Import class folders…"].trigger()
     assert [c.name for c in project.classes] == ["Class 1", "class00", "class01", "class02"]
     person.done()
+
+
+def test_every_button_of_a_class_card_and_the_query_grid_works(make_window, qtbot, images, monkeypatch):
+    from PySide6.QtGui import QColor
+
+    person = Person(monkeypatch)
+    w = make_window()
+    w.classes.add_button.click()
+    w.classes.add_button.click()
+    project = w.controller.project
+    first, second = project.classes
+    card = w.classes.cards[first.id]
+    files = sorted((images / "imgs" / "class00").glob("*.png"))
+    person.answer("getOpenFileNames", ([str(p) for p in files], "Images"))
+    card.add_button.click()
+    assert len(first.images) == len(files)
+    person.answer("getColor", QColor("#123456"))
+    card.colour_button.click()
+    assert first.colour == "#123456"
+    card.name_edit.setText(second.name)  # a name another class has: refused, with the reason
+    person.answer("information", None)
+    card.name_edit.editingFinished.emit()
+    assert first.name == "Class 1" and card.name_edit.text() == "Class 1"
+    person.answer("getOpenFileNames", ([str(p) for p in sorted((images / "query").glob("*.png"))], "Images"))
+    w.queries.add_button.click()
+    assert len(project.queries) == 6
+    w.classes.cards[second.id].delete_button.click()
+    assert [c.name for c in project.classes] == ["Class 1"]
+    person.done()

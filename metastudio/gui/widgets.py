@@ -237,7 +237,11 @@ class ClassCard(QFrame):
 
     def _rename(self) -> None:
         new = self.name_edit.text().strip()
-        if new == self.entry.name:
+        try:
+            entry = self.entry
+        except KeyError:  # the class was deleted while its name was being edited
+            return
+        if new == entry.name:
             return
         if not self.controller.rename_class(self.class_id, new):
             reason = "a class needs a name" if not new else f"there is already a class called '{new}'"
