@@ -11,7 +11,8 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 import torch
-from PySide6.QtWidgets import QCheckBox, QComboBox, QLineEdit, QSpinBox, QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel, QLineEdit, QSpinBox, QWidget
 
 from metastudio.core.algorithm import TRAINING_HYPERPARAMETERS, HyperParameter
 from metastudio.core.checkpoint import load_model
@@ -366,3 +367,127 @@ def test_the_ways_limit_follows_the_max_ways_typed_in_the_form(qtbot, panel):
     with qtbot.waitSignal(panel.message) as blocker:
         panel.apply_dataset_defaults("omniglot")
     assert panel.ways_spin.value() == 30 and "at most 30 classes" in blocker.args[0]
+
+
+# ------------------------------------------------------------------------------------------------
+# presets and plain explanations
+
+
+def test_a_new_panel_starts_on_a_laptop_sized_preset_and_hides_the_advanced_fields(qtbot, panel):
+    from metastudio.gui.training import TRAINING_PRESETS
+
+    assert panel.preset_combo.currentText() == "Handwriting (Omniglot)"
+    assert [panel.preset_combo.itemText(i) for i in range(panel.preset_combo.count())] == [
+        "Handwriting (Omniglot)", "Photos", "Custom"]
+    assert "handwritten" in panel.preset_note.text() and panel.preset_note.isVisible()
+    plan = panel.plan()
+    assert (plan.algorithm, plan.backbone, plan.dataset, plan.freeze_backbone) == ("protonet", "conv4", "omniglot", False)
+    assert (plan.ways, plan.shots, plan.queries) == (60, 1, 5)  # the README's recipe...
+    assert plan.episodes <= 1000 < DATASET_DEFAULTS["omniglot"]["episodes"]  # ...with fewer episodes
+    assert plan.episodes == TRAINING_PRESETS["handwriting"]["plan"]["episodes"]
+    # The first screen: preset, what to train, the practice rounds; the rest behind Advanced.
+    for widget in (panel.preset_combo, panel.algorithm_combo, panel.ways_spin, panel.episodes_spin, panel.start_button):
+        assert widget.isVisibleTo(panel), widget.accessibleName()
+    for widget in (panel.val_every_spin, panel.val_ways_spin, panel.val_holdout_spin, panel.hparam_form):
+        assert not widget.isVisibleTo(panel), widget.accessibleName()
+    qtbot.mouseClick(panel.advanced_toggle, Qt.MouseButton.LeftButton)
+    assert panel.advanced_toggle.isChecked()
+    assert panel.val_every_spin.isVisibleTo(panel) and panel.hparam_form.editor("lr").isVisibleTo(panel)
+    # the form column widens to what is shown now: nothing is cut off at its right edge
+    qtbot.waitUntil(lambda: panel.form_widget.width() >= panel.form_widget.minimumSizeHint().width(), timeout=2000)
+    qtbot.mouseClick(panel.advanced_toggle, Qt.MouseButton.LeftButton)
+    assert not panel.val_every_spin.isVisibleTo(panel)
+    assert panel.plan().val_every == TRAINING_PRESETS["handwriting"]["plan"]["val_every"]  # hidden, still used
+
+
+def test_choosing_a_preset_fills_the_plan_and_editing_a_field_makes_it_custom(qtbot, panel, data):
+    combo = panel.preset_combo
+    combo.setCurrentIndex(combo.findText("Photos"))
+    photos = panel.plan()
+    assert (photos.algorithm, photos.backbone, photos.dataset) == ("matchingnet", "efficientnet-lite0", "folder")
+    assert photos.freeze_backbone and panel.freeze_check.isChecked()
+    assert photos.hparams["feature_transform"] == "power-cl2n" and photos.fit == "center-crop"
+    assert (photos.ways, photos.shots, photos.queries, photos.episodes) == (3, 1, 2, 200)
+    assert photos.root is None and "required" in panel.root_edit.placeholderText()
+    assert "sub-folder" in panel.preset_note.text()
+    panel.root_edit.setText(str(data))  # where the pictures are: part of no preset
+    assert combo.currentText() == "Photos"
+
+    panel.shots_spin.setFocus()
+    qtbot.keyClick(panel.shots_spin, Qt.Key.Key_Up)  # a person raises the shots
+    assert panel.plan().shots == 2
+    assert combo.currentText() == "Custom" and panel.preset_note.text() == "Your own settings."
+    assert panel.plan().root == str(data), "editing a field keeps the rest of the form"
+
+    combo.setCurrentIndex(combo.findText("Photos"))  # back to the preset: its values again
+    assert panel.plan().shots == 1 and panel.plan().root == str(data)  # same dataset: the location stays
+    panel.advanced_toggle.click()
+    temperature = panel.hparam_form.editor("temperature")
+    temperature.setValue(20.0)  # a hyperparameter is a field too
+    assert combo.currentText() == "Custom"
+
+    combo.setCurrentIndex(combo.findText("Handwriting (Omniglot)"))
+    hand = panel.plan()
+    assert (hand.algorithm, hand.dataset, hand.ways, hand.fit, hand.freeze_backbone) == (
+        "protonet", "omniglot", 60, "stretch", False)
+    assert hand.root is None and "feature_transform" in hand.hparams and hand.hparams["feature_transform"] == "none"
+    panel.dataset_combo.setCurrentIndex(panel.dataset_combo.findData("folder"))
+    assert combo.currentText() == "Custom"
+
+
+def test_the_preset_picker_recognises_a_restored_plan(qtbot, panel, data):
+    from metastudio.gui.training import TRAINING_PRESETS
+
+    panel.set_plan(tiny_plan(data))
+    assert panel.preset_combo.currentText() == "Custom"
+    values = TRAINING_PRESETS["photos"]["plan"]
+    panel.set_plan(TrainingPlan(**{**values, "root": str(data), "seed": 3}))  # a project's saved plan
+    assert panel.preset_combo.currentText() == "Photos"
+    assert panel.plan().seed == 3  # fields without a widget come back unchanged
+    panel.set_plan(TrainingPlan(**{**values, "hparams": {"feature_transform": "power-cl2n", "lr": 0.01}}))
+    assert panel.preset_combo.currentText() == "Custom"  # one setting differs
+
+
+def test_a_preset_whose_plugins_are_missing_is_greyed_out(qtbot, tmp_path):
+    host = PluginHost(disabled=("matchingnet",)).load_entry_points()
+    assert "matchingnet" not in host.algorithms
+    p = TrainingPanel(host=host, output_dir=tmp_path)
+    qtbot.addWidget(p)
+    model = p.preset_combo.model()
+    photos = model.item(p.preset_combo.findText("Photos"))
+    assert not photos.isEnabled() and "Not available" in photos.toolTip() and "matchingnet" in photos.toolTip()
+    assert model.item(p.preset_combo.findText("Handwriting (Omniglot)")).isEnabled()
+    assert p.preset_combo.currentText() == "Handwriting (Omniglot)"
+    p.shutdown()
+
+
+def _input_widgets(panel) -> list:
+    from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox
+
+    found = [w for kind in (QComboBox, QAbstractSpinBox, QCheckBox, QLineEdit, QAbstractButton)
+             for w in panel.form_widget.findChildren(kind)]
+    found += [panel.start_button, panel.pause_button, panel.cancel_button]
+    # A spin box's own text field is part of the spin box (its tooltip is the spin box's).
+    return [w for w in found if not (isinstance(w, QLineEdit) and isinstance(w.parent(), QAbstractSpinBox))]
+
+
+@pytest.mark.parametrize("preset", ["Handwriting (Omniglot)", "Photos"])
+def test_every_field_explains_itself_in_one_plain_line(qtbot, panel, preset):
+    from metastudio.gui.training import FIELD_TIPS
+
+    panel.preset_combo.setCurrentIndex(panel.preset_combo.findText(preset))
+    widgets = _input_widgets(panel)
+    assert len(widgets) > 20  # the form, its options and settings, the Advanced button, the run buttons
+    for w in widgets:
+        tip = w.toolTip()
+        assert tip.strip() and "\n" not in tip, f"{type(w).__name__} {w.accessibleName()!r} has no one-line tooltip"
+    assert panel.ways_spin.toolTip() == "How many classes each practice round mixes."
+    assert panel.ways_spin.toolTip() == FIELD_TIPS["ways"]
+    # the labels beside the fields say the same
+    labels = {label.buddy(): label for label in panel.form_widget.findChildren(QLabel) if label.buddy() is not None}
+    assert labels[panel.shots_spin].toolTip() == panel.shots_spin.toolTip()
+    assert labels[panel.val_holdout_spin].toolTip().startswith("Test on this many classes")
+    # an algorithm's settings explain themselves with their declared help
+    cls = panel.host.algorithms[panel.plan().algorithm]
+    for h in cls.hyperparameters:
+        assert panel.hparam_form.editor(h.name).toolTip().startswith(h.help)

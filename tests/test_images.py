@@ -84,6 +84,53 @@ def test_missing_file(tmp_path):
     error = _load_error(path)
     _assert_names_file(error, path)
     assert error.reason == "file not found"
+    assert error.detail == "no such file or directory"  # the system's words
+
+
+def test_reasons_are_everyday_words_and_the_technical_text_is_the_detail(tmp_path):
+    """What a person reads next to a file never names the image library or its jargon; the
+    library's wording is kept in ``detail`` (for Details…)."""
+    text = tmp_path / "notes.jpg"
+    text.write_text("shopping list\n" * 40)
+    noise = tmp_path / "noise.png"
+    noise.write_bytes(random.Random(7).randbytes(2048))
+    whole = io.BytesIO()
+    _noise(64, 64).save(whole, "JPEG")
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.getvalue()[: len(whole.getvalue()) // 2])
+    heic = tmp_path / "phone.heic"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    expected = {
+        text: "this file is not a picture: it contains text",
+        noise: "this file is not a picture (or it is damaged)",
+        cut: "the picture is damaged: only part of it could be read",
+        heic: "this picture format isn't supported",
+        empty: "the file is empty",
+    }
+    jargon = ("pillow", "pil ", "truncated", "corrupt", "header", "decompression", "format that can be read")
+    for path, reason in expected.items():
+        error = _load_error(path)
+        assert error.reason == reason, path.name
+        assert str(error) == f"cannot use image '{path}': {reason}"
+        assert not any(word in error.reason.lower() for word in jargon), error.reason
+    assert "text, not image data" in _load_error(text).detail
+    assert _load_error(noise).detail.startswith("not an image format that can be read (")
+    assert _load_error(cut).detail.startswith("the file is truncated or corrupt: ")
+    assert "'.heic' files are not an image format Pillow reads" in _load_error(heic).detail
+    assert _load_error(empty).detail == ""
+
+
+def test_image_load_error_stays_backward_compatible():
+    import pickle
+
+    old_style = ImageLoadError("a.png", "file not found")
+    assert (old_style.path, old_style.reason, old_style.detail) == ("a.png", "file not found", "")
+    assert str(old_style) == "cannot use image 'a.png': file not found"
+    new_style = ImageLoadError("b.png", reason="the file is empty", detail="0 bytes")
+    copy = pickle.loads(pickle.dumps(new_style))
+    assert (copy.path, copy.reason, copy.detail, str(copy)) == ("b.png", "the file is empty", "0 bytes", str(new_style))
 
 
 def test_directory(tmp_path):
@@ -91,7 +138,8 @@ def test_directory(tmp_path):
     path.mkdir()
     error = _load_error(path)
     _assert_names_file(error, path)
-    assert "directory" in error.reason
+    assert error.reason == "it is a folder, not a picture"
+    assert "directory" in error.detail
 
 
 def test_empty_file(tmp_path):
@@ -109,8 +157,9 @@ def test_text_file_named_jpg(tmp_path):
     path.write_text("these are my holiday notes, not a photo\n" * 20)
     error = _load_error(path)
     _assert_names_file(error, path)
-    assert error.reason.startswith("not an image format that can be read (")
-    assert "text" in error.reason
+    assert error.reason == "this file is not a picture: it contains text"
+    assert error.detail.startswith("not an image format that can be read (")
+    assert "text" in error.detail
 
 
 def test_random_bytes_named_png(tmp_path):
@@ -118,8 +167,9 @@ def test_random_bytes_named_png(tmp_path):
     path.write_bytes(random.Random(1234).randbytes(4096))
     error = _load_error(path)
     _assert_names_file(error, path)
-    assert error.reason.startswith("not an image format that can be read (")
-    assert ".png" in error.reason
+    assert error.reason == "this file is not a picture (or it is damaged)"
+    assert error.detail.startswith("not an image format that can be read (")
+    assert ".png" in error.detail
 
 
 def test_png_with_broken_header(tmp_path):
@@ -129,8 +179,9 @@ def test_png_with_broken_header(tmp_path):
     path.write_bytes(bytes(data))
     error = _load_error(path)
     _assert_names_file(error, path)
-    assert "truncated or corrupt" in error.reason
-    assert "PNG" in error.reason
+    assert error.reason == "the picture is damaged and can't be read"
+    assert "truncated or corrupt" in error.detail
+    assert "PNG" in error.detail
 
 
 @pytest.mark.parametrize("fmt, suffix", [("PNG", ".png"), ("JPEG", ".jpg")])
@@ -142,8 +193,9 @@ def test_truncated_file(tmp_path, fmt, suffix):
     path.write_bytes(data[: len(data) // 2])
     error = _load_error(path)
     _assert_names_file(error, path)
-    assert error.reason.startswith("the file is truncated or corrupt: ")
-    assert "truncated" in error.reason.split(": ", 1)[1]  # Pillow's own message follows
+    assert error.reason == "the picture is damaged: only part of it could be read"
+    assert error.detail.startswith("the file is truncated or corrupt: ")
+    assert "truncated" in error.detail.split(": ", 1)[1]  # Pillow's own message follows
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
 
 
@@ -155,7 +207,8 @@ def test_permission_denied(tmp_path):
             pytest.skip("running with privileges that ignore file permissions")
         error = _load_error(path)
         _assert_names_file(error, path)
-        assert error.reason == "permission denied"
+        assert error.reason == "you don't have permission to open this file"
+        assert error.detail == "permission denied"
     finally:
         path.chmod(0o644)
 
@@ -169,7 +222,8 @@ def test_permission_denied_on_open(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "open", refuse, raising=False)
     error = _load_error(path)
     _assert_names_file(error, path)
-    assert error.reason == "permission denied"
+    assert error.reason == "you don't have permission to open this file"
+    assert error.detail == "permission denied"
 
 
 def test_bad_arguments(tmp_path):
@@ -210,9 +264,10 @@ def test_huge_image_refused_by_header(tmp_path, monkeypatch):
         error = _load_error(path)
     assert time.perf_counter() - start < 1.0
     _assert_names_file(error, path)
-    assert "20000x20000 pixels" in error.reason
-    assert f"{MAX_PIXELS:,}-pixel limit" in error.reason
-    assert "decompression bomb" in error.reason
+    assert error.reason == "the picture is too big: 20000 x 20000 pixels, more than the 120,000,000 pixels that can be opened"
+    assert "20000x20000 pixels" in error.detail
+    assert f"{MAX_PIXELS:,}-pixel limit" in error.detail
+    assert "decompression bomb" in error.detail
 
 
 def test_image_just_over_the_limit_is_refused_without_warning(tmp_path, monkeypatch):
@@ -224,6 +279,9 @@ def test_image_just_over_the_limit_is_refused_without_warning(tmp_path, monkeypa
         error = _load_error(path)
     _assert_names_file(error, path)
     assert error.reason == (
+        "the picture is too big: 11000 x 11000 pixels, more than the 120,000,000 pixels that can be opened"
+    )
+    assert error.detail == (
         "image is 11000x11000 pixels, more than the 120,000,000-pixel limit "
         "(possible decompression bomb)"
     )
@@ -233,8 +291,9 @@ def test_max_pixels_argument(tmp_path):
     path = _save(_noise(100, 80), tmp_path / "small.png")
     error = _load_error(path, max_pixels=5000)
     _assert_names_file(error, path)
-    assert "100x80 pixels" in error.reason
-    assert "5,000-pixel limit" in error.reason
+    assert "100 x 80 pixels" in error.reason and "5,000 pixels" in error.reason
+    assert "100x80 pixels" in error.detail
+    assert "5,000-pixel limit" in error.detail
     assert load_image(path, max_pixels=8000).size == (100, 80)
 
 
@@ -247,8 +306,9 @@ def test_pillow_limits_never_leak_a_warning(tmp_path, monkeypatch):
         assert load_image(middle).size == (50, 50)  # our limit decides, not Pillow's warning
         error = _load_error(large)
     _assert_names_file(error, large)
-    assert "100x100 pixels" in error.reason
-    assert "4,000-pixel limit" in error.reason
+    assert "100 x 100 pixels" in error.reason and "4,000 pixels" in error.reason
+    assert "100x100 pixels" in error.detail
+    assert "4,000-pixel limit" in error.detail
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,12 +9,19 @@ class MetaStudioError(Exception):
 
 
 class ImageLoadError(MetaStudioError):
-    """An image file could not be used. ``path`` names the file, ``reason`` says why."""
+    """An image file could not be used. ``path`` names the file; ``reason`` says why in everyday
+    words (what a person sees next to the file); ``detail`` is the technical wording (the image
+    library's own message, for a Details pane or a bug report), ``""`` when there is nothing to
+    add. ``str(error)`` is ``cannot use image 'PATH': REASON``."""
 
-    def __init__(self, path: str, reason: str):
+    def __init__(self, path: str, reason: str, detail: str = ""):
         self.path = str(path)
         self.reason = reason
+        self.detail = detail
         super().__init__(f"cannot use image '{self.path}': {reason}")
+
+    def __reduce__(self):  # pickles with its three fields (the base class would pass the message)
+        return type(self), (self.path, self.reason, self.detail)
 
 
 class DatasetError(MetaStudioError):

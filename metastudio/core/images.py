@@ -12,7 +12,9 @@ Every part of MetaStudio (datasets, the CLI, the GUI, benchmarks) loads images t
 * a decompression-bomb guard refuses images whose header announces more than ``max_pixels``
   pixels *before* anything is decoded;
 * every failure is an :class:`~metastudio.core.errors.ImageLoadError` whose message names the
-  file and says why in plain words, never a raw Pillow or ``OSError``.
+  file and whose ``reason`` says why in everyday words (the constants below), never a raw
+  Pillow or ``OSError``; the technical wording (Pillow's message, the format it recognised)
+  is its ``detail``.
 
 This module depends on numpy and Pillow only (no Qt, no torch).
 """
@@ -58,8 +60,32 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;1
 # application would have to register (BUFR, GRIB, HDF5, WMF outside Windows) and MPEG, which
 # Pillow only recognises. EPS needs Ghostscript and is only kept when it is installed.
 _IDENTIFY_ONLY_FORMATS = frozenset({"MPEG"})
+# Picture formats a person may well have (phones, cameras, editors) that this Pillow may not
+# read: a file with one of these names is an unsupported picture, not "not a picture".
+_PICTURE_EXTENSIONS = frozenset({
+    ".heic", ".heif", ".avif", ".webp", ".jxl", ".jp2", ".j2k", ".svg", ".psd", ".xcf", ".raw", ".dng",
+    ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".eps",
+})
 # Formats whose decoder is an optional part of the Pillow build (feature name for PIL.features).
 _OPTIONAL_DECODERS = {"AVIF": "avif", "WEBP": "webp", "JPEG2000": "jpg_2000"}
+
+
+# What a person reads when a file can't be used (ImageLoadError.reason); the technical wording
+# goes to ImageLoadError.detail.
+NOT_FOUND = "file not found"
+NO_PERMISSION = "you don't have permission to open this file"
+A_FOLDER = "it is a folder, not a picture"
+NOT_A_FILE = "it is not an ordinary file"
+EMPTY = "the file is empty"
+UNREADABLE = "the file could not be read"
+NOT_A_PICTURE = "this file is not a picture (or it is damaged)"
+TEXT_FILE = "this file is not a picture: it contains text"
+UNSUPPORTED = "this picture format isn't supported"
+DAMAGED = "the picture is damaged and can't be read"
+PARTLY_READ = "the picture is damaged: only part of it could be read"
+NO_MEMORY = "there isn't enough memory to open this picture"
+COLOURS_UNSUPPORTED = "the colours of this picture are stored in a way that isn't supported"
+TOO_BIG = "the picture is too big: {size}, more than the {limit:,} pixels that can be opened"
 
 
 def _readable_extensions() -> frozenset[str]:
@@ -166,7 +192,7 @@ def _open_source(source: ImageSource, name: str | None) -> tuple[str, IO[bytes],
         label = name if name is not None else "<bytes>"
         data = io.BytesIO(source)
         if not data.getbuffer().nbytes:
-            raise ImageLoadError(label, "the file is empty")
+            raise ImageLoadError(label, EMPTY)
         return label, data, True
 
     if isinstance(source, (str, os.PathLike)):
@@ -174,26 +200,18 @@ def _open_source(source: ImageSource, name: str | None) -> tuple[str, IO[bytes],
         label = name if name is not None else os.fsdecode(path)
         try:
             info = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            raise ImageLoadError(label, "file not found") from None
-        except PermissionError:
-            raise ImageLoadError(label, "permission denied") from None
         except (OSError, ValueError) as error:
-            raise ImageLoadError(label, _os_reason(error)) from None
+            raise _os_error(label, error) from None
         if stat.S_ISDIR(info.st_mode):
-            raise ImageLoadError(label, "it is a directory, not an image file")
+            raise ImageLoadError(label, A_FOLDER, "it is a directory, not an image file")
         if not stat.S_ISREG(info.st_mode):
-            raise ImageLoadError(label, "it is not a regular file")
+            raise ImageLoadError(label, NOT_A_FILE, "it is not a regular file (a device, a pipe or a socket)")
         if info.st_size == 0:
-            raise ImageLoadError(label, "the file is empty")
+            raise ImageLoadError(label, EMPTY)
         try:
             handle = open(path, "rb")  # noqa: SIM115 - closed by load_image
-        except FileNotFoundError:
-            raise ImageLoadError(label, "file not found") from None
-        except PermissionError:
-            raise ImageLoadError(label, "permission denied") from None
         except OSError as error:
-            raise ImageLoadError(label, _os_reason(error)) from None
+            raise _os_error(label, error) from None
         return label, handle, True
 
     if hasattr(source, "read"):
@@ -204,7 +222,7 @@ def _open_source(source: ImageSource, name: str | None) -> tuple[str, IO[bytes],
             if not seekable:
                 buffered = io.BytesIO(source.read())
                 if not buffered.getbuffer().nbytes:
-                    raise ImageLoadError(label, "the file is empty")
+                    raise ImageLoadError(label, EMPTY)
                 return label, buffered, True
             # Pillow reads a stream from its start, whatever its position.
             size = source.seek(0, io.SEEK_END)
@@ -212,9 +230,9 @@ def _open_source(source: ImageSource, name: str | None) -> tuple[str, IO[bytes],
         except ImageLoadError:
             raise
         except (OSError, ValueError) as error:
-            raise ImageLoadError(label, f"the file cannot be read: {_os_reason(error)}") from None
+            raise ImageLoadError(label, UNREADABLE, f"the file cannot be read: {_os_reason(error)}") from None
         if size == 0:
-            raise ImageLoadError(label, "the file is empty")
+            raise ImageLoadError(label, EMPTY)
         return label, source, False
 
     raise TypeError(
@@ -242,10 +260,9 @@ def _decode(
         except UnidentifiedImageError:
             raise _unidentified_error(stream, label) from None
         except MemoryError:
-            raise ImageLoadError(label, "not enough memory to read the file") from None
+            raise ImageLoadError(label, NO_MEMORY, "not enough memory to read the file") from None
         except Exception as error:
-            reason = f"the file is truncated or corrupt: {_message(error)}"
-            raise ImageLoadError(label, reason) from None
+            raise _corrupt_error(label, error) from None
 
         width, height = image.size
         if width * height > max_pixels:
@@ -263,11 +280,10 @@ def _decode(
             raise _pillow_bomb_error(None, label, max_pixels, error) from None
         except MemoryError:
             raise ImageLoadError(
-                label, f"not enough memory to decode a {width}x{height} image"
+                label, NO_MEMORY, f"not enough memory to decode a {width}x{height} image"
             ) from None
         except Exception as error:
-            reason = f"the file is truncated or corrupt: {_message(error)}"
-            raise ImageLoadError(label, reason) from None
+            raise _corrupt_error(label, error) from None
 
         _apply_exif_orientation(image)
         try:
@@ -276,11 +292,11 @@ def _decode(
             raise
         except MemoryError:
             raise ImageLoadError(
-                label, f"not enough memory to convert a {width}x{height} image"
+                label, NO_MEMORY, f"not enough memory to convert a {width}x{height} image"
             ) from None
         except Exception as error:
-            reason = f"the image cannot be converted: {_message(error)}"
-            raise ImageLoadError(label, reason) from None
+            detail = f"the image cannot be converted: {_message(error)}"
+            raise ImageLoadError(label, COLOURS_UNSUPPORTED, detail) from None
 
     if result is image and image.format != "JPEG":
         # Multi-frame plugins (PNG, GIF, TIFF, MPO, ...) keep a reference to the stream after
@@ -344,7 +360,7 @@ def _to_mode(image: Image.Image, mode: str, label: str) -> Image.Image:
     try:
         rgb = image.convert("RGB")
     except ValueError:
-        raise ImageLoadError(label, f"unsupported pixel format '{source_mode}'") from None
+        raise ImageLoadError(label, COLOURS_UNSUPPORTED, f"unsupported pixel format '{source_mode}'") from None
     return rgb if mode == "RGB" else rgb.convert("L")
 
 
@@ -498,6 +514,7 @@ def load_array(
 def _bomb_error(label: str, width: int, height: int, limit: int) -> ImageLoadError:
     return ImageLoadError(
         label,
+        TOO_BIG.format(size=f"{width} x {height} pixels", limit=limit),
         f"image is {width}x{height} pixels, more than the {limit:,}-pixel limit "
         "(possible decompression bomb)",
     )
@@ -516,6 +533,7 @@ def _pillow_bomb_error(
     amount = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
     return ImageLoadError(
         label,
+        TOO_BIG.format(size=amount, limit=limit),
         f"image has {amount}, more than the {limit:,}-pixel limit (possible decompression bomb)",
     )
 
@@ -562,23 +580,27 @@ def _unidentified_error(stream: IO[bytes], label: str) -> ImageLoadError:
         except Exception:
             continue
         if isinstance(recognised, str):  # e.g. "AVIF support not installed"
-            return ImageLoadError(label, f"not an image format that can be read ({recognised})")
+            return ImageLoadError(label, UNSUPPORTED, f"not an image format that can be read ({recognised})")
         if recognised:
             return ImageLoadError(
                 label,
+                DAMAGED,
                 f"the file is truncated or corrupt: it starts like a {fmt} file, "
                 "but its header cannot be read",
             )
     extension = os.path.splitext(label)[1].lower()
+    reason = NOT_A_PICTURE
     if _looks_like_text(head):
-        detail = "the file contains text, not image data"
+        reason, detail = TEXT_FILE, "the file contains text, not image data"
     elif extension in IMAGE_EXTENSIONS:
         detail = f"the name ends in '{extension}' but the contents are not a known image format"
     elif extension:
         detail = f"'{extension}' files are not an image format Pillow reads"
+        if extension in _PICTURE_EXTENSIONS:
+            reason = UNSUPPORTED
     else:
         detail = "the contents are not a known image format"
-    return ImageLoadError(label, f"not an image format that can be read ({detail})")
+    return ImageLoadError(label, reason, f"not an image format that can be read ({detail})")
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -587,6 +609,22 @@ def _looks_like_text(head: bytes) -> bool:
     text = head.decode("utf-8", errors="replace")
     printable = sum(1 for char in text if char.isprintable() or char in "\t\r\n")
     return printable >= 0.95 * len(text)
+
+
+def _corrupt_error(label: str, error: BaseException) -> ImageLoadError:
+    """Pillow recognised the file but could not decode it: the data ends early or is damaged."""
+    message = _message(error)
+    reason = PARTLY_READ if "truncated" in message.lower() else DAMAGED
+    return ImageLoadError(label, reason, f"the file is truncated or corrupt: {message}")
+
+
+def _os_error(label: str, error: BaseException) -> ImageLoadError:
+    """The operating system refused to show or open the file."""
+    if isinstance(error, (FileNotFoundError, NotADirectoryError)):
+        return ImageLoadError(label, NOT_FOUND, _os_reason(error))
+    if isinstance(error, PermissionError):
+        return ImageLoadError(label, NO_PERMISSION, "permission denied")
+    return ImageLoadError(label, UNREADABLE, _os_reason(error))
 
 
 def _message(error: BaseException) -> str:

@@ -1,12 +1,23 @@
 """The Model box of the Classify page: which model adapts to the classes, and how.
 
-It shows the algorithms of the installed plugins (a broken one greyed out with its error), the
-models for the chosen algorithm (shipped, trained in the project, or opened from a file) and
-the hyperparameters that matter when adapting; it emits ``choice_changed`` and never changes
+By default it shows one plain choice, what the model is for (:data:`PRESETS`: photos,
+handwriting; the project's own models with what they were trained on), and where it runs. The
+researcher's view is behind the "Advanced" disclosure: the algorithms of the installed plugins
+(a broken one greyed out with its error), every model of the chosen algorithm (shipped,
+trained in the project, or opened from a file), its backbone and image size, and the
+hyperparameters that matter when adapting. The box emits ``choice_changed`` and never changes
 the project itself.
+
+The disclosure is a checkable tool button showing and hiding a plain widget rather than
+superqt's QCollapsible: the hyperparameter form inside is rebuilt whenever the model changes
+(MANN has a dozen rows), and QCollapsible animates a maximum height fixed when it opens, which
+would clip a form that grew; a shown widget lets the layout size it, and a toggle button is
+announced as such by screen readers.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -18,6 +29,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QStyle,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -30,29 +42,111 @@ FIXED_NOTE = "Greyed-out settings were fixed when this model was trained."
 TRAINING_NOTE = "Settings used only for meta-training ({names}) are in the Meta-train tab."
 
 
+class Purpose(NamedTuple):
+    """One entry of the plain model choice: its title, the model choice, one sentence more."""
+
+    title: str
+    choice: dict
+    note: str
+
+
+#: The shipped models offered by default, one per purpose: (model name, title, note). Every
+#: other shipped model is a research variant, reachable under Advanced.
+PRESETS: tuple[tuple[str, str, str], ...] = (
+    ("photos", "Photos", "Works for most pictures: animals, objects, places, products. Ready to use."),
+    ("protonet-omniglot", "Handwriting and symbols",
+     "Small black-on-white drawings: handwritten letters, digits and signs. Ready to use."),
+)
+#: What a model's training data was, in everyday words (dataset name -> words).
+DATASET_WORDS = {"omniglot": "handwritten characters", "mini-imagenet": "photos",
+                 "folder": "a folder of your own pictures"}
+#: The plain title of a research variant, by the data it was trained on.
+_KIND_TITLES = {"omniglot": "Handwriting", "mini-imagenet": "Photos"}
+#: The plain choice's note when the chosen model is missing.
+MISSING_NOTE = "This model can't be found. Pick another one, or open a model file."
+#: How many lines of text the settings take at most before they scroll.
+SETTINGS_LINES = 12
+
+
 class ModelBox(QGroupBox):
-    """Algorithm and model pickers, the algorithm's hyperparameters, and the device in use."""
+    """What the model is for (``purpose_combo``, ``purpose_note``), where it runs (``device``),
+    and behind ``advanced_toggle`` (the ``advanced`` widget): the algorithm and model pickers,
+    the model's description and the algorithm's hyperparameters (``hp_form``)."""
 
     choice_changed = Signal(dict, dict)  # model choice, hyperparameter overrides
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__("Model", parent)
-        form = QFormLayout(self)
+        layout = QVBoxLayout(self)
+        layout.addLayout(self._build_plain())
+        self.advanced_toggle = QToolButton()
+        self.advanced_toggle.setText("Advanced")
+        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.setAutoRaise(True)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_toggle.setAccessibleName("Advanced model settings")
+        self.advanced_toggle.setToolTip("Show the learning method, every model and their settings")
+        layout.addWidget(self.advanced_toggle)
+        self.advanced = self._build_advanced()
+        self.advanced.hide()
+        layout.addWidget(self.advanced)
+        self.device = QLabel("starting…")
+        self.device.setAccessibleName("Device")
+        self.device.setToolTip("Where the computing happens: the processor (CPU) or a graphics card (GPU)")
+        device_row = QFormLayout()
+        device_row.addRow("Runs on:", self.device)
+        layout.addLayout(device_row)
+        self.catalog: dict = {"algorithms": [], "failed": [], "models": []}
+        self.extra_models: list[dict] = []
+        self.hp_form = None
+        self.purposes: list[Purpose] = []
+        self._saved_hparams: dict = {}
+        self._adaptation_names: set[str] = set()
+        self._shown_choice: dict | None = None
+        self._updating = False
+        self.advanced_toggle.toggled.connect(self._advanced_toggled)
+        self.purpose_combo.currentIndexChanged.connect(self._purpose_picked)
+        self.algorithm_combo.currentIndexChanged.connect(self._algorithm_picked)
+        self.model_combo.currentIndexChanged.connect(self._model_picked)
+
+    def _build_plain(self) -> QFormLayout:
+        """The default view: what the model is for, and a way to open a model file."""
+        form = QFormLayout()
+        self.purpose_combo = QComboBox()
+        self.purpose_combo.setAccessibleName("What the model is for")
+        self.purpose_combo.setToolTip("What kind of pictures the model is made for")
+        self.purpose_combo.setPlaceholderText("Loading the models…")
+        self.purpose_note = QLabel()
+        self.purpose_note.setWordWrap(True)
+        self.purpose_note.setObjectName("purpose_note")
+        self.purpose_note.setAccessibleName("About this model")
+        self.open_model = QPushButton("Open model file…")
+        self.open_model.setToolTip("Use a model saved as a file (.safetensors), e.g. one a colleague trained")
+        form.addRow("Made for:", self.purpose_combo)
+        form.addRow(self.purpose_note)
+        form.addRow("", self.open_model)
+        return form
+
+    def _build_advanced(self) -> QWidget:
+        """The researcher's view: algorithm, every model, their description and settings."""
+        advanced = QWidget()
+        advanced.setObjectName("advanced")
+        form = QFormLayout(advanced)
+        form.setContentsMargins(0, 0, 0, 0)
         self.algorithm_combo = QComboBox()
         self.algorithm_combo.setAccessibleName("Algorithm")
         self.algorithm_combo.setToolTip("The few-shot algorithm (from the installed plugins)")
         self.model_combo = QComboBox()
         self.model_combo.setAccessibleName("Model")
         self.model_combo.setToolTip("The meta-trained model the algorithm adapts to your classes")
-        self.open_model = QPushButton("Open model file…")
         self.about = QLabel()
         self.about.setWordWrap(True)
         self.about.setForegroundRole(self.about.foregroundRole())
-        self.device = QLabel("starting…")
-        self.device.setAccessibleName("Device")
         form.addRow("Algorithm", self.algorithm_combo)
         form.addRow("Model", self.model_combo)
-        form.addRow("", self.open_model)
+        for combo in (self.purpose_combo, self.algorithm_combo, self.model_combo):
+            _fit_narrow_column(combo)
         form.addRow(self.about)
         self.hp_box = QWidget()
         self.hp_layout = QVBoxLayout(self.hp_box)
@@ -64,21 +158,21 @@ class ModelBox(QGroupBox):
         self.hp_layout.addWidget(self.form_note)
         # The settings scroll where the window is too short for them all (MANN has a dozen), rather
         # than being squeezed until their rows overlap.
-        self.hp_scroll = QScrollArea()
+        self.hp_scroll = _SettingsScroll()
         self.hp_scroll.setWidget(self.hp_box)
         self.hp_scroll.setWidgetResizable(True)
         self.hp_scroll.setFrameShape(QFrame.Shape.NoFrame)
         self.hp_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         form.addRow(self.hp_scroll)
-        form.addRow("Device", self.device)
-        self.catalog: dict = {"algorithms": [], "failed": [], "models": []}
-        self.extra_models: list[dict] = []
-        self.hp_form = None
-        self._saved_hparams: dict = {}
-        self._adaptation_names: set[str] = set()
-        self._updating = False
-        self.algorithm_combo.currentIndexChanged.connect(self._algorithm_picked)
-        self.model_combo.currentIndexChanged.connect(self._model_picked)
+        return advanced
+
+    def set_advanced_open(self, shown: bool) -> None:
+        """Open or close the Advanced part (as clicking its button does)."""
+        self.advanced_toggle.setChecked(shown)
+
+    def _advanced_toggled(self, shown: bool) -> None:
+        self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        self.advanced.setVisible(shown)
 
     # -- filling ----------------------------------------------------------------------------------------
     def set_catalog(self, catalog: dict, current: dict, hyperparameters: dict) -> None:
@@ -102,6 +196,7 @@ class ModelBox(QGroupBox):
                 item.setEnabled(False)
         finally:
             self._updating = False
+        self.purposes = []  # the models may have changed: the plain choice is rebuilt
         self.select(current, hyperparameters)
 
     def models(self) -> list[dict]:
@@ -127,9 +222,70 @@ class ModelBox(QGroupBox):
             for i in range(self.model_combo.count()):
                 if self.model_combo.itemData(i) == choice:
                     self.model_combo.setCurrentIndex(i)
+            self._show_purpose(choice)
         finally:
             self._updating = False
         self._show_form(algorithm, model, hyperparameters)
+        # A research variant is named plainly in the default view, and its details open with it
+        # (once: a person who closes them again keeps them closed).
+        variant = model is not None and choice.get("kind") == "shipped" and not self.is_preset(choice)
+        if variant and choice != self._shown_choice:
+            self.set_advanced_open(True)
+        self._shown_choice = dict(choice)
+
+    # -- the plain choice ---------------------------------------------------------------------------------
+    @staticmethod
+    def is_preset(choice: dict) -> bool:
+        """Whether ``choice`` is one of the shipped :data:`PRESETS`."""
+        return choice.get("kind") == "shipped" and any(choice.get("name") == name for name, _, _ in PRESETS)
+
+    def plain_purposes(self) -> list[Purpose]:
+        """The default choices: the shipped presets there are, then the project's own models."""
+        shipped = {m["name"] for m in self.models() if m["origin"] == "shipped"}
+        out = [Purpose(title, {"kind": "shipped", "name": name}, note)
+               for name, title, note in PRESETS if name in shipped]
+        for m in self.extra_models:
+            if m.get("choice") and not m.get("error"):
+                out.append(self._own_purpose(m))
+        return out
+
+    @staticmethod
+    def _own_purpose(m: dict) -> Purpose:
+        trained_on = DATASET_WORDS.get(m.get("dataset"), m.get("dataset") or "pictures")
+        if m["choice"]["kind"] == "project":
+            note = f"A model of this project, trained on {trained_on}."
+        else:
+            note = f"A model opened from a file, trained on {trained_on}."
+        return Purpose(m["name"], m["choice"], note)
+
+    def _variant_purpose(self, choice: dict) -> Purpose:
+        """The plain entry of a model that is not a preset (a research variant, or a missing one)."""
+        m = self.model_for(choice)
+        if m is None:
+            name = choice.get("name") or str(choice.get("path", "model")).rsplit("/", 1)[-1]
+            return Purpose(f"{name} (not found)", choice, MISSING_NOTE)
+        kind = _KIND_TITLES.get(m.get("dataset"), "Pictures")
+        trained_on = DATASET_WORDS.get(m.get("dataset"), m.get("dataset") or "pictures")
+        return Purpose(f"{kind}: {m['name']}", choice,
+                       f"A research variant ({m['name']}), trained on {trained_on}. Its settings are under Advanced.")
+
+    def _show_purpose(self, choice: dict) -> None:
+        """Show ``choice`` in the plain picker (adding it when it is not a preset: a research
+        variant stays listed until the catalogue is refreshed)."""
+        rebuild = not self.purposes
+        if rebuild:
+            self.purposes = self.plain_purposes()
+        if choice not in [p.choice for p in self.purposes]:
+            self.purposes.append(self._variant_purpose(choice))
+            rebuild = True
+        if rebuild:
+            self.purpose_combo.clear()
+            for p in self.purposes:
+                self.purpose_combo.addItem(p.title, p.choice)
+                self.purpose_combo.setItemData(self.purpose_combo.count() - 1, p.note, Qt.ItemDataRole.ToolTipRole)
+        index = [p.choice for p in self.purposes].index(choice)
+        self.purpose_combo.setCurrentIndex(index)
+        self.purpose_note.setText(self.purposes[index].note)
 
     def _fill_models(self, algorithm: str | None) -> None:
         self.model_combo.clear()
@@ -146,7 +302,7 @@ class ModelBox(QGroupBox):
             self.model_combo.addItem("no model yet: meta-train one (Meta-train tab)", None)
 
     def _show_form(self, algorithm: str | None, model: dict | None, hyperparameters: dict) -> None:
-        from .training import HyperParameterForm
+        from .forms import HyperParameterForm
 
         spec = next((a for a in self.catalog["algorithms"] if a["name"] == algorithm), None)
         if self.hp_form is not None:
@@ -192,8 +348,18 @@ class ModelBox(QGroupBox):
                 self.hp_form.set_read_only(fixed, FIXED_REASON)
             self.hp_form.changed.connect(self._hp_changed)
             self.hp_layout.insertWidget(0, self.hp_form)
+        self.hp_scroll.updateGeometry()
 
     # -- reacting -----------------------------------------------------------------------------------------
+    def _purpose_picked(self, index: int) -> None:
+        if self._updating or index < 0:
+            return
+        choice = self.purpose_combo.itemData(index)
+        if choice is None:
+            return
+        self.select(choice, {})
+        self.choice_changed.emit(choice, {})
+
     def _algorithm_picked(self, index: int) -> None:
         if self._updating or index < 0:
             return
@@ -211,6 +377,12 @@ class ModelBox(QGroupBox):
         choice = self.model_combo.itemData(index)
         if choice is None:
             return
+        self._updating = True
+        try:
+            self._show_purpose(choice)
+        finally:
+            self._updating = False
+        self._shown_choice = dict(choice)
         self._show_form(self.algorithm_combo.currentData(), self.model_for(choice), {})
         self.choice_changed.emit(choice, {})
 
@@ -227,6 +399,25 @@ class ModelBox(QGroupBox):
         # Only what may change and differs from the model's own settings is an override.
         self.choice_changed.emit(choice, {k: v for k, v in values.items()
                                           if k in self._adaptation_names and self._saved_hparams.get(k) != v})
+
+
+class _SettingsScroll(QScrollArea):
+    """The scroll area of the settings: it asks for their height up to :data:`SETTINGS_LINES`
+    lines of text and scrolls beyond, so a long form (MANN's dozen settings) does not push the
+    rest of the column out of a laptop's screen."""
+
+    def sizeHint(self):  # noqa: N802 - Qt override
+        hint = super().sizeHint()
+        inner = self.widget().sizeHint().height() if self.widget() is not None else 0
+        hint.setHeight(min(inner, SETTINGS_LINES * self.fontMetrics().height()) + 2 * self.frameWidth())
+        return hint
+
+
+def _fit_narrow_column(combo: QComboBox) -> None:
+    """Let ``combo`` narrow with the window's right-hand column (its text is then elided; the
+    list that opens shows every entry whole) instead of widening the column to its longest entry."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(12)
 
 
 def _hyperparameter(described: dict):

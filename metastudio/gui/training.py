@@ -2,14 +2,18 @@
 then watch meta-training live (loss and accuracy curves, progress, ETA) with pause, resume
 and cancel.
 
-* :class:`HyperParameterForm` builds a form from declared
-  :class:`~metastudio.core.algorithm.HyperParameter` s (reused by the main window and for
-  dataset options).
+* :class:`HyperParameterForm` (in :mod:`metastudio.gui.forms`, re-exported here) builds a form
+  from declared :class:`~metastudio.core.algorithm.HyperParameter` s (the algorithm's settings,
+  the dataset's options; the Model box uses it too).
 * :class:`TrainingWorker` runs :func:`metastudio.core.runs.prepare_run` and the trainer in its
   own ``QThread``; it never touches widgets and sends plain dicts, numbers and strings through
   signals, at most about 20 step signals a second.
-* :class:`TrainingPanel` is the widget. It keeps the GUI thread's work small (the plot redraws
-  at most ~30 Hz, labels ~10 Hz) and always joins its thread (:meth:`TrainingPanel.shutdown`).
+* :class:`TrainingPanel` is the widget: a Preset picker (:data:`TRAINING_PRESETS`, or Custom as
+  soon as a field is edited), what to train, the practice rounds (episodes), and behind an
+  Advanced button the validation details and hyperparameters; every field explains itself in
+  one plain line (:data:`FIELD_TIPS`, a hyperparameter's help). It keeps the GUI thread's work
+  small (the plot redraws at most ~30 Hz, labels ~10 Hz) and always joins its thread
+  (:meth:`TrainingPanel.shutdown`).
 """
 
 from __future__ import annotations
@@ -23,17 +27,15 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, QThread, QTimer, Signal, Slot
-from PySide6.QtGui import QAction, QKeySequence, QStandardItem, QStandardItemModel, QValidator
+from PySide6.QtGui import QAction, QKeySequence, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
@@ -53,13 +55,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.algorithm import HyperParameter
 from ..core.control import Control
 from ..core.errors import MetaStudioError
 from ..core.runs import RunCancelled, TrainingPlan, prepare_run
+from .forms import HyperParameterForm, NumberSpinBox
 from .plots import LivePlot
-
-INT_LIMIT = 2**31 - 1
 
 #: Episode settings that suit each dataset (the shipped Omniglot model used 60-way 1-shot 5
 #: queries; ProtoNet trained mini-ImageNet 1-shot with 20-30 ways). Unknown datasets get "folder".
@@ -73,6 +73,62 @@ DATASET_DEFAULTS: dict[str, dict[str, int]] = {
 }
 DATASET_ORDER = ("omniglot", "mini-imagenet", "folder")
 
+#: The Preset picker's entries: a title, one plain sentence, and the plan fields they set (every
+#: field with a widget but the location, plus ``fit``). The other fields of the plan (seed,
+#: device, splits) stay as they are. Episode counts suit a laptop: minutes, not hours.
+TRAINING_PRESETS: dict[str, dict[str, Any]] = {
+    "handwriting": {
+        "title": "Handwriting (Omniglot)",
+        "note": "Trains a new model for handwritten characters and symbols on the Omniglot alphabets "
+                "(downloaded the first time, unless Location points to a copy). A few minutes on a laptop.",
+        "plan": dict(algorithm="protonet", backbone="conv4", dataset="omniglot", freeze_backbone=False,
+                     ways=60, shots=1, queries=5, episodes=500, val_every=250, val_episodes=100,
+                     val_ways=5, val_shots=1, val_queries=15, val_holdout=0, hparams={}, options={},
+                     fit="stretch"),
+    },
+    # Matching Networks, not Prototypical Networks: on a frozen backbone ProtoNet has nothing to
+    # train (the shipped photos model is that), while Matching Networks learn their temperature
+    # (the recipe of matchingnet-photos, docs/benchmarks.md).
+    "photos": {
+        "title": "Photos",
+        "note": "Trains a model for your kind of photos on top of a ready-made photo network. Choose a "
+                "folder (or .zip) with one sub-folder of pictures per class as Location.",
+        "plan": dict(algorithm="matchingnet", backbone="efficientnet-lite0", dataset="folder", freeze_backbone=True,
+                     ways=3, shots=1, queries=2, episodes=200, val_every=50, val_episodes=20,
+                     val_ways=3, val_shots=1, val_queries=2, val_holdout=0,
+                     hparams={"feature_transform": "power-cl2n"}, options={}, fit="center-crop"),
+    },
+}
+#: The preset a new panel starts with.
+DEFAULT_PRESET = "handwriting"
+#: The Preset picker's entry for settings of one's own (chosen as soon as a field is edited).
+CUSTOM = "custom"
+CUSTOM_NOTE = "Your own settings."
+
+#: One plain line about each field of the form (its tooltip; the label shows it too).
+FIELD_TIPS = {
+    "preset": "Ready-made settings for a common case; changing any field makes it Custom.",
+    "algorithm": "The learning method: how the model learns to tell new classes apart from a few examples.",
+    "backbone": "The network that turns each picture into numbers for the learning method to compare.",
+    "freeze": "Keep a ready-made (pretrained) network as it is and train only what sits on top: faster, "
+              "and it keeps what it already knows.",
+    "dataset": "The collection to learn from: Omniglot (handwriting), mini-ImageNet (photos) or a folder of your own.",
+    "root": "Where the pictures are: a folder or .zip file with one sub-folder of pictures per class.",
+    "browse": "Choose the folder or .zip file that holds the pictures.",
+    "ways": "How many classes each practice round mixes.",
+    "shots": "How many labelled examples of each class a practice round shows.",
+    "queries": "How many more pictures of each class a practice round asks the model to sort.",
+    "episodes": "How many practice rounds to train for: more takes longer and usually learns better.",
+    "val_every": "How many practice rounds between two tests on classes it does not train on; the best model "
+                 "so far is kept.",
+    "val_episodes": "How many rounds each test has: more gives a steadier score and takes longer.",
+    "val_ways": "How many classes each test round mixes.",
+    "val_shots": "How many labelled examples of each class a test round shows.",
+    "val_queries": "How many pictures of each class a test round asks the model to sort.",
+    "val_holdout": "Test on this many classes kept out of the training data (0: on the dataset's own "
+                   "validation classes).",
+}
+
 #: Seconds between two step signals of the worker (steps in between are merged).
 STEP_SIGNAL_INTERVAL = 0.05
 #: How much lower than the GUI the training thread (and the compute threads it starts) runs: a
@@ -84,253 +140,6 @@ WORKER_NICE_INCREMENT = 5
 LABEL_INTERVAL_MS = 100
 
 COLOURS = {"loss": "#d62728", "train_acc": "#1f77b4", "val_acc": "#2ca02c", "adapt_loss": "#9467bd"}
-
-
-# ================================================================================================
-# hyperparameter forms
-
-
-def _compact(value: float) -> str:
-    return f"{value:.6g}"
-
-
-def _grid_125(value: float, up: bool) -> float:
-    """The next value of the 1-2-5 grid (…, 0.001, 0.002, 0.005, 0.01, …) above or below ``value``."""
-    e = math.floor(math.log10(value))
-    grid = sorted(float(f"{m * 10.0 ** k:.3g}") for k in (e - 1, e, e + 1, e + 2) for m in (1, 2, 5))
-    if up:
-        return next(c for c in grid if c > value * (1 + 1e-9))
-    return next(c for c in reversed(grid) if c < value * (1 - 1e-9))
-
-
-_PARTIAL_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d*)?([eE][+-]?\d*)?")
-
-
-class NumberSpinBox(QDoubleSpinBox):
-    """A float spin box showing compact numbers (``0.001``, ``1e-06``) and accepting scientific
-    notation. With ``log_scale`` the arrows walk a 1-2-5 grid (0.001 → 0.002 → 0.005 → 0.01)."""
-
-    def __init__(self, log_scale: bool = False, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.log_scale = log_scale
-        self.setDecimals(12)
-        self.setKeyboardTracking(False)
-
-    def textFromValue(self, value: float) -> str:  # noqa: N802 - Qt override
-        return _compact(value)
-
-    def valueFromText(self, text: str) -> float:  # noqa: N802 - Qt override
-        try:
-            return float(text.strip().replace(",", "."))
-        except ValueError:
-            return self.value()
-
-    def validate(self, text: str, pos: int):
-        t = text.strip().replace(",", ".")
-        try:
-            value = float(t)
-        except ValueError:
-            state = QValidator.State.Intermediate if _PARTIAL_NUMBER.fullmatch(t) else QValidator.State.Invalid
-            return state, text, pos
-        if math.isfinite(value) and self.minimum() <= value <= self.maximum():
-            return QValidator.State.Acceptable, text, pos
-        return QValidator.State.Intermediate, text, pos
-
-    def stepBy(self, steps: int) -> None:  # noqa: N802 - Qt override
-        if not self.log_scale or self.value() <= 0:
-            super().stepBy(steps)
-            return
-        value = self.value()
-        for _ in range(abs(steps)):
-            value = _grid_125(value, steps > 0)
-        self.setValue(min(max(value, self.minimum()), self.maximum()))
-
-
-class HyperParameterForm(QWidget):
-    """A form for a list of :class:`HyperParameter` s: a check box for a bool, a combo box for
-    choices, a spin box for an int or float (within its minimum and maximum; a log-scale float
-    steps through 1, 2, 5, 10, …), a line edit for free text. Each parameter's help is its
-    tooltip and its accessible description.
-
-    ``values()`` gives ``{name: value}`` (validated, typed); ``set_values(mapping)`` sets them
-    and raises ValueError for an unknown name or an invalid value, changing nothing then.
-    ``set_read_only(names, reason)`` greys some rows out: they show a value that cannot be
-    edited (still part of ``values()``), with ``reason`` in their tooltip.
-    """
-
-    changed = Signal()
-
-    def __init__(self, hyperparameters: Sequence[HyperParameter] = (), parent: QWidget | None = None):
-        super().__init__(parent)
-        self._layout = QFormLayout(self)
-        self._layout.setContentsMargins(0, 0, 0, 0)
-        self._layout.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self._params: dict[str, HyperParameter] = {}
-        self._editors: dict[str, QWidget] = {}
-        self._labels: dict[str, QLabel] = {}
-        self._read_only: dict[str, str] = {}
-        self._empty = QLabel("No settings.")
-        self._empty.setEnabled(False)
-        self.setAccessibleName("Hyperparameters")
-        self.set_hyperparameters(hyperparameters)
-
-    # -- building --------------------------------------------------------------------------------
-    def set_hyperparameters(self, hyperparameters: Sequence[HyperParameter]) -> None:
-        """Rebuild the form for another list (values go back to the defaults)."""
-        while self._layout.rowCount():
-            self._layout.removeRow(0)
-        self._empty = QLabel("No settings.")
-        self._empty.setEnabled(False)
-        self._params = {h.name: h for h in hyperparameters}
-        self._editors = {}
-        self._labels = {}
-        self._read_only = {}
-        for h in hyperparameters:
-            editor = self._make_editor(h)
-            label = QLabel(h.name.replace("_", " ") + ":")
-            label.setBuddy(editor)
-            tip = self._tooltip(h)
-            label.setToolTip(tip)
-            editor.setToolTip(tip)
-            editor.setAccessibleName(h.name.replace("_", " "))
-            editor.setAccessibleDescription(h.help)
-            editor.setObjectName(f"hp_{h.name}")
-            self._layout.addRow(label, editor)
-            self._editors[h.name] = editor
-            self._labels[h.name] = label
-        if not hyperparameters:
-            self._layout.addRow(self._empty)
-
-    @staticmethod
-    def _tooltip(h: HyperParameter) -> str:
-        parts = [h.help]
-        if h.choices is None and (h.minimum is not None or h.maximum is not None):
-            lo = "−∞" if h.minimum is None else _compact(h.minimum)
-            hi = "∞" if h.maximum is None else _compact(h.maximum)
-            parts.append(f"Range {lo} to {hi}.")
-        parts.append(f"Default: {h.default}.")
-        return " ".join(parts)
-
-    def _make_editor(self, h: HyperParameter) -> QWidget:
-        if h.type is bool:
-            w = QCheckBox()
-            w.setChecked(bool(h.default))
-            w.toggled.connect(self.changed)
-            return w
-        if h.choices is not None:
-            w = QComboBox()
-            for choice in h.choices:
-                w.addItem(str(choice), choice)
-            w.setCurrentIndex(list(h.choices).index(h.default))
-            w.currentIndexChanged.connect(self.changed)
-            return w
-        if h.type is int:
-            w = QSpinBox()
-            lo = -INT_LIMIT if h.minimum is None else max(-INT_LIMIT, math.ceil(h.minimum))
-            hi = INT_LIMIT if h.maximum is None else min(INT_LIMIT, math.floor(h.maximum))
-            w.setRange(lo, hi)
-            w.setValue(int(h.default))
-            w.setKeyboardTracking(False)
-            w.setAccelerated(True)
-            w.valueChanged.connect(self.changed)
-            return w
-        if h.type is float:
-            w = NumberSpinBox(log_scale=h.log_scale and (h.minimum or 0) > 0)
-            lo = -1e12 if h.minimum is None else float(h.minimum)
-            hi = 1e12 if h.maximum is None else float(h.maximum)
-            w.setRange(lo, hi)
-            if not w.log_scale:
-                span = hi - lo if h.minimum is not None and h.maximum is not None else 10.0
-                w.setSingleStep(float(f"{10 ** math.floor(math.log10(span / 10)):.1g}") if span > 0 else 0.1)
-            w.setValue(float(h.default))
-            w.valueChanged.connect(self.changed)
-            return w
-        w = QLineEdit(str(h.default))
-        w.textChanged.connect(self.changed)
-        return w
-
-    # -- values ----------------------------------------------------------------------------------
-    def hyperparameters(self) -> list[HyperParameter]:
-        return list(self._params.values())
-
-    def editor(self, name: str) -> QWidget:
-        """The editing widget of one parameter (tests, focus)."""
-        return self._editors[name]
-
-    def set_read_only(self, names: Sequence[str], reason: str) -> None:
-        """Grey out the rows of ``names``: their values show but cannot be edited (``set_values``
-        still sets them). ``reason`` (one sentence: why they cannot change) leads their tooltip
-        and accessible description. Raises ValueError for an unknown name."""
-        unknown = sorted(set(names) - set(self._params))
-        if unknown:
-            raise ValueError(f"no hyperparameter {', '.join(unknown)}; the form has: {', '.join(self._params) or 'none'}")
-        for name in names:
-            h = self._params[name]
-            tip = f"{reason} {self._tooltip(h)}"
-            editor, label = self._editors[name], self._labels[name]
-            editor.setEnabled(False)
-            label.setEnabled(False)
-            editor.setToolTip(tip)
-            label.setToolTip(tip)
-            editor.setAccessibleDescription(f"{reason} {h.help}")
-            self._read_only[name] = reason
-
-    def read_only(self) -> dict[str, str]:
-        """``{name: reason}`` of the rows greyed out by :meth:`set_read_only`."""
-        return dict(self._read_only)
-
-    def _raw(self, name: str) -> Any:
-        w = self._editors[name]
-        if isinstance(w, QCheckBox):
-            return w.isChecked()
-        if isinstance(w, QComboBox):
-            return w.currentData()
-        if isinstance(w, (QSpinBox, QDoubleSpinBox)):
-            w.interpretText()
-            return w.value()
-        return w.text()
-
-    def errors(self) -> dict[str, str]:
-        """``{name: reason}`` for every value that does not validate (empty when all do)."""
-        out = {}
-        for name, h in self._params.items():
-            try:
-                h.validate(self._raw(name))
-            except ValueError as e:
-                out[name] = str(e)
-        return out
-
-    def values(self) -> dict[str, Any]:
-        """Validated values of every parameter; raises ValueError naming the bad ones."""
-        errors = self.errors()
-        if errors:
-            raise ValueError("; ".join(errors.values()))
-        return {name: h.validate(self._raw(name)) for name, h in self._params.items()}
-
-    def defaults(self) -> dict[str, Any]:
-        return {name: h.default for name, h in self._params.items()}
-
-    def set_values(self, values: Mapping[str, Any]) -> None:
-        """Set some or all values. Unknown names or invalid values raise ValueError (nothing is
-        changed then); parameters not named keep their current value."""
-        unknown = sorted(set(values) - set(self._params))
-        if unknown:
-            raise ValueError(f"no hyperparameter {', '.join(unknown)}; the form has: {', '.join(self._params) or 'none'}")
-        checked = {name: self._params[name].validate(value) for name, value in values.items()}
-        for name, value in checked.items():
-            w = self._editors[name]
-            if isinstance(w, QCheckBox):
-                w.setChecked(bool(value))
-            elif isinstance(w, QComboBox):
-                w.setCurrentIndex(list(self._params[name].choices).index(value))
-            elif isinstance(w, (QSpinBox, QDoubleSpinBox)):
-                w.setValue(value)
-            else:
-                w.setText(str(value))
-
-    def reset(self) -> None:
-        """Every parameter back to its default."""
-        self.set_values(self.defaults())
 
 
 # ================================================================================================
@@ -576,6 +385,45 @@ def _format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+class _FormScroll(QScrollArea):
+    """The scroll area of the form: as wide as the form needs, whatever it shows now (the
+    Advanced part, an algorithm's settings, a dataset's options), so nothing is clipped at its
+    right edge; it only scrolls up and down."""
+
+    def setWidget(self, widget: QWidget) -> None:  # noqa: N802 - Qt override
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the form's size changed: ask the panel's layout again
+        return super().eventFilter(watched, event)
+
+    def _extra_width(self) -> int:
+        return 2 * self.frameWidth() + self.verticalScrollBar().sizeHint().width()
+
+    def sizeHint(self):  # noqa: N802 - Qt override
+        hint = super().sizeHint()
+        if self.widget() is not None:
+            hint.setWidth(min(self.widget().sizeHint().width(), 40 * self.fontMetrics().height()) + self._extra_width())
+        return hint
+
+    def minimumSizeHint(self):  # noqa: N802 - Qt override
+        hint = super().minimumSizeHint()
+        if self.widget() is not None:
+            hint.setWidth(max(self.minimumWidth(), self.widget().minimumSizeHint().width() + self._extra_width()))
+        return hint
+
+
+def _grid_rows(grid: QGridLayout, rows, label) -> None:
+    """Put ``(label, widget, label, widget)`` rows in two columns of ``grid``."""
+    for r, (l1, w1, l2, w2) in enumerate(rows):
+        grid.addWidget(label(l1, w1), r, 0)
+        grid.addWidget(w1, r, 1)
+        grid.addWidget(label(l2, w2), r, 2)
+        grid.addWidget(w2, r, 3)
+
+
 def _spin(minimum: int, maximum: int, value: int, name: str, tip: str) -> QSpinBox:
     w = QSpinBox()
     w.setRange(minimum, maximum)
@@ -628,37 +476,110 @@ class TrainingPanel(QWidget):
         self._steps_received = 0
         self._loading_text = ""
         self._setting_plan = False
+        self._filling = 0  # > 0 while the panel fills the form itself (not a person's edit)
 
         self._build()
         self._label_timer = QTimer(self)
         self._label_timer.setSingleShot(True)
         self._label_timer.setInterval(LABEL_INTERVAL_MS)
         self._label_timer.timeout.connect(self._refresh_progress_text)
-        self._fill_components()
+        self._filling += 1
+        try:
+            self._fill_components()
+        finally:
+            self._filling -= 1
+        if self.preset_available(DEFAULT_PRESET):
+            self.apply_preset(DEFAULT_PRESET)
+        else:
+            self._show_preset(self.matching_preset())
         self._set_idle()
 
     # -- building ----------------------------------------------------------------------------------
     def _build(self) -> None:
         self.setAccessibleName("Meta-training")
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.addLayout(self._build_preset())
+        left_layout.addWidget(self._build_components())
+        left_layout.addWidget(self._build_episodes())
+        self.advanced_toggle = QToolButton()
+        self.advanced_toggle.setText("Advanced: validation and hyperparameters")
+        self.advanced_toggle.setCheckable(True)
+        self.advanced_toggle.setAutoRaise(True)
+        self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.advanced_toggle.setAccessibleName("Advanced training settings")
+        self.advanced_toggle.setToolTip("Show how the model is tested while it learns, and the learning method's settings")
+        self.advanced_toggle.toggled.connect(self._advanced_toggled)
+        left_layout.addWidget(self.advanced_toggle)
+        self.advanced = self._build_advanced()
+        self.advanced.hide()
+        left_layout.addWidget(self.advanced)
+        left_layout.addStretch(1)
+        self.form_widget = left
+        scroll = _FormScroll()
+        scroll.setWidget(left)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(340)
+        scroll.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
 
-        # components
+        layout = QHBoxLayout(self)
+        layout.addWidget(scroll, 0)
+        layout.addLayout(self._build_live_view(), 1)
+
+        self.preset_combo.currentIndexChanged.connect(self._preset_picked)
+        self.algorithm_combo.currentIndexChanged.connect(self._algorithm_changed)
+        self.backbone_combo.currentIndexChanged.connect(self._backbone_changed)
+        self.dataset_combo.currentIndexChanged.connect(self._dataset_changed)
+        # Any edit of a field means the form no longer is a preset (the location is not part of one).
+        for combo in (self.algorithm_combo, self.backbone_combo, self.dataset_combo):
+            combo.currentIndexChanged.connect(self._field_edited)
+        for spin in (*self._episode_spins().values(), self.val_holdout_spin):
+            spin.valueChanged.connect(self._field_edited)
+        self.freeze_check.toggled.connect(self._field_edited)
+        self.hparam_form.changed.connect(self._field_edited)
+        self.options_form.changed.connect(self._field_edited)
+
+    def _build_preset(self) -> QFormLayout:
+        self.preset_combo = QComboBox()
+        self.preset_combo.setAccessibleName("Preset")
+        self.preset_combo.setToolTip(FIELD_TIPS["preset"])
+        for key, preset in TRAINING_PRESETS.items():
+            self.preset_combo.addItem(preset["title"], key)
+            self.preset_combo.setItemData(self.preset_combo.count() - 1, preset["note"], Qt.ItemDataRole.ToolTipRole)
+        self.preset_combo.addItem("Custom", CUSTOM)
+        self.preset_combo.setItemData(self.preset_combo.count() - 1, CUSTOM_NOTE, Qt.ItemDataRole.ToolTipRole)
+        self.preset_note = QLabel()
+        self.preset_note.setWordWrap(True)
+        self.preset_note.setObjectName("preset_note")
+        self.preset_note.setAccessibleName("About this preset")
+        form = QFormLayout()
+        form.addRow(self._label("Preset:", self.preset_combo), self.preset_combo)
+        form.addRow(self.preset_note)
+        return form
+
+    def _build_components(self) -> QGroupBox:
         self.algorithm_combo = QComboBox()
         self.algorithm_combo.setModel(QStandardItemModel(self.algorithm_combo))
         self.algorithm_combo.setAccessibleName("Algorithm")
+        self.algorithm_combo.setToolTip(FIELD_TIPS["algorithm"])
         self.backbone_combo = QComboBox()
         self.backbone_combo.setAccessibleName("Backbone")
+        self.backbone_combo.setToolTip(FIELD_TIPS["backbone"])
         self.freeze_check = QCheckBox("Freeze the pretrained backbone")
         self.freeze_check.setAccessibleName("Freeze backbone")
-        self.freeze_check.setToolTip("Keep a pretrained backbone's weights fixed and train only the rest "
-                                     "(only for pretrained backbones).")
+        self.freeze_check.setToolTip(FIELD_TIPS["freeze"])
         self.dataset_combo = QComboBox()
         self.dataset_combo.setAccessibleName("Dataset")
+        self.dataset_combo.setToolTip(FIELD_TIPS["dataset"])
         self.root_edit = QLineEdit()
         self.root_edit.setAccessibleName("Dataset location")
-        self.root_edit.setToolTip("A folder or a .zip file holding the dataset.")
+        self.root_edit.setToolTip(FIELD_TIPS["root"])
         self.browse_button = QToolButton()
         self.browse_button.setText("Browse…")
         self.browse_button.setAccessibleName("Browse for the dataset")
+        self.browse_button.setToolTip(FIELD_TIPS["browse"])
         self.browse_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         menu = QMenu(self.browse_button)
         self.browse_folder_action = QAction("Folder…", menu)
@@ -683,44 +604,48 @@ class TrainingPanel(QWidget):
         form.addRow(self._label("&Dataset:", self.dataset_combo), self.dataset_combo)
         form.addRow(self._label("&Location:", self.root_edit), root_row)
         form.addRow(self.options_form)
+        return run_box
 
-        # episodes
-        self.ways_spin = _spin(2, 10_000, 5, "Ways", "Classes per training episode.")
-        self.shots_spin = _spin(1, 10_000, 1, "Shots", "Labelled (support) images per class in an episode.")
-        self.queries_spin = _spin(0, 10_000, 15, "Queries", "Query images per class in an episode.")
-        self.episodes_spin = _spin(1, 100_000_000, 1000, "Episodes", "Training episodes in all.")
-        self.val_every_spin = _spin(1, 100_000_000, 500, "Validate every",
-                                    "Training steps between validations (the best model is kept).")
-        self.val_episodes_spin = _spin(1, 1_000_000, 200, "Validation episodes", "Episodes per validation (a fixed list).")
-        self.val_ways_spin = _spin(2, 10_000, 5, "Validation ways", "Classes per validation episode.")
-        self.val_shots_spin = _spin(1, 10_000, 1, "Validation shots", "Support images per class in validation episodes.")
-        self.val_queries_spin = _spin(0, 10_000, 15, "Validation queries", "Query images per class in validation episodes.")
-        self.val_holdout_spin = _spin(0, 1_000_000, 0, "Held-out classes",
-                                      "Validate on this many classes of the training data, held out of training "
-                                      "(0 = use the dataset's validation split). For data without a separate "
-                                      "validation split; the untrained model is validated too.")
-        episodes_box = QGroupBox("Episodes")
+    def _build_episodes(self) -> QGroupBox:
+        self.ways_spin = _spin(2, 10_000, 5, "Ways", FIELD_TIPS["ways"])
+        self.shots_spin = _spin(1, 10_000, 1, "Shots", FIELD_TIPS["shots"])
+        self.queries_spin = _spin(0, 10_000, 15, "Queries", FIELD_TIPS["queries"])
+        self.episodes_spin = _spin(1, 100_000_000, 1000, "Episodes", FIELD_TIPS["episodes"])
+        episodes_box = QGroupBox("Practice rounds (episodes)")
         grid = QGridLayout(episodes_box)
         # No mnemonics here: Alt+E, Alt+V, Alt+H... belong to the main window's menus.
-        rows = [("Ways:", self.ways_spin, "Val. ways:", self.val_ways_spin),
-                ("Shots:", self.shots_spin, "Val. shots:", self.val_shots_spin),
-                ("Queries:", self.queries_spin, "Val. queries:", self.val_queries_spin),
-                ("Episodes:", self.episodes_spin, "Val. episodes:", self.val_episodes_spin),
-                ("Validate every:", self.val_every_spin, "Held-out classes:", self.val_holdout_spin)]
-        for r, (l1, w1, l2, w2) in enumerate(rows):
-            grid.addWidget(self._label(l1, w1), r, 0)
-            grid.addWidget(w1, r, 1)
-            if w2 is not None:
-                grid.addWidget(self._label(l2, w2), r, 2)
-                grid.addWidget(w2, r, 3)
+        _grid_rows(grid, [("Ways:", self.ways_spin, "Shots:", self.shots_spin),
+                          ("Queries:", self.queries_spin, "Episodes:", self.episodes_spin)], self._label)
+        return episodes_box
 
-        # hyperparameters
+    def _build_advanced(self) -> QWidget:
+        """Validation details and the algorithm's hyperparameters, behind the Advanced button."""
+        self.val_every_spin = _spin(1, 100_000_000, 500, "Validate every", FIELD_TIPS["val_every"])
+        self.val_episodes_spin = _spin(1, 1_000_000, 200, "Validation episodes", FIELD_TIPS["val_episodes"])
+        self.val_ways_spin = _spin(2, 10_000, 5, "Validation ways", FIELD_TIPS["val_ways"])
+        self.val_shots_spin = _spin(1, 10_000, 1, "Validation shots", FIELD_TIPS["val_shots"])
+        self.val_queries_spin = _spin(0, 10_000, 15, "Validation queries", FIELD_TIPS["val_queries"])
+        self.val_holdout_spin = _spin(0, 1_000_000, 0, "Held-out classes", FIELD_TIPS["val_holdout"])
+        val_box = QGroupBox("Validation (tests while it learns)")
+        grid = QGridLayout(val_box)
+        _grid_rows(grid, [("Validate every:", self.val_every_spin, "Val. episodes:", self.val_episodes_spin),
+                          ("Val. ways:", self.val_ways_spin, "Val. shots:", self.val_shots_spin),
+                          ("Val. queries:", self.val_queries_spin, "Held-out classes:", self.val_holdout_spin)],
+                   self._label)
         self.hparam_form = HyperParameterForm()
         hp_box = QGroupBox("Hyperparameters")
         hp_layout = QVBoxLayout(hp_box)
         hp_layout.addWidget(self.hparam_form)
+        advanced = QWidget()
+        advanced.setObjectName("advanced")
+        layout = QVBoxLayout(advanced)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(val_box)
+        layout.addWidget(hp_box)
+        return advanced
 
-        # device and buttons
+    def _build_live_view(self) -> QVBoxLayout:
+        """The curves, the progress bar, the status line, the device and the buttons."""
         self.device_label = QLabel()
         self.device_label.setAccessibleName("Device")
         self.start_button = QPushButton("Start")
@@ -743,21 +668,6 @@ class TrainingPanel(QWidget):
         buttons.addWidget(self.pause_button)
         buttons.addWidget(self.cancel_button)
 
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.addWidget(run_box)
-        left_layout.addWidget(episodes_box)
-        left_layout.addWidget(hp_box)
-        left_layout.addStretch(1)
-        self.form_widget = left
-        scroll = QScrollArea()
-        scroll.setWidget(left)
-        scroll.setWidgetResizable(True)
-        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        scroll.setMinimumWidth(340)
-        scroll.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
-
-        # live view
         self.plot = LivePlot("Meta-training", x_label="step", left_label="loss", right_label="accuracy (%)",
                              right_range=(0, 100), empty_text="Press Start to meta-train; the curves appear here.")
         self.plot.add_series("loss", "train loss", COLOURS["loss"], axis="left")
@@ -788,19 +698,17 @@ class TrainingPanel(QWidget):
         bottom.addWidget(self.device_label, 1)
         bottom.addLayout(buttons)
         right.addLayout(bottom)
+        return right
 
-        layout = QHBoxLayout(self)
-        layout.addWidget(scroll, 0)
-        layout.addLayout(right, 1)
-
-        self.algorithm_combo.currentIndexChanged.connect(self._algorithm_changed)
-        self.backbone_combo.currentIndexChanged.connect(self._backbone_changed)
-        self.dataset_combo.currentIndexChanged.connect(self._dataset_changed)
+    def _advanced_toggled(self, shown: bool) -> None:
+        self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
+        self.advanced.setVisible(shown)
 
     @staticmethod
     def _label(text: str, buddy: QWidget) -> QLabel:
         label = QLabel(text)
         label.setBuddy(buddy)
+        label.setToolTip(buddy.toolTip())
         return label
 
     def _fill_components(self) -> None:
@@ -849,6 +757,7 @@ class TrainingPanel(QWidget):
         self._backbone_changed()
         self._dataset_changed()
         self._update_device_label(self._base_plan.device)
+        self._mark_unavailable_presets()
 
     def broken_algorithm_plugins(self) -> list:
         """Plugin records that did not load and may have offered algorithms (the kind of a
@@ -995,7 +904,16 @@ class TrainingPanel(QWidget):
     def set_plan(self, plan: TrainingPlan) -> None:
         """Show ``plan`` in the form. Components this host lacks are reported on the status line
         (the form keeps its current choice); fields without a widget (seed, device, split, …)
-        are kept and come back in :meth:`plan`."""
+        are kept and come back in :meth:`plan`. The Preset picker shows the preset the plan is,
+        or Custom."""
+        self._filling += 1
+        try:
+            self._fill_plan(plan)
+        finally:
+            self._filling -= 1
+        self._show_preset(self.matching_preset())
+
+    def _fill_plan(self, plan: TrainingPlan) -> None:
         plan = TrainingPlan.from_dict(plan.to_dict())
         problems = []
         self._setting_plan = True
@@ -1030,6 +948,78 @@ class TrainingPanel(QWidget):
         self._update_device_label(plan.device)
         if problems:
             self._set_status("The saved settings could not all be used: " + "; ".join(problems) + ".", warning=True)
+
+    # -- presets -----------------------------------------------------------------------------------
+    def preset_available(self, key: str) -> bool:
+        """Whether this host has the algorithm, backbone and dataset of the preset ``key``."""
+        values = TRAINING_PRESETS[key]["plan"]
+        return (values["algorithm"] in self.host.algorithms and values["backbone"] in self.host.backbones
+                and values["dataset"] in self.host.datasets)
+
+    def apply_preset(self, key: str) -> None:
+        """Fill the form with the preset ``key`` (see :data:`TRAINING_PRESETS`), as choosing it in
+        the Preset picker does. The location stays when the dataset does; the fields without a
+        widget (seed, device, splits) stay too."""
+        values = dict(TRAINING_PRESETS[key]["plan"])
+        same_data = self.dataset_combo.currentData() == values["dataset"]
+        root = (self.root_edit.text().strip() or None) if same_data else None
+        self.set_plan(TrainingPlan.from_dict({**self._base_plan.to_dict(), **values, "root": root}))
+
+    def matching_preset(self) -> str:
+        """The key of the preset the form shows, or :data:`CUSTOM`."""
+        try:
+            plan = self.plan()
+        except ValueError:
+            return CUSTOM
+        return next((key for key, preset in TRAINING_PRESETS.items() if self._plan_is(plan, preset["plan"])), CUSTOM)
+
+    def _plan_is(self, plan: TrainingPlan, values: dict[str, Any]) -> bool:
+        """Whether ``plan`` has the preset's ``values`` (settings it leaves out at their defaults)."""
+        if any(getattr(plan, name) != value for name, value in values.items() if name not in ("hparams", "options")):
+            return False
+        cls = self.host.algorithms.get(plan.algorithm)
+        spec = self.host.datasets.get(plan.dataset)
+        if cls is None or spec is None:
+            return False
+        for declared, given, wanted in ((cls.hyperparameters, plan.hparams, values["hparams"]),
+                                        (spec.options, plan.options, values["options"])):
+            defaults = {h.name: h.default for h in declared}
+            if {**defaults, **given} != {**defaults, **wanted}:
+                return False
+        return True
+
+    def _show_preset(self, key: str) -> None:
+        self._filling += 1
+        try:
+            self.preset_combo.setCurrentIndex(self.preset_combo.findData(key))
+        finally:
+            self._filling -= 1
+        self.preset_note.setText(TRAINING_PRESETS[key]["note"] if key in TRAINING_PRESETS else CUSTOM_NOTE)
+
+    def _preset_picked(self, index: int) -> None:
+        if self._filling or index < 0:
+            return
+        key = self.preset_combo.itemData(index)
+        if key in TRAINING_PRESETS:
+            self.apply_preset(key)
+        else:
+            self.preset_note.setText(CUSTOM_NOTE)
+
+    def _field_edited(self, *_: object) -> None:
+        if not self._filling and self.preset_combo.currentData() != CUSTOM:
+            self._show_preset(CUSTOM)
+
+    def _mark_unavailable_presets(self) -> None:
+        """Grey out the presets whose algorithm, backbone or dataset this host lacks."""
+        model: QStandardItemModel = self.preset_combo.model()
+        for key, preset in TRAINING_PRESETS.items():
+            item = model.item(self.preset_combo.findData(key))
+            available = self.preset_available(key)
+            item.setEnabled(available)
+            values = preset["plan"]
+            item.setToolTip(preset["note"] if available else
+                            f"Not available: needs {values['algorithm']}, {values['backbone']} and the "
+                            f"{values['dataset']} dataset, which the loaded plugins do not all offer.")
 
     # -- running -----------------------------------------------------------------------------------
     def is_running(self) -> bool:
@@ -1369,4 +1359,5 @@ class TrainingPanel(QWidget):
             self.running_changed.emit(False)
 
 
-__all__ = ["DATASET_DEFAULTS", "HyperParameterForm", "NumberSpinBox", "TrainingPanel", "TrainingWorker"]
+__all__ = ["CUSTOM", "DATASET_DEFAULTS", "FIELD_TIPS", "TRAINING_PRESETS", "HyperParameterForm", "NumberSpinBox",
+           "TrainingPanel", "TrainingWorker"]
