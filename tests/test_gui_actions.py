@@ -76,7 +76,7 @@ def test_every_menu_and_toolbar_action_does_what_its_name_says(make_window, qtbo
     tested: set[str] = set()
 
     def trigger(name: str) -> None:
-        key = next(k for k in actions if k.startswith(name))
+        key = name if name in actions else next(k for k in actions if k.startswith(name))
         tested.add(key)
         actions[key].trigger()
 
@@ -120,6 +120,12 @@ def test_every_menu_and_toolbar_action_does_what_its_name_says(make_window, qtbo
     w.last_result = None
     trigger("Learn the classes again")
     assert wait_predictions(qtbot, w)["probabilities"] == result["probabilities"]
+
+    # Classify with the camera…: the live window opens (without a camera it says so) and closes
+    trigger("Classify with the camera")
+    assert w.live_dialog is not None and w.live_dialog.isVisible()
+    w.live_dialog.close()
+    assert w.live_dialog is None
 
     # Export predictions as CSV: the dialog opens, the file holds one row per image
     out = tmp_path / "out.csv"
@@ -252,3 +258,71 @@ def test_every_button_of_a_class_card_and_the_query_grid_works(make_window, qtbo
     w.classes.cards[second.id].delete_button.click()
     assert [c.name for c in project.classes] == ["Class 1"]
     person.done()
+
+
+@pytest.fixture
+def fake_camera(monkeypatch):
+    """A camera that shows the pictures the test feeds it (no device needed)."""
+    from metastudio.gui import camera
+
+    monkeypatch.setattr(camera, "camera_status", lambda: (True, ""))
+    monkeypatch.setattr(camera, "CameraSource", lambda *args, parent=None, **kwargs: camera.FrameSource(parent))
+
+
+def test_the_camera_button_of_a_class_adds_each_photo_taken(make_window, qtbot, images, fake_camera):
+    w = make_window()
+    w.classes.add_button.click()
+    w.classes.add_button.click()
+    entry = w.controller.project.classes[0]
+    w.classes.cards[entry.id].camera_button.click()
+    dialog = w.classes.cards[entry.id].camera_dialog
+    assert dialog is not None and dialog.isVisible() and not dialog.problem
+    picture = QImage(str(sorted((images / "imgs" / "class00").glob("*.png"))[0]))
+    dialog.source.feed(picture)
+    qtbot.waitUntil(dialog.take_button.isEnabled, timeout=5000)
+    dialog.take_button.click()
+    assert len(entry.images) == 1 and entry.images[0].source == "camera"
+    assert w.controller.undo_stack.undoText() == f"Add a camera photo to '{entry.name}'"
+    dialog.done_button.click()
+    assert not dialog.isVisible() and not dialog.source.is_active()
+
+
+def test_without_a_camera_the_camera_button_says_so(make_window, qtbot, monkeypatch):
+    from metastudio.gui import camera
+
+    sentence = "No camera found. Connect one and try again."
+    monkeypatch.setattr(camera, "camera_status", lambda: (False, sentence))
+    w = make_window()
+    w.classes.add_button.click()
+    card = next(iter(w.classes.cards.values()))
+    card.camera_button.click()
+    dialog = card.camera_dialog
+    assert dialog.problem == sentence and not dialog.take_button.isEnabled()
+    assert sentence in dialog.message.text() and card.camera_button.toolTip() == sentence
+    dialog.close()
+    # the live camera says the same
+    all_actions(w)["Classify with the camera…"].trigger()
+    assert w.live_dialog is not None and w.live_dialog.problem == sentence
+    w.live_dialog.close()
+
+
+def test_live_camera_shows_the_prediction_of_what_the_camera_sees(make_window, qtbot, images, fake_camera):
+    w = make_window()
+    populate(qtbot, w, images)
+    result = wait_predictions(qtbot, w)
+    all_actions(w)["Classify with the camera…"].trigger()
+    dialog = w.live_dialog
+    assert dialog is not None and dialog.isVisible()
+    item = w.controller.project.queries[0]
+    probs = result["probabilities"][item.id]
+    expected = result["class_names"][max(range(len(probs)), key=probs.__getitem__)]
+    picture = QImage(str(w.controller.project.image_path(item)))
+    with qtbot.waitSignal(w.engine.live_result, timeout=WAIT_MS):
+        # the window shows (and sends) the camera's picture mirrored, as a mirror would
+        dialog.source.feed(picture.mirrored(True, False))
+    qtbot.waitUntil(lambda: not dialog.waiting_for_prediction(), timeout=WAIT_MS)
+    assert expected in dialog.bars.caption.text() and len(dialog.bars.values) == len(result["class_names"])
+    w.queries.camera_button.click()  # the button brings the same window forward
+    assert w.live_dialog is dialog
+    dialog.close_button.click()
+    assert w.live_dialog is None and not dialog.source.is_active()

@@ -259,7 +259,8 @@ class ProjectController(QObject):
             self.problems.emit([(source, getattr(e, "reason", None) or str(e))])
             return None
         target = "queries" if class_id is None else f"'{self.project.class_by_id(class_id).name}'"
-        self._push_add([item], class_id, f"Paste an image into {target}")
+        verb = "Add a camera photo to" if source == "camera" else "Paste an image into"
+        self._push_add([item], class_id, f"{verb} {target}")
         return item.id
 
     def import_class_folders(self, folder: str | os.PathLike) -> list[str]:

@@ -165,6 +165,9 @@ class MainWindow(QMainWindow):
         self.engine.progress.connect(self._adapt_progress)
         self.engine.busy_changed.connect(self._busy_changed)
         self.engine.exported.connect(self._exported)
+        self.engine.live_result.connect(self._live_result)
+        self.queries.camera_button.clicked.connect(self.open_live_camera)
+        self.live_dialog = None
 
         self._adapt_timer = QTimer(self)
         self._adapt_timer.setSingleShot(True)
@@ -270,6 +273,8 @@ class MainWindow(QMainWindow):
                                    "Make a class from each sub-folder of a folder")
         a["add_queries"] = self._action("Add images to &classify…", self.add_queries, "Ctrl+Shift+O",
                                         "Add images to classify")
+        a["live_camera"] = self._action("Classify with the ca&mera…", self.open_live_camera, "Ctrl+Shift+C",
+                                        "Point the camera at something and see which class it looks like")
         a["export_csv"] = self._action("Export predictions as &CSV…", self.export_csv, "Ctrl+E",
                                        "Save the predictions as a CSV file")
         a["export_model"] = self._action("Export &model…", self.export_model, "Ctrl+Shift+E",
@@ -300,7 +305,7 @@ class MainWindow(QMainWindow):
             file_menu.addAction(a[key])
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
-        for key in ("save", "save_as", None, "import", "add_queries", None, "export_csv", "export_model", None, "quit"):
+        for key in ("save", "save_as", None, "import", "add_queries", "live_camera", None, "export_csv", "export_model", None, "quit"):
             file_menu.addSeparator() if key is None else file_menu.addAction(a[key])
         edit = menu.addMenu("&Edit")
         for key in ("undo", "redo", None, "paste", "add_class", None, "adapt"):
@@ -645,6 +650,43 @@ class MainWindow(QMainWindow):
         self.announce(f"Moved {len(ids)} image(s) into '{classes[number - 1].name}'; learning again.")
         if self.queries.list.count():
             self.queries.list.setCurrentRow(min(row, self.queries.list.count() - 1))
+
+    # -- live camera ----------------------------------------------------------------------------------------
+    def open_live_camera(self):
+        """The camera window with a bar per class for what the camera sees (the classifier of
+        the last adaptation; the camera runs only while the window is open)."""
+        from .camera import LiveDialog
+
+        if self.live_dialog is not None:
+            self.live_dialog.raise_()
+            return self.live_dialog
+        dialog = LiveDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.frame_for_prediction.connect(self.engine.predict_picture)
+        dialog.finished.connect(self._live_closed)
+        self.live_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _live_closed(self, *_: object) -> None:
+        self.live_dialog = None
+
+    def _live_result(self, result: dict) -> None:
+        dialog = self.live_dialog
+        if dialog is None:
+            return
+        if result.get("status") != "ok":
+            reason = result.get("hint") or f"The camera picture could not be classified: {result.get('message', '')}"
+            dialog.show_prediction([], [], [], reason)
+            return
+        names, probs = result["class_names"], result["probabilities"]
+        colours = {c.name: c.colour for c in self.controller.project.classes}
+        best = max(range(len(probs)), key=probs.__getitem__)
+        if result.get("unsure"):
+            caption = f"<b>Unsure</b>: {result['unsure']} (closest: {names[best]}, {100 * probs[best]:.0f}%)"
+        else:
+            caption = f"<b>{names[best]}</b> ({100 * probs[best]:.0f}%)"
+        dialog.show_prediction(names, [colours.get(n, "#888888") for n in names], probs, caption)
 
     # -- editing -------------------------------------------------------------------------------------------
     def paste_target(self) -> str | None:
@@ -1027,6 +1069,10 @@ class MainWindow(QMainWindow):
         stack.indexChanged.disconnect()
         self._adapt_timer.stop()
         self._autosave_timer.stop()
+        if self.live_dialog is not None:
+            self.live_dialog.close()
+        for card in self.classes.cards.values():
+            card.close_camera()
         if self.training_panel is not None:
             self.training_panel.shutdown()
         self.engine.shutdown()

@@ -172,6 +172,12 @@ class ClassCard(QFrame):
         self.add_button.setToolTip("Add images to this class…")
         self.add_button.setAccessibleName("Add images to class")
         self.add_button.clicked.connect(self._add_files)
+        self.camera_button = QToolButton()
+        self.camera_button.setText("Camera")
+        self.camera_button.setToolTip("Take example photos of this class with the camera")
+        self.camera_button.setAccessibleName("Take photos with the camera")
+        self.camera_button.clicked.connect(self.open_camera)
+        self.camera_dialog = None
         self.delete_button = QToolButton()
         self.delete_button.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_TrashIcon))
         self.delete_button.setToolTip("Delete this class (Undo brings it back)")
@@ -180,7 +186,7 @@ class ClassCard(QFrame):
         for w in (self.number, self.colour_button):
             header.addWidget(w)
         header.addWidget(self.name_edit, 1)
-        for w in (self.count_label, self.add_button, self.delete_button):
+        for w in (self.count_label, self.add_button, self.camera_button, self.delete_button):
             header.addWidget(w)
         layout.addLayout(header)
         self.images = ImageList(thumbnails, 56, captions=False)
@@ -258,6 +264,36 @@ class ClassCard(QFrame):
                                                 f"Images ({patterns});;All files (*)")
         if files:
             self.controller.add_files(files, self.class_id)
+
+    def open_camera(self):
+        """Open the camera window for this class: each photo taken joins the class at once.
+        Without a camera the window (and this button's tooltip) says why."""
+        from .camera import CaptureDialog
+
+        if self.camera_dialog is not None:
+            self.camera_dialog.raise_()
+            return self.camera_dialog
+        dialog = CaptureDialog(self.entry.name, self.window())
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.captured.connect(self._add_photo)
+        dialog.finished.connect(self._camera_closed)
+        if dialog.problem:
+            self.camera_button.setToolTip(dialog.problem)
+        self.camera_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _add_photo(self, data: bytes) -> None:
+        self.controller.add_bytes(data, ".png", self.class_id, source="camera")
+
+    def _camera_closed(self, *_: object) -> None:
+        self.camera_dialog = None
+
+    def close_camera(self) -> None:
+        """Close this class's camera window (the class is going away: no photo may get lost)."""
+        if self.camera_dialog is not None:
+            self.camera_dialog.close()
+            self.camera_dialog = None
 
     def _pick_colour(self) -> None:
         colour = QColorDialog.getColor(QColor(self.entry.colour), self, f"Colour of '{self.entry.name}'")
@@ -371,6 +407,7 @@ class ClassPanel(QWidget):
         for class_id in list(self.cards):
             if class_id not in ids:
                 card = self.cards.pop(class_id)
+                card.close_camera()
                 self.cards_layout.removeWidget(card)
                 card.deleteLater()
         for index, entry in enumerate(classes):
