@@ -85,6 +85,7 @@ from PIL import Image, UnidentifiedImageError
 from .. import __version__
 from .fileio import atomic_write
 from .errors import CheckpointError, ImageLoadError, ProjectError
+from . import images as _words
 from .images import MAX_PIXELS, is_image_name
 
 __all__ = [
@@ -256,9 +257,9 @@ class Project:
         except OSError as error:
             raise ImageLoadError(label, _os_reason(error)) from None
         if stat.S_ISDIR(info.st_mode):
-            raise ImageLoadError(label, "it is a directory, not an image file")
+            raise ImageLoadError(label, _words.A_FOLDER, "it is a directory, not an image file")
         if not stat.S_ISREG(info.st_mode):
-            raise ImageLoadError(label, "it is not a regular file")
+            raise ImageLoadError(label, _words.NOT_A_FILE, "it is not a regular file")
         if not is_image_name(label):
             raise ImageLoadError(label, _name_reason(label))
         if info.st_size == 0:
@@ -281,7 +282,7 @@ class Project:
         label = source or "<bytes>"
         ext = suffix.lower() if suffix.startswith(".") else f".{suffix.lower()}"
         if not is_image_name(f"image{ext}"):
-            raise ImageLoadError(label, f"'{suffix}' is not an image type MetaStudio can read")
+            raise ImageLoadError(label, _words.UNSUPPORTED, f"'{suffix}' is not an image type MetaStudio can read")
         data = bytes(data)
         if not data:
             raise ImageLoadError(label, "the data is empty")
@@ -826,15 +827,17 @@ def _check_image_header(data: bytes, label: str) -> None:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
     except UnidentifiedImageError:
-        reason = "not an image Pillow can read (the file is not an image, or it is damaged)"
-        raise ImageLoadError(label, reason) from None
+        raise ImageLoadError(label, _words.NOT_A_PICTURE, "not an image Pillow can read") from None
     except Image.DecompressionBombError:
-        raise ImageLoadError(label, f"the image has more pixels than the {MAX_PIXELS:,}-pixel limit") from None
+        size = _words._header_size(io.BytesIO(data))
+        size_text = f"{size[0]}×{size[1]} pixels" if size else "too many pixels"
+        raise ImageLoadError(label, _words.TOO_BIG.format(size=size_text, limit=MAX_PIXELS),
+                             "over Pillow's decompression bomb limit") from None
     except Exception as error:
-        raise ImageLoadError(label, f"the file is truncated or corrupt: {_message(error)}") from None
+        raise ImageLoadError(label, _words.DAMAGED, f"the file is truncated or corrupt: {_message(error)}") from None
     if width * height > MAX_PIXELS:
         raise ImageLoadError(
-            label,
+            label, _words.TOO_BIG.format(size=f"{width}×{height} pixels", limit=MAX_PIXELS),
             f"image is {width}x{height} pixels, more than the {MAX_PIXELS:,}-pixel limit (possible decompression bomb)",
         )
 
@@ -844,13 +847,13 @@ def _name_reason(label: str) -> str:
     parts = label.replace("\\", "/").split("/")
     base = parts[-1]
     if "__MACOSX" in parts:
-        return "files under __MACOSX are macOS metadata, not images"
+        return "it is a hidden file the Mac adds to zip files, not a picture"
     if base.startswith("."):
-        return "hidden files (names starting with '.') are not imported"
+        return "it is a hidden file (its name starts with '.'), so it is left out"
     ext = os.path.splitext(base)[1]
     if not ext:
-        return "the file name has no extension, so its type is unknown"
-    return f"'{ext}' files are not an image type MetaStudio can read"
+        return "the file name has no ending such as .jpg or .png, so it isn't known to be a picture"
+    return f"'{ext}' files are not pictures MetaStudio can open (use .jpg, .png, .webp, .bmp, .gif or .tif)"
 
 
 def _safetensors_problem(path: Path) -> str | None:
