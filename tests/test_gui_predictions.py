@@ -81,17 +81,22 @@ def test_long_class_names_are_readable_on_every_tile_and_tiles_fill_the_row(make
     w.resize(1366, 760)
     result = wait_predictions(qtbot, w)
     assert set(result["class_names"]) == {"golden retriever", "rhinoceros beetle", "Siamese cat"}
-    qtbot.waitUntil(lambda: w.queries.delegate.width > 164, timeout=5000)
+    from metastudio.gui.queries import BAND_MIN_SCALE, TILE_MIN_WIDTH
+
+    spacing = 2 * w.queries.list.spacing()
+    qtbot.waitUntil(lambda: w.queries.delegate.width > TILE_MIN_WIDTH, timeout=5000)
     font = QFont(w.queries.list.font())
     font.setBold(True)
     metrics = QFontMetrics(font)
-    band = w.queries.delegate.width - 6 - 8 - 6  # tile margins, band inset, text padding
+    room = w.queries.delegate.width - 6 - 8 - 6  # tile margins, band inset, text padding
     for prediction in w.queries.predictions.values():
         text = band_text(prediction)
-        assert metrics.horizontalAdvance(text) <= band, text
-    view = w.queries.list.viewport().width()
-    tile = w.queries.delegate.width + 2 * w.queries.list.spacing()
-    assert view - tile < (view // tile) * tile <= view, "the tiles share out the row instead of leaving a gap"
+        assert metrics.horizontalAdvance(text) * BAND_MIN_SCALE <= room, f"{text!r} would be cut"
+    view = w.queries.list.viewport().width() - 2
+    columns = view // (TILE_MIN_WIDTH + spacing)
+    tile = w.queries.delegate.width + spacing
+    assert columns >= 3 and view // tile == columns, "as many tiles a row as the narrowest allows"
+    assert view - tile < columns * tile <= view, "the tiles share out the row instead of leaving a gap"
 
 
 def test_a_camera_picture_is_classified_like_the_same_image_dropped_to_classify(make_window, qtbot, images):

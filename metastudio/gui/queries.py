@@ -44,10 +44,12 @@ CHANGED_MARK_MS = 6000
 #: The colour of the mark of a changed prediction, and of an unsure tile's band.
 CHANGED_COLOUR = "#ff8f00"
 UNSURE_COLOUR = "#9e9e9e"
-#: Width of a tile: at least this, wider when a class name needs it (up to TILE_MAX_WIDTH).
+#: Width of a tile: at least this, wider to share out a row (up to TILE_MAX_WIDTH).
 TILE_MIN_WIDTH = 164
 TILE_MAX_WIDTH = 340
 ICON_SIZE = 112
+#: A band text too long for its tile is drawn down to this fraction of the font size.
+BAND_MIN_SCALE = 0.75
 
 
 def band_text(prediction: tuple) -> str:
@@ -129,6 +131,7 @@ class PredictionDelegate(QStyledItemDelegate):
 
     @staticmethod
     def _paint_band(painter: QPainter, band: QRect, font: QFont, prediction: tuple) -> None:
+        font = QFont(font)
         colour = QColor(UNSURE_COLOUR if prediction[3] else prediction[1])
         painter.setPen(Qt.PenStyle.NoPen)
         painter.setBrush(colour)
@@ -136,7 +139,13 @@ class PredictionDelegate(QStyledItemDelegate):
         painter.setPen(readable_text_colour(colour))
         font.setBold(True)
         painter.setFont(font)
-        text = painter.fontMetrics().elidedText(band_text(prediction), Qt.TextElideMode.ElideMiddle, band.width() - 6)
+        text = band_text(prediction)
+        room = band.width() - 6
+        wide = painter.fontMetrics().horizontalAdvance(text)
+        if wide > room:  # smaller letters first (down to BAND_MIN_SCALE), then cut
+            font.setPointSizeF(font.pointSizeF() * max(BAND_MIN_SCALE, room / wide))
+            painter.setFont(font)
+        text = painter.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, room)
         painter.drawText(band, Qt.AlignmentFlag.AlignCenter, text)
 
     @staticmethod
@@ -296,17 +305,13 @@ class QueryPanel(QWidget):
 
     # -- tile width ------------------------------------------------------------------------------------
     def _layout_tiles(self) -> None:
-        """Tiles wide enough for the longest band text, then widened to fill the grid's rows
-        (so "golden retriever 97%" is not cut to "golden re…ever" while there is room)."""
-        font = QFont(self.list.font())
-        font.setBold(True)
-        metrics = QFontMetrics(font)
-        longest = max((metrics.horizontalAdvance(band_text(p)) for p in self.predictions.values()), default=0)
-        needed = min(max(TILE_MIN_WIDTH, longest + 28), TILE_MAX_WIDTH)
+        """As many tiles a row as TILE_MIN_WIDTH allows, widened to share out the row; a band
+        text still too long is drawn smaller (see PredictionDelegate) before it is cut, so
+        "golden retriever 97%" is not cut to "golden re…ever" while there is room."""
         spacing = 2 * self.list.spacing()
         available = self.list.viewport().width() - 2
-        columns = max(1, available // (needed + spacing))
-        width = max(needed, min(TILE_MAX_WIDTH, available // columns - spacing))
+        columns = max(1, available // (TILE_MIN_WIDTH + spacing))
+        width = max(TILE_MIN_WIDTH, min(TILE_MAX_WIDTH, available // columns - spacing))
         if width != self.delegate.width:
             self.delegate.width = width
             self.list.doItemsLayout()

@@ -173,7 +173,7 @@ class ClassCard(QFrame):
         self.add_button.setAccessibleName("Add images to class")
         self.add_button.clicked.connect(self._add_files)
         self.camera_button = QToolButton()
-        self.camera_button.setText("Camera")
+        self.camera_button.setIcon(camera_icon(self.palette().color(QPalette.ColorRole.ButtonText)))
         self.camera_button.setToolTip("Take example photos of this class with the camera")
         self.camera_button.setAccessibleName("Take photos with the camera")
         self.camera_button.clicked.connect(self.open_camera)
@@ -234,6 +234,7 @@ class ClassCard(QFrame):
         self.setStyleSheet(f"#classCard {{ {full}border-left: 5px solid {colour.name()}; }}")
         if not self.name_edit.hasFocus():
             self.name_edit.setText(entry.name)
+            self.name_edit.setCursorPosition(0)  # a long name shows its beginning, not its end
         self.name_edit.setAccessibleName(f"Name of class {entry.name}")
         n = len(entry.images)
         self.count_label.setText(f"{n} image{'s' if n != 1 else ''}")
@@ -336,6 +337,22 @@ class ClassCard(QFrame):
         event.acceptProposedAction()
         self.activated.emit(self.class_id)
         self.refresh()
+
+
+def camera_icon(colour: QColor, size: int = 16):
+    """A small drawn camera (Qt's standard icons have none)."""
+    from PySide6.QtGui import QIcon
+
+    pixmap = QPixmap(size, size)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setPen(QPen(colour, 1.4))
+    painter.drawRoundedRect(1, 4, size - 2, size - 6, 2, 2)
+    painter.drawRect(size // 2 - 3, 2, 6, 2)
+    painter.drawEllipse(size // 2 - 3, 6, 6, 6)
+    painter.end()
+    return QIcon(pixmap)
 
 
 def paste_image(controller: ProjectController, mime: QMimeData, class_id: str | None) -> bool:
