@@ -329,7 +329,8 @@ def cmd_classify(args) -> int:
     from .core.datasets import load_class_folders
     from .core.episodes import stack_support
     from .core.errors import ImageLoadError, MetaStudioError
-    from .core.images import load_array
+    from .core.imagestore import load_sized_array
+    from .core.openset import unsure_reasons
     from .plugins import get_host
 
     host = get_host(safe_mode=args.safe_mode or None)
@@ -355,23 +356,34 @@ def cmd_classify(args) -> int:
     else:
         raise MetaStudioError("--support is needed: this model holds no adapted classes")
     files = _query_files(args.query)
-    arrays, used = [], []
+    arrays, used, sizes = [], [], []
     for f in files:
         try:
-            arrays.append(load_array(f, size, channels=channels, fit=fit))
+            array, pixels = load_sized_array(f, size, channels=channels, fit=fit)
+            arrays.append(array)
+            sizes.append(pixels)
             used.append(f)
         except ImageLoadError as e:
             print(f"warning: {e}; skipped", file=sys.stderr)
     if not used:
         raise MetaStudioError("none of the query images could be read")
-    names, probs = learner.predict(torch.from_numpy(np.stack(arrays)))
+    prediction = learner.predict_open_set(torch.from_numpy(np.stack(arrays)))
+    probs = prediction.probabilities
+    unsure = unsure_reasons([str(f) for f in used], prediction.unsure.tolist(), sizes, size)
     width = max(len(str(f)) for f in used)
-    for f, name, row in zip(used, names, probs):
-        print(f"{str(f).ljust(width)}  {name}  ({100 * float(row.max()):.1f}%)")
+    for f, row in zip(used, probs):
+        best = learner.class_names[int(row.argmax())]
+        confidence = f"{100 * float(row.max()):.1f}%"
+        if str(f) in unsure:  # no answer, only the closest class
+            print(f"{str(f).ljust(width)}  unsure: {unsure[str(f)]} (closest: {best}, {confidence})")
+        else:
+            print(f"{str(f).ljust(width)}  {best}  ({confidence})")
     if args.csv:
         from .core.export import write_predictions_csv
 
-        write_predictions_csv(args.csv, [(str(f), row.tolist()) for f, row in zip(used, probs)], learner.class_names)
+        # Always the same columns (the app's export too): file, predicted, a column per class, unsure.
+        write_predictions_csv(args.csv, [(str(f), row.tolist()) for f, row in zip(used, probs)], learner.class_names,
+                              unsure=unsure)
         print(f"predictions written to {args.csv}", file=sys.stderr)
     return 0
 
@@ -484,7 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model", required=True, help="model file or shipped model name")
     c.add_argument("--support", default=None, help="folder with one sub-folder of example images per class")
     c.add_argument("--query", required=True, nargs="+", help="image files or folders to classify")
-    c.add_argument("--csv", default=None, help="also write the predictions and per-class probabilities to this CSV file")
+    c.add_argument("--csv", default=None, help="also write the predictions and per-class probabilities to this CSV file "
+                   "(with an 'unsure' column giving the reason when some image is not like any class or too small)")
     c.add_argument("--hp", action="append", metavar="NAME=VALUE",
                    help="change an adaptation hyperparameter of the model (repeatable), e.g. --hp adapt_steps=10")
     c.set_defaults(func=cmd_classify)

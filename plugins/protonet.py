@@ -5,6 +5,11 @@ classified by a softmax over negative distances to the prototypes. Meta-training
 embedding so that this works on new classes. Adaptation is one forward pass over the support
 set, so it is instant, and any number of shots per class works. Training with more ways than
 testing (60-way for Omniglot) helps, and nothing in the model depends on the number of ways.
+
+Its learners say when a query is not like any of the classes with the distance rule of
+:mod:`metastudio.core.openset` (distance to the nearest prototype relative to the spread of the
+examples around their prototypes), taken in the feature space before the last normalisation
+(see :meth:`PrototypicalNetworks.embed_open_set`).
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ from metastudio.core.feature_transform import (
     FEATURE_TRANSFORM,
     FeatureTransformMixin,
     apply_feature_transform,
+    before_centring,
     copy_feature_transform,
 )
+from metastudio.core.openset import DistanceRule, OpenSetPrediction, fit_distance_rule
 from metastudio.plugins import hookimpl
-
 
 
 def class_means(features: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
@@ -87,12 +93,38 @@ class PrototypicalNetworks(FeatureTransformMixin, Algorithm):
         return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
 
 
+    @torch.inference_mode()
+    def embed_open_set(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The features of one or more images as :meth:`embed_all` gives them (compared with
+        the prototypes), and as the unsure rule compares them (:mod:`metastudio.core.openset`),
+        from one backbone pass.
+
+        With ``cl2n`` or ``power-cl2n`` the rule's features are the centred ones *before* the
+        last L2-normalisation: that normalisation puts every image on the unit sphere and so
+        throws away how far it is from the mean of the base photos, which is what sets nonsense
+        apart. With the photos model, ``|x - mean|`` is 0.65-0.83 for 90 % of mini-ImageNet train
+        photos but 0.81-0.90 for Omniglot characters, 0.83-1.07 for noise and 0.92-1.02 for flat
+        colours (``benchmarks/openset_photos.py --calibrate``). On mini-ImageNet val (5-way
+        5-shot, about 5 % of the photos unsure) the rule marks 99.6-100 % of those unsure in this
+        space and 66-91 % in the normalised one (docs/benchmarks.md, "Unsure predictions").
+        With ``none`` both are the backbone's features."""
+        with self.evaluating():
+            chunk = self.embed_chunk
+            raw = torch.cat([Algorithm.embed(self, images[i : i + chunk]) for i in range(0, len(images), chunk)])
+        mode = self.feature_transform_mode
+        if mode == "none":
+            return raw, raw
+        centred = before_centring(raw, mode) - self.feature_mean
+        return F.normalize(centred, dim=1), centred  # the same operations as apply_feature_transform
+
     def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
-        features = self.embed_all(support.images)
-        prototypes = class_means(features, support.labels.to(features.device), support.ways)
+        features, open_features = self.embed_open_set(support.images)
+        labels = support.labels.to(features.device)
+        prototypes = class_means(features, labels, support.ways)
+        rule = fit_distance_rule(open_features, labels, support.ways)
         if progress:
             progress(AdaptProgress(1, 1, None))
-        return ProtoLearner(self, prototypes, support.class_names)
+        return ProtoLearner(self, prototypes, support.class_names, rule)
 
     def evaluate_episode(self, episode: Episode) -> float:
         # One forward pass over support and queries together (the evaluator runs in eval mode,
@@ -102,14 +134,23 @@ class PrototypicalNetworks(FeatureTransformMixin, Algorithm):
         return query_accuracy(logits, episode)
 
     def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
-        return ProtoLearner(self, state["prototypes"].to(self.device), class_names)
+        rule = None
+        if "open_set_prototypes" in state and "open_set_expected" in state:
+            rule = DistanceRule(state["open_set_prototypes"].to(self.device),
+                                state["open_set_expected"].to(self.device))
+        return ProtoLearner(self, state["prototypes"].to(self.device), class_names, rule)
 
 
 class ProtoLearner(Learner):
-    def __init__(self, algorithm: PrototypicalNetworks, prototypes: torch.Tensor, class_names: Sequence[str]):
+    """Prototypes to classify by, and the distance rule for unsure queries (None: the learner
+    falls back to the maximum-probability rule, e.g. a learner saved without it)."""
+
+    def __init__(self, algorithm: PrototypicalNetworks, prototypes: torch.Tensor, class_names: Sequence[str],
+                 open_set: DistanceRule | None = None):
         super().__init__(class_names)
         self.algorithm = algorithm
         self.prototypes = prototypes
+        self.open_set = open_set
 
     @torch.inference_mode()
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
@@ -118,8 +159,19 @@ class ProtoLearner(Learner):
         logits = self.algorithm.logits(self.algorithm.embed_all(images), self.prototypes)
         return logits.float().softmax(1).cpu()
 
+    @torch.inference_mode()
+    def predict_open_set(self, images: torch.Tensor) -> OpenSetPrediction:
+        if self.open_set is None or len(images) == 0:
+            return super().predict_open_set(images)
+        features, open_features = self.algorithm.embed_open_set(images)
+        probs = self.algorithm.logits(features, self.prototypes).float().softmax(1).cpu()
+        return self.open_set.predict(open_features, probs)
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"prototypes": self.prototypes}
+        state = {"prototypes": self.prototypes}
+        if self.open_set is not None:
+            state.update(open_set_prototypes=self.open_set.prototypes, open_set_expected=self.open_set.expected)
+        return state
 
     def as_module(self) -> nn.Module:
         return ProtoModule(self.algorithm, self.prototypes)

@@ -116,7 +116,7 @@ def test_classify_prints_predictions_and_writes_csv(trained_model, tmp_path, cap
     lines = captured.out.strip().splitlines()
     assert len(lines) == 12 and all("%" in line for line in lines)
     rows = list(csv.DictReader(out_csv.open()))
-    assert list(rows[0]) == ["file", "predicted", *names]
+    assert list(rows[0]) == ["file", "predicted", *names, "unsure"]
     assert len(rows) == 12
     for row in rows:
         assert abs(sum(float(row[n]) for n in names) - 1) < 1e-4

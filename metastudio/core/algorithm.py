@@ -10,7 +10,9 @@ An :class:`Algorithm` is a ``torch.nn.Module`` holding everything that meta-trai
    :class:`Learner` -- a classifier for exactly those classes. Adaptation may take several
    steps (gradient descent in MAML-like methods); it reports each through ``progress`` so a
    GUI can plot it live.
-3. **Predict**: :meth:`Learner.predict_proba` gives class probabilities for query images.
+3. **Predict**: :meth:`Learner.predict_proba` gives class probabilities for query images, and
+   :meth:`Learner.predict_open_set` also says which queries are not like any of the classes
+   ("unsure"; optional: the default rule works from the probabilities alone).
 4. **Persist**: the module's ``state_dict`` goes to safetensors and everything else (name,
    version, backbone, image size, hyperparameters, history) to JSON metadata -- see
    :mod:`metastudio.core.checkpoint`. Nothing is ever pickled.
@@ -43,6 +45,7 @@ from torch import nn
 from .episodes import Episode, SupportSet
 from .errors import FixedHyperParameterError
 from .images import FITS
+from .openset import OpenSetPrediction, max_probability_prediction
 
 _TYPES = {int: "int", float: "float", bool: "bool", str: "str"}
 
@@ -189,6 +192,35 @@ class Learner(ABC):
         """Predicted class names and the probabilities they come from."""
         probs = self.predict_proba(images)
         return [self.class_names[i] for i in probs.argmax(1).tolist()], probs
+
+    def predict_open_set(self, images: torch.Tensor) -> OpenSetPrediction:
+        """The probabilities of :meth:`predict_proba` and which queries are **unsure**: not like
+        any of the classes (a blank picture, noise, a drawing among photos...), so that their
+        best class should not be shown as an answer.
+
+        Returns an :class:`~metastudio.core.openset.OpenSetPrediction`: ``probabilities`` [Q, N]
+        (the same as ``predict_proba``), ``scores`` [Q] (float32, CPU) in units of the rule's
+        threshold, and ``rule``; a query is unsure when its score is above 1
+        (``prediction.unsure``). Images too small to recognise are a separate check, on the file
+        (:func:`metastudio.core.openset.too_small_reason`), not part of this method.
+
+        The default is the **maximum-probability rule**: the confidence above chance
+        ``c = (p_max - 1/N) / (1 - 1/N)`` is compared with
+        :data:`~metastudio.core.openset.CONFIDENCE_THRESHOLD` (score ``(1 - c) / (1 - threshold)``);
+        it needs nothing but ``predict_proba``, so every learner has it. It is weak on nonsense
+        that the model happens to be sure about.
+
+        A learner with an embedding should override it with the **distance rule**
+        (:class:`~metastudio.core.openset.DistanceRule`, as Prototypical Networks do): fit it at
+        adaptation with :func:`~metastudio.core.openset.fit_distance_rule` on the support
+        features (it measures how far the examples of a class lie from their prototype), then
+        return ``rule.predict(query_features, probabilities)``: the distance of the query to its
+        nearest prototype divided by the distance an image of that class is expected at, unsure
+        above :data:`~metastudio.core.openset.DISTANCE_THRESHOLD`. Compute the probabilities
+        and the features from one forward pass, and fall back to this default
+        (``super().predict_open_set(images)``) where the rule cannot be fitted, i.e. where
+        ``fit_distance_rule`` returned None."""
+        return max_probability_prediction(self.predict_proba(images))
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors that, with the algorithm's weights and the class names, rebuild this learner

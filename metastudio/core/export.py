@@ -31,7 +31,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -367,14 +367,19 @@ def write_predictions_csv(
     path: str | os.PathLike,
     rows: Iterable[tuple[str, Sequence[float]]],
     class_names: Sequence[str],
+    unsure: Mapping[str, str] | None = None,
 ) -> Path:
     """Write predictions to a CSV file (UTF-8, atomically) and return its path.
 
     ``rows`` are ``(file, probabilities)`` with one probability per class, in ``class_names``
     order. Columns: ``file``, ``predicted`` (the class of highest probability; the first on a
-    tie), then one column per class name with its probability to 6 decimals. Raises
-    :class:`MetaStudioError` for a row of the wrong length and :class:`CheckpointError` when the
-    file cannot be written (any previous file is then unchanged).
+    tie), then one column per class name with its probability to 6 decimals. With ``unsure``
+    (a mapping from a row's file to why its prediction is not confident, e.g. ``SessionResult.unsure``
+    keyed by file), a last column ``unsure`` holds that reason, empty for confident rows; its
+    ``predicted`` is then only the closest class. (The column is named ``unsure (reason)`` if a
+    class is called ``unsure``.) Raises :class:`MetaStudioError` for a row of the wrong length
+    and :class:`CheckpointError` when the file cannot be written (any previous file is then
+    unchanged).
     """
     names = [str(n) for n in class_names]
     if not names:
@@ -388,11 +393,17 @@ def write_predictions_csv(
             )
         best = max(range(len(values)), key=values.__getitem__)
         table.append([str(file), names[best], *(f"{v:.6f}" for v in values)])
+    header = ["file", "predicted", *names]
+    if unsure is not None:
+        header.append("unsure (reason)" if "unsure" in names else "unsure")
+        reasons = {str(k): str(v) for k, v in unsure.items()}
+        for row in table:
+            row.append(reasons.get(row[0], ""))
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["file", "predicted", *names])
+            writer.writerow(header)
             writer.writerows(table)
 
     return atomic_write(path, write)

@@ -2,7 +2,9 @@
 
 The app shows and re-adapts on the same files again and again; :class:`ImageStore` decodes each
 file once per (size, channels, fit) and keeps the uint8 array, keyed by the file's path, size and
-modification time, so an edited file is decoded again and an unchanged one never is.
+modification time, so an edited file is decoded again and an unchanged one never is. It also
+keeps each image's own size in pixels, so that an image too small to recognise can be told
+(:func:`metastudio.core.openset.too_small_reason`) although its array has the model's size.
 """
 
 from __future__ import annotations
@@ -13,26 +15,46 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import load_array
+from .images import ImageSource, load_image, to_array
+
+
+def load_sized_array(source: ImageSource, size: int, *, channels: int = 3, fit: str = "stretch",
+                     name: str | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """uint8 [channels, size, size] for an image, as :func:`~metastudio.core.images.load_array`
+    makes it, with the image's (width, height) in pixels as decoded (the right way up).
+
+    A JPEG may be decoded at a reduced scale that still has at least ``size`` pixels on both
+    sides, so the width and height are the file's own whenever either is below ``size`` (and at
+    least ``size`` otherwise): exact where the size of a small image matters. Raises
+    ImageLoadError like ``load_array``."""
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, not {channels!r}")
+    image = load_image(source, mode="L" if channels == 1 else "RGB", name=name, draft_size=size)
+    return to_array(image, size, fit=fit), (int(image.width), int(image.height))
 
 
 class ImageStore:
     def __init__(self, size: int, channels: int = 3, fit: str = "stretch", max_items: int = 5000):
         self.size, self.channels, self.fit, self.max_items = size, channels, fit, max_items
-        self._arrays: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._arrays: OrderedDict[tuple, tuple[np.ndarray, tuple[int, int]]] = OrderedDict()
         self.decoded = 0
 
     def get(self, path: str | os.PathLike) -> np.ndarray:
         """uint8 [C, size, size] for the file; raises ImageLoadError for a file that can't be used."""
+        return self.get_sized(path)[0]
+
+    def get_sized(self, path: str | os.PathLike) -> tuple[np.ndarray, tuple[int, int]]:
+        """The file's array (:meth:`get`) and its (width, height) in pixels (see
+        :func:`load_sized_array`)."""
         path = Path(path)
         st = path.stat() if path.exists() else None
         key = (str(path.resolve()), st.st_size, st.st_mtime_ns) if st else (str(path),)
         if key in self._arrays:
             self._arrays.move_to_end(key)
             return self._arrays[key]
-        array = load_array(path, self.size, channels=self.channels, fit=self.fit)
+        entry = load_sized_array(path, self.size, channels=self.channels, fit=self.fit)
         self.decoded += 1
-        self._arrays[key] = array
+        self._arrays[key] = entry
         while len(self._arrays) > self.max_items:
             self._arrays.popitem(last=False)
-        return array
+        return entry

@@ -27,6 +27,7 @@ from .devices import configure_for_speed, describe_device, resolve_device
 from .episodes import stack_support
 from .errors import ImageLoadError, MetaStudioError
 from .imagestore import ImageStore
+from .openset import unsure_reasons
 
 #: A support set as the app describes it: (class name, [(image id, file path), ...]) per class.
 SupportSpec = Sequence[tuple[str, Sequence[tuple[str, str | os.PathLike]]]]
@@ -64,6 +65,13 @@ class SessionResult:
     the person should do (add a class, add images...). ``probabilities`` maps a query image id to
     one probability per entry of ``class_names`` (the classes that have images, in order).
     ``problems`` maps an image id to why its file could not be used; such images take no part.
+
+    ``unsure`` maps the id of a query image that gets no confident prediction to why, in plain
+    words: ``"not like any of your classes"`` (:data:`~metastudio.core.openset.REASON_UNLIKE`)
+    or ``"too small to recognise (1×1 pixels)"``. Such an image still has its
+    ``probabilities`` (the closest classes), but its best class is not an answer: show it as
+    unsure, with the reason. Ids not in ``unsure`` are confident predictions. See
+    :meth:`~metastudio.core.algorithm.Learner.predict_open_set` for the rule.
     """
 
     status: str
@@ -74,8 +82,10 @@ class SessionResult:
     notes: list[str] = field(default_factory=list)
     adapt_losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    unsure: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """Every field (``unsure`` included) as plain Python values, to send across threads."""
         return dict(self.__dict__)
 
 
@@ -139,12 +149,16 @@ class ClassifierSession:
         return self.info
 
     # -- images ---------------------------------------------------------------------------------
-    def _arrays(self, items: Sequence[tuple[str, str | os.PathLike]], problems: dict[str, str]):
+    def _arrays(self, items: Sequence[tuple[str, str | os.PathLike]], problems: dict[str, str],
+                sizes: dict[str, tuple[int, int]] | None = None):
         arrays, ids = [], []
         for image_id, path in items:
             try:
-                arrays.append(self._store.get(path))
+                array, size = self._store.get_sized(path)
+                arrays.append(array)
                 ids.append(image_id)
+                if sizes is not None:
+                    sizes[image_id] = size
             except ImageLoadError as e:
                 problems[image_id] = e.reason if hasattr(e, "reason") else str(e)
             except OSError as e:  # vanished file, permissions...
@@ -194,11 +208,14 @@ class ClassifierSession:
 
         self.learner = self.algorithm.adapt(stack_support(per_class, names), on_progress)
         probabilities: dict[str, list[float]] = {}
-        arrays, ids = self._arrays(queries, problems)
+        unsure: dict[str, str] = {}
+        sizes: dict[str, tuple[int, int]] = {}
+        arrays, ids = self._arrays(queries, problems, sizes)
         if arrays:
-            probs = self.learner.predict_proba(torch.from_numpy(np.stack(arrays)))
-            probabilities = {i: [float(p) for p in row] for i, row in zip(ids, probs.tolist())}
-        return SessionResult("ok", class_names=names, probabilities=probabilities, problems=problems,
+            prediction = self.learner.predict_open_set(torch.from_numpy(np.stack(arrays)))
+            probabilities = {i: [float(p) for p in row] for i, row in zip(ids, prediction.probabilities.tolist())}
+            unsure = unsure_reasons(ids, prediction.unsure.tolist(), [sizes[i] for i in ids], self.algorithm.image_size)
+        return SessionResult("ok", class_names=names, probabilities=probabilities, problems=problems, unsure=unsure,
                              notes=notes, adapt_losses=losses, seconds=time.perf_counter() - start)
 
 
