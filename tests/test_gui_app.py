@@ -268,13 +268,14 @@ def test_export_csv_and_standalone_model(make_window, qtbot, images, tmp_path):
     out = tmp_path / "predictions.csv"
     assert w.export_csv(str(out))
     rows = list(csv.reader(out.open(encoding="utf-8")))
-    assert rows[0] == ["file", "predicted", *result["class_names"]]
+    assert rows[0] == ["file", "predicted", *result["class_names"], "unsure"]
     assert len(rows) == 1 + len(project.queries)
     for row, item in zip(rows[1:], project.queries):
         probs = result["probabilities"][item.id]
         assert row[0] == item.source
         assert row[1] == result["class_names"][int(np.argmax(probs))]
-        assert [float(x) for x in row[2:]] == pytest.approx(probs, abs=1e-5)
+        assert [float(x) for x in row[2:-1]] == pytest.approx(probs, abs=1e-5)
+        assert row[-1] == (result["unsure"].get(item.id) or "")
 
     # TorchScript and ONNX: loaded with plain torch / onnxruntime, same predictions
     from metastudio.core.images import load_array

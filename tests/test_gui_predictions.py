@@ -119,3 +119,36 @@ def test_a_camera_picture_is_classified_like_the_same_image_dropped_to_classify(
     with qtbot.waitSignal(w.engine.live_result, timeout=WAIT_MS) as broken:
         w.engine.predict_picture(b"\x89PNG broken")
     assert broken.args[0]["status"] == "error" and "camera picture" in broken.args[0]["message"]
+
+
+def test_an_image_too_small_to_recognise_is_shown_unsure_with_the_reason(make_window, qtbot, images, tmp_path):
+    import csv
+
+    from PIL import Image
+
+    from metastudio.gui.queries import PREDICTION_ROLE
+    from metastudio.gui.widgets import ID_ROLE
+    from test_gui_app import drop_files
+
+    w = make_window()
+    populate(qtbot, w, images)
+    wait_predictions(qtbot, w)
+    dot = tmp_path / "dot.png"
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(dot)
+    w.last_result = None
+    drop_files(qtbot, w.queries, [dot])
+    result = wait_predictions(qtbot, w)
+    item = next(it for it in w.controller.project.queries if it.name == "dot.png")
+    assert "too small" in result["unsure"][item.id] and "1×1" in result["unsure"][item.id]
+    assert "1 unsure" in w.queries.status.text()
+    row = next(r for r in range(w.queries.list.count()) if w.queries.list.item(r).data(ID_ROLE) == item.id)
+    tile = w.queries.list.item(row)
+    assert tile.data(PREDICTION_ROLE)[3] == result["unsure"][item.id] and "Unsure" in tile.toolTip()
+    w.queries.list.setCurrentRow(row)
+    assert "unsure" in w.bars.caption.text() and "too small" in w.bars.caption.text()
+    out = tmp_path / "p.csv"
+    assert w.export_csv(str(out))
+    rows = {r["file"]: r for r in csv.DictReader(out.open(encoding="utf-8"))}
+    assert "too small" in rows[item.source]["unsure"]
+    sure = [r for r in rows.values() if not r["unsure"]]
+    assert len(sure) >= len(w.controller.project.queries) - 2

@@ -123,18 +123,17 @@ def predict_picture(session, data: bytes) -> dict:
     algorithm = session.algorithm
     array = load_array(io.BytesIO(data), algorithm.image_size, channels=algorithm.channels, fit=algorithm.fit,
                        name="camera picture")
-    images = torch.from_numpy(array[None])
-    probs = session.learner.predict_proba(images)[0]
+    from PIL import Image
+
+    from metastudio.core.openset import unsure_reasons
+
+    with Image.open(io.BytesIO(data)) as picture:
+        size = picture.size
+    prediction = session.learner.predict_open_set(torch.from_numpy(array[None]))
+    unsure = unsure_reasons(["camera"], prediction.unsure.tolist(), [size], algorithm.image_size)
     return {"status": "ok", "class_names": list(session.learner.class_names),
-            "probabilities": [float(p) for p in probs.tolist()], "unsure": _unsure_reason(session, images)}
-
-
-def _unsure_reason(session, images) -> str:
-    """Why the one picture in ``images`` is not like any class ("" when it is), by the session's rule."""
-    reasons = getattr(session, "unsure_reasons", None)
-    if reasons is None:
-        return ""
-    return (reasons(images) or [""])[0]
+            "probabilities": [float(p) for p in prediction.probabilities[0].tolist()],
+            "unsure": unsure.get("camera", "")}
 
 
 def build_catalog(session, extra_model_paths) -> dict:

@@ -893,21 +893,25 @@ class MainWindow(QMainWindow):
         return True
 
     # -- export -----------------------------------------------------------------------------------------------
-    def _prediction_rows(self) -> list[tuple[str, list[float]]]:
+    def _prediction_rows(self) -> tuple[list[tuple[str, list[float]]], dict[str, str]]:
+        """(file, probabilities) of each predicted image, and why each unsure one is, by file."""
         result = self.last_result or {}
+        unsure = result.get("unsure") or {}
         project = self.controller.project
-        rows = []
+        rows, reasons = [], {}
         for item in project.queries:
             probs = (result.get("probabilities") or {}).get(item.id)
             if probs is not None:
                 rows.append((item.source or item.name, probs))
-        return rows
+                if item.id in unsure:
+                    reasons[item.source or item.name] = unsure[item.id]
+        return rows, reasons
 
     def export_csv(self, path: str | None = None) -> bool:
         from metastudio.core.errors import MetaStudioError
         from metastudio.core.export import write_predictions_csv
 
-        rows = self._prediction_rows()
+        rows, unsure = self._prediction_rows()
         if not rows:
             self.show_error("There are no predictions to export yet: add classes with examples and images to classify.")
             return False
@@ -917,7 +921,7 @@ class MainWindow(QMainWindow):
             if not path:
                 return False
         try:
-            write_predictions_csv(path, rows, self.last_result["class_names"])
+            write_predictions_csv(path, rows, self.last_result["class_names"], unsure)
         except (MetaStudioError, OSError) as e:
             self.show_error(f"The predictions were not exported: {e}")
             return False
