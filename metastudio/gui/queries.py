@@ -8,7 +8,7 @@ tiles whose prediction changed are marked for a few seconds, and the grid can sh
 from __future__ import annotations
 
 from PySide6.QtCore import QEvent, QObject, QPoint, QRect, QSize, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QColor, QFont, QFontMetrics, QKeySequence, QPainter, QPalette, QPen, QPixmap
+from PySide6.QtGui import QAction, QColor, QFont, QFontMetrics, QKeySequence, QPainter, QPalette, QPen
 from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
@@ -29,6 +29,7 @@ from .widgets import (
     MIME_IMAGES,
     PROBLEM_ROLE,
     ImageList,
+    draw_picture,
     image_ids_from_mime,
     local_paths_from_mime,
     paste_image,
@@ -115,18 +116,10 @@ class PredictionDelegate(QStyledItemDelegate):
 
     @staticmethod
     def _paint_picture(painter: QPainter, option: QStyleOptionViewItem, index, rect: QRect) -> QRect:
-        icon = index.data(Qt.ItemDataRole.DecorationRole)
         size = option.decorationSize
         pic_rect = QRect(rect.left() + (rect.width() - size.width()) // 2, rect.top() + 4, size.width(), size.height())
-        if icon is not None and not isinstance(icon, QColor):
-            pixmap = icon.pixmap(size) if hasattr(icon, "pixmap") else QPixmap(icon)
-            scaled = pixmap.size().scaled(size, Qt.AspectRatioMode.KeepAspectRatio)
-            target = QRect(pic_rect.left() + (size.width() - scaled.width()) // 2,
-                           pic_rect.top() + (size.height() - scaled.height()) // 2, scaled.width(), scaled.height())
-            painter.drawPixmap(target, pixmap)
-        else:
-            painter.setPen(option.palette.color(QPalette.ColorRole.PlaceholderText))
-            painter.drawText(pic_rect, Qt.AlignmentFlag.AlignCenter, "…")
+        draw_picture(painter, index.data(Qt.ItemDataRole.DecorationRole), pic_rect,
+                     option.palette.color(QPalette.ColorRole.PlaceholderText))
         return pic_rect
 
     @staticmethod

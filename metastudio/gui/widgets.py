@@ -463,6 +463,20 @@ class ClassPanel(QWidget):
         event.acceptProposedAction()
 
 
+def draw_picture(painter: QPainter, icon, rect: QRect, placeholder: QColor) -> None:
+    """Draw ``icon`` (a QIcon or QPixmap) scaled to fit ``rect`` and centred in it, or "…"
+    while it is not there yet."""
+    if icon is None or isinstance(icon, QColor) or not (hasattr(icon, "pixmap") or isinstance(icon, QPixmap)):
+        painter.setPen(placeholder)
+        painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "…")
+        return
+    pixmap = icon if isinstance(icon, QPixmap) else icon.pixmap(rect.size())
+    scaled = pixmap.size().scaled(rect.size(), Qt.AspectRatioMode.KeepAspectRatio)
+    target = QRect(rect.left() + (rect.width() - scaled.width()) // 2,
+                   rect.top() + (rect.height() - scaled.height()) // 2, scaled.width(), scaled.height())
+    painter.drawPixmap(target, pixmap)
+
+
 class ThumbnailDelegate(QStyledItemDelegate):
     """Just the picture, centred in a fixed cell (the same in every style), and a frame when selected."""
 
@@ -476,16 +490,8 @@ class ThumbnailDelegate(QStyledItemDelegate):
     def paint(self, painter: QPainter, option: QStyleOptionViewItem, index) -> None:
         painter.save()
         rect = option.rect.adjusted(2, 2, -2, -2)
-        icon = index.data(Qt.ItemDataRole.DecorationRole)
-        if icon is not None and hasattr(icon, "pixmap"):
-            pixmap = icon.pixmap(rect.size())
-            scaled = pixmap.size().scaled(rect.size(), Qt.AspectRatioMode.KeepAspectRatio)
-            target = QRect(rect.left() + (rect.width() - scaled.width()) // 2,
-                           rect.top() + (rect.height() - scaled.height()) // 2, scaled.width(), scaled.height())
-            painter.drawPixmap(target, pixmap)
-        else:
-            painter.setPen(option.palette.color(QPalette.ColorRole.PlaceholderText))
-            painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, "…")
+        draw_picture(painter, index.data(Qt.ItemDataRole.DecorationRole), rect,
+                     option.palette.color(QPalette.ColorRole.PlaceholderText))
         if option.state & QStyle.StateFlag.State_Selected:
             painter.setPen(QPen(option.palette.color(QPalette.ColorRole.Highlight), 3))
             painter.drawRect(rect)
