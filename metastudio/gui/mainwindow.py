@@ -1,4 +1,8 @@
-"""The main window: classify with a few examples (cards, queries, bars) and meta-train."""
+"""The main window: classify with a few examples (cards, queries, bars) and meta-train.
+
+Its project files (open, save, autosave, export) are in window_files.py, its camera window and
+Meta-train page in window_tools.py, the notification bar in notification.py.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,10 @@ from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
     QFrame,
-    QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
     QProgressBar,
-    QPushButton,
     QScrollArea,
     QSplitter,
     QStyle,
@@ -27,84 +29,24 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from metastudio.core.project import PROJECT_SUFFIX, Project, Recovery
+from metastudio.core.project import Project, Recovery
 
 from .controller import ProjectController
 from .engine import EngineClient, ThumbnailLoader
 from .modelbox import ModelBox
+from .notification import APP_NAME, NotificationBar
 from .queries import QueryPanel
 from .widgets import ClassPanel, ProbabilityBars, paste_image
+from .window_files import ProjectFilesMixin
+from .window_tools import CameraAndTrainingMixin
 
-APP_NAME = "MetaStudio"
-MAX_RECENT = 8
 AUTOSAVE_MS = 60_000
 ADAPT_DEBOUNCE_MS = 120
 #: The window's size when the screen has room for it.
 DEFAULT_SIZE = (1280, 800)
 #: Room left for a title bar and borders before the window manager has said how big they are.
 FRAME_ALLOWANCE = (16, 40)
-class NotificationBar(QFrame):
-    """A dismissable message at the top of the window, with details on request (never modal)."""
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.setObjectName("notification")
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(8, 4, 8, 4)
-        self.icon = QLabel()
-        self.text = QLabel()
-        self.text.setWordWrap(True)
-        self.text.setAccessibleName("Notification")
-        self.details_button = QPushButton("Details…")
-        self.details_button.clicked.connect(self._show_details)
-        # An optional action the message offers (e.g. "Use this model"); it closes the bar.
-        self.action_button = QPushButton()
-        self.action_button.clicked.connect(self._run_action)
-        self.action_button.hide()
-        close = QPushButton("Dismiss")
-        close.clicked.connect(self.hide)
-        layout.addWidget(self.icon)
-        layout.addWidget(self.text, 1)
-        layout.addWidget(self.action_button)
-        layout.addWidget(self.details_button)
-        layout.addWidget(close)
-        self.details = ""
-        self._action = None
-        self.hide()
-
-    def show_message(self, text: str, details: str = "", level: str = "warning",
-                     action: tuple[str, object] | None = None) -> None:
-        """Show ``text``; ``details`` behind Details…; ``action`` is (button label, callable)."""
-        icon = {"error": QStyle.StandardPixmap.SP_MessageBoxCritical,
-                "warning": QStyle.StandardPixmap.SP_MessageBoxWarning}.get(level, QStyle.StandardPixmap.SP_MessageBoxInformation)
-        self.icon.setPixmap(self.style().standardIcon(icon).pixmap(20, 20))
-        colour = {"error": "#c62828", "warning": "#e0a100"}.get(level, "#1e88e5")
-        self.setStyleSheet(f"#notification {{ border: 1px solid {colour}; border-left: 5px solid {colour}; }}")
-        self.text.setText(text)
-        self.details = details
-        self.details_button.setVisible(bool(details))
-        self._action = action[1] if action else None
-        self.action_button.setText(action[0] if action else "")
-        self.action_button.setVisible(action is not None)
-        self.show()
-
-    def _run_action(self) -> None:
-        action, self._action = self._action, None
-        self.hide()
-        if action is not None:
-            action()
-
-    def _show_details(self) -> None:
-        box = QMessageBox(self)
-        box.setWindowTitle(APP_NAME)
-        box.setText(self.text.text())
-        box.setDetailedText(self.details)
-        box.setIcon(QMessageBox.Icon.Information)
-        box.open()
-
-
-class MainWindow(QMainWindow):
+class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
     """The MetaStudio window. ``ask_restore=False`` skips the crash-recovery question (tests)."""
 
     #: Emitted after predictions (or a hint) are on screen for the current support and queries.
@@ -651,43 +593,6 @@ class MainWindow(QMainWindow):
         if self.queries.list.count():
             self.queries.list.setCurrentRow(min(row, self.queries.list.count() - 1))
 
-    # -- live camera ----------------------------------------------------------------------------------------
-    def open_live_camera(self):
-        """The camera window with a bar per class for what the camera sees (the classifier of
-        the last adaptation; the camera runs only while the window is open)."""
-        from .camera import LiveDialog
-
-        if self.live_dialog is not None:
-            self.live_dialog.raise_()
-            return self.live_dialog
-        dialog = LiveDialog(self)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.frame_for_prediction.connect(self.engine.predict_picture)
-        dialog.finished.connect(self._live_closed)
-        self.live_dialog = dialog
-        dialog.open()
-        return dialog
-
-    def _live_closed(self, *_: object) -> None:
-        self.live_dialog = None
-
-    def _live_result(self, result: dict) -> None:
-        dialog = self.live_dialog
-        if dialog is None:
-            return
-        if result.get("status") != "ok":
-            reason = result.get("hint") or f"The camera picture could not be classified: {result.get('message', '')}"
-            dialog.show_prediction([], [], [], reason)
-            return
-        names, probs = result["class_names"], result["probabilities"]
-        colours = {c.name: c.colour for c in self.controller.project.classes}
-        best = max(range(len(probs)), key=probs.__getitem__)
-        if result.get("unsure"):
-            caption = f"<b>Unsure</b>: {result['unsure']} (closest: {names[best]}, {100 * probs[best]:.0f}%)"
-        else:
-            caption = f"<b>{names[best]}</b> ({100 * probs[best]:.0f}%)"
-        dialog.show_prediction(names, [colours.get(n, "#888888") for n in names], probs, caption)
-
     # -- editing -------------------------------------------------------------------------------------------
     def paste_target(self) -> str | None:
         """Where a paste goes: the images to classify when the query grid has focus, else the
@@ -726,236 +631,6 @@ class MainWindow(QMainWindow):
         p = Path(path)
         self.settings.setValue("last_dir", str(p if p.is_dir() else p.parent))
 
-    # -- files -----------------------------------------------------------------------------------------------
-    def _confirm(self, title: str, text: str, buttons=None, default=None):
-        buttons = buttons or (QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
-                              | QMessageBox.StandardButton.Cancel)
-        return QMessageBox.question(self, title, text, buttons, default or QMessageBox.StandardButton.Save)
-
-    def maybe_save(self) -> bool:
-        """True when it is fine to drop the open project (saved, discarded, or unchanged)."""
-        if not self.controller.modified:
-            return True
-        answer = self.confirm("Unsaved changes", "Save the changes to this project?")
-        if answer == QMessageBox.StandardButton.Save:
-            return self.save()
-        return answer == QMessageBox.StandardButton.Discard
-
-    def new_project(self) -> None:
-        if self.maybe_save():
-            self.controller.replace(self._starter_project())
-
-    def open_project_dialog(self) -> None:
-        if not self.maybe_save():
-            return
-        path, _ = QFileDialog.getOpenFileName(self, "Open a project", self._last_dir(), f"MetaStudio projects (*{PROJECT_SUFFIX})")
-        if path:
-            self.open_project(path)
-
-    def open_project(self, path: str | Path) -> bool:
-        from metastudio.core.errors import MetaStudioError
-
-        try:
-            project = Project.open(path)
-        except MetaStudioError as e:
-            self.show_error(str(e))
-            return False
-        self.controller.replace(project)
-        self._add_recent(str(project.path))
-        if project.problems:
-            self.report_problems([(str(path), p) for p in project.problems])
-        self.announce(f"Opened {Path(path).name}", 5000)
-        return True
-
-    def save(self) -> bool:
-        path = self.controller.project.path
-        if path is None:
-            return self.save_as()
-        return self._save_to(path)
-
-    def save_as(self) -> bool:
-        start = str(self.controller.project.path or Path(self._last_dir()) / f"Untitled{PROJECT_SUFFIX}")
-        path, _ = QFileDialog.getSaveFileName(self, "Save project", start, f"MetaStudio projects (*{PROJECT_SUFFIX})")
-        if not path:
-            return False
-        if not path.endswith(PROJECT_SUFFIX):
-            path += PROJECT_SUFFIX
-        return self._save_to(Path(path))
-
-    def _save_to(self, path: Path) -> bool:
-        from metastudio.core.errors import MetaStudioError
-
-        try:
-            self.controller.project.save(path)
-        except MetaStudioError as e:
-            self.show_error(f"The project was not saved: {e}. Nothing was lost; try another place.")
-            return False
-        self.controller.mark_saved()
-        self._add_recent(str(path))
-        self._update_title()
-        self.announce(f"Saved {Path(path).name}", 5000)
-        return True
-
-    def _recent(self) -> list[str]:
-        value = self.settings.value("recent", [])
-        return [value] if isinstance(value, str) else list(value or [])
-
-    def _add_recent(self, path: str) -> None:
-        recent = [path] + [p for p in self._recent() if p != path]
-        self.settings.setValue("recent", recent[:MAX_RECENT])
-
-    def _fill_recent(self) -> None:
-        self.recent_menu.clear()
-        recent = [p for p in self._recent() if Path(p).is_file()]
-        for p in recent:
-            self.recent_menu.addAction(Path(p).name, lambda p=p: self.maybe_save() and self.open_project(p)).setToolTip(p)
-        if not recent:
-            self.recent_menu.addAction("No recent projects").setEnabled(False)
-
-    def _project_replaced(self) -> None:
-        self.last_result = None
-        self.queries.set_predictions({}, {})
-        self._update_title()
-        self._refresh_model_box()
-        if self.controller.project.model.get("kind") == "file":
-            self.engine.request_catalog(self._project_model_paths())
-        if self.training_panel is not None and self.controller.project.settings.get("training"):
-            self._restore_training_plan()
-
-    # -- autosave and recovery ---------------------------------------------------------------------------
-    def autosave(self, wait: bool = False) -> bool:
-        """Write the recovery copy if anything changed since the last one. The writing runs in
-        a background thread on a snapshot (a big project must not stall the window);
-        ``wait=True`` waits for it. False when there was nothing to do or a write is running."""
-        from metastudio.core.errors import MetaStudioError
-
-        index = self.controller.undo_stack.index()
-        if not self.controller.modified or index == self._autosaved_index:
-            return False
-        if self._autosave_thread is not None and self._autosave_thread.is_alive():
-            return False
-        project = self.controller.project
-        try:
-            snapshot = Project.from_manifest(project.to_manifest(), project.workdir)
-        except MetaStudioError as e:
-            self.announce(f"Autosave failed: {e}", 10000)
-            return False
-        snapshot.path = project.path
-        self._autosaved_index = index
-        self._autosave_thread = threading.Thread(target=self._write_recovery, args=(snapshot,),
-                                                 name="metastudio-autosave", daemon=True)
-        self._autosave_thread.start()
-        if wait:
-            self._autosave_thread.join()
-        return True
-
-    def _write_recovery(self, snapshot: Project) -> None:  # in the autosave thread
-        from metastudio.core.errors import MetaStudioError
-
-        try:
-            self.recovery.write(snapshot)
-        except MetaStudioError as e:
-            self.autosave_failed.emit(str(e))
-
-    def _autosave_failed(self, message: str) -> None:
-        self._autosaved_index = -1  # try again next time
-        self.announce(f"Autosave failed: {message}", 10000)
-
-    def offer_recovery(self) -> bool:
-        found = Recovery.find(self.recovery_dir)
-        if not found:
-            return False
-        latest = found[0]
-        where = f" (of {Path(latest.project_path).name})" if latest.project_path else ""
-        answer = self.confirm(
-            "Restore unsaved work?",
-            f"MetaStudio did not close properly last time. Restore the work autosaved at {latest.saved_at}{where}?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes)
-        if answer != QMessageBox.StandardButton.Yes:
-            for info in found:
-                Recovery.remove(info)
-            return False
-        from metastudio.core.errors import MetaStudioError
-
-        try:
-            project = Project.open(latest.path)
-        except MetaStudioError as e:
-            self.show_error(f"The autosaved work could not be restored: {e}")
-            return False
-        project.path = Path(latest.project_path) if latest.project_path else None
-        self.controller.replace(project)
-        # Restored work is unsaved work: mark it modified so closing asks to save it.
-        self.controller.undo_stack.resetClean()
-        self._update_title()
-        for info in found:
-            Recovery.remove(info)
-        self.announce("Restored the autosaved work. Save it to keep it.")
-        return True
-
-    # -- export -----------------------------------------------------------------------------------------------
-    def _prediction_rows(self) -> tuple[list[tuple[str, list[float]]], dict[str, str]]:
-        """(file, probabilities) of each predicted image, and why each unsure one is, by file."""
-        result = self.last_result or {}
-        unsure = result.get("unsure") or {}
-        project = self.controller.project
-        rows, reasons = [], {}
-        for item in project.queries:
-            probs = (result.get("probabilities") or {}).get(item.id)
-            if probs is not None:
-                rows.append((item.source or item.name, probs))
-                if item.id in unsure:
-                    reasons[item.source or item.name] = unsure[item.id]
-        return rows, reasons
-
-    def export_csv(self, path: str | None = None) -> bool:
-        from metastudio.core.errors import MetaStudioError
-        from metastudio.core.export import write_predictions_csv
-
-        rows, unsure = self._prediction_rows()
-        if not rows:
-            self.show_error("There are no predictions to export yet: add classes with examples and images to classify.")
-            return False
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export predictions", str(Path(self._last_dir()) / "predictions.csv"),
-                                                  "CSV files (*.csv)")
-            if not path:
-                return False
-        try:
-            write_predictions_csv(path, rows, self.last_result["class_names"], unsure)
-        except (MetaStudioError, OSError) as e:
-            self.show_error(f"The predictions were not exported: {e}")
-            return False
-        self.announce(f"Predictions of {len(rows)} images saved to {path}", 8000)
-        return True
-
-    def export_model(self, path: str | None = None, fmt: str | None = None) -> bool:
-        """Export the classifier adapted to the current classes (runs in the adapt thread's session)."""
-        if not self.last_result or self.last_result.get("status") != "ok":
-            self.show_error("There is nothing to export yet: give at least two classes a few examples first.")
-            return False
-        if path is None:
-            path, selected = QFileDialog.getSaveFileName(
-                self, "Export the classifier", str(Path(self._last_dir()) / "classifier.onnx"),
-                "ONNX (*.onnx);;TorchScript (*.pt)")
-            if not path:
-                return False
-            fmt = "torchscript" if path.endswith(".pt") or "TorchScript" in selected else "onnx"
-        self.engine_export(path, fmt or ("torchscript" if str(path).endswith(".pt") else "onnx"))
-        return True
-
-    def engine_export(self, path: str, fmt: str) -> None:
-        self.announce(f"Exporting the classifier to {path}…")
-        self.engine.export(path, fmt)
-
-    def _exported(self, paths: list, error: str) -> None:
-        if error:
-            self.show_error(f"The classifier was not exported: {error}")
-            return
-        self.notification.show_message(
-            f"Exported the classifier: {', '.join(Path(p).name for p in paths)} in {Path(paths[0]).parent}. "
-            "It runs with plain PyTorch or onnxruntime; labels.json says how to prepare images.", level="info")
-        self.announce(f"Exported {paths[0]}", 8000)
-
     # -- other dialogs ----------------------------------------------------------------------------------------
     def show_plugins(self) -> None:
         from .plugins_dialog import PluginsDialog
@@ -968,84 +643,6 @@ class MainWindow(QMainWindow):
         QMessageBox.about(self, f"About {APP_NAME}",
                           f"<b>{APP_NAME} {__version__}</b><p>Few-shot image classification with meta-learning: "
                           "teach a classifier with a handful of examples per class.</p>")
-
-    # -- training page ----------------------------------------------------------------------------------------
-    def _tab_changed(self, index: int) -> None:
-        if index == 1:
-            self.ensure_training_panel()
-
-    def ensure_training_panel(self):
-        """Build the meta-training page on first use (it loads the plugins: keep startup fast)."""
-        if self.training_panel is None:
-            from .training import TrainingPanel
-
-            panel = TrainingPanel()
-            panel.model_trained.connect(self._model_trained)
-            panel.message.connect(lambda text: self.announce(text, 8000))
-            panel.error.connect(self.show_error)
-            self.train_page.layout().addWidget(panel)
-            self.training_panel = panel
-            self._restore_training_plan()
-        return self.training_panel
-
-    def _restore_training_plan(self) -> None:
-        from metastudio.core.runs import TrainingPlan
-
-        saved = self.controller.project.settings.get("training")
-        if saved:
-            try:
-                self.training_panel.set_plan(TrainingPlan.from_dict(saved))
-            except (ValueError, TypeError, KeyError):
-                pass
-
-    def _model_trained(self, path: str, title: str) -> None:
-        """A finished (or cancelled) run's model joins the project's models; the model in use
-        stays until the person picks the new one ("Use this model")."""
-        from metastudio.core.errors import MetaStudioError
-
-        try:
-            name = self.controller.project.add_model_file(path)
-        except (MetaStudioError, OSError) as e:
-            self.show_error(f"The trained model could not be added to the project: {e}. It is still at {path}.")
-            return
-        if self.training_panel is not None:
-            try:
-                self.controller.project.settings["training"] = self.training_panel.plan().to_dict()
-            except Exception:  # noqa: BLE001 -- settings are a convenience
-                pass
-        self._refresh_model_box()
-        mismatch = self._image_mismatch(self.controller.project.model_path(name))
-        text = (f"Meta-training finished: '{title}' is saved in this project. "
-                "The model in use is unchanged until you choose the new one.")
-        self.notification.show_message(f"{text} {mismatch}".strip(), level="warning" if mismatch else "info",
-                                       action=("Use this model", lambda: self.use_project_model(name)))
-        self.announce(text, 8000)
-
-    def _image_mismatch(self, path) -> str:
-        """A plain warning when the model at ``path`` reads other pictures than the model in use
-        (size or colour), else ""."""
-        from metastudio.core.checkpoint import read_metadata
-        from metastudio.core.errors import MetaStudioError
-
-        current = self.model_info or {}
-        try:
-            meta = read_metadata(path)
-        except MetaStudioError:
-            return ""
-        size, channels = meta.get("image_size"), meta.get("channels")
-        if not current or (size, channels) == (current.get("image_size"), current.get("channels")):
-            return ""
-
-        def kind(s, c) -> str:
-            return f"{'black-and-white' if c == 1 else 'colour'} pictures of {s} pixels"
-
-        return (f"Note: it learned from {kind(size, channels)}, while the model in use reads "
-                f"{kind(current.get('image_size'), current.get('channels'))}: on your images it may do worse.")
-
-    def use_project_model(self, name: str) -> None:
-        """Adapt with the project's model file ``name`` from now on (undoable)."""
-        self.controller.set_model({"kind": "project", "name": name}, {})
-        self.announce(f"Using the model '{Path(name).stem}'. Undo (Ctrl+Z) goes back to the previous one.", 8000)
 
     # -- closing ------------------------------------------------------------------------------------------------
     def closeEvent(self, event: QCloseEvent) -> None:
