@@ -326,3 +326,32 @@ def test_live_camera_shows_the_prediction_of_what_the_camera_sees(make_window, q
     assert w.live_dialog is dialog
     dialog.close_button.click()
     assert w.live_dialog is None and not dialog.source.is_active()
+
+
+def test_cancelling_meta_training_in_the_window_keeps_the_model_in_use(make_window, qtbot, images, tmp_path):
+    """Meta-train tab, Start, then Cancel (the buttons a person clicks): the half-trained model
+    joins the project, the model in use and its predictions stay, and the offer to use the new
+    one is there."""
+    from conftest import make_class_tree
+    from metastudio.core.runs import TrainingPlan
+    from test_gui_app import MODEL
+
+    w = make_window()
+    populate(qtbot, w, images)
+    before = wait_predictions(qtbot, w)
+    root = make_class_tree(tmp_path / "train-data" / "train", classes=6, per_class=5, size=28).parent
+    all_actions(w)["Meta-train…"].trigger()
+    panel = w.training_panel
+    panel.output_dir = tmp_path / "models"
+    panel.set_plan(TrainingPlan(algorithm="protonet", backbone="conv4", dataset="folder", root=str(root),
+                                val_split=None, ways=3, shots=1, queries=2, episodes=100_000, image_size=28,
+                                device="cpu", log_every=1))
+    panel.start_button.click()
+    qtbot.waitUntil(lambda: panel.steps_received() >= 2, timeout=WAIT_MS)
+    with qtbot.waitSignal(panel.model_trained, timeout=WAIT_MS):
+        panel.cancel_button.click()
+    qtbot.waitUntil(lambda: not panel.is_running(), timeout=WAIT_MS)
+    assert w.controller.project.model == MODEL
+    assert w.last_result is before and not w.engine.busy
+    assert w.notification.action_button.text() == "Use this model" and "unchanged" in w.notification.text.text()
+    assert len(list((w.controller.project.workdir / "models").glob("*.safetensors"))) == 1
