@@ -29,10 +29,11 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QStyle,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
+
+from .widgets import disclosure_button
 
 #: Why a hyperparameter of a trained model is greyed out in the Model box (its tooltip starts so).
 FIXED_REASON = "Fixed when this model was trained: its weights depend on it, so it cannot change here."
@@ -79,14 +80,8 @@ class ModelBox(QGroupBox):
         super().__init__("Model", parent)
         layout = QVBoxLayout(self)
         layout.addLayout(self._build_plain())
-        self.advanced_toggle = QToolButton()
-        self.advanced_toggle.setText("Advanced")
-        self.advanced_toggle.setCheckable(True)
-        self.advanced_toggle.setAutoRaise(True)
-        self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
-        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.advanced_toggle.setAccessibleName("Advanced model settings")
-        self.advanced_toggle.setToolTip("Show the learning method, every model and their settings")
+        self.advanced_toggle = disclosure_button("Advanced", "Advanced model settings",
+                                                 "Show the learning method, every model and their settings")
         layout.addWidget(self.advanced_toggle)
         self.advanced = self._build_advanced()
         self.advanced.hide()
@@ -171,7 +166,6 @@ class ModelBox(QGroupBox):
         self.advanced_toggle.setChecked(shown)
 
     def _advanced_toggled(self, shown: bool) -> None:
-        self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
         self.advanced.setVisible(shown)
 
     # -- filling ----------------------------------------------------------------------------------------

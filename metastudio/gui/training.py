@@ -54,6 +54,7 @@ from ..core.runs import TrainingPlan
 from .forms import HyperParameterForm, NumberSpinBox
 from .training_worker import WORKER_NICE_INCREMENT, TrainingWorker
 from .plots import LivePlot
+from .widgets import disclosure_button
 
 #: Episode settings that suit each dataset (the shipped Omniglot model used 60-way 1-shot 5
 #: queries; ProtoNet trained mini-ImageNet 1-shot with 20-30 ways). Unknown datasets get "folder".
@@ -255,14 +256,9 @@ class TrainingPanel(QWidget):
         left_layout.addLayout(self._build_preset())
         left_layout.addWidget(self._build_components())
         left_layout.addWidget(self._build_episodes())
-        self.advanced_toggle = QToolButton()
-        self.advanced_toggle.setText("Advanced: validation and hyperparameters")
-        self.advanced_toggle.setCheckable(True)
-        self.advanced_toggle.setAutoRaise(True)
-        self.advanced_toggle.setArrowType(Qt.ArrowType.RightArrow)
-        self.advanced_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.advanced_toggle.setAccessibleName("Advanced training settings")
-        self.advanced_toggle.setToolTip("Show how the model is tested while it learns, and the learning method's settings")
+        self.advanced_toggle = disclosure_button(
+            "Advanced: validation and hyperparameters", "Advanced training settings",
+            "Show how the model is tested while it learns, and the learning method's settings")
         self.advanced_toggle.toggled.connect(self._advanced_toggled)
         left_layout.addWidget(self.advanced_toggle)
         self.advanced = self._build_advanced()
@@ -454,7 +450,6 @@ class TrainingPanel(QWidget):
         return right
 
     def _advanced_toggled(self, shown: bool) -> None:
-        self.advanced_toggle.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow)
         self.advanced.setVisible(shown)
 
     @staticmethod

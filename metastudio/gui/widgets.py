@@ -339,6 +339,21 @@ class ClassCard(QFrame):
         self.refresh()
 
 
+def disclosure_button(text: str, accessible_name: str, tip: str) -> QToolButton:
+    """A checkable "▸ Advanced…" button that shows or hides a part of a form (the arrow turns
+    down while it is open; connect ``toggled`` to show the part)."""
+    button = QToolButton()
+    button.setText(text)
+    button.setCheckable(True)
+    button.setAutoRaise(True)
+    button.setArrowType(Qt.ArrowType.RightArrow)
+    button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    button.setAccessibleName(accessible_name)
+    button.setToolTip(tip)
+    button.toggled.connect(lambda shown: button.setArrowType(Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow))
+    return button
+
+
 def camera_icon(colour: QColor, size: int = 16):
     """A small drawn camera (Qt's standard icons have none)."""
     from PySide6.QtGui import QIcon
