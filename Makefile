@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint clean-venv
+.PHONY: run test test-long lint clean-venv
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "MetaStudio needs Python 3.11 or newer; set PYTHON=python3.11 (or newer)")'
@@ -25,6 +25,10 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
+
+# The long variants (tests marked "long", each over ~30 s), left out of `make test`.
+test-long: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m long
 
 clean-venv:
 	rm -rf $(VENV)
