@@ -34,7 +34,7 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
-    from metastudio.cli import resolve_model
+    from metastudio.core.models import resolve_model
     from metastudio.core.checkpoint import load_model
     from metastudio.core.episodes import EpisodeSampler
     from metastudio.core.omniglot import load_omniglot

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metastudio.cli import resolve_model
+from metastudio.core.models import resolve_model
 from metastudio.core import openset
 from metastudio.core.algorithm import Algorithm
 from metastudio.core.checkpoint import load_model

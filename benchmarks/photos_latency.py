@@ -77,7 +77,7 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
-    from metastudio.cli import resolve_model
+    from metastudio.core.models import resolve_model
     from metastudio.core.checkpoint import load_model
     from metastudio.core.episodes import stack_support
     from metastudio.core.feature_cache import FeatureCache

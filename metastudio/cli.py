@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+
+from .core.models import resolve_model
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -26,34 +27,6 @@ def _progress_bar(desc: str, unit: str = "img"):
     from .core.progress import text_progress
 
     return text_progress(desc, unit)
-
-
-def models_dirs() -> list[Path]:
-    """Where named models are looked up: ``$METASTUDIO_MODELS_DIR``, then ``resources/models``."""
-    dirs = []
-    if os.environ.get("METASTUDIO_MODELS_DIR"):
-        dirs.append(Path(os.environ["METASTUDIO_MODELS_DIR"]))
-    dirs.append(Path(__file__).resolve().parent.parent / "resources" / "models")
-    return dirs
-
-
-def shipped_models() -> list[str]:
-    return sorted({p.name[: -len(".safetensors")] for d in models_dirs() if d.is_dir() for p in d.glob("*.safetensors")})
-
-
-def resolve_model(name: str) -> Path:
-    """A model file path, or the name of a shipped model (``protonet-omniglot``)."""
-    from .core.errors import CheckpointError
-
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    for d in models_dirs():
-        for candidate in (d / name, d / f"{name}.safetensors"):
-            if candidate.is_file():
-                return candidate
-    available = ", ".join(shipped_models()) or "none"
-    raise CheckpointError(f"model '{name}' not found: it is neither a file nor a shipped model (shipped: {available})")
 
 
 def _parse_hparams(items: Sequence[str]) -> dict[str, str]:

@@ -169,7 +169,7 @@ def test_usage_lines_preprocess_like_metastudio(host, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def photos():
-    from metastudio.cli import resolve_model
+    from metastudio.core.models import resolve_model
     from metastudio.core.checkpoint import load_model
     from metastudio.plugins import get_host
 

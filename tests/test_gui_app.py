@@ -428,7 +428,7 @@ def test_a_model_trained_in_the_window_joins_the_project(make_window, qtbot, ima
     """What the training page emits when a run finishes (or is cancelled): the model is copied
     into the project but the model in use stays until the person clicks "Use this model"; then
     it is adapted with, saved inside the .metastudio file and reopened from it."""
-    from metastudio.cli import resolve_model
+    from metastudio.core.models import resolve_model
 
     w = make_window()
     populate(qtbot, w, images)
@@ -463,7 +463,7 @@ def test_a_model_trained_in_the_window_joins_the_project(make_window, qtbot, ima
 def test_a_trained_model_for_other_pictures_is_offered_with_a_warning(make_window, qtbot, images, tmp_path):
     """A handwriting model (28 px, black and white) trained while photos are in use: it joins
     the project, the photos model stays, and the offer says the pictures differ."""
-    from metastudio.cli import resolve_model
+    from metastudio.core.models import resolve_model
     from metastudio.core.project import Project
 
     project = Project()

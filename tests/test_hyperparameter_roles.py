@@ -99,7 +99,7 @@ def test_adaptation_overrides_refuse_what_the_trained_model_fixed(host):
 
 
 def test_a_session_refuses_an_architecture_override_of_a_shipped_model(host):
-    from metastudio.cli import resolve_model
+    from metastudio.core.models import resolve_model
     from metastudio.core.session import ClassifierSession
 
     session = ClassifierSession(host, "cpu")

@@ -179,7 +179,7 @@ def query_files(tmp_path: Path, rng) -> dict[str, Path]:
 
 @pytest.mark.parametrize("model", ["protonet-omniglot", "matchingnet-omniglot"])
 def test_the_session_reports_unsure_images_with_their_reason(host, tmp_path, model, one_thread):
-    from metastudio.cli import resolve_model
+    from metastudio.core.models import resolve_model
     from metastudio.core.session import ClassifierSession
 
     session = ClassifierSession(host, "cpu")
@@ -245,7 +245,7 @@ def test_photos_model_marks_characters_and_noise_unsure_but_not_photos_of_the_cl
     """A small sample of the benchmark (docs/benchmarks.md, "Unsure predictions"): 3 mini-ImageNet
     val classes with 5 photos each, 6 query photos per class, 10 Omniglot characters of the
     evaluation alphabets and 5 noise images."""
-    from metastudio.cli import resolve_model
+    from metastudio.core.models import resolve_model
     from metastudio.core.checkpoint import load_model
     from metastudio.core.imagestore import load_sized_array
 

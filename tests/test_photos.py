@@ -74,7 +74,8 @@ def test_features_of_other_weights_never_mix(host, tmp_path):
 def test_classify_with_the_shipped_photos_models(tmp_path, capsys, model):
     """Generated photos of three patterns. (relationnet-photos is left out: its learned relation
     module labels these synthetic patterns at chance; it is tested on real photos below.)"""
-    from metastudio.cli import main, shipped_models
+    from metastudio.cli import main
+    from metastudio.core.models import shipped_models
 
     if model not in shipped_models():
         pytest.fail(f"resources/models/{model}.safetensors is missing")

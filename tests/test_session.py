@@ -9,7 +9,7 @@ from conftest import make_class_tree
 
 @pytest.fixture
 def session(host):
-    from metastudio.cli import resolve_model
+    from metastudio.core.models import resolve_model
     from metastudio.core.session import ClassifierSession
 
     s = ClassifierSession(host, "cpu")
@@ -59,7 +59,7 @@ def test_predictions_problems_and_notes(session, tmp_path):
 
 
 def test_hyperparameter_overrides_and_reload(session, tmp_path):
-    from metastudio.cli import resolve_model
+    from metastudio.core.models import resolve_model
     from metastudio.core.errors import FixedHyperParameterError
 
     path = resolve_model("protonet-omniglot")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from metastudio.cli import resolve_model, shipped_models
+from metastudio.core.models import resolve_model, shipped_models
 from metastudio.core.checkpoint import load_model, read_metadata
 from metastudio.core.episodes import EVAL_SEED, EpisodeSampler
 from metastudio.core.evaluator import evaluate
@@ -15,7 +15,7 @@ from conftest import real_data
 def test_every_shipped_model_file_is_under_5_mb():
     """The repository's rule for tracked files; a larger model is stored in float16
     (benchmarks/compact_model.py) and loads into float32 parameters."""
-    from metastudio.cli import models_dirs
+    from metastudio.core.models import models_dirs
 
     files = [p for d in models_dirs() if d.is_dir() for p in d.glob("*.safetensors")]
     assert files

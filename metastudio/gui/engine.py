@@ -138,7 +138,7 @@ def predict_picture(session, data: bytes) -> dict:
 
 def build_catalog(session, extra_model_paths) -> dict:
     """Plain description of the algorithms, failed plugins and models (shipped + ``extra``)."""
-    from metastudio.cli import models_dirs
+    from metastudio.core.models import models_dirs
     from metastudio.core.checkpoint import read_metadata
     from metastudio.core.errors import MetaStudioError
 

@@ -382,7 +382,7 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
 
     def model_path(self) -> str | None:
         """The file of the chosen model, or None (with a notification saying why)."""
-        from metastudio.cli import resolve_model
+        from metastudio.core.models import resolve_model
         from metastudio.core.errors import MetaStudioError
 
         project = self.controller.project
