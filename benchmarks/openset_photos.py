@@ -56,7 +56,7 @@ from metastudio.core.checkpoint import load_model
 from metastudio.core.episodes import SupportSet
 from metastudio.core.feature_cache import FeatureCache
 from metastudio.core.images import load_image
-from metastudio.core.imagestore import load_sized_array
+from metastudio.core.images import load_sized_array
 from metastudio.plugins import get_host
 
 RESULTS = Path(__file__).resolve().parent / "results"

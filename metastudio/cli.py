@@ -302,7 +302,7 @@ def cmd_classify(args) -> int:
     from .core.datasets import load_class_folders
     from .core.episodes import stack_support
     from .core.errors import ImageLoadError, MetaStudioError
-    from .core.imagestore import load_sized_array
+    from .core.images import load_sized_array
     from .core.openset import unsure_reasons
     from .plugins import get_host
 

@@ -247,7 +247,7 @@ def test_photos_model_marks_characters_and_noise_unsure_but_not_photos_of_the_cl
     evaluation alphabets and 5 noise images."""
     from metastudio.core.models import resolve_model
     from metastudio.core.checkpoint import load_model
-    from metastudio.core.imagestore import load_sized_array
+    from metastudio.core.images import load_sized_array
 
     val, omniglot = real_data("mini-imagenet", "val.zip"), real_data("omniglot", "images_evaluation.zip")
     algo = load_model(resolve_model("photos"), host).algorithm

@@ -501,10 +501,22 @@ def load_array(
     ``channels`` is 1 (greyscale) or 3 (RGB). JPEGs are decoded at reduced scale when that
     still gives at least ``size`` pixels on both sides. See :func:`load_image` and :func:`to_array`.
     """
+    return load_sized_array(source, size, channels=channels, fit=fit, name=name)[0]
+
+
+def load_sized_array(source: ImageSource, size: int, *, channels: int = 3, fit: str = "stretch",
+                     name: str | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """uint8 [channels, size, size] for an image, as :func:`load_array`
+    makes it, with the image's (width, height) in pixels as decoded (the right way up).
+
+    A JPEG may be decoded at a reduced scale that still has at least ``size`` pixels on both
+    sides, so the width and height are the file's own whenever either is below ``size`` (and at
+    least ``size`` otherwise): exact where the size of a small image matters. Raises
+    ImageLoadError like ``load_array``."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels!r}")
     image = load_image(source, mode="L" if channels == 1 else "RGB", name=name, draft_size=size)
-    return to_array(image, size, fit=fit)
+    return to_array(image, size, fit=fit), (int(image.width), int(image.height))
 
 
 # ----------------------------------------------------------------------------------------------

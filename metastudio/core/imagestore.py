@@ -15,22 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import ImageSource, load_image, to_array
-
-
-def load_sized_array(source: ImageSource, size: int, *, channels: int = 3, fit: str = "stretch",
-                     name: str | None = None) -> tuple[np.ndarray, tuple[int, int]]:
-    """uint8 [channels, size, size] for an image, as :func:`~metastudio.core.images.load_array`
-    makes it, with the image's (width, height) in pixels as decoded (the right way up).
-
-    A JPEG may be decoded at a reduced scale that still has at least ``size`` pixels on both
-    sides, so the width and height are the file's own whenever either is below ``size`` (and at
-    least ``size`` otherwise): exact where the size of a small image matters. Raises
-    ImageLoadError like ``load_array``."""
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, not {channels!r}")
-    image = load_image(source, mode="L" if channels == 1 else "RGB", name=name, draft_size=size)
-    return to_array(image, size, fit=fit), (int(image.width), int(image.height))
+from .images import load_sized_array
 
 
 class ImageStore:
@@ -45,7 +30,7 @@ class ImageStore:
 
     def get_sized(self, path: str | os.PathLike) -> tuple[np.ndarray, tuple[int, int]]:
         """The file's array (:meth:`get`) and its (width, height) in pixels (see
-        :func:`load_sized_array`)."""
+        :func:`~metastudio.core.images.load_sized_array`)."""
         path = Path(path)
         st = path.stat() if path.exists() else None
         key = (str(path.resolve()), st.st_size, st.st_mtime_ns) if st else (str(path),)

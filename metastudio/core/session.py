@@ -219,6 +219,29 @@ class ClassifierSession:
                              notes=notes, adapt_losses=losses, seconds=time.perf_counter() - start)
 
 
+    def classify_picture(self, data: bytes) -> dict[str, Any]:
+        """Classify one encoded picture (PNG, JPEG... held in memory, e.g. a camera's) with the
+        classifier of the last :meth:`run`: ``{"status": "ok", "class_names", "probabilities",
+        "unsure"}`` (``unsure`` is "" or why it gets no confident prediction), or
+        ``{"status": "hint", "hint"}`` while nothing is adapted. Raises ImageLoadError for bytes
+        that are not a picture."""
+        import io
+
+        from .images import load_sized_array
+
+        if self.learner is None or self.algorithm is None:
+            return {"status": "hint", "hint": "Give at least two classes a few examples first; then the camera "
+                                              "picture is classified here."}
+        algorithm = self.algorithm
+        array, size = load_sized_array(io.BytesIO(data), algorithm.image_size, channels=algorithm.channels,
+                                       fit=algorithm.fit, name="camera picture")
+        prediction = self.learner.predict_open_set(torch.from_numpy(array[None]))
+        unsure = unsure_reasons(["picture"], prediction.unsure.tolist(), [size], algorithm.image_size)
+        return {"status": "ok", "class_names": list(self.learner.class_names),
+                "probabilities": [float(p) for p in prediction.probabilities[0].tolist()],
+                "unsure": unsure.get("picture", "")}
+
+
 def _quote_list(names: Sequence[str]) -> str:
     quoted = [f"'{n}'" for n in names]
     return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + " and " + quoted[-1]

@@ -38,7 +38,7 @@ class _AdaptWorker(QObject):
     failed = Signal(int, str, str)  # request id, message, details
     catalog_ready = Signal(dict)
     exported = Signal(list, str)  # written paths, error message ("" when fine)
-    live_result = Signal(dict)  # a camera picture's prediction, see predict_picture
+    live_result = Signal(dict)  # a camera picture's prediction, see ClassifierSession.classify_picture
 
     def __init__(self, device: str = "auto"):
         super().__init__()
@@ -80,9 +80,9 @@ class _AdaptWorker(QObject):
     @Slot(bytes)
     def predict_picture(self, data: bytes) -> None:
         """Classify one picture held in memory (a camera's) with the classifier of the last
-        adaptation; answers ``live_result`` with plain values (see :func:`predict_picture`)."""
+        adaptation; answers ``live_result`` with plain values (see ``ClassifierSession.classify_picture``)."""
         try:
-            self.live_result.emit(predict_picture(self._session, data))
+            self.live_result.emit(self._get_session().classify_picture(data))
         except Exception as e:  # noqa: BLE001 -- every error reaches the person
             message, details = _describe(e)
             self.live_result.emit({"status": "error", "message": message, "details": details})
@@ -105,35 +105,6 @@ class _AdaptWorker(QObject):
             self.result.emit(request_id, outcome.as_dict())
         except Exception as e:  # noqa: BLE001 -- every error reaches the person
             self.failed.emit(request_id, *_describe(e))
-
-
-def predict_picture(session, data: bytes) -> dict:
-    """The prediction for an encoded picture (PNG, JPEG...) by ``session``'s adapted classifier:
-    ``{"status": "ok", "class_names", "probabilities", "unsure"}`` (``unsure`` is "" or why the
-    picture is not like any class), or ``{"status": "hint", "hint"}`` when nothing is adapted yet."""
-    import io
-
-    import torch
-
-    from metastudio.core.images import load_array
-
-    if session is None or session.learner is None or session.algorithm is None:
-        return {"status": "hint", "hint": "Give at least two classes a few examples first; then the camera "
-                                          "picture is classified here."}
-    algorithm = session.algorithm
-    array = load_array(io.BytesIO(data), algorithm.image_size, channels=algorithm.channels, fit=algorithm.fit,
-                       name="camera picture")
-    from PIL import Image
-
-    from metastudio.core.openset import unsure_reasons
-
-    with Image.open(io.BytesIO(data)) as picture:
-        size = picture.size
-    prediction = session.learner.predict_open_set(torch.from_numpy(array[None]))
-    unsure = unsure_reasons(["camera"], prediction.unsure.tolist(), [size], algorithm.image_size)
-    return {"status": "ok", "class_names": list(session.learner.class_names),
-            "probabilities": [float(p) for p in prediction.probabilities[0].tolist()],
-            "unsure": unsure.get("camera", "")}
 
 
 def build_catalog(session, extra_model_paths) -> dict:
