@@ -69,6 +69,11 @@ MISSING_NOTE = "This model can't be found. Pick another one, or open a model fil
 SETTINGS_LINES = 12
 
 
+def _trained_on(model: dict) -> str:
+    """What a catalogued model was trained on, in everyday words."""
+    return DATASET_WORDS.get(model.get("dataset"), model.get("dataset") or "pictures")
+
+
 class ModelBox(QGroupBox):
     """What the model is for (``purpose_combo``, ``purpose_note``), where it runs (``device``),
     and behind ``advanced_toggle`` (the ``advanced`` widget): the algorithm and model pickers,
@@ -137,7 +142,6 @@ class ModelBox(QGroupBox):
         self.model_combo.setToolTip("The meta-trained model the algorithm adapts to your classes")
         self.about = QLabel()
         self.about.setWordWrap(True)
-        self.about.setForegroundRole(self.about.foregroundRole())
         form.addRow("Algorithm", self.algorithm_combo)
         form.addRow("Model", self.model_combo)
         for combo in (self.purpose_combo, self.algorithm_combo, self.model_combo):
@@ -245,7 +249,7 @@ class ModelBox(QGroupBox):
 
     @staticmethod
     def _own_purpose(m: dict) -> Purpose:
-        trained_on = DATASET_WORDS.get(m.get("dataset"), m.get("dataset") or "pictures")
+        trained_on = _trained_on(m)
         if m["choice"]["kind"] == "project":
             note = f"A model of this project, trained on {trained_on}."
         else:
@@ -259,9 +263,8 @@ class ModelBox(QGroupBox):
             name = choice.get("name") or str(choice.get("path", "model")).rsplit("/", 1)[-1]
             return Purpose(f"{name} (not found)", choice, MISSING_NOTE)
         kind = _KIND_TITLES.get(m.get("dataset"), "Pictures")
-        trained_on = DATASET_WORDS.get(m.get("dataset"), m.get("dataset") or "pictures")
         return Purpose(f"{kind}: {m['name']}", choice,
-                       f"A research variant ({m['name']}), trained on {trained_on}. Its settings are under Advanced.")
+                       f"A research variant ({m['name']}), trained on {_trained_on(m)}. Its settings are under Advanced.")
 
     def _show_purpose(self, choice: dict) -> None:
         """Show ``choice`` in the plain picker (adding it when it is not a preset: a research

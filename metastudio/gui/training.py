@@ -5,9 +5,10 @@ and cancel.
 * :class:`HyperParameterForm` (in :mod:`metastudio.gui.forms`, re-exported here) builds a form
   from declared :class:`~metastudio.core.algorithm.HyperParameter` s (the algorithm's settings,
   the dataset's options; the Model box uses it too).
-* :class:`TrainingWorker` (in :mod:`metastudio.gui.training_worker`, re-exported here) runs :func:`metastudio.core.runs.prepare_run` and the trainer in its
-  own ``QThread``; it never touches widgets and sends plain dicts, numbers and strings through
-  signals, at most about 20 step signals a second.
+* :class:`TrainingWorker` (in :mod:`metastudio.gui.training_worker`, re-exported here) runs
+  :func:`metastudio.core.runs.prepare_run` and the trainer in its own ``QThread``; it never
+  touches widgets and sends plain dicts, numbers and strings through signals, at most about 20
+  step signals a second.
 * :class:`TrainingPanel` is the widget: a Preset picker (:data:`TRAINING_PRESETS`, or Custom as
   soon as a field is edited), what to train, the practice rounds (episodes), and behind an
   Advanced button the validation details and hyperparameters; every field explains itself in
