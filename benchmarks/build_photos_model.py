@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from metastudio.core.checkpoint import save_model
-from metastudio.core.datasets import load_class_folders
+from metastudio.engine.checkpoint import save_model
+from metastudio.data.datasets import load_class_folders
 from metastudio.plugins import get_host
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from metastudio.core.checkpoint import load_tensors
+from metastudio.engine.checkpoint import load_tensors
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -58,7 +58,7 @@ def main() -> None:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
-    from metastudio.core.project import Project
+    from metastudio.app.project import Project
     from metastudio.gui.mainwindow import MainWindow
 
     app = QApplication.instance() or QApplication([])

@@ -93,7 +93,7 @@ def main() -> int:
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
 
-    from metastudio.core.runs import TrainingPlan
+    from metastudio.app.runs import TrainingPlan
     from metastudio.gui.training import TrainingPanel
 
     out_dir = Path(scratch.name) / "models"

@@ -34,10 +34,10 @@ IMPLEMENTATIONS = ("metastudio-loop", "metastudio-grouped", "vmap", "learn2learn
 
 
 def episodes(root: str | None, count: int, seed: int = 0):
-    from metastudio.core.episodes import EpisodeSampler
+    from metastudio.data.episodes import EpisodeSampler
 
     if root:
-        from metastudio.core.omniglot import load_omniglot
+        from metastudio_builtins.datasets.omniglot import load_omniglot
 
         ds = load_omniglot(root, "train", "vinyals")
     else:
@@ -66,7 +66,7 @@ def import_learn2learn():
 def run_one(impl: str, args) -> dict:
     import torch
 
-    from metastudio.core.backbones import Conv4
+    from metastudio_builtins.backbones.networks import Conv4
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -76,7 +76,7 @@ def run_one(impl: str, args) -> dict:
     batches = [eps[i * args.meta_batch : (i + 1) * args.meta_batch] for i in range(total)]
     backbone = Conv4(1, 28)
     if impl.startswith("metastudio"):
-        from metastudio_builtins.maml import MAML
+        from metastudio_builtins.algorithms.maml import MAML
 
         algo = MAML(backbone, backbone_name="conv4", image_size=28, channels=1,
                     hparams={"inner_lr": 0.4, "inner_steps": 1, "batch_norm": "transductive",

@@ -34,10 +34,10 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
-    from metastudio.core.models import resolve_model
-    from metastudio.core.checkpoint import load_model
-    from metastudio.core.episodes import EpisodeSampler
-    from metastudio.core.omniglot import load_omniglot
+    from metastudio.app.catalogue import resolve_model
+    from metastudio.engine.checkpoint import load_model
+    from metastudio.data.episodes import EpisodeSampler
+    from metastudio_builtins.datasets.omniglot import load_omniglot
     from metastudio.plugins import get_host
 
     algo = load_model(resolve_model(args.model), get_host(), torch.device(args.device)).algorithm

@@ -27,7 +27,7 @@ on out-of-domain images of other seeds and Omniglot's *background* alphabets.
 
 Everything runs through the product's code (``load_model``, ``adapt``, ``predict_open_set``,
 ``load_sized_array``) on the CPU with one thread; the frozen backbone's features are cached
-(``metastudio.core.feature_cache``), so a second run takes seconds.
+(``metastudio.data.feature_cache``), so a second run takes seconds.
 
     python benchmarks/openset_photos.py --data ../shared/data
     python benchmarks/openset_photos.py --data ../shared/data --calibrate
@@ -49,14 +49,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metastudio.core.models import resolve_model
-from metastudio.core import openset
-from metastudio.core.algorithm import Algorithm
-from metastudio.core.checkpoint import load_model
-from metastudio.core.episodes import SupportSet
-from metastudio.core.feature_cache import FeatureCache
-from metastudio.core.images import load_image
-from metastudio.core.images import load_sized_array
+from metastudio.app.catalogue import resolve_model
+from metastudio.algorithms import openset
+from metastudio.algorithms.base import Algorithm
+from metastudio.engine.checkpoint import load_model
+from metastudio.data.episodes import SupportSet
+from metastudio.data.feature_cache import FeatureCache
+from metastudio.data.images import load_image
+from metastudio.data.images import load_sized_array
 from metastudio.plugins import get_host
 
 RESULTS = Path(__file__).resolve().parent / "results"

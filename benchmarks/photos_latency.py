@@ -77,11 +77,11 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
 
-    from metastudio.core.models import resolve_model
-    from metastudio.core.checkpoint import load_model
-    from metastudio.core.episodes import stack_support
-    from metastudio.core.feature_cache import FeatureCache
-    from metastudio.core.imagestore import ImageStore
+    from metastudio.app.catalogue import resolve_model
+    from metastudio.engine.checkpoint import load_model
+    from metastudio.data.episodes import stack_support
+    from metastudio.data.feature_cache import FeatureCache
+    from metastudio.data.imagestore import ImageStore
     from metastudio.plugins import get_host
 
     tmp = Path(tempfile.mkdtemp(prefix="metastudio-latency-"))

@@ -15,10 +15,10 @@ import tempfile
 
 import torch
 
-from metastudio.core.datasets import load_class_folders
-from metastudio.core.episodes import EVAL_SEED, EpisodeSampler
-from metastudio.core.evaluator import evaluate
-from metastudio.core.feature_cache import FeatureCache
+from metastudio.data.datasets import load_class_folders
+from metastudio.data.episodes import EVAL_SEED, EpisodeSampler
+from metastudio.engine.evaluator import evaluate
+from metastudio.data.feature_cache import FeatureCache
 from metastudio.plugins import get_host
 
 

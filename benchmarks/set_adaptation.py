@@ -27,7 +27,7 @@ def main() -> None:
     args = p.parse_args()
 
     from metastudio.cli import _parse_hparams
-    from metastudio.core.checkpoint import load_model, load_tensors, save_tensors
+    from metastudio.engine.checkpoint import load_model, load_tensors, save_tensors
     from metastudio.plugins import get_host
 
     overrides = _parse_hparams(args.hp)

@@ -55,10 +55,10 @@ from PIL import Image
 from torchvision import transforms
 
 import metastudio
-from metastudio.core.backbones import Conv4
-from metastudio.core.datasets import TreeSource
-from metastudio.core.episodes import EpisodeSampler
-from metastudio.core.omniglot import load_omniglot, locate, vinyals_split
+from metastudio_builtins.backbones.networks import Conv4
+from metastudio.data.datasets import TreeSource
+from metastudio.data.episodes import EpisodeSampler
+from metastudio_builtins.datasets.omniglot import load_omniglot, locate, vinyals_split
 from metastudio.plugins import get_host
 
 ANGLES = (0, 90, 180, 270)  # the rotations of FewShotDataset.with_rotations, in its class order

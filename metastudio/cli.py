@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .core.models import resolve_model
+from metastudio.app.catalogue import resolve_model
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -24,7 +24,7 @@ EXIT_USAGE = 2
 
 
 def _progress_bar(desc: str, unit: str = "img"):
-    from .core.progress import text_progress
+    from metastudio.data.progress import text_progress
 
     return text_progress(desc, unit)
 
@@ -65,7 +65,7 @@ def _load_dataset(host, args, split: str, image_size: int | None, channels: int 
     finally:
         close()
     if channels and ds.channels != channels:
-        from .core.errors import DatasetError
+        from metastudio.errors import DatasetError
 
         raise DatasetError(f"the model expects {channels}-channel images but dataset {spec.name} has {ds.channels}")
     if ds.problems:
@@ -77,13 +77,13 @@ def _use_feature_cache(algorithm) -> None:
     """A frozen (pretrained) backbone's features are cached by image content, in memory and under
     the user cache directory, so images seen before are not embedded again."""
     if algorithm.backbone_frozen:
-        from .core.feature_cache import FeatureCache
+        from metastudio.data.feature_cache import FeatureCache
 
         algorithm.feature_cache = FeatureCache()
 
 
 def _device(args):
-    from .core.devices import configure_for_speed, describe_device, resolve_device
+    from metastudio.engine.devices import configure_for_speed, describe_device, resolve_device
 
     device = resolve_device(args.device)
     configure_for_speed(device)
@@ -96,7 +96,7 @@ def _device(args):
 
 
 def cmd_plugins(args) -> int:
-    from .plugins import get_host
+    from metastudio.plugins import get_host
 
     host = get_host(safe_mode=args.safe_mode or None)
     rows = host.rows()
@@ -115,7 +115,7 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .core.checkpoint import read_metadata
+    from metastudio.engine.checkpoint import read_metadata
 
     meta = read_metadata(resolve_model(args.model))
     if not args.history:
@@ -125,8 +125,8 @@ def cmd_info(args) -> int:
 
 
 def _stage_progress():
-    """A :data:`~metastudio.core.runs.StageProgress` drawing one text bar per stage, and a closer."""
-    from .core.progress import text_progress
+    """A :data:`~metastudio.app.runs.StageProgress` drawing one text bar per stage, and a closer."""
+    from metastudio.data.progress import text_progress
 
     state: dict = {"stage": None, "bar": None, "close": None}
 
@@ -146,9 +146,9 @@ def _stage_progress():
 
 
 def cmd_train(args) -> int:
-    from .core.runs import TrainingPlan, prepare_run
-    from .core.trainer import StepEvent, ValidationEvent
-    from .plugins import get_host
+    from metastudio.app.runs import TrainingPlan, prepare_run
+    from metastudio.engine.trainer import StepEvent, ValidationEvent
+    from metastudio.plugins import get_host
 
     host = get_host(safe_mode=args.safe_mode or None)
     options = _dataset_options(host.dataset(args.dataset), args)
@@ -238,10 +238,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .core.checkpoint import load_model
-    from .core.episodes import EpisodeSampler
-    from .core.evaluator import evaluate
-    from .plugins import get_host
+    from metastudio.engine.checkpoint import load_model
+    from metastudio.data.episodes import EpisodeSampler
+    from metastudio.engine.evaluator import evaluate
+    from metastudio.plugins import get_host
 
     host = get_host(safe_mode=args.safe_mode or None)
     path = resolve_model(args.model)
@@ -256,7 +256,7 @@ def cmd_eval(args) -> int:
     if device.type != "cpu":
         ds = ds.to(device)
     if args.seed is None:
-        from .core.episodes import EVAL_SEED
+        from metastudio.data.episodes import EVAL_SEED
 
         args.seed = EVAL_SEED
     sampler = EpisodeSampler(ds, args.ways, args.shots, args.queries, seed=args.seed)
@@ -274,8 +274,8 @@ def cmd_eval(args) -> int:
 
 
 def _query_files(items: Sequence[str]) -> list[Path]:
-    from .core.errors import MetaStudioError
-    from .core.images import is_image_name
+    from metastudio.errors import MetaStudioError
+    from metastudio.data.images import is_image_name
 
     files: list[Path] = []
     for item in items:
@@ -298,13 +298,13 @@ def cmd_classify(args) -> int:
     import numpy as np
     import torch
 
-    from .core.checkpoint import load_model
-    from .core.datasets import load_class_folders
-    from .core.episodes import stack_support
-    from .core.errors import ImageLoadError, MetaStudioError
-    from .core.images import load_sized_array
-    from .core.openset import unsure_reasons
-    from .plugins import get_host
+    from metastudio.engine.checkpoint import load_model
+    from metastudio.data.datasets import load_class_folders
+    from metastudio.data.episodes import stack_support
+    from metastudio.errors import ImageLoadError, MetaStudioError
+    from metastudio.data.images import load_sized_array
+    from metastudio.algorithms.openset import unsure_reasons
+    from metastudio.plugins import get_host
 
     host = get_host(safe_mode=args.safe_mode or None)
     path = resolve_model(args.model)
@@ -352,7 +352,7 @@ def cmd_classify(args) -> int:
         else:
             print(f"{str(f).ljust(width)}  {best}  ({confidence})")
     if args.csv:
-        from .core.export import write_predictions_csv
+        from metastudio.engine.export import write_predictions_csv
 
         # Always the same columns (the app's export too): file, predicted, a column per class, unsure.
         write_predictions_csv(args.csv, [(str(f), row.tolist()) for f, row in zip(used, probs)], learner.class_names,
@@ -364,7 +364,7 @@ def cmd_classify(args) -> int:
 def cmd_gui(args) -> int:
     """The desktop app."""
     try:
-        from .gui.app import run
+        from metastudio.gui.app import run
     except ImportError as e:  # PySide6 missing or its system libraries absent
         print(f"error: the desktop app cannot start ({e}); the commands (metastudio --help) still work", file=sys.stderr)
         return EXIT_ERROR
@@ -376,7 +376,7 @@ def cmd_gui(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from metastudio import __version__
 
     p = argparse.ArgumentParser(
         prog="metastudio",
@@ -424,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed (episodes and initial weights)")
     t.add_argument("--hp", action="append", metavar="NAME=VALUE", help="algorithm hyperparameter (repeatable), e.g. --hp lr=0.001")
     t.add_argument("--image-size", type=int, default=None, help="side of the square input images (default: the dataset's)")
-    from .core.images import FITS
+    from metastudio.data.images import FITS
 
     t.add_argument("--fit", default="stretch", choices=FITS,
                    help="how non-square images become squares when the model is used (stretch, or crop the centre)")
@@ -499,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.safe_mode = False
     if args.command is None:
         return cmd_gui(args)
-    from .core.errors import MetaStudioError
+    from metastudio.errors import MetaStudioError
 
     try:
         return args.func(args)

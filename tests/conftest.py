@@ -37,7 +37,7 @@ def assert_round_trip(host, tmp_path, algorithm, episode):
     saved learner, and the learner's stand-alone module (export) agrees. Returns the probabilities."""
     import torch
 
-    from metastudio.core.checkpoint import load_model, save_model
+    from metastudio.engine.checkpoint import load_model, save_model
 
     learner = algorithm.adapt(episode.support)
     probs = learner.predict_proba(episode.query_images)
@@ -114,7 +114,8 @@ def seeded_conv4(host):
     """A 'pretrained' backbone for tests: Conv-4 whose factory always builds the same weights."""
     import torch
 
-    from metastudio.core.backbones import BackboneSpec, Conv4
+    from metastudio.algorithms.backbone import BackboneSpec
+    from metastudio_builtins.backbones.networks import Conv4
 
     def factory(channels, size):
         with torch.random.fork_rng():

@@ -1,4 +1,5 @@
-"""Layer rules: the engine (metastudio.core) runs headless, so it never imports Qt."""
+"""Layer rules: everything below the GUI runs headless (no Qt), the layers contract of
+pyproject.toml catches an upward import, and the built-in plugins import only metastudio.api."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from pathlib import Path
 import metastudio
 
 QT_MODULES = ("PySide6", "PyQt5", "PyQt6", "pyqtgraph", "superqt", "qtpy", "shiboken6")
-CORE = Path(metastudio.__file__).parent / "core"
+PACKAGE = Path(metastudio.__file__).parent
+ROOT = PACKAGE.parent
+#: The headless layers (and the API and errors modules): everything but the GUI and the CLI.
+HEADLESS = ("data", "algorithms", "engine", "plugins", "app")
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -26,17 +30,25 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
-def test_core_sources_import_no_qt():
+def headless_sources() -> list[Path]:
+    files = [PACKAGE / "api.py", PACKAGE / "errors.py"]
+    for layer in HEADLESS:
+        files += sorted((PACKAGE / layer).rglob("*.py"))
+    return files
+
+
+def test_headless_sources_import_no_qt():
     offenders = {}
-    for path in sorted(CORE.rglob("*.py")):
+    for path in headless_sources():
         bad = {m for m in imported_modules(path) if m.split(".")[0] in QT_MODULES}
         if bad:
-            offenders[str(path.relative_to(CORE.parent))] = sorted(bad)
-    assert not offenders, f"metastudio.core must not import Qt: {offenders}"
+            offenders[str(path.relative_to(PACKAGE.parent))] = sorted(bad)
+    assert not offenders, f"only metastudio.gui may import Qt: {offenders}"
 
 
-def test_importing_every_core_module_loads_no_qt():
-    modules = sorted(f"metastudio.core.{p.stem}" for p in CORE.glob("*.py") if p.stem != "__init__")
+def test_importing_every_headless_module_loads_no_qt():
+    modules = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                     for p in headless_sources())
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
@@ -68,3 +80,56 @@ def test_the_app_starts_without_importing_torch():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"})
     assert run.returncode == 0, f"imported at start-up: {run.stdout} {run.stderr}"
+
+
+def test_builtin_plugins_import_only_the_api():
+    """The built-ins are written as a third party would write them: from MetaStudio they import
+    metastudio.api and nothing else (their own modules they import relatively)."""
+    offenders = {}
+    for path in sorted((ROOT / "plugins").rglob("*.py")):
+        bad = {m for m in imported_modules(path) if m.startswith("metastudio") and m != "metastudio.api"}
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    assert not offenders, f"built-in plugins must import from metastudio.api only: {offenders}"
+
+
+def test_the_old_flat_paths_still_work_with_a_deprecation_warning():
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('error')\n"
+        "try:\n"
+        "    from metastudio.core.algorithm import Algorithm\n"
+        "except DeprecationWarning as w:\n"
+        "    print('warned:', w)\n"
+        "warnings.simplefilter('ignore')\n"
+        "from metastudio.core.algorithm import Algorithm, HyperParameter\n"
+        "import metastudio.api as api\n"
+        "assert Algorithm is api.Algorithm and HyperParameter is api.HyperParameter\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "warned: metastudio.core.algorithm has moved to metastudio.algorithms.base" in run.stdout
+
+
+def _lint(tree: Path) -> subprocess.CompletedProcess:
+    lint = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(lint), "--config", str(tree / "pyproject.toml"), "--no-cache"], cwd=tree,
+                          capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(tree)})
+
+
+def test_the_layers_contract_fails_on_an_upward_import(tmp_path):
+    """import-linter on a copy of the package: kept as it is, broken once the data layer (the
+    lowest) imports the application layer."""
+    import shutil
+
+    shutil.copytree(PACKAGE, tmp_path / "metastudio", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    kept = _lint(tmp_path)
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    images = tmp_path / "metastudio" / "data" / "images.py"
+    images.write_text(images.read_text() + "\nfrom metastudio.app import session  # upward\n")
+    broken = _lint(tmp_path)
+    assert broken.returncode != 0
+    assert "Layers:" in broken.stdout and "BROKEN" in broken.stdout
+    assert "metastudio.data.images -> metastudio.app.session" in broken.stdout

@@ -30,7 +30,7 @@ def test_resnet12_size_and_a_training_step(host):
     assert 12e6 < params < 13e6
     algo = host.algorithm("protonet")(net, backbone_name="resnet12", image_size=32, channels=3)
     algo.configure_training(1)
-    from metastudio.core.episodes import EpisodeSampler
+    from metastudio.data.episodes import EpisodeSampler
     from metastudio.plugins.testkit import synthetic_dataset
 
     ep = EpisodeSampler(synthetic_dataset(classes=4, per_class=3, channels=3, image_size=32), 3, 1, 1).episode(0)
@@ -47,7 +47,7 @@ def test_conv4_omniglot_is_the_shipped_pretrained_conv4(host):
     assert spec.pretrained and spec.default_image_size == 28
     a, b = spec.build(1, 28), spec.build(1, 28)
     assert a.out_features == 64
-    shipped = load(resources.files("metastudio.core").joinpath("data/conv4-omniglot.safetensors").read_bytes())
+    shipped = load(resources.files("metastudio_builtins.backbones").joinpath("data/conv4-omniglot.safetensors").read_bytes())
     for name, value in a.state_dict().items():
         assert torch.equal(value, shipped[name]), name  # every weight, batch-norm statistics included
         assert torch.equal(value, b.state_dict()[name])  # the same weights every time: it may be frozen

@@ -10,13 +10,20 @@ import math
 import pytest
 import torch
 
-from metastudio.core import checkpoint as checkpoint_module
-from metastudio.core.checkpoint import load_model, read_metadata, save_model
-from metastudio.core.control import Control
-from metastudio.core.episodes import EpisodeSampler
-from metastudio.core.errors import CheckpointError, TrainingError
-from metastudio.core.evaluator import evaluate, mean_ci95
-from metastudio.core.trainer import CheckpointEvent, FinishedEvent, StepEvent, TrainConfig, Trainer, ValidationEvent
+from metastudio.engine import checkpoint as checkpoint_module
+from metastudio.engine.checkpoint import load_model, read_metadata, save_model
+from metastudio.engine.control import Control
+from metastudio.data.episodes import EpisodeSampler
+from metastudio.errors import CheckpointError, TrainingError
+from metastudio.engine.evaluator import evaluate, mean_ci95
+from metastudio.engine.trainer import (
+    CheckpointEvent,
+    FinishedEvent,
+    StepEvent,
+    TrainConfig,
+    Trainer,
+    ValidationEvent,
+)
 from metastudio.plugins.testkit import synthetic_dataset
 
 

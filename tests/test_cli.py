@@ -75,8 +75,8 @@ def test_eval_changes_adaptation_hyperparameters_and_refuses_the_others(trained_
 
 
 def test_load_model_applies_adaptation_overrides(trained_model):
-    from metastudio.core.checkpoint import load_model
-    from metastudio.core.errors import FixedHyperParameterError
+    from metastudio.engine.checkpoint import load_model
+    from metastudio.errors import FixedHyperParameterError
     from metastudio.plugins import get_host
 
     _, out = trained_model

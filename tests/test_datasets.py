@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from metastudio.core import datasets as datasets_module
-from metastudio.core.datasets import FewShotDataset, TreeSource, load_class_folders, load_folder_split
-from metastudio.core.download import download
-from metastudio.core.errors import DatasetError
+from metastudio.data import datasets as datasets_module
+from metastudio.data.datasets import FewShotDataset, TreeSource, load_class_folders, load_folder_split
+from metastudio.data.download import download
+from metastudio.errors import DatasetError
 
 from conftest import make_class_tree, real_data
 
@@ -180,14 +180,14 @@ def test_download_failure_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_omniglot_without_files_and_without_download_names_the_files(tmp_path):
-    from metastudio.core.omniglot import load_omniglot
+    from metastudio_builtins.datasets.omniglot import load_omniglot
 
     with pytest.raises(DatasetError, match="images_background.zip"):
         load_omniglot(tmp_path, "test", allow_download=False)
 
 
 def test_omniglot_downloads_missing_files_with_md5(tmp_path, monkeypatch):
-    from metastudio.core import omniglot
+    from metastudio_builtins.datasets import omniglot
 
     calls = []
     monkeypatch.setattr(omniglot, "download", lambda url, dest, md5=None, progress=None: calls.append((url, md5)) or dest)
@@ -201,7 +201,7 @@ def test_omniglot_downloads_missing_files_with_md5(tmp_path, monkeypatch):
 
 @pytest.mark.realdata
 def test_real_omniglot_vinyals_test_split():
-    from metastudio.core.omniglot import load_omniglot, vinyals_split
+    from metastudio_builtins.datasets.omniglot import load_omniglot, vinyals_split
 
     root = real_data("omniglot")
     ds = load_omniglot(root, "test")
@@ -217,7 +217,7 @@ def test_real_omniglot_vinyals_test_split():
 
 @pytest.mark.realdata
 def test_real_omniglot_lake_split(tmp_path):
-    from metastudio.core.omniglot import load_omniglot
+    from metastudio_builtins.datasets.omniglot import load_omniglot
 
     root = real_data("omniglot")
     local = tmp_path / "omni"
@@ -244,7 +244,7 @@ def test_mini_imagenet_reads_split_folders_or_zips(tmp_path, host):
 
 @pytest.mark.realdata
 def test_real_mini_imagenet_val_split_layout():
-    from metastudio.core.datasets import TreeSource
+    from metastudio.data.datasets import TreeSource
 
     classes = TreeSource(real_data("mini-imagenet", "val.zip")).list_classes()
     assert len(classes) == 16 and {len(v) for v in classes.values()} == {600}

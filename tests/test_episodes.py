@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from metastudio.core.datasets import FewShotDataset
-from metastudio.core.episodes import EpisodeSampler, sample_without_replacement, stable_raw, stack_support
-from metastudio.core.errors import DatasetError
+from metastudio.data.datasets import FewShotDataset
+from metastudio.data.episodes import EpisodeSampler, sample_without_replacement, stable_raw, stack_support
+from metastudio.errors import DatasetError
 
 
 def numbered_dataset(classes=10, per_class=7, size=4) -> FewShotDataset:

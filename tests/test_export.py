@@ -15,14 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from metastudio.core import export
-from metastudio.core.algorithm import Learner
-from metastudio.core.episodes import SupportSet
-from metastudio.core.errors import CheckpointError, MetaStudioError
-from metastudio.core.export import EXPORT_FORMATS, export_learner, write_predictions_csv
-from metastudio.core.images import load_array, to_array
+from metastudio.engine import export
+from metastudio.algorithms.base import Learner
+from metastudio.data.episodes import SupportSet
+from metastudio.errors import CheckpointError, MetaStudioError
+from metastudio.engine.export import EXPORT_FORMATS, export_learner, write_predictions_csv
+from metastudio.data.images import load_array, to_array
 from metastudio.plugins.testkit import synthetic_dataset
-from metastudio_builtins.protonet import PrototypicalNetworks
+from metastudio_builtins.algorithms.protonet import PrototypicalNetworks
 
 from conftest import class_pattern
 
@@ -169,8 +169,8 @@ def test_usage_lines_preprocess_like_metastudio(host, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def photos():
-    from metastudio.core.models import resolve_model
-    from metastudio.core.checkpoint import load_model
+    from metastudio.app.catalogue import resolve_model
+    from metastudio.engine.checkpoint import load_model
     from metastudio.plugins import get_host
 
     try:

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import torch
 
-from metastudio.core.feature_cache import FeatureCache, content_hash
+from metastudio.data.feature_cache import FeatureCache, content_hash
 
 
 class CountingEmbedder:
@@ -92,7 +92,7 @@ def test_image_store_decodes_each_file_once_until_it_changes(tmp_path):
 
     from PIL import Image
 
-    from metastudio.core.imagestore import ImageStore
+    from metastudio.data.imagestore import ImageStore
 
     f = tmp_path / "a.png"
     Image.new("RGB", (40, 30), "red").save(f)

@@ -10,18 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metastudio.core.algorithm import Algorithm
-from metastudio.core.checkpoint import load_model, save_model
-from metastudio.core.datasets import FewShotDataset
-from metastudio.core.episodes import EpisodeSampler
-from metastudio.core.feature_transform import (
+from metastudio.algorithms.base import Algorithm
+from metastudio.engine.checkpoint import load_model, save_model
+from metastudio.data.datasets import FewShotDataset
+from metastudio.data.episodes import EpisodeSampler
+from metastudio.algorithms.feature_transform import (
     FEATURE_TRANSFORM,
     FEATURE_TRANSFORMS,
     apply_feature_transform,
     before_centring,
     feature_transform_hyperparameter,
 )
-from metastudio.core.features import precompute_features
+from metastudio.engine.features import precompute_features
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
 
 from conftest import assert_round_trip
@@ -224,8 +224,8 @@ def test_the_exported_module_applies_the_transform(host, seeded_conv4, tmp_path,
 
 
 def test_heads_follow_the_algorithm_contract_with_a_transform(tmp_path):
-    from metastudio_builtins.matchingnet import MatchingNetworks
-    from metastudio_builtins.relationnet import RelationNetworks
+    from metastudio_builtins.algorithms.matchingnet import MatchingNetworks
+    from metastudio_builtins.algorithms.relationnet import RelationNetworks
 
     # A trainable backbone: the mean stays at zero (prepare_run refuses this combination, the
     # algorithms themselves do not); what is checked is that everything else holds.
@@ -235,7 +235,7 @@ def test_heads_follow_the_algorithm_contract_with_a_transform(tmp_path):
 
 
 def test_relation_networks_refuse_vector_options_on_feature_maps(host):
-    from metastudio_builtins.relationnet import RelationNetworks
+    from metastudio_builtins.algorithms.relationnet import RelationNetworks
 
     spec = host.backbone("conv4-maps")
     for hparams, name in (({"feature_transform": "cl2n"}, "feature_transform"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metastudio.core.algorithm import Algorithm
-from metastudio.core.episodes import EpisodeSampler
-from metastudio.core.features import precompute_features, resize_batch
+from metastudio.algorithms.base import Algorithm
+from metastudio.data.episodes import EpisodeSampler
+from metastudio.engine.features import precompute_features, resize_batch
 from metastudio.plugins.testkit import synthetic_dataset
 
 from conftest import make_class_tree
@@ -65,7 +65,7 @@ def test_features_need_a_frozen_backbone_and_resize(host, seeded_conv4):
 
 def test_cli_trains_a_head_on_frozen_features(host, seeded_conv4, tmp_path, capsys, monkeypatch):
     from metastudio.cli import main
-    from metastudio.core.checkpoint import load_model
+    from metastudio.engine.checkpoint import load_model
     from metastudio.plugins import manager
 
     monkeypatch.setattr(manager, "_HOST", host)  # the CLI uses the host that knows seeded-conv4

@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import NINE_ALGORITHMS
 
-from metastudio.core.checkpoint import load_model, save_model
-from metastudio.core.devices import describe_device, resolve_device
-from metastudio.core.episodes import EpisodeSampler
-from metastudio.core.evaluator import evaluate
+from metastudio.engine.checkpoint import load_model, save_model
+from metastudio.engine.devices import describe_device, resolve_device
+from metastudio.data.episodes import EpisodeSampler
+from metastudio.engine.evaluator import evaluate
 from metastudio.plugins.testkit import synthetic_dataset
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -333,7 +333,7 @@ def test_cancelling_meta_training_in_the_window_keeps_the_model_in_use(make_wind
     joins the project, the model in use and its predictions stay, and the offer to use the new
     one is there."""
     from conftest import make_class_tree
-    from metastudio.core.runs import TrainingPlan
+    from metastudio.app.runs import TrainingPlan
     from test_gui_app import MODEL
 
     w = make_window()

@@ -19,7 +19,7 @@ ALGORITHMS = list(NINE_ALGORITHMS)
 def test_each_algorithm_adapts_predicts_and_survives_save_and_open(name, make_window, qtbot, images, tmp_path):
     import torch
 
-    from metastudio.core.checkpoint import save_model
+    from metastudio.engine.checkpoint import save_model
     from metastudio.plugins import get_host
 
     host = get_host()

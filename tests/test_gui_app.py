@@ -45,7 +45,7 @@ def images(tmp_path) -> Path:
 @pytest.fixture
 def make_window(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("METASTUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
-    from metastudio.core.project import Project
+    from metastudio.app.project import Project
     from metastudio.gui.mainwindow import MainWindow
 
     made = []
@@ -278,7 +278,7 @@ def test_export_csv_and_standalone_model(make_window, qtbot, images, tmp_path):
         assert row[-1] == (result["unsure"].get(item.id) or "")
 
     # TorchScript and ONNX: loaded with plain torch / onnxruntime, same predictions
-    from metastudio.core.images import load_array
+    from metastudio.data.images import load_array
 
     arrays = np.stack([load_array(project.image_path(q), 28, channels=1, fit="stretch") for q in project.queries])
     batch = arrays.astype(np.float32) / 255.0
@@ -355,7 +355,7 @@ def test_broken_plugin_is_shown_greyed_with_its_error(make_window, qtbot, tmp_pa
 
 
 def test_crash_recovery_restores_the_autosave(make_window, qtbot, images, tmp_path):
-    from metastudio.core.project import Recovery
+    from metastudio.app.project import Recovery
 
     w = make_window()
     populate(qtbot, w, images)
@@ -428,7 +428,7 @@ def test_a_model_trained_in_the_window_joins_the_project(make_window, qtbot, ima
     """What the training page emits when a run finishes (or is cancelled): the model is copied
     into the project but the model in use stays until the person clicks "Use this model"; then
     it is adapted with, saved inside the .metastudio file and reopened from it."""
-    from metastudio.core.models import resolve_model
+    from metastudio.app.catalogue import resolve_model
 
     w = make_window()
     populate(qtbot, w, images)
@@ -463,8 +463,8 @@ def test_a_model_trained_in_the_window_joins_the_project(make_window, qtbot, ima
 def test_a_trained_model_for_other_pictures_is_offered_with_a_warning(make_window, qtbot, images, tmp_path):
     """A handwriting model (28 px, black and white) trained while photos are in use: it joins
     the project, the photos model stays, and the offer says the pictures differ."""
-    from metastudio.core.models import resolve_model
-    from metastudio.core.project import Project
+    from metastudio.app.catalogue import resolve_model
+    from metastudio.app.project import Project
 
     project = Project()
     project.model = {"kind": "shipped", "name": "photos"}
@@ -481,7 +481,7 @@ def test_a_trained_model_for_other_pictures_is_offered_with_a_warning(make_windo
 
 
 def test_closing_the_window_during_meta_training_cancels_and_joins_every_worker(make_window, qtbot, tmp_path):
-    from metastudio.core.runs import TrainingPlan
+    from metastudio.app.runs import TrainingPlan
 
     root = make_class_tree(tmp_path / "train-data" / "train", classes=6, per_class=5, size=28).parent
     w = make_window(answer=QMessageBox.StandardButton.Yes)  # "stop meta-training and quit?" -> yes
@@ -524,7 +524,7 @@ def test_delete_key_removes_queries_undoably_and_worker_errors_are_shown(make_wi
     # a model of an algorithm no plugin provides: the adapt worker's error becomes a notification
     import torch
 
-    from metastudio.core.checkpoint import save_tensors
+    from metastudio.engine.checkpoint import save_tensors
 
     orphan = tmp_path / "orphan.safetensors"
     save_tensors(orphan, {"w": torch.zeros(1)}, {"format": "metastudio-model", "format_version": 1,
@@ -549,9 +549,9 @@ def test_inner_loop_loss_of_an_iterative_algorithm_is_plotted_live(make_window, 
 
     import torch
 
-    from metastudio.core.algorithm import AdaptProgress, Algorithm, Learner
-    from metastudio.core.backbones import Conv4
-    from metastudio.core.checkpoint import save_model
+    from metastudio.algorithms.base import AdaptProgress, Algorithm, Learner
+    from metastudio_builtins.backbones.networks import Conv4
+    from metastudio.engine.checkpoint import save_model
     from metastudio.plugins import get_host, hookimpl, reset_host
 
     class Head(Learner):

@@ -13,7 +13,7 @@ from test_gui_app import WAIT_MS, images, make_window, populate, wait_prediction
 
 
 def _window_with(make_window, qtbot, model: str, hyperparameters: dict | None = None):
-    from metastudio.core.project import Project
+    from metastudio.app.project import Project
 
     project = Project()
     project.model = {"kind": "shipped", "name": model}
@@ -175,7 +175,7 @@ def test_a_research_variant_in_use_is_named_plainly_and_opens_advanced(make_wind
 
 
 def test_a_model_of_the_project_shows_its_name_and_what_it_was_trained_on(make_window, qtbot, tmp_path):
-    from metastudio.core.models import resolve_model
+    from metastudio.app.catalogue import resolve_model
 
     w = _starter_window(make_window, qtbot)
     mine = tmp_path / "my-letters.safetensors"

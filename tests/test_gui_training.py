@@ -14,9 +14,9 @@ import torch
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QCheckBox, QComboBox, QLabel, QLineEdit, QSpinBox, QWidget
 
-from metastudio.core.algorithm import TRAINING_HYPERPARAMETERS, HyperParameter
-from metastudio.core.checkpoint import load_model
-from metastudio.core.runs import TrainingPlan
+from metastudio.algorithms.hyperparameters import TRAINING_HYPERPARAMETERS, HyperParameter
+from metastudio.engine.checkpoint import load_model
+from metastudio.app.runs import TrainingPlan
 from metastudio.gui.plots import LivePlot
 from metastudio.gui.training import DATASET_DEFAULTS, HyperParameterForm, NumberSpinBox, TrainingPanel
 from metastudio.plugins import PluginHost, hookimpl

@@ -6,8 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from metastudio.core.algorithm import ROLES, TRAINING_HYPERPARAMETERS, HyperParameter, with_changes
-from metastudio.core.errors import FixedHyperParameterError, MetaStudioError
+from metastudio.algorithms.hyperparameters import (
+    ROLES,
+    TRAINING_HYPERPARAMETERS,
+    HyperParameter,
+    with_changes,
+)
+from metastudio.errors import FixedHyperParameterError, MetaStudioError
 
 #: The role of every built-in algorithm's hyperparameters (the shared optimiser ones aside):
 #: a new hyperparameter must be added here, with its role decided from the code.
@@ -99,8 +104,8 @@ def test_adaptation_overrides_refuse_what_the_trained_model_fixed(host):
 
 
 def test_a_session_refuses_an_architecture_override_of_a_shipped_model(host):
-    from metastudio.core.models import resolve_model
-    from metastudio.core.session import ClassifierSession
+    from metastudio.app.catalogue import resolve_model
+    from metastudio.app.session import ClassifierSession
 
     session = ClassifierSession(host, "cpu")
     path = resolve_model("siamese-omniglot")

@@ -1,4 +1,4 @@
-"""Tests of metastudio.core.images: every image is generated here, in tmp_path."""
+"""Tests of metastudio.data.images: every image is generated here, in tmp_path."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from metastudio.core import images
-from metastudio.core.errors import ImageLoadError, MetaStudioError
-from metastudio.core.images import (
+from metastudio.data import images
+from metastudio.errors import ImageLoadError, MetaStudioError
+from metastudio.data.images import (
     IMAGE_EXTENSIONS,
     MAX_PIXELS,
     is_image_name,

@@ -10,12 +10,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metastudio.core.algorithm import AdaptProgress
-from metastudio.core.backbones import Conv4
-from metastudio.core.episodes import EpisodeSampler
-from metastudio.core.taskbatch import TaskBatchedChain, UnsupportedNetwork
+from metastudio.algorithms.base import AdaptProgress
+from metastudio_builtins.backbones.networks import Conv4
+from metastudio.data.episodes import EpisodeSampler
+from metastudio.algorithms.taskbatch import TaskBatchedChain, UnsupportedNetwork
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
-from metastudio_builtins.maml import MAML
+from metastudio_builtins.algorithms.maml import MAML
 
 from conftest import assert_round_trip
 

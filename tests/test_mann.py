@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metastudio.core.backbones import Conv4
-from metastudio.core.datasets import FewShotDataset
-from metastudio.core.episodes import EpisodeSampler
+from metastudio_builtins.backbones.networks import Conv4
+from metastudio.data.datasets import FewShotDataset
+from metastudio.data.episodes import EpisodeSampler
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
-from metastudio_builtins.mann import MANN, MemoryState, least_used
+from metastudio_builtins.algorithms.mann import MANN, MemoryState, least_used
 
 from conftest import assert_round_trip
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metastudio.core.algorithm import AdaptProgress
-from metastudio.core.checkpoint import load_model, save_model
-from metastudio.core.episodes import EpisodeSampler
+from metastudio.algorithms.base import AdaptProgress
+from metastudio.engine.checkpoint import load_model, save_model
+from metastudio.data.episodes import EpisodeSampler
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
-from metastudio_builtins.matchingnet import MatchingNetworks
+from metastudio_builtins.algorithms.matchingnet import MatchingNetworks
 
 
 def build(host, **hparams) -> MatchingNetworks:

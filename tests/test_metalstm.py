@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from metastudio.core.backbones import Conv4
-from metastudio.core.episodes import EpisodeSampler
+from metastudio_builtins.backbones.networks import Conv4
+from metastudio.data.episodes import EpisodeSampler
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
-from metastudio_builtins.metalstm import MetaLearnerLSTM, preprocess
+from metastudio_builtins.algorithms.metalstm import MetaLearnerLSTM, preprocess
 
 from conftest import assert_round_trip
 

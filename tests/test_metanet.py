@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metastudio.core.backbones import Conv4
-from metastudio.core.episodes import EpisodeSampler
+from metastudio_builtins.backbones.networks import Conv4
+from metastudio.data.episodes import EpisodeSampler
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
-from metastudio_builtins.metanet import MetaNetworks, augmented_linear, preprocess
+from metastudio_builtins.algorithms.metanet import MetaNetworks, augmented_linear, preprocess
 
 from conftest import assert_round_trip
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image
 
-from metastudio.core import openset
-from metastudio.core.episodes import stack_support
+from metastudio.algorithms import openset
+from metastudio.data.episodes import stack_support
 
 from conftest import class_pattern, make_class_tree, real_data
 
@@ -131,7 +131,7 @@ def test_protonet_marks_noise_unsure_and_its_classes_not(host, one_thread):
 
 
 def test_protonet_keeps_its_rule_through_a_saved_learner_and_falls_back_without_it(host, tmp_path, one_thread):
-    from metastudio.core.checkpoint import load_model, save_model
+    from metastudio.engine.checkpoint import load_model, save_model
 
     rng = np.random.default_rng(1)
     algo = build(host, "protonet", feature_transform="cl2n")
@@ -179,8 +179,8 @@ def query_files(tmp_path: Path, rng) -> dict[str, Path]:
 
 @pytest.mark.parametrize("model", ["protonet-omniglot", "matchingnet-omniglot"])
 def test_the_session_reports_unsure_images_with_their_reason(host, tmp_path, model, one_thread):
-    from metastudio.core.models import resolve_model
-    from metastudio.core.session import ClassifierSession
+    from metastudio.app.catalogue import resolve_model
+    from metastudio.app.session import ClassifierSession
 
     session = ClassifierSession(host, "cpu")
     session.load(resolve_model(model))
@@ -202,7 +202,7 @@ def test_the_session_reports_unsure_images_with_their_reason(host, tmp_path, mod
 
 # -- the CSV and the command line -----------------------------------------------------------------
 def test_predictions_csv_has_an_unsure_column_only_when_asked(tmp_path):
-    from metastudio.core.export import write_predictions_csv
+    from metastudio.engine.export import write_predictions_csv
 
     rows = [("a.png", [0.9, 0.1]), ("b.png", [0.4, 0.6])]
     plain = write_predictions_csv(tmp_path / "plain.csv", rows, ["cat", "dog"])
@@ -245,9 +245,9 @@ def test_photos_model_marks_characters_and_noise_unsure_but_not_photos_of_the_cl
     """A small sample of the benchmark (docs/benchmarks.md, "Unsure predictions"): 3 mini-ImageNet
     val classes with 5 photos each, 6 query photos per class, 10 Omniglot characters of the
     evaluation alphabets and 5 noise images."""
-    from metastudio.core.models import resolve_model
-    from metastudio.core.checkpoint import load_model
-    from metastudio.core.images import load_sized_array
+    from metastudio.app.catalogue import resolve_model
+    from metastudio.engine.checkpoint import load_model
+    from metastudio.data.images import load_sized_array
 
     val, omniglot = real_data("mini-imagenet", "val.zip"), real_data("omniglot", "images_evaluation.zip")
     algo = load_model(resolve_model("photos"), host).algorithm

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metastudio.core.episodes import EpisodeSampler
-from metastudio.core.feature_transform import apply_feature_transform
+from metastudio.data.episodes import EpisodeSampler
+from metastudio.algorithms.feature_transform import apply_feature_transform
 from metastudio.plugins.testkit import synthetic_dataset
 
 from conftest import assert_round_trip

@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from metastudio.core.algorithm import Algorithm
-from metastudio.core.checkpoint import load_model, save_model
-from metastudio.core.episodes import EpisodeSampler
-from metastudio.core.feature_cache import FeatureCache
+from metastudio.algorithms.base import Algorithm
+from metastudio.engine.checkpoint import load_model, save_model
+from metastudio.data.episodes import EpisodeSampler
+from metastudio.data.feature_cache import FeatureCache
 from metastudio.plugins.testkit import synthetic_dataset
 
 from conftest import class_pattern, real_data
@@ -55,7 +55,7 @@ def test_readapting_after_adding_one_image_embeds_only_that_image(host, tmp_path
     assert misses == len(ep.support_images) + len(ep.query_images)
     again = algo.adapt(ep.support).predict_proba(ep.query_images)
     assert algo.feature_cache.misses == misses and torch.equal(first, again)
-    from metastudio.core.episodes import SupportSet
+    from metastudio.data.episodes import SupportSet
 
     new_image = 255 - ep.support_images[:1]  # an image not seen before
     grown = SupportSet(torch.cat([ep.support_images, new_image]),
@@ -75,7 +75,7 @@ def test_classify_with_the_shipped_photos_models(tmp_path, capsys, model):
     """Generated photos of three patterns. (relationnet-photos is left out: its learned relation
     module labels these synthetic patterns at chance; it is tested on real photos below.)"""
     from metastudio.cli import main
-    from metastudio.core.models import shipped_models
+    from metastudio.app.catalogue import shipped_models
 
     if model not in shipped_models():
         pytest.fail(f"resources/models/{model}.safetensors is missing")

@@ -25,14 +25,15 @@ from PIL import Image
 from torch import nn
 
 from metastudio import cli
-from metastudio.core.algorithm import with_changes
-from metastudio.core.backbones import BUILTIN_BACKBONES, BackboneSpec
-from metastudio.core.datasets import DatasetSpec, FewShotDataset
-from metastudio.core.episodes import EpisodeSampler
-from metastudio.core.errors import MetaStudioError, UnknownComponentError
+from metastudio.algorithms.hyperparameters import with_changes
+from metastudio_builtins.backbones import BUILTIN_BACKBONES
+from metastudio.algorithms.backbone import BackboneSpec
+from metastudio.data.datasets import DatasetSpec, FewShotDataset
+from metastudio.data.episodes import EpisodeSampler
+from metastudio.errors import MetaStudioError, UnknownComponentError
 from metastudio.plugins import HOOK_API_VERSION, PluginHost, get_host, hookimpl, hookspecs, manager, reset_host
 from metastudio.plugins.testkit import check_algorithm, check_backbone, check_dataset, synthetic_dataset
-from metastudio_builtins.protonet import PrototypicalNetworks, ProtoLearner
+from metastudio_builtins.algorithms.protonet import PrototypicalNetworks, ProtoLearner
 
 BUILTIN_PLUGINS = {"builtin-backbones", "builtin-datasets", *NINE_ALGORITHMS}
 MODULE_PREFIX = "mstest_"
@@ -79,7 +80,7 @@ GOOD_SOURCE = '''
     """A third-party plugin offering one small backbone."""
     from torch import nn
 
-    from metastudio.core.backbones import BackboneSpec
+    from metastudio.api import BackboneSpec
     from metastudio.plugins import hookimpl
 
 
@@ -114,7 +115,7 @@ BROKEN = {
     ''', "could not be imported: SystemExit: no GPU, giving up"),
     "hook-raises": ("metastudio-hook-raises", "mstest_hook_raises", '''
         from metastudio.plugins import hookimpl
-        from metastudio_builtins.protonet import PrototypicalNetworks
+        from metastudio_builtins.algorithms.protonet import PrototypicalNetworks
 
 
         class HalfProto(PrototypicalNetworks):
@@ -133,7 +134,7 @@ BROKEN = {
     "wrong-type": ("metastudio-wrong-type", "mstest_wrong_type", '''
         from torch import nn
 
-        from metastudio.core.backbones import BackboneSpec
+        from metastudio.api import BackboneSpec
         from metastudio.plugins import hookimpl
 
 
@@ -157,11 +158,11 @@ BROKEN = {
         @hookimpl
         def metastudio_algorithms():
             return [NotAnAlgorithm]
-    ''', "which is not a subclass of metastudio.core.algorithm.Algorithm"),
+    ''', "which is not a subclass of metastudio.algorithms.base.Algorithm"),
     "misspelled": ("metastudio-misspelled", "mstest_misspelled", '''
         from torch import nn
 
-        from metastudio.core.backbones import BackboneSpec
+        from metastudio.api import BackboneSpec
         from metastudio.plugins import hookimpl
 
 
@@ -172,7 +173,7 @@ BROKEN = {
     "from-the-future": ("metastudio-from-the-future", "mstest_future", '''
         from torch import nn
 
-        from metastudio.core.backbones import BackboneSpec
+        from metastudio.api import BackboneSpec
         from metastudio.plugins import hookimpl
 
         METASTUDIO_API_VERSION = 99
@@ -187,7 +188,7 @@ BROKEN = {
 DUPLICATE_SOURCE = '''
     from torch import nn
 
-    from metastudio.core.backbones import BackboneSpec
+    from metastudio.api import BackboneSpec
     from metastudio.plugins import hookimpl
 
 
@@ -253,7 +254,7 @@ def test_builtins_load_through_the_real_entry_points():
             ("dataset", "omniglot"), ("dataset", "folder")} <= kinds
     # The same distribution really declares them as entry points (not a registration shortcut).
     eps = {ep.name: ep for ep in metadata.entry_points(group="metastudio")}
-    assert eps["protonet"].value == "metastudio_builtins.protonet" and eps["protonet"].dist.name == "metastudio"
+    assert eps["protonet"].value == "metastudio_builtins.algorithms.protonet" and eps["protonet"].dist.name == "metastudio"
 
 
 def test_unknown_component_lists_what_is_available():

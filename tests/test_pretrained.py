@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from metastudio.core.pretrained import FEATURES, Lite0Features, embedded_weights, remap_lite0
+from metastudio_builtins.backbones.pretrained import FEATURES, Lite0Features, embedded_weights, remap_lite0
 
 from conftest import real_data
 
@@ -56,8 +56,8 @@ def test_imagenet_classes_still_come_out_right(lite0):
 
 @pytest.mark.realdata
 def test_nearest_centroid_on_mini_imagenet_val_is_far_above_chance(lite0):
-    from metastudio.core.datasets import load_class_folders
-    from metastudio.core.episodes import EpisodeSampler
+    from metastudio.data.datasets import load_class_folders
+    from metastudio.data.episodes import EpisodeSampler
 
     val = real_data("mini-imagenet", "val.zip")
     ds = load_class_folders(val, image_size=224, channels=3, fit="stretch", max_per_class=8)
@@ -99,7 +99,7 @@ def offline(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("name", ["resnet18-imagenet", "resnet50-imagenet", "dino-vit-small"])
 def test_on_demand_backbones_offline_give_a_clear_error(host, offline, name):
-    from metastudio.core.errors import MetaStudioError
+    from metastudio.errors import MetaStudioError
 
     spec = host.backbone(name)
     assert "downloaded once" in spec.description

@@ -1,4 +1,4 @@
-"""Tests of metastudio.core.project: projects, the .metastudio file and crash recovery.
+"""Tests of metastudio.app.project: projects, the .metastudio file and crash recovery.
 
 Every image and model file is made here, in tmp_path; nothing is stubbed.
 """
@@ -21,8 +21,8 @@ from PIL import Image
 from safetensors.numpy import save as safetensors_bytes
 
 from metastudio import __version__
-from metastudio.core.errors import CheckpointError, ImageLoadError, MetaStudioError, ProjectError
-from metastudio.core.project import (
+from metastudio.errors import CheckpointError, ImageLoadError, MetaStudioError, ProjectError
+from metastudio.app.project import (
     DEFAULT_COLOURS,
     FORMAT,
     FORMAT_VERSION,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metastudio.core.algorithm import AdaptProgress
-from metastudio.core.episodes import EpisodeSampler, SupportSet
+from metastudio.algorithms.base import AdaptProgress
+from metastudio.data.episodes import EpisodeSampler, SupportSet
 from metastudio.plugins.testkit import synthetic_dataset
-from metastudio_builtins.protonet import PrototypicalNetworks, class_means
+from metastudio_builtins.algorithms.protonet import PrototypicalNetworks, class_means
 
 
 def build(host, **hparams) -> PrototypicalNetworks:

@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import metastudio_builtins.relationnet as rn
-from metastudio.core.algorithm import AdaptProgress
-from metastudio.core.checkpoint import load_model, save_model
-from metastudio.core.episodes import EpisodeSampler, SupportSet
+import metastudio_builtins.algorithms.relationnet as rn
+from metastudio.algorithms.base import AdaptProgress
+from metastudio.engine.checkpoint import load_model, save_model
+from metastudio.data.episodes import EpisodeSampler, SupportSet
 from metastudio.plugins.testkit import check_algorithm, check_backbone, synthetic_dataset
-from metastudio_builtins.relationnet import (
+from metastudio_builtins.algorithms.relationnet import (
     ConvRelation,
     MLPRelation,
     RelationNetworks,
@@ -340,7 +340,7 @@ def test_frozen_vector_backbone(host, seeded_conv4, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# distortions of training images (metastudio.core.augment)
+# distortions of training images (metastudio.algorithms.augment)
 
 def test_distortions_change_training_features_only(host):
     ep = episode()

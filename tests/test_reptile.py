@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metastudio.core.backbones import Conv4
-from metastudio.core.episodes import EpisodeSampler
-from metastudio.core.gradient import HEAD
+from metastudio_builtins.backbones.networks import Conv4
+from metastudio.data.episodes import EpisodeSampler
+from metastudio.algorithms.gradient import HEAD
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
-from metastudio_builtins.reptile import Reptile
+from metastudio_builtins.algorithms.reptile import Reptile
 
 from conftest import assert_round_trip
 
@@ -89,7 +89,7 @@ def test_passes_the_algorithm_contract(host, tmp_path):
 
 
 def test_shared_hyperparameters_get_reptile_s_defaults_and_unknown_changes_are_refused():
-    from metastudio.core.algorithm import TRAINING_HYPERPARAMETERS, with_changes
+    from metastudio.algorithms.hyperparameters import TRAINING_HYPERPARAMETERS, with_changes
 
     declared = {h.name: h for h in Reptile.hyperparameters}
     assert declared["lr"].default == 1.0 and declared["lr_schedule"].default == "linear"

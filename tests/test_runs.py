@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from metastudio.core.checkpoint import load_model, read_metadata
-from metastudio.core.control import Control
-from metastudio.core.errors import DatasetError, UnknownComponentError
-from metastudio.core.runs import PreparedRun, RunCancelled, TrainingPlan, prepare_run
-from metastudio.core.trainer import StepEvent, Trainer
+from metastudio.engine.checkpoint import load_model, read_metadata
+from metastudio.engine.control import Control
+from metastudio.errors import DatasetError, UnknownComponentError
+from metastudio.app.runs import PreparedRun, RunCancelled, TrainingPlan, prepare_run
+from metastudio.engine.trainer import StepEvent, Trainer
 
 from conftest import make_class_tree
 
@@ -158,7 +158,7 @@ def test_the_plan_is_copied_not_shared(host, folder_data, tmp_path):
 
 def test_a_frozen_backbone_run_trains_on_precomputed_features(host, seeded_conv4, tmp_path):
     from conftest import make_class_tree
-    from metastudio.core.runs import TrainingPlan, prepare_run
+    from metastudio.app.runs import TrainingPlan, prepare_run
 
     root = make_class_tree(tmp_path / "d", classes=6, per_class=5, size=20)
     stages = []
@@ -213,7 +213,7 @@ def test_a_transform_with_a_trainable_backbone_is_refused_before_loading(host, t
 # -- validation on held-out training classes ------------------------------------------------------
 
 def test_holdout_classes_are_seeded_disjoint_and_keep_rotations_together():
-    from metastudio.core.runs import holdout_classes
+    from metastudio.app.runs import holdout_classes
 
     names = [f"c{i:02d}" for i in range(20)]
     train, held = holdout_classes(names, 5, seed=3)
@@ -274,11 +274,11 @@ def test_a_run_validates_on_held_out_training_classes_from_step_0(host, folder_d
 def test_the_untrained_model_stays_the_best_when_training_only_makes_it_worse(host, tmp_path, monkeypatch):
     """Validation before the first step: if no later validation beats it, the model file holds
     the untrained weights (step 0)."""
-    from metastudio.core import trainer as trainer_module
-    from metastudio.core.checkpoint import read_metadata as meta_of
-    from metastudio.core.episodes import EpisodeSampler
-    from metastudio.core.evaluator import EvalResult
-    from metastudio.core.trainer import TrainConfig
+    from metastudio.engine import trainer as trainer_module
+    from metastudio.engine.checkpoint import read_metadata as meta_of
+    from metastudio.data.episodes import EpisodeSampler
+    from metastudio.engine.evaluator import EvalResult
+    from metastudio.engine.trainer import TrainConfig
     from metastudio.plugins.testkit import synthetic_dataset
 
     falling = iter([80.0, 70.0, 60.0])

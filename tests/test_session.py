@@ -9,8 +9,8 @@ from conftest import make_class_tree
 
 @pytest.fixture
 def session(host):
-    from metastudio.core.models import resolve_model
-    from metastudio.core.session import ClassifierSession
+    from metastudio.app.catalogue import resolve_model
+    from metastudio.app.session import ClassifierSession
 
     s = ClassifierSession(host, "cpu")
     s.load(resolve_model("protonet-omniglot"))
@@ -23,7 +23,7 @@ def spec(root, classes, per_class=5):
 
 
 def test_hints_before_there_are_two_classes_with_images(session, tmp_path):
-    from metastudio.core.session import ClassifierSession
+    from metastudio.app.session import ClassifierSession
 
     root = make_class_tree(tmp_path / "t", classes=2, per_class=6)
     assert session.run([], []).hint.startswith("Add at least two classes")
@@ -59,8 +59,8 @@ def test_predictions_problems_and_notes(session, tmp_path):
 
 
 def test_hyperparameter_overrides_and_reload(session, tmp_path):
-    from metastudio.core.models import resolve_model
-    from metastudio.core.errors import FixedHyperParameterError
+    from metastudio.app.catalogue import resolve_model
+    from metastudio.errors import FixedHyperParameterError
 
     path = resolve_model("protonet-omniglot")
     info = session.load(path, {"distance": "cosine"})
@@ -75,8 +75,8 @@ def test_hyperparameter_overrides_and_reload(session, tmp_path):
 
 
 def test_thumbnails(tmp_path):
-    from metastudio.core.errors import ImageLoadError
-    from metastudio.core.session import thumbnail_rgb
+    from metastudio.errors import ImageLoadError
+    from metastudio.app.session import thumbnail_rgb
 
     root = make_class_tree(tmp_path / "t", classes=1, per_class=1, size=300)
     data, w, h = thumbnail_rgb(root / "class00" / "img000.png", 64)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from metastudio.core.models import resolve_model, shipped_models
-from metastudio.core.checkpoint import load_model, read_metadata
-from metastudio.core.episodes import EVAL_SEED, EpisodeSampler
-from metastudio.core.evaluator import evaluate
+from metastudio.app.catalogue import resolve_model, shipped_models
+from metastudio.engine.checkpoint import load_model, read_metadata
+from metastudio.data.episodes import EVAL_SEED, EpisodeSampler
+from metastudio.engine.evaluator import evaluate
 
 from conftest import real_data
 
@@ -15,7 +15,7 @@ from conftest import real_data
 def test_every_shipped_model_file_is_under_5_mb():
     """The repository's rule for tracked files; a larger model is stored in float16
     (benchmarks/compact_model.py) and loads into float32 parameters."""
-    from metastudio.core.models import models_dirs
+    from metastudio.app.catalogue import models_dirs
 
     files = [p for d in models_dirs() if d.is_dir() for p in d.glob("*.safetensors")]
     assert files
@@ -63,7 +63,7 @@ DOCUMENTED_5W1S = {"protonet-omniglot": 98.53, "matchingnet-omniglot": 98.51, "s
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.long) if n == "metalstm-omniglot" else n
                                   for n in sorted(DOCUMENTED_5W1S)])
 def test_omniglot_models_reach_paper_level_on_real_test_episodes(host, name):
-    from metastudio.core.omniglot import load_omniglot
+    from metastudio_builtins.datasets.omniglot import load_omniglot
 
     root = real_data("omniglot")
     model = load_model(resolve_model(name), host).algorithm
@@ -80,7 +80,7 @@ def test_fomaml_omniglot_with_100_adaptation_steps_reaches_its_documented_5w1s(h
     """First-order MAML's 5-way 1-shot target is met with the number of adaptation steps chosen on
     val (100, an adaptation setting the app's Model box and ``--hp`` change) and transductive batch
     norm: 97.77 on the 1000 test episodes of docs/benchmarks.md (97.27 with support-set statistics)."""
-    from metastudio.core.omniglot import load_omniglot
+    from metastudio_builtins.datasets.omniglot import load_omniglot
 
     test = load_omniglot(real_data("omniglot"), "test")
     accuracy = {}
@@ -149,7 +149,7 @@ def test_photos_heads_are_small_heads_on_the_shipped_backbone_chosen_on_held_out
     assert meta["dataset"]["name"] == "mini-imagenet" and meta["dataset"]["split"] == "train"
     # MANN must learn its binding from 48 classes and is the weakest head: 65 % (docs/benchmarks.md)
     assert meta["dataset"]["val_holdout"] == 16 and meta["best_val_accuracy"] > (60 if algorithm == "mann" else 70)
-    if algorithm in ("maml", "reptile", "metalstm"):  # a hidden layer to meta-learn (metastudio.core.gradient)
+    if algorithm in ("maml", "reptile", "metalstm"):  # a hidden layer to meta-learn (metastudio.algorithms.gradient)
         assert meta["hyperparameters"]["head_hidden"] > 0
         assert meta["hyperparameters"].get("first_order", False) == (name == "fomaml-photos")
 
@@ -244,7 +244,7 @@ def test_mann_omniglot_recalls_labels_in_the_papers_sequence_protocol(host):
     2nd / 3rd / 5th instance documented as 94.82 / 98.30 / 99.28 % (targets 80 / 88 / 93)."""
     import torch
 
-    from metastudio.core.omniglot import load_omniglot
+    from metastudio_builtins.datasets.omniglot import load_omniglot
 
     model = load_model(resolve_model("mann-omniglot"), host).algorithm
     test = load_omniglot(real_data("omniglot"), "test")
@@ -263,9 +263,9 @@ def test_the_conv4_omniglot_backbone_is_protonet_omniglots_conv4_trained_on_trai
     import torch
     from safetensors import safe_open
 
-    from metastudio.core.checkpoint import load_tensors
+    from metastudio.engine.checkpoint import load_tensors
 
-    with resources.as_file(resources.files("metastudio.core").joinpath("data/conv4-omniglot.safetensors")) as path:
+    with resources.as_file(resources.files("metastudio_builtins.backbones").joinpath("data/conv4-omniglot.safetensors")) as path:
         with safe_open(str(path), "pt") as f:
             provenance = json.loads(f.metadata()["metastudio"])
             weights = {k: f.get_tensor(k) for k in f.keys()}

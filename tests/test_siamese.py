@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metastudio.core.algorithm import AdaptProgress
-from metastudio.core.checkpoint import load_model, save_model
-from metastudio.core.episodes import EpisodeSampler, SupportSet
+from metastudio.algorithms.base import AdaptProgress
+from metastudio.engine.checkpoint import load_model, save_model
+from metastudio.data.episodes import EpisodeSampler, SupportSet
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
-from metastudio.core.augment import random_affine
-from metastudio_builtins.siamese import SiameseNetworks, class_probabilities, class_weights
+from metastudio.algorithms.augment import random_affine
+from metastudio_builtins.algorithms.siamese import SiameseNetworks, class_probabilities, class_weights
 
 # What a person's own code meets when tracing; not ours to silence elsewhere.
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning"), pytest.mark.usefixtures("one_thread")]
@@ -47,12 +47,12 @@ def test_weighted_l1_score_matches_its_definition(host):
     assert torch.allclose(algo.similarity(a, b), expected, atol=1e-5)
     # Hand-made 3-d features: p = sigmoid(-1*|1-0| + 2*|0-3| - 0.5*|2-2| + 0.25) = sigmoid(5.25).
     alpha, bias = torch.tensor([-1.0, 2.0, -0.5]), torch.tensor(0.25)
-    from metastudio_builtins.siamese import weighted_l1
+    from metastudio_builtins.algorithms.siamese import weighted_l1
 
     logit = weighted_l1(torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[0.0, 3.0, 2.0]]), alpha, bias)
     assert logit.item() == pytest.approx(5.25)
     # The fast form (two L1 distance matrices) equals the literal one for weights of any sign.
-    from metastudio_builtins.siamese import weighted_l1_broadcast
+    from metastudio_builtins.algorithms.siamese import weighted_l1_broadcast
 
     a, b = torch.randn(5, 6), torch.randn(4, 6)
     for alpha in (torch.randn(6), -torch.rand(6), torch.rand(6), torch.zeros(6)):

@@ -21,10 +21,10 @@ SCREENSHOT_TIMEOUT_S = 180
 def build_project(support: str | None, query: str | None, model: str | None):
     """A project with a class per sub-folder of ``support`` and the images of ``query``.
     Returns (project, problems)."""
-    from metastudio.core.errors import ImageLoadError, MetaStudioError
-    from metastudio.core.project import Project
+    from metastudio.errors import ImageLoadError, MetaStudioError
+    from metastudio.app.project import Project
 
-    from .controller import class_folders_in, image_files_in
+    from metastudio.gui.controller import class_folders_in, image_files_in
 
     project = Project()
     problems: list[tuple[str, str]] = []
@@ -73,9 +73,9 @@ def run(args) -> int:
     app.setOrganizationName("MetaStudio")
     app.setApplicationDisplayName("MetaStudio")
 
-    from metastudio.core.errors import MetaStudioError
+    from metastudio.errors import MetaStudioError
 
-    from .mainwindow import MainWindow, app_icon
+    from metastudio.gui.mainwindow import MainWindow, app_icon
 
     app.setWindowIcon(app_icon())
     try:

@@ -1,6 +1,6 @@
 """The open project, its changes as undoable commands, and the signals the widgets follow.
 
-Widgets never change :class:`~metastudio.core.project.Project` directly: they call a method of
+Widgets never change :class:`~metastudio.app.project.Project` directly: they call a method of
 :class:`ProjectController`, which pushes a ``QUndoCommand`` onto its ``QUndoStack``; the
 command's ``redo``/``undo`` change the project and emit the signals below. So every change can
 be undone, and the stack's clean state tells whether the project has unsaved changes.
@@ -16,9 +16,9 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from metastudio.core.errors import ImageLoadError
-from metastudio.core.images import is_image_name
-from metastudio.core.project import ImageItem, Project
+from metastudio.errors import ImageLoadError
+from metastudio.data.images import is_image_name
+from metastudio.app.project import ImageItem, Project
 
 
 #: The name a class gets when none is given (``Project.unique_class_name``).

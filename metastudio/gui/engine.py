@@ -23,7 +23,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 
 def _describe(error: BaseException) -> tuple[str, str]:
-    from metastudio.core.errors import MetaStudioError
+    from metastudio.errors import MetaStudioError
 
     details = "".join(traceback.format_exception(error))
     if isinstance(error, MetaStudioError):
@@ -48,7 +48,7 @@ class _AdaptWorker(QObject):
 
     def _get_session(self):
         if self._session is None:
-            from metastudio.core.session import ClassifierSession
+            from metastudio.app.session import ClassifierSession
             from metastudio.plugins import get_host
 
             self._session = ClassifierSession(get_host(), self._device)
@@ -65,12 +65,12 @@ class _AdaptWorker(QObject):
 
     @Slot(str, str)
     def export(self, path: str, fmt: str) -> None:
-        """Export the classifier of the last adaptation (see metastudio.core.export)."""
+        """Export the classifier of the last adaptation (see metastudio.engine.export)."""
         try:
             session = self._get_session()
             if session.learner is None:
                 raise RuntimeError("there is no adapted classifier yet")
-            from metastudio.core.export import export_learner
+            from metastudio.engine.export import export_learner
 
             written = export_learner(session.learner, session.algorithm, path, fmt)
             self.exported.emit([str(p) for p in written], "")
@@ -109,9 +109,9 @@ class _AdaptWorker(QObject):
 
 def build_catalog(session, extra_model_paths) -> dict:
     """Plain description of the algorithms, failed plugins and models (shipped + ``extra``)."""
-    from metastudio.core.models import models_dirs
-    from metastudio.core.checkpoint import read_metadata
-    from metastudio.core.errors import MetaStudioError
+    from metastudio.app.catalogue import models_dirs
+    from metastudio.engine.checkpoint import read_metadata
+    from metastudio.errors import MetaStudioError
 
     host = session.registry
     algorithms = []
@@ -139,7 +139,7 @@ def build_catalog(session, extra_model_paths) -> dict:
             "channels": meta.get("channels"), "title": meta.get("title") or path.stem,
             "hyperparameters": dict(meta.get("hyperparameters") or {}),
         })
-    from metastudio.core.devices import describe_device
+    from metastudio.engine.devices import describe_device
 
     return {"algorithms": algorithms, "failed": failed, "models": models, "device": describe_device(session.device)}
 
@@ -277,8 +277,8 @@ class _ThumbnailWorker(QObject):
     def make(self, key: str, path: str, size: int) -> None:
         if self.cancelled.is_set():
             return
-        from metastudio.core.errors import ImageLoadError
-        from metastudio.core.session import thumbnail_rgb
+        from metastudio.errors import ImageLoadError
+        from metastudio.app.session import thumbnail_rgb
 
         try:
             data, w, h = thumbnail_rgb(path, size)

@@ -1,7 +1,7 @@
 """Forms built from declared settings, shared by the Model box and the Meta-train tab.
 
 * :class:`HyperParameterForm` builds a form from declared
-  :class:`~metastudio.core.algorithm.HyperParameter` s (an algorithm's settings, a dataset's
+  :class:`~metastudio.algorithms.base.HyperParameter` s (an algorithm's settings, a dataset's
   options): each row's editor fits the type, and the help is its tooltip.
 * :class:`NumberSpinBox` is its float editor: compact numbers, scientific notation, and a
   1-2-5 grid for log-scale settings such as a learning rate.
@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.algorithm import HyperParameter
+from metastudio.algorithms.hyperparameters import HyperParameter
 
 INT_LIMIT = 2**31 - 1
 

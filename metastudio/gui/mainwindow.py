@@ -29,16 +29,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from metastudio.core.project import Project, Recovery
+from metastudio.app.project import Project, Recovery
 
-from .controller import ProjectController
-from .engine import EngineClient, ThumbnailLoader
-from .modelbox import ModelBox
-from .notification import APP_NAME, NotificationBar
-from .queries import QueryPanel
-from .widgets import ClassPanel, ProbabilityBars, paste_image
-from .window_files import ProjectFilesMixin
-from .window_tools import CameraAndTrainingMixin
+from metastudio.gui.controller import ProjectController
+from metastudio.gui.engine import EngineClient, ThumbnailLoader
+from metastudio.gui.modelbox import ModelBox
+from metastudio.gui.notification import APP_NAME, NotificationBar
+from metastudio.gui.queries import QueryPanel
+from metastudio.gui.widgets import ClassPanel, ProbabilityBars, paste_image
+from metastudio.gui.window_files import ProjectFilesMixin
+from metastudio.gui.window_tools import CameraAndTrainingMixin
 
 AUTOSAVE_MS = 60_000
 ADAPT_DEBOUNCE_MS = 120
@@ -146,7 +146,7 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
         right_layout = QVBoxLayout(right)
         right_layout.setContentsMargins(0, 0, 0, 0)
         right_layout.addWidget(self.bars, 1)
-        from .plots import LivePlot
+        from metastudio.gui.plots import LivePlot
 
         # Optimization-based algorithms adapt by gradient steps: their inner-loop loss, live.
         self.adapt_plot = LivePlot("Adapting", x_label="inner step", left_label="support loss",
@@ -334,8 +334,8 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
 
     def _project_models(self) -> list[dict]:
         """Models trained in (or added to) the project, described like catalogue entries."""
-        from metastudio.core.checkpoint import read_metadata
-        from metastudio.core.errors import MetaStudioError
+        from metastudio.engine.checkpoint import read_metadata
+        from metastudio.errors import MetaStudioError
 
         project = self.controller.project
         out = []
@@ -382,8 +382,8 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
 
     def model_path(self) -> str | None:
         """The file of the chosen model, or None (with a notification saying why)."""
-        from metastudio.core.models import resolve_model
-        from metastudio.core.errors import MetaStudioError
+        from metastudio.app.catalogue import resolve_model
+        from metastudio.errors import MetaStudioError
 
         project = self.controller.project
         choice = project.model
@@ -408,7 +408,7 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
     def use_model_file(self, path: str) -> bool:
         """Use a model file: it is copied into the project, so the project stays whole when the
         file moves or goes (a model file is small: a frozen backbone is never in it)."""
-        from metastudio.core.errors import MetaStudioError
+        from metastudio.errors import MetaStudioError
 
         try:
             name = self.controller.project.add_model_file(path)
@@ -633,7 +633,7 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
 
     # -- other dialogs ----------------------------------------------------------------------------------------
     def show_plugins(self) -> None:
-        from .plugins_dialog import PluginsDialog
+        from metastudio.gui.plugins_dialog import PluginsDialog
 
         PluginsDialog(self.catalog or {}, self).open()
 
@@ -685,7 +685,7 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
 
 
 def _image_filter() -> str:
-    from metastudio.core.images import IMAGE_EXTENSIONS
+    from metastudio.data.images import IMAGE_EXTENSIONS
 
     patterns = " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS))
     return f"Images ({patterns});;All files (*)"

@@ -33,7 +33,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .widgets import disclosure_button
+from metastudio.gui.widgets import disclosure_button
 
 #: Why a hyperparameter of a trained model is greyed out in the Model box (its tooltip starts so).
 FIXED_REASON = "Fixed when this model was trained: its weights depend on it, so it cannot change here."
@@ -299,7 +299,7 @@ class ModelBox(QGroupBox):
             self.model_combo.addItem("no model yet: meta-train one (Meta-train tab)", None)
 
     def _show_form(self, algorithm: str | None, model: dict | None, hyperparameters: dict) -> None:
-        from .forms import HyperParameterForm
+        from metastudio.gui.forms import HyperParameterForm
 
         spec = next((a for a in self.catalog["algorithms"] if a["name"] == algorithm), None)
         if self.hp_form is not None:
@@ -419,7 +419,7 @@ def _fit_narrow_column(combo: QComboBox) -> None:
 
 def _hyperparameter(described: dict):
     """A HyperParameter back from its JSON description (the catalogue crosses threads as plain data)."""
-    from metastudio.core.algorithm import HyperParameter
+    from metastudio.algorithms.hyperparameters import HyperParameter
 
     types = {"int": int, "float": float, "bool": bool, "str": str}
     choices = described.get("choices")

@@ -22,9 +22,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .controller import ProjectController
-from .engine import ThumbnailLoader
-from .widgets import (
+from metastudio.gui.controller import ProjectController
+from metastudio.gui.engine import ThumbnailLoader
+from metastudio.gui.widgets import (
     ID_ROLE,
     MIME_IMAGES,
     PROBLEM_ROLE,

@@ -3,10 +3,10 @@ then watch meta-training live (loss and accuracy curves, progress, ETA) with pau
 and cancel.
 
 * :class:`HyperParameterForm` (in :mod:`metastudio.gui.forms`, re-exported here) builds a form
-  from declared :class:`~metastudio.core.algorithm.HyperParameter` s (the algorithm's settings,
+  from declared :class:`~metastudio.algorithms.base.HyperParameter` s (the algorithm's settings,
   the dataset's options; the Model box uses it too).
 * :class:`TrainingWorker` (in :mod:`metastudio.gui.training_worker`, re-exported here) runs
-  :func:`metastudio.core.runs.prepare_run` and the trainer in its own ``QThread``; it never
+  :func:`metastudio.app.runs.prepare_run` and the trainer in its own ``QThread``; it never
   touches widgets and sends plain dicts, numbers and strings through signals, at most about 20
   step signals a second.
 * :class:`TrainingPanel` is the widget: a Preset picker (:data:`TRAINING_PRESETS`, or Custom as
@@ -50,12 +50,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..core.errors import MetaStudioError
-from ..core.runs import TrainingPlan
-from .forms import HyperParameterForm, NumberSpinBox
-from .training_worker import WORKER_NICE_INCREMENT, TrainingWorker
-from .plots import LivePlot
-from .widgets import disclosure_button
+from metastudio.errors import MetaStudioError
+from metastudio.app.runs import TrainingPlan
+from metastudio.gui.forms import HyperParameterForm, NumberSpinBox
+from metastudio.gui.training_worker import WORKER_NICE_INCREMENT, TrainingWorker
+from metastudio.gui.plots import LivePlot
+from metastudio.gui.widgets import disclosure_button
 
 #: Episode settings that suit each dataset (the shipped Omniglot model used 60-way 1-shot 5
 #: queries; ProtoNet trained mini-ImageNet 1-shot with 20-30 ways). Unknown datasets get "folder".
@@ -209,13 +209,13 @@ class TrainingPanel(QWidget):
         self.worker_nice = worker_nice
         self.gc_tuning = gc_tuning
         if host is None:
-            from ..plugins import get_host
+            from metastudio.plugins import get_host
 
             host = get_host()
         self.host = host
         self.torch_threads = torch_threads
         if output_dir is None:
-            from ..core.datasets import cache_dir
+            from metastudio.data.datasets import cache_dir
 
             output_dir = cache_dir() / "models"
         self._output_dir = Path(output_dir)
@@ -605,7 +605,7 @@ class TrainingPanel(QWidget):
 
     def _update_device_label(self, device: str) -> None:
         try:
-            from ..core.devices import describe_device, resolve_device
+            from metastudio.engine.devices import describe_device, resolve_device
 
             text = describe_device(resolve_device(device))
         except MetaStudioError as e:

@@ -17,9 +17,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from ..core.control import Control
-from ..core.errors import MetaStudioError
-from ..core.runs import RunCancelled, TrainingPlan, prepare_run
+from metastudio.engine.control import Control
+from metastudio.errors import MetaStudioError
+from metastudio.app.runs import RunCancelled, TrainingPlan, prepare_run
 
 #: Seconds between two step signals of the worker (steps in between are merged).
 STEP_SIGNAL_INTERVAL = 0.05
@@ -162,7 +162,7 @@ class TrainingWorker(QObject):
                 torch.set_num_threads(self.torch_threads)
             host = self.host
             if host is None:
-                from ..plugins import get_host
+                from metastudio.plugins import get_host
 
                 host = get_host()
             self.status.emit("preparing the run…")
@@ -215,7 +215,7 @@ class TrainingWorker(QObject):
             self.loading.emit(stage, int(done), -1 if total is None else int(total))
 
     def _on_event(self, event) -> None:
-        from ..core.trainer import CheckpointEvent, StepEvent, ValidationEvent
+        from metastudio.engine.trainer import CheckpointEvent, StepEvent, ValidationEvent
 
         if isinstance(event, StepEvent):
             self._merge_step(event)

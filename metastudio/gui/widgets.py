@@ -33,8 +33,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .controller import ProjectController
-from .engine import ThumbnailLoader
+from metastudio.gui.controller import ProjectController
+from metastudio.gui.engine import ThumbnailLoader
 
 #: Drag-and-drop type for images already in the project (moving between classes and queries).
 MIME_IMAGES = "application/x-metastudio-images"
@@ -258,7 +258,7 @@ class ClassCard(QFrame):
     def _add_files(self) -> None:
         from PySide6.QtWidgets import QFileDialog
 
-        from metastudio.core.images import IMAGE_EXTENSIONS
+        from metastudio.data.images import IMAGE_EXTENSIONS
 
         patterns = " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS))
         files, _ = QFileDialog.getOpenFileNames(self, f"Examples of '{self.entry.name}'", "",
@@ -269,7 +269,7 @@ class ClassCard(QFrame):
     def open_camera(self):
         """Open the camera window for this class: each photo taken joins the class at once.
         Without a camera the window (and this button's tooltip) says why."""
-        from .camera import CaptureDialog
+        from metastudio.gui.camera import CaptureDialog
 
         if self.camera_dialog is not None:
             self.camera_dialog.raise_()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from metastudio.core.project import PROJECT_SUFFIX, Project, Recovery
+from metastudio.app.project import PROJECT_SUFFIX, Project, Recovery
 
 MAX_RECENT = 8
 
@@ -45,7 +45,7 @@ class ProjectFilesMixin:
             self.open_project(path)
 
     def open_project(self, path: str | Path) -> bool:
-        from metastudio.core.errors import MetaStudioError
+        from metastudio.errors import MetaStudioError
 
         try:
             project = Project.open(path)
@@ -75,7 +75,7 @@ class ProjectFilesMixin:
         return self._save_to(Path(path))
 
     def _save_to(self, path: Path) -> bool:
-        from metastudio.core.errors import MetaStudioError
+        from metastudio.errors import MetaStudioError
 
         try:
             self.controller.project.save(path)
@@ -119,7 +119,7 @@ class ProjectFilesMixin:
         """Write the recovery copy if anything changed since the last one. The writing runs in
         a background thread on a snapshot (a big project must not stall the window);
         ``wait=True`` waits for it. False when there was nothing to do or a write is running."""
-        from metastudio.core.errors import MetaStudioError
+        from metastudio.errors import MetaStudioError
 
         index = self.controller.undo_stack.index()
         if not self.controller.modified or index == self._autosaved_index:
@@ -142,7 +142,7 @@ class ProjectFilesMixin:
         return True
 
     def _write_recovery(self, snapshot: Project) -> None:  # in the autosave thread
-        from metastudio.core.errors import MetaStudioError
+        from metastudio.errors import MetaStudioError
 
         try:
             self.recovery.write(snapshot)
@@ -167,7 +167,7 @@ class ProjectFilesMixin:
             for info in found:
                 Recovery.remove(info)
             return False
-        from metastudio.core.errors import MetaStudioError
+        from metastudio.errors import MetaStudioError
 
         try:
             project = Project.open(latest.path)
@@ -200,8 +200,8 @@ class ProjectFilesMixin:
         return rows, reasons
 
     def export_csv(self, path: str | None = None) -> bool:
-        from metastudio.core.errors import MetaStudioError
-        from metastudio.core.export import write_predictions_csv
+        from metastudio.errors import MetaStudioError
+        from metastudio.engine.export import write_predictions_csv
 
         rows, unsure = self._prediction_rows()
         if not rows:

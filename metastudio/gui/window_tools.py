@@ -16,7 +16,7 @@ class CameraAndTrainingMixin:
     def open_live_camera(self):
         """The camera window with a bar per class for what the camera sees (the classifier of
         the last adaptation; the camera runs only while the window is open)."""
-        from .camera import LiveDialog
+        from metastudio.gui.camera import LiveDialog
 
         if self.live_dialog is not None:
             self.live_dialog.raise_()
@@ -57,7 +57,7 @@ class CameraAndTrainingMixin:
     def ensure_training_panel(self):
         """Build the meta-training page on first use (it loads the plugins: keep startup fast)."""
         if self.training_panel is None:
-            from .training import TrainingPanel
+            from metastudio.gui.training import TrainingPanel
 
             panel = TrainingPanel()
             panel.model_trained.connect(self._model_trained)
@@ -69,7 +69,7 @@ class CameraAndTrainingMixin:
         return self.training_panel
 
     def _restore_training_plan(self) -> None:
-        from metastudio.core.runs import TrainingPlan
+        from metastudio.app.runs import TrainingPlan
 
         saved = self.controller.project.settings.get("training")
         if saved:
@@ -81,7 +81,7 @@ class CameraAndTrainingMixin:
     def _model_trained(self, path: str, title: str) -> None:
         """A finished (or cancelled) run's model joins the project's models; the model in use
         stays until the person picks the new one ("Use this model")."""
-        from metastudio.core.errors import MetaStudioError
+        from metastudio.errors import MetaStudioError
 
         try:
             name = self.controller.project.add_model_file(path)
@@ -104,8 +104,8 @@ class CameraAndTrainingMixin:
     def _image_mismatch(self, path) -> str:
         """A plain warning when the model at ``path`` reads other pictures than the model in use
         (size or colour), else ""."""
-        from metastudio.core.checkpoint import read_metadata
-        from metastudio.core.errors import MetaStudioError
+        from metastudio.engine.checkpoint import read_metadata
+        from metastudio.errors import MetaStudioError
 
         current = self.model_info or {}
         try:

@@ -49,11 +49,11 @@ def metastudio_algorithms():
     """Return the few-shot algorithms this plugin provides.
 
     :return: a list of classes, each a subclass of
-        :class:`metastudio.core.algorithm.Algorithm` with class attributes ``name`` (unique,
+        :class:`metastudio.algorithms.base.Algorithm` with class attributes ``name`` (unique,
         lower case, used on the command line and in model files), ``version`` (bump it when
         the saved state changes), ``title``, ``description``, ``family`` (``"metric"``,
         ``"model"`` or ``"optimization"``) and ``hyperparameters`` (a tuple of
-        :class:`metastudio.core.algorithm.HyperParameter`). Give each hyperparameter its
+        :class:`metastudio.algorithms.base.HyperParameter`). Give each hyperparameter its
         ``role``: ``"training"`` when only meta-training uses it (the optimiser, how episodes
         make losses, distortions, a learned value's starting point), ``"architecture"`` when the
         trained weights depend on it (a layer's width, whether a module or buffer exists), or
@@ -91,7 +91,7 @@ def metastudio_algorithms():
 def metastudio_backbones():
     """Return the embedding networks (backbones) this plugin provides.
 
-    :return: a list of :class:`metastudio.core.backbones.BackboneSpec`, each with a unique
+    :return: a list of :class:`metastudio_builtins.backbones.networks.BackboneSpec`, each with a unique
         ``name``, a ``factory(in_channels, image_size) -> torch.nn.Module`` that maps float
         images [B, C, H, W] in [0, 1] to features [B, D], a one-line ``description``,
         optionally the ``default_image_size`` the backbone is meant for, and ``pretrained=True``
@@ -115,17 +115,17 @@ def metastudio_backbones():
 def metastudio_datasets():
     """Return the datasets this plugin can load for meta-training and evaluation.
 
-    :return: a list of :class:`metastudio.core.datasets.DatasetSpec`, each with a unique
+    :return: a list of :class:`metastudio.data.datasets.DatasetSpec`, each with a unique
         ``name``, a ``load(root, split, *, image_size=None, progress=None, **options) ->
         FewShotDataset`` function, a ``description``, the ``splits`` it knows, its natural
         ``image_size`` and ``channels``, and the extra ``options`` it accepts, declared as
-        :class:`metastudio.core.algorithm.HyperParameter`.
+        :class:`metastudio.algorithms.base.HyperParameter`.
 
     ``load`` reads one split into memory as uint8 (see
-    :func:`metastudio.core.datasets.load_class_folders`, which does the work for any tree of
+    :func:`metastudio.data.datasets.load_class_folders`, which does the work for any tree of
     class folders, from a directory or a zip). It should accept a local path in ``root`` and,
     when ``root`` is None, use a default location, downloading official files with a
-    checksum. Errors are raised as :class:`metastudio.core.errors.DatasetError` with a
+    checksum. Errors are raised as :class:`metastudio.errors.DatasetError` with a
     message for the person running it; ``progress(done, total)`` reports long loads.
 
     Example::

@@ -25,12 +25,12 @@ from typing import Any
 
 import pluggy
 
-from ..core.algorithm import Algorithm
-from ..core.backbones import BackboneSpec
-from ..core.datasets import DatasetSpec
-from ..core.errors import UnknownComponentError
-from . import hookspecs
-from .hookspecs import HOOK_API_VERSION, PROJECT
+from metastudio.algorithms.base import Algorithm
+from metastudio.algorithms.backbone import BackboneSpec
+from metastudio.data.datasets import DatasetSpec
+from metastudio.errors import UnknownComponentError
+from metastudio.plugins import hookspecs
+from metastudio.plugins.hookspecs import HOOK_API_VERSION, PROJECT
 
 BUILTIN_DISTRIBUTION = "metastudio"
 ENTRY_POINT_GROUP = "metastudio"
@@ -205,7 +205,7 @@ class PluginHost:
         for item in result:
             if kind == "algorithm":
                 if not (isinstance(item, type) and issubclass(item, Algorithm)):
-                    return f"{item!r}, which is not a subclass of metastudio.core.algorithm.Algorithm"
+                    return f"{item!r}, which is not a subclass of metastudio.algorithms.base.Algorithm"
                 if not item.name or not isinstance(item.name, str):
                     return f"algorithm class {item.__name__} without a name"
                 if inspect.isabstract(item):

@@ -31,10 +31,10 @@ but it is meant to be called from a test::
 
 What :func:`check_algorithm` checks, in order (the message of a failure names the step):
 
-1. the class: a concrete subclass of :class:`~metastudio.core.algorithm.Algorithm` with
+1. the class: a concrete subclass of :class:`~metastudio.algorithms.base.Algorithm` with
    ``name`` (lower case, no spaces), ``version``, ``family`` (metric, model or optimization)
    and declared hyperparameters whose defaults validate, with unique names, and a
-   JSON-serialisable :meth:`~metastudio.core.algorithm.Algorithm.describe`;
+   JSON-serialisable :meth:`~metastudio.algorithms.base.Algorithm.describe`;
 2. roles (once the algorithm is built): a hyperparameter declared ``role="adaptation"`` (one
    a trained model may change) that is a bool or has choices gives the same saved state
    (names and shapes) with each of its other values -- otherwise the trained weights depend
@@ -45,15 +45,15 @@ What :func:`check_algorithm` checks, in order (the message of a failure names th
 4. learning: the loss on one fixed episode goes down over ``steps`` further steps (the mean
    of the last two steps is below the mean of the first two);
 5. adaptation (in eval mode, as the evaluator and the app call it): ``adapt`` reports
-   :class:`~metastudio.core.algorithm.AdaptProgress` steps to its ``progress`` callback,
+   :class:`~metastudio.algorithms.base.AdaptProgress` steps to its ``progress`` callback,
    works without one, does not change the algorithm's parameters or buffers, and returns a
-   :class:`~metastudio.core.algorithm.Learner` for exactly the support set's classes, also
+   :class:`~metastudio.algorithms.base.Learner` for exactly the support set's classes, also
    with an unequal number of shots per class and with fewer ways (3) than it was trained on
    (5);
 6. prediction: ``predict_proba`` returns float32 CPU probabilities [Q, N] without autograd
    history, each row summing to 1;
-7. persistence: :func:`~metastudio.core.checkpoint.save_model` then
-   :func:`~metastudio.core.checkpoint.load_model` gives an algorithm whose learners predict
+7. persistence: :func:`~metastudio.engine.checkpoint.save_model` then
+   :func:`~metastudio.engine.checkpoint.load_model` gives an algorithm whose learners predict
    the same probabilities; if the learner has a ``state_dict``, a model saved with
    ``learner=`` reloads with a learner that predicts the same probabilities.
 
@@ -76,10 +76,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.algorithm import AdaptProgress, Algorithm, HyperParameter, Learner
-from ..core.backbones import BackboneSpec
-from ..core.datasets import DatasetSpec, FewShotDataset
-from ..core.episodes import Episode, EpisodeSampler, SupportSet, stack_support
+from metastudio.algorithms.base import AdaptProgress, Algorithm, Learner
+from metastudio.algorithms.hyperparameters import HyperParameter
+from metastudio.algorithms.backbone import BackboneSpec
+from metastudio.data.datasets import DatasetSpec, FewShotDataset
+from metastudio.data.episodes import Episode, EpisodeSampler, SupportSet, stack_support
 
 __all__ = ["synthetic_dataset", "check_algorithm", "check_backbone", "check_dataset"]
 
@@ -97,7 +98,7 @@ ATOL, RTOL = 1e-5, 1e-4
 
 def synthetic_dataset(classes: int = 12, per_class: int = 8, channels: int = 1, image_size: int = 28,
                       seed: int = 0) -> FewShotDataset:
-    """A tiny, learnable, deterministic :class:`~metastudio.core.datasets.FewShotDataset`.
+    """A tiny, learnable, deterministic :class:`~metastudio.data.datasets.FewShotDataset`.
 
     Each class is a random blocky template (a 7x7 random pattern scaled up to ``image_size``,
     at low contrast) and each of its ``per_class`` images is that template plus pixel noise,
@@ -205,7 +206,7 @@ def _check_proba(probs: Any, queries: int, support: SupportSet, step: str) -> to
 def _adapt(algorithm: Algorithm, support: SupportSet, step: str) -> Learner:
     calls: list[Any] = []
     learner = algorithm.adapt(support, progress=calls.append)
-    _check(isinstance(learner, Learner), step, f"adapt must return a metastudio.core.algorithm.Learner, got {type(learner).__name__}")
+    _check(isinstance(learner, Learner), step, f"adapt must return a metastudio.algorithms.base.Learner, got {type(learner).__name__}")
     _check(tuple(learner.class_names) == tuple(support.class_names), step,
            f"the learner's class_names must be the support set's, in order: expected {list(support.class_names)}, "
            f"got {list(learner.class_names)}")
@@ -236,7 +237,7 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
 def _check_class(cls: type) -> None:
     step = "class"
     _check(isinstance(cls, type) and issubclass(cls, Algorithm), step,
-           f"{cls!r} is not a subclass of metastudio.core.algorithm.Algorithm")
+           f"{cls!r} is not a subclass of metastudio.algorithms.base.Algorithm")
     missing = sorted(getattr(cls, "__abstractmethods__", ()))
     _check(not missing, step, f"{cls.__name__} does not implement {', '.join(missing)}")
     name = cls.name
@@ -318,7 +319,7 @@ def check_algorithm(cls: type[Algorithm], *, backbone: str = "conv4", host=None,
                     tmp_path: str | Path | None = None, hparams: Mapping[str, Any] | None = None) -> None:
     """Check an algorithm class against the algorithm contract; raise AssertionError if it fails.
 
-    :param cls: the :class:`~metastudio.core.algorithm.Algorithm` subclass to check (it need
+    :param cls: the :class:`~metastudio.algorithms.base.Algorithm` subclass to check (it need
         not be registered with the host).
     :param backbone: name of the backbone to build it with, looked up in ``host``.
     :param host: the plugin host (an object with ``backbone(name)`` and ``algorithm(name)``);
@@ -338,7 +339,7 @@ def check_algorithm(cls: type[Algorithm], *, backbone: str = "conv4", host=None,
     if steps < 4:
         raise ValueError("check_algorithm needs steps >= 4 to compare the first and last two losses")
     if host is None:
-        from . import get_host
+        from metastudio.plugins import get_host
 
         host = get_host()
     _check_class(cls)
@@ -418,7 +419,7 @@ def _check_instance(cls: type[Algorithm], backbone_name: str, host, steps: int, 
                  len(three_queries), three, "predict_proba, 3-way support after 5-way training")
 
     # -- persistence -----------------------------------------------------------------------------
-    from ..core.checkpoint import load_model, save_model
+    from metastudio.engine.checkpoint import load_model, save_model
 
     step = "save/load"
     registry = _Registry(cls, host)
@@ -457,7 +458,7 @@ def _check_instance(cls: type[Algorithm], backbone_name: str, host, steps: int, 
 
 
 def check_backbone(spec: BackboneSpec, in_channels: int = 1, image_size: int = 28) -> nn.Module:
-    """Check a :class:`~metastudio.core.backbones.BackboneSpec`; return the network it built.
+    """Check a :class:`~metastudio_builtins.backbones.networks.BackboneSpec`; return the network it built.
 
     Builds the network for ``in_channels`` x ``image_size`` x ``image_size`` images and checks
     that it is a ``torch.nn.Module`` mapping float images [B, C, H, W] to finite float32
@@ -468,7 +469,7 @@ def check_backbone(spec: BackboneSpec, in_channels: int = 1, image_size: int = 2
             check_backbone(BackboneSpec("tiny", lambda c, s: TinyNet(c), "A two-layer CNN."))
     """
     step = "backbone"
-    _check(isinstance(spec, BackboneSpec), step, f"expected a metastudio.core.backbones.BackboneSpec, got {type(spec).__name__}")
+    _check(isinstance(spec, BackboneSpec), step, f"expected a metastudio_builtins.backbones.networks.BackboneSpec, got {type(spec).__name__}")
     _check(isinstance(spec.name, str) and spec.name, step, "a BackboneSpec needs a non-empty name")
     with torch.random.fork_rng(devices=[]), _one_thread():
         torch.manual_seed(0)
@@ -501,11 +502,11 @@ def check_backbone(spec: BackboneSpec, in_channels: int = 1, image_size: int = 2
 
 
 def check_dataset(spec: DatasetSpec, root, split: str, **options) -> FewShotDataset:
-    """Load ``split`` of a :class:`~metastudio.core.datasets.DatasetSpec` from ``root`` and check
+    """Load ``split`` of a :class:`~metastudio.data.datasets.DatasetSpec` from ``root`` and check
     the result; return the dataset.
 
     Checks that ``split`` is one of ``spec.splits``, that ``load`` returns a
-    :class:`~metastudio.core.datasets.FewShotDataset` of uint8 images [total, C, H, W] with
+    :class:`~metastudio.data.datasets.FewShotDataset` of uint8 images [total, C, H, W] with
     unique class names and positive class sizes that add up to the number of images, and that
     its channels and image size are the spec's (when the spec declares them). ``options``
     go to ``load`` (e.g. ``protocol="lake"``). Example::
@@ -515,7 +516,7 @@ def check_dataset(spec: DatasetSpec, root, split: str, **options) -> FewShotData
             check_dataset(MY_DATASET, tmp_path, "train")
     """
     step = "dataset"
-    _check(isinstance(spec, DatasetSpec), step, f"expected a metastudio.core.datasets.DatasetSpec, got {type(spec).__name__}")
+    _check(isinstance(spec, DatasetSpec), step, f"expected a metastudio.data.datasets.DatasetSpec, got {type(spec).__name__}")
     _check(isinstance(spec.name, str) and spec.name, step, "a DatasetSpec needs a non-empty name")
     _check(split in spec.splits, step, f"'{spec.name}' does not declare the split '{split}' (splits: {spec.splits})")
     declared = {o.name for o in spec.options}
@@ -524,7 +525,7 @@ def check_dataset(spec: DatasetSpec, root, split: str, **options) -> FewShotData
     calls: list[tuple[int, Any]] = []
     ds = spec.load(root, split, image_size=None, progress=lambda done, total: calls.append((done, total)), **options)
     _check(isinstance(ds, FewShotDataset), step,
-           f"'{spec.name}'.load must return a metastudio.core.datasets.FewShotDataset, got {type(ds).__name__}")
+           f"'{spec.name}'.load must return a metastudio.data.datasets.FewShotDataset, got {type(ds).__name__}")
     _check(ds.images.dtype == torch.uint8 and ds.images.dim() == 4, step,
            f"'{spec.name}': images must be uint8 [total, C, H, W], got {ds.images.dtype} {list(ds.images.shape)}")
     _check(ds.images.shape[-1] == ds.images.shape[-2], step, f"'{spec.name}': images must be square, got {list(ds.images.shape)}")

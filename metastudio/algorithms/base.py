@@ -1,0 +1,444 @@
+"""The algorithm contract: what every few-shot algorithm (built-in or plugin) implements.
+
+An :class:`Algorithm` is a ``torch.nn.Module`` holding everything that meta-training learns
+(a backbone and any heads). It does four things:
+
+1. **Meta-train**: :meth:`Algorithm.meta_train_step` takes a batch of :class:`Episode` s, makes
+   one optimisation step and returns plain-float metrics (at least ``loss`` and ``accuracy``).
+   The optimiser and learning-rate schedule are built by :meth:`Algorithm.configure_training`.
+2. **Adapt**: :meth:`Algorithm.adapt` turns a person's :class:`SupportSet` into a
+   :class:`Learner` -- a classifier for exactly those classes. Adaptation may take several
+   steps (gradient descent in MAML-like methods); it reports each through ``progress`` so a
+   GUI can plot it live.
+3. **Predict**: :meth:`Learner.predict_proba` gives class probabilities for query images, and
+   :meth:`Learner.predict_open_set` also says which queries are not like any of the classes
+   ("unsure"; optional: the default rule works from the probabilities alone).
+4. **Persist**: the module's ``state_dict`` goes to safetensors and everything else (name,
+   version, backbone, image size, hyperparameters, history) to JSON metadata -- see
+   :mod:`metastudio.engine.checkpoint`. Nothing is ever pickled.
+
+Hyperparameters are declared as :class:`HyperParameter` (type, default, range, help, role) so
+that forms, CLI flags and validation are derived from one declaration. The ``role`` says when a
+value matters: only while meta-training (``training``), in the shape or meaning of the trained
+weights (``architecture``), or when a trained model adapts and predicts (``adaptation``). Only
+``adaptation`` ones may differ from the trained values when a model is used
+(:meth:`Algorithm.adaptation_overrides`).
+
+Images enter as uint8 tensors [B, C, H, W]; :meth:`Algorithm.prepare` moves them to the
+algorithm's device and scales them to floats in [0, 1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from metastudio.data.episodes import Episode, SupportSet
+from metastudio.errors import FixedHyperParameterError
+from metastudio.data.images import FITS
+from metastudio.algorithms.hyperparameters import TRAINING_HYPERPARAMETERS, HyperParameter
+from metastudio.algorithms.openset import OpenSetPrediction, max_probability_prediction
+
+def query_accuracy(scores: torch.Tensor, episode: Episode) -> float:
+    """Fraction (0..1) of the episode's queries whose highest score [Q, N] is their class."""
+    return float((scores.argmax(1) == episode.query_labels.to(scores.device)).float().mean())
+
+
+@dataclass(frozen=True)
+class AdaptProgress:
+    """One step of adaptation: ``step`` of ``total`` (1-based), with the support loss if any."""
+
+    step: int
+    total: int
+    loss: float | None = None
+
+
+ProgressCallback = Callable[[AdaptProgress], None]
+
+
+class Learner(ABC):
+    """A classifier adapted to one support set. Made by :meth:`Algorithm.adapt`."""
+
+    def __init__(self, class_names: Sequence[str]):
+        self.class_names = tuple(class_names)
+
+    @abstractmethod
+    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
+        """Probabilities [Q, N] (rows sum to 1, float32, on the CPU) for uint8 images [Q, C, H, W]."""
+
+    def predict(self, images: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+        """Predicted class names and the probabilities they come from."""
+        probs = self.predict_proba(images)
+        return [self.class_names[i] for i in probs.argmax(1).tolist()], probs
+
+    def predict_open_set(self, images: torch.Tensor) -> OpenSetPrediction:
+        """The probabilities of :meth:`predict_proba` and which queries are **unsure**: not like
+        any of the classes (a blank picture, noise, a drawing among photos...), so that their
+        best class should not be shown as an answer.
+
+        Returns an :class:`~metastudio.algorithms.openset.OpenSetPrediction`: ``probabilities`` [Q, N]
+        (the same as ``predict_proba``), ``scores`` [Q] (float32, CPU) in units of the rule's
+        threshold, and ``rule``; a query is unsure when its score is above 1
+        (``prediction.unsure``). Images too small to recognise are a separate check, on the file
+        (:func:`metastudio.algorithms.openset.too_small_reason`), not part of this method.
+
+        The default is the **maximum-probability rule**: the confidence above chance
+        ``c = (p_max - 1/N) / (1 - 1/N)`` is compared with
+        :data:`~metastudio.algorithms.openset.CONFIDENCE_THRESHOLD` (score ``(1 - c) / (1 - threshold)``);
+        it needs nothing but ``predict_proba``, so every learner has it. It is weak on nonsense
+        that the model happens to be sure about.
+
+        A learner with an embedding should override it with the **distance rule**
+        (:class:`~metastudio.algorithms.openset.DistanceRule`, as Prototypical Networks do): fit it at
+        adaptation with :func:`~metastudio.algorithms.openset.fit_distance_rule` on the support
+        features (it measures how far the examples of a class lie from their prototype), then
+        return ``rule.predict(query_features, probabilities)``: the distance of the query to its
+        nearest prototype divided by the distance an image of that class is expected at, unsure
+        above :data:`~metastudio.algorithms.openset.DISTANCE_THRESHOLD`. Compute the probabilities
+        and the features from one forward pass, and fall back to this default
+        (``super().predict_open_set(images)``) where the rule cannot be fitted, i.e. where
+        ``fit_distance_rule`` returned None."""
+        return max_probability_prediction(self.predict_proba(images))
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors that, with the algorithm's weights and the class names, rebuild this learner
+        (:meth:`Algorithm.restore_learner`). Empty when the learner cannot be saved."""
+        return {}
+
+    def as_module(self) -> nn.Module:
+        """This classifier as one self-contained ``torch.nn.Module``, for use without MetaStudio
+        (see :mod:`metastudio.engine.export`).
+
+        The module is in eval mode, on the CPU, in plain float32 (no channels_last, no autocast),
+        and maps float32 images [B, C, H, W] with values in [0, 1], already resized to
+        ``image_size`` x ``image_size``, to class probabilities [B, N] (a softmax, columns in the
+        order of :attr:`class_names`). Everything it needs (backbone, feature transform,
+        prototypes or heads...) is held as its own buffers and parameters, copied so that later
+        changes to the algorithm do not reach it. It must give the same probabilities as
+        :meth:`predict_proba` on the same images divided by 255, be traceable by
+        ``torch.jit.trace`` and exportable by ``torch.onnx.export``, both with a dynamic batch
+        dimension (no Python branching on the batch size).
+
+        The default raises ``NotImplementedError``: an algorithm whose learner cannot be written
+        as one fixed module (one that adapts lazily, say) cannot be exported.
+        """
+        raise NotImplementedError(
+            f"this classifier ({type(self).__name__}) cannot be exported: its algorithm does not provide "
+            "a stand-alone module (Learner.as_module)"
+        )
+
+
+class Algorithm(nn.Module, ABC):
+    """Base class of every few-shot algorithm. Subclasses set the class attributes and
+    implement :meth:`meta_train_step` and :meth:`adapt`.
+
+    The constructor receives the backbone already built for the data's channels and image size,
+    plus hyperparameter values (missing ones take their defaults; unknown ones are an error).
+    """
+
+    #: Registry name (lower case, e.g. ``"protonet"``).
+    name: ClassVar[str] = ""
+    #: Version of the algorithm's implementation and saved-state layout.
+    version: ClassVar[str] = "1"
+    #: Human-readable name and one-sentence description for pickers.
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: ``metric``, ``model`` or ``optimization`` (the product's three families).
+    family: ClassVar[str] = ""
+    hyperparameters: ClassVar[tuple[HyperParameter, ...]] = TRAINING_HYPERPARAMETERS
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        backbone_name: str,
+        image_size: int,
+        channels: int,
+        hparams: Mapping[str, Any] | None = None,
+        freeze_backbone: bool = False,
+        fit: str = "stretch",
+    ):
+        super().__init__()
+        # channels_last makes the convolutions ~1.5x faster on CPUs (oneDNN) and on GPUs.
+        self.backbone = backbone.to(memory_format=torch.channels_last)
+        self.backbone_name = backbone_name
+        self.image_size = int(image_size)
+        self.channels = int(channels)
+        self.hparams = self.resolve_hparams(hparams or {})
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.use_amp = True
+        #: bfloat16 mixed precision on the CPU as well (``--precision bf16``): about 1.4x faster
+        #: training on CPUs with native bfloat16 (AVX512-BF16, AMX); off by default, as float32
+        #: is faster on CPUs without it and the numbers differ a little.
+        self.amp_on_cpu = False
+        #: A frozen backbone (a pretrained one, say) is never trained, always runs in eval mode,
+        #: and is not saved: model files hold only what the algorithm learned, and loading
+        #: rebuilds the backbone from its plugin.
+        if fit not in FITS:
+            raise ValueError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+        #: How images of other shapes become image_size squares (see metastudio.data.images.to_array).
+        self.fit = fit
+        #: Optional :class:`~metastudio.data.feature_cache.FeatureCache`: with a frozen backbone,
+        #: features of images seen before are reused instead of recomputed.
+        self.feature_cache = None
+        self._backbone_fingerprint: str | None = None  # computed on first use (frozen weights never change)
+        self.backbone_frozen = bool(freeze_backbone)
+        if self.hparams.get("distort") and self.backbone_frozen:
+            raise ValueError(
+                f"distort=true distorts training images, but the backbone '{backbone_name}' is frozen and a head on "
+                f"it trains on features computed once per image; use distort=false")
+        if self.backbone_frozen:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+
+    # -- a frozen backbone stays out of training mode and out of the saved state ----------------
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()
+        return self
+
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        if self.backbone_frozen:
+            prefix = kwargs.get("prefix", "") + "backbone."
+            for key in [k for k in state if k.startswith(prefix)]:
+                del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if self.backbone_frozen:
+            state_dict = {**{f"backbone.{k}": v for k, v in self.backbone.state_dict().items()}, **state_dict}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    # -- hyperparameters -------------------------------------------------------------------
+    @classmethod
+    def resolve_hparams(cls, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Validated values for every declared hyperparameter (defaults filled in)."""
+        declared = {h.name: h for h in cls.hyperparameters}
+        unknown = sorted(set(given) - set(declared))
+        if unknown:
+            raise ValueError(
+                f"{cls.name} has no hyperparameter {', '.join(unknown)}; it has: {', '.join(declared)}"
+            )
+        return {n: h.validate(given[n]) if n in given else h.default for n, h in declared.items()}
+
+    @classmethod
+    def ways_limit(cls, hparams: Mapping[str, Any]) -> int | None:
+        """The most classes an episode may have for a model with these (resolved) hyperparameters,
+        or None for no limit (the default). An algorithm whose output has a fixed number of label
+        positions returns that number, so that a run with more ways is refused before any data
+        loads, and the app can keep its episode settings within it."""
+        return None
+
+    @classmethod
+    def adaptation_overrides(cls, trained: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+        """The validated values of ``overrides`` that differ from a trained model's hyperparameters
+        ``trained``, for using that model.
+
+        Only ``adaptation`` hyperparameters may differ: an override of a ``training`` or
+        ``architecture`` one to another value raises
+        :class:`~metastudio.errors.FixedHyperParameterError` (a ``ValueError``) naming it
+        (an override equal to the trained value changes nothing and is accepted). Unknown names
+        and invalid values raise ValueError, as in :meth:`resolve_hparams`."""
+        resolved = cls.resolve_hparams({**trained, **overrides})
+        declared = {h.name: h for h in cls.hyperparameters}
+        changed = {k: v for k, v in resolved.items() if k in overrides and trained.get(k, declared[k].default) != v}
+        fixed = []
+        for name, value in changed.items():
+            h = declared[name]
+            if h.role == "adaptation":
+                continue
+            why = "it is only used while meta-training" if h.role == "training" else "the trained weights depend on it"
+            fixed.append(f"{name} is fixed by the trained model ({why}): it was trained with "
+                         f"{name}={trained.get(name, h.default)!r} and cannot be used with {name}={value!r}")
+        if fixed:
+            raise FixedHyperParameterError(
+                f"{'; '.join(fixed)}. Meta-train a new {cls.title or cls.name} model to change "
+                f"{'it' if len(fixed) == 1 else 'them'}."
+            )
+        return changed
+
+    # -- devices and precision ---------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def autocast(self):
+        """Mixed precision (bfloat16) on CUDA, and on the CPU when ``amp_on_cpu`` is set; a no-op
+        elsewhere."""
+        dev = self.device
+        if self.use_amp and dev.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        if self.use_amp and self.amp_on_cpu and dev.type == "cpu":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images [B, C, H, W] -> float [0, 1] on the algorithm's device."""
+        images = images.to(self.device, non_blocking=True)
+        if images.dtype == torch.uint8:
+            images = images.float().div_(255.0)
+        else:
+            images = images.float()
+        return images.contiguous(memory_format=torch.channels_last) if images.dim() == 4 else images
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Eval mode for the duration of a ``with`` block (batch norm uses its running statistics
+        and never updates them), then the previous mode again. Adaptation and prediction run in
+        it so that adapting never changes the algorithm, whatever mode it was left in."""
+        was_training = self.training
+        self.train(False)
+        try:
+            yield self
+        finally:
+            self.train(was_training)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features [B, D] (float32) for uint8 images (no autograd graph through a
+        frozen backbone; cached by image content when a frozen backbone has a feature cache).
+
+        With a frozen backbone, a floating-point [B, D] input is taken as its features already
+        computed (:mod:`metastudio.engine.features`): meta-training a head then never runs the
+        backbone."""
+        if images.dim() == 2 and images.is_floating_point():
+            if not self.backbone_frozen:
+                raise ValueError("precomputed features can only stand in for a frozen backbone")
+            return images.to(self.device, torch.float32)
+        if self.backbone_frozen and self.feature_cache is not None and images.dtype == torch.uint8 and len(images):
+            host = images.cpu()
+            contents = [img.numpy().tobytes() for img in host]
+            features = self.feature_cache.embed(self.feature_namespace(), contents, lambda idx: self._embed(host[idx]))
+            return features.to(self.device)
+        return self._embed(images)
+
+    #: Images embedded per forward pass by :meth:`embed_all` (bounds memory).
+    embed_chunk: ClassVar[int] = 512
+
+    @torch.inference_mode()
+    def embed_all(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings (:meth:`embed`) of any number of images, in chunks of ``embed_chunk``, in
+        eval mode and without autograd (nothing is updated): what adapting and predicting use."""
+        with self.evaluating():
+            chunk = self.embed_chunk
+            return torch.cat([self.embed(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+
+    def training_embed(self, images: torch.Tensor) -> torch.Tensor:
+        """What meta-training embeds: :meth:`embed` of the images, randomly distorted first
+        (:mod:`metastudio.algorithms.augment`) while training when the algorithm declares the
+        ``distort`` hyperparameter and it is on. Adapting, predicting and validating use
+        :meth:`embed` and never distort."""
+        if not (self.training and self.hparams.get("distort")):
+            return self.embed(images)
+        from metastudio.algorithms.augment import random_affine  # augment declares its hyperparameters with this module
+
+        return self.embed(random_affine(self.prepare(images), float(self.hparams["distort_prob"])))
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        with self.autocast(), torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone_frozen):
+            return self.backbone(self.prepare(images)).float()
+
+    def feature_namespace(self) -> str:
+        """What identifies this algorithm's frozen features besides the image: the backbone and
+        a fingerprint of its weights, the input shape, and the numeric precision (bf16 features
+        differ slightly from fp32 ones)."""
+        if self._backbone_fingerprint is None:
+            h = hashlib.blake2b(digest_size=8)
+            for key, value in sorted(self.backbone.state_dict().items()):
+                h.update(key.encode())
+                h.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            self._backbone_fingerprint = h.hexdigest()
+        bf16 = self.use_amp and (self.device.type == "cuda" or (self.amp_on_cpu and self.device.type == "cpu"))
+        precision = "bf16" if bf16 else "fp32"
+        return f"{self.backbone_name}@{self._backbone_fingerprint}|{self.channels}x{self.image_size}|{precision}"
+
+    # -- meta-training -------------------------------------------------------------------------
+    def configure_training(self, total_steps: int) -> None:
+        """Build the optimiser and learning-rate schedule for ``total_steps`` meta-training steps.
+
+        The default is Adam over all parameters with the schedule from ``lr_schedule``.
+        Called by the trainer before the first step (and before loading a resumed optimiser).
+        """
+        hp = self.hparams
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        if not trainable:
+            raise ValueError(f"{self.name} has nothing to train: its backbone is frozen and it has no head")
+        self.optimizer = self.make_optimizer(trainable)
+        if hp["lr_schedule"] == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(1, total_steps))
+        elif hp["lr_schedule"] == "linear":
+            steps = max(1, total_steps)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda i: max(0.0, 1.0 - i / steps))
+        elif hp["lr_schedule"] == "step":
+            self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=hp["lr_step"], gamma=0.5)
+        else:
+            self.scheduler = None
+
+    def make_optimizer(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The meta-training optimiser over ``parameters`` (Adam with ``lr`` and ``weight_decay``)."""
+        return torch.optim.Adam(parameters, lr=self.hparams["lr"], weight_decay=self.hparams["weight_decay"])
+
+    def optimizer_step(self, loss: torch.Tensor, max_norm: float = 0.0) -> None:
+        """Backward, step the optimiser and the schedule (helper for subclasses); ``max_norm`` > 0
+        first scales the gradients down so that their total norm is at most ``max_norm``."""
+        assert self.optimizer is not None, "configure_training() must be called before meta-training"
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], max_norm)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer else float(self.hparams.get("lr", 0.0))
+
+    @abstractmethod
+    def meta_train_step(self, episodes: Sequence[Episode]) -> dict[str, float]:
+        """One optimisation step on a batch of episodes. Returns plain floats: at least
+        ``loss`` (mean over episodes) and ``accuracy`` (fraction of queries right, 0..1)."""
+
+    # -- adaptation and prediction -------------------------------------------------------------
+    @abstractmethod
+    def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
+        """A :class:`Learner` for the support set's classes. Must not change the algorithm."""
+
+    def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
+        """Rebuild a learner saved with :meth:`Learner.state_dict` (optional)."""
+        raise NotImplementedError(f"{self.name} cannot restore a saved learner; adapt it to a support set instead")
+
+    def evaluate_episode(self, episode: Episode) -> float:
+        """Accuracy (0..1) on the episode's queries after adapting to its support set."""
+        learner = self.adapt(episode.support)
+        probs = learner.predict_proba(episode.query_images)
+        return query_accuracy(probs, episode)
+
+    # -- description ---------------------------------------------------------------------------
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "name": cls.name, "version": cls.version, "title": cls.title, "family": cls.family,
+            "description": cls.description, "hyperparameters": [h.describe() for h in cls.hyperparameters],
+        }
+
+    def config(self) -> dict[str, Any]:
+        """What, with the weights, rebuilds this algorithm (goes into the saved metadata)."""
+        return {
+            "algorithm": self.name, "algorithm_version": self.version, "backbone": self.backbone_name,
+            "image_size": self.image_size, "channels": self.channels, "hyperparameters": dict(self.hparams),
+            "backbone_frozen": self.backbone_frozen, "fit": self.fit,
+        }

@@ -1,0 +1,64 @@
+"""The one module a plugin author imports: ``from metastudio.api import Algorithm, hookimpl, ...``.
+
+Everything a plugin needs to offer an algorithm, a backbone or a dataset is here: the contract
+(:class:`Algorithm`, :class:`Learner`, :class:`HyperParameter` and its roles), the data it is
+given (:class:`Episode`, :class:`SupportSet`, :class:`FewShotDataset`), the shared family code
+(gradient-based adaptation, feature transforms, training distortions, the unsure rule), the hook
+marker :data:`hookimpl`, the errors to raise and the test kit (:func:`check_algorithm`,
+:func:`check_backbone`, :func:`check_dataset`, :func:`synthetic_dataset`). The built-in plugins
+(``metastudio_builtins``) import from nowhere else, as a third party would.
+
+Stability promise: every name in ``__all__`` keeps its meaning and signature within a major
+version (``HOOK_API_VERSION``; see ``docs/plugins.md``). A name that has to change is first
+kept beside its successor for at least one minor release, warning with ``DeprecationWarning``
+when used, and the change is listed in the changelog of ``docs/plugins.md``. Anything imported
+from elsewhere in ``metastudio`` (``metastudio.algorithms.base`` and the like) is internal and
+may move without notice; the old ``metastudio.core.*`` paths still work, with a warning.
+"""
+
+from __future__ import annotations
+
+from metastudio.algorithms.augment import DISTORT, DISTORT_PROB, random_affine
+from metastudio.algorithms.backbone import BackboneSpec
+from metastudio.algorithms.base import AdaptProgress, Algorithm, Learner, ProgressCallback, query_accuracy
+from metastudio.algorithms.feature_transform import (
+    FEATURE_TRANSFORM,
+    FEATURE_TRANSFORMS,
+    FeatureTransformMixin,
+    apply_feature_transform,
+    before_centring,
+    copy_feature_transform,
+    feature_transform_hyperparameter,
+)
+from metastudio.algorithms.gradient import HEAD, GradientAlgorithm, inner_hyperparameters, preprocess_gradient
+from metastudio.algorithms.hyperparameters import ROLES, TRAINING_HYPERPARAMETERS, HyperParameter, with_changes
+from metastudio.algorithms.openset import DistanceRule, OpenSetPrediction, fit_distance_rule
+from metastudio.data.datasets import DatasetSpec, FewShotDataset, Progress, TreeSource, load_class_folders, load_folder_split
+from metastudio.data.download import download
+from metastudio.data.episodes import Episode, SupportSet, stack_support
+from metastudio.data.progress import text_progress
+from metastudio.errors import CheckpointError, DatasetError, MetaStudioError, TrainingError
+from metastudio.plugins.hookspecs import HOOK_API_VERSION, hookimpl
+from metastudio.plugins.testkit import check_algorithm, check_backbone, check_dataset, synthetic_dataset
+
+__all__ = [
+    # the contract
+    "Algorithm", "Learner", "AdaptProgress", "ProgressCallback", "query_accuracy",
+    "HyperParameter", "ROLES", "TRAINING_HYPERPARAMETERS", "with_changes",
+    "BackboneSpec", "DatasetSpec",
+    # the data an algorithm is given, and what a dataset builds
+    "Episode", "SupportSet", "stack_support", "FewShotDataset", "TreeSource", "Progress",
+    "load_class_folders", "load_folder_split", "download", "text_progress",
+    # shared family code
+    "GradientAlgorithm", "inner_hyperparameters", "preprocess_gradient", "HEAD",
+    "FeatureTransformMixin", "FEATURE_TRANSFORM", "FEATURE_TRANSFORMS", "feature_transform_hyperparameter",
+    "apply_feature_transform", "before_centring", "copy_feature_transform",
+    "DISTORT", "DISTORT_PROB", "random_affine",
+    "DistanceRule", "OpenSetPrediction", "fit_distance_rule",
+    # hooks
+    "hookimpl", "HOOK_API_VERSION",
+    # errors
+    "MetaStudioError", "DatasetError", "CheckpointError", "TrainingError",
+    # the test kit
+    "check_algorithm", "check_backbone", "check_dataset", "synthetic_dataset",
+]

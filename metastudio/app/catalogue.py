@@ -1,0 +1,36 @@
+"""Where models are found by name: the shipped ones (``resources/models``) and any folder named
+by ``$METASTUDIO_MODELS_DIR``. The command line and the app both look models up here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from metastudio.errors import CheckpointError
+
+
+def models_dirs() -> list[Path]:
+    """Where named models are looked up: ``$METASTUDIO_MODELS_DIR``, then ``resources/models``."""
+    dirs = []
+    if os.environ.get("METASTUDIO_MODELS_DIR"):
+        dirs.append(Path(os.environ["METASTUDIO_MODELS_DIR"]))
+    dirs.append(Path(__file__).resolve().parents[2] / "resources" / "models")
+    return dirs
+
+
+def shipped_models() -> list[str]:
+    """The names of the models in :func:`models_dirs`, sorted."""
+    return sorted({p.name[: -len(".safetensors")] for d in models_dirs() if d.is_dir() for p in d.glob("*.safetensors")})
+
+
+def resolve_model(name: str) -> Path:
+    """A model file path, or the name of a shipped model (``protonet-omniglot``)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    for d in models_dirs():
+        for candidate in (d / name, d / f"{name}.safetensors"):
+            if candidate.is_file():
+                return candidate
+    available = ", ".join(shipped_models()) or "none"
+    raise CheckpointError(f"model '{name}' not found: it is neither a file nor a shipped model (shipped: {available})")

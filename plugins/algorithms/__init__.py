@@ -1,0 +1,1 @@
+"""The built-in algorithms, one module (and one entry point) each."""
