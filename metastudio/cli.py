@@ -1,7 +1,8 @@
 """The ``metastudio`` command: the app, and ``train``, ``eval``, ``classify``, ``plugins``, ``info``.
 
-Errors the user can fix are printed as one line (``error: ...``) with a non-zero exit status;
-long work shows a progress bar on stderr.
+Errors the user can fix are printed as one line (``error: ...``, worded by
+:func:`metastudio.errors.for_person`) with a non-zero exit status; ``--debug`` adds the
+traceback. Long work shows a progress bar on stderr.
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ import json
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from metastudio.app.catalogue import resolve_model
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
+from metastudio.errors import EXIT_ERROR, EXIT_INTERRUPTED, for_person
 
 
 # ------------------------------------------------------------------------------------------------
@@ -73,15 +73,6 @@ def _load_dataset(host, args, split: str, image_size: int | None, channels: int 
     return ds
 
 
-def _use_feature_cache(algorithm) -> None:
-    """A frozen (pretrained) backbone's features are cached by image content, in memory and under
-    the user cache directory, so images seen before are not embedded again."""
-    if algorithm.backbone_frozen:
-        from metastudio.data.feature_cache import FeatureCache
-
-        algorithm.feature_cache = FeatureCache()
-
-
 def _device(args):
     from metastudio.engine.devices import configure_for_speed, describe_device, resolve_device
 
@@ -106,7 +97,7 @@ def cmd_plugins(args) -> int:
     cols = ("name", "kind", "version", "package", "status", "error")
     if not rows:
         print("no plugins found: is MetaStudio installed (pip install -e .)? Its built-ins register through entry points.")
-        return 1
+        return EXIT_ERROR
     widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in cols[:-1]}
     print("  ".join(c.upper().ljust(widths[c]) for c in cols[:-1]) + "  ERROR")
     for r in rows:
@@ -145,12 +136,12 @@ def _stage_progress():
     return progress, close
 
 
-def cmd_train(args) -> int:
-    from metastudio.app.runs import TrainingPlan, prepare_run
-    from metastudio.engine.trainer import StepEvent, ValidationEvent
-    from metastudio.plugins import get_host
+def _training_plan(args, host):
+    """The :class:`~metastudio.app.runs.TrainingPlan` the ``train`` flags describe, and whether the
+    run validates on a "validation split" that holds the training classes (a folder without val/,
+    with a warning: a researcher asked the command line for that)."""
+    from metastudio.app.runs import TrainingPlan
 
-    host = get_host(safe_mode=args.safe_mode or None)
     options = _dataset_options(host.dataset(args.dataset), args)
     if args.val_holdout < 0:
         raise ValueError(f"--val-holdout must be 0 or more, got {args.val_holdout}")
@@ -169,12 +160,11 @@ def cmd_train(args) -> int:
         val_queries=args.val_queries, hparams=_parse_hparams(args.hp), image_size=args.image_size,
         device=args.device, precision=args.precision, seed=args.seed, freeze_backbone=args.freeze_backbone,
         fit=args.fit, out=args.out, init=args.init)
-    progress, close_progress = _stage_progress()
-    try:
-        # The CLI validates even on a folder without val/ (with a warning): a researcher asked for it.
-        trainer = prepare_run(plan, host, progress, validate_on_training_classes=val_split.lower() != "none")
-    finally:
-        close_progress()
+    return plan, val_split.lower() != "none"
+
+
+def _report_prepared(trainer) -> None:
+    """Say on stderr what the prepared run trains on, and what a person should know about it."""
     print(f"device: {trainer.device_description}", file=sys.stderr)
     print(trainer.train_dataset.summary(), file=sys.stderr)
     if trainer.val_dataset is not None:
@@ -182,14 +172,13 @@ def cmd_train(args) -> int:
     for warning in trainer.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if trainer.train_dataset.is_features:
-        print(f"meta-training the head on {trainer.train_dataset.images.shape[1]}-d {plan.backbone} features "
+        print(f"meta-training the head on {trainer.train_dataset.images.shape[1]}-d {trainer.plan.backbone} features "
               f"({len(trainer.train_dataset)} train images, each embedded once)", file=sys.stderr)
-    cls = type(trainer.algorithm)
-    steps = trainer.config.steps
 
-    from tqdm import tqdm
 
-    bar = tqdm(total=steps, desc=f"meta-training {cls.name}", unit="step", file=sys.stderr, dynamic_ncols=True, disable=None)
+def _training_listener(bar):
+    """A trainer listener that moves the step bar ``bar`` and writes each validation on stderr."""
+    from metastudio.engine.trainer import StepEvent, ValidationEvent
 
     def listener(event) -> None:
         if isinstance(event, StepEvent):
@@ -206,9 +195,13 @@ def cmd_train(args) -> int:
             bar.write(f"step {event.step}: validation accuracy {event.accuracy:.2f} ± {event.ci95:.2f} %{mark}",
                       file=sys.stderr)
 
-    trainer.listener = listener
-    # Ctrl-C, or SIGTERM from a scheduler, `timeout` or torchrun: stop after the current step, with the
-    # model and the resume checkpoint saved; a second signal aborts at once.
+    return listener
+
+
+@contextmanager
+def _stopping_on_signals(trainer, bar):
+    """While inside: Ctrl-C, or SIGTERM from a scheduler, `timeout` or torchrun, stops the run after
+    its current step (the model and the resume checkpoint are saved); a second signal aborts at once."""
     stops = (signal.SIGINT, signal.SIGTERM)
     previous = {s: signal.getsignal(s) for s in stops}
 
@@ -224,9 +217,33 @@ def cmd_train(args) -> int:
     for s in stops:
         signal.signal(s, on_stop)
     try:
-        result = trainer.run(resume=args.resume)
+        yield
     finally:
         restore()
+
+
+def cmd_train(args) -> int:
+    from tqdm import tqdm
+
+    from metastudio.app.runs import prepare_run
+    from metastudio.plugins import get_host
+
+    host = get_host(safe_mode=args.safe_mode or None)
+    plan, validate_on_training_classes = _training_plan(args, host)
+    progress, close_progress = _stage_progress()
+    try:
+        trainer = prepare_run(plan, host, progress, validate_on_training_classes=validate_on_training_classes)
+    finally:
+        close_progress()
+    _report_prepared(trainer)
+    steps = trainer.config.steps
+    bar = tqdm(total=steps, desc=f"meta-training {type(trainer.algorithm).name}", unit="step", file=sys.stderr,
+               dynamic_ncols=True, disable=None)
+    trainer.listener = _training_listener(bar)
+    try:
+        with _stopping_on_signals(trainer, bar):
+            result = trainer.run(resume=args.resume)
+    finally:
         bar.close()
     best = f"; best validation accuracy {result.best_accuracy:.2f} %" if result.best_accuracy is not None else ""
     print(f"{result.status}: {result.steps_done} of {steps} steps in {result.elapsed / 60:.1f} min{best}; "
@@ -238,8 +255,9 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from metastudio.engine.checkpoint import load_model
     from metastudio.data.episodes import EpisodeSampler
+    from metastudio.data.feature_cache import use_feature_cache
+    from metastudio.engine.checkpoint import load_model
     from metastudio.engine.evaluator import evaluate
     from metastudio.plugins import get_host
 
@@ -251,7 +269,7 @@ def cmd_eval(args) -> int:
     algorithm, meta = loaded.algorithm, loaded.metadata
     algorithm.use_amp = args.precision != "fp32"
     algorithm.amp_on_cpu = args.precision == "bf16"
-    _use_feature_cache(algorithm)
+    use_feature_cache(algorithm)
     ds = _load_dataset(host, args, args.split, meta["image_size"], meta["channels"])
     if device.type != "cpu":
         ds = ds.to(device)
@@ -294,69 +312,64 @@ def _query_files(items: Sequence[str]) -> list[Path]:
     return files
 
 
-def cmd_classify(args) -> int:
-    import numpy as np
-    import torch
-
-    from metastudio.engine.checkpoint import load_model
+def _adapt_to_support_folder(session, folder: str) -> None:
+    """Adapt ``session`` to the class folders of ``folder`` (a folder or zip of one sub-folder of
+    images per class), saying on stderr which files could not be used."""
     from metastudio.data.datasets import load_class_folders
-    from metastudio.data.episodes import stack_support
+    from metastudio.errors import MetaStudioError
+
+    algorithm = session.algorithm
+    support = load_class_folders(folder, image_size=algorithm.image_size, channels=algorithm.channels,
+                                 fit=algorithm.fit, use_cache=False)
+    for problem in support.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    if support.num_classes < 2:
+        raise MetaStudioError(
+            f"the support folder '{folder}' has {support.num_classes} class with images; "
+            "make one sub-folder per class, with at least two classes"
+        )
+    session.adapt_to([support.class_images(c) for c in range(support.num_classes)], support.class_names)
+
+
+def _print_predictions(result, labels: dict[str, str]) -> None:
+    """One line per classified image: its best class and probability, or why it is unsure."""
+    width = max(len(labels[i]) for i in result.probabilities)
+    for image_id, row in result.probabilities.items():
+        best = result.class_names[max(range(len(row)), key=row.__getitem__)]
+        confidence = f"{100 * max(row):.1f}%"
+        label = labels[image_id].ljust(width)
+        if image_id in result.unsure:  # no answer, only the closest class
+            print(f"{label}  unsure: {result.unsure[image_id]} (closest: {best}, {confidence})")
+        else:
+            print(f"{label}  {best}  ({confidence})")
+
+
+def cmd_classify(args) -> int:
+    from metastudio.app.session import ClassifierSession, write_predictions
+    from metastudio.engine.devices import describe_device
     from metastudio.errors import ImageLoadError, MetaStudioError
-    from metastudio.data.images import load_sized_array
-    from metastudio.algorithms.openset import unsure_reasons
     from metastudio.plugins import get_host
 
     host = get_host(safe_mode=args.safe_mode or None)
     path = resolve_model(args.model)
-    device = _device(args)
-    loaded = load_model(path, host, device, _parse_hparams(args.hp))
-    algorithm, meta = loaded.algorithm, loaded.metadata
-    _use_feature_cache(algorithm)
-    size, channels, fit = meta["image_size"], meta["channels"], algorithm.fit
+    session = ClassifierSession(host, args.device)
+    print(f"device: {describe_device(session.device)}", file=sys.stderr)
+    session.load(path, _parse_hparams(args.hp))
     if args.support:
-        support_ds = load_class_folders(args.support, image_size=size, channels=channels, fit=fit, use_cache=False)
-        for problem in support_ds.problems:
-            print(f"warning: {problem}", file=sys.stderr)
-        if support_ds.num_classes < 2:
-            raise MetaStudioError(
-                f"the support folder '{args.support}' has {support_ds.num_classes} class with images; "
-                "make one sub-folder per class, with at least two classes"
-            )
-        support = stack_support([support_ds.class_images(c) for c in range(support_ds.num_classes)], support_ds.class_names)
-        learner = algorithm.adapt(support)
-    elif loaded.learner is not None:
-        learner = loaded.learner
-    else:
+        _adapt_to_support_folder(session, args.support)
+    elif not session.use_saved_classes():
         raise MetaStudioError("--support is needed: this model holds no adapted classes")
-    files = _query_files(args.query)
-    arrays, used, sizes = [], [], []
-    for f in files:
-        try:
-            array, pixels = load_sized_array(f, size, channels=channels, fit=fit)
-            arrays.append(array)
-            sizes.append(pixels)
-            used.append(f)
-        except ImageLoadError as e:
-            print(f"warning: {e}; skipped", file=sys.stderr)
-    if not used:
+    queries = [(str(i), f) for i, f in enumerate(_query_files(args.query))]
+    labels = {image_id: str(f) for image_id, f in queries}
+    result = session.classify(queries)
+    for image_id, reason in result.problems.items():
+        print(f"warning: {ImageLoadError(labels[image_id], reason)}; skipped", file=sys.stderr)
+    if not result.probabilities:
         raise MetaStudioError("none of the query images could be read")
-    prediction = learner.predict_open_set(torch.from_numpy(np.stack(arrays)))
-    probs = prediction.probabilities
-    unsure = unsure_reasons([str(f) for f in used], prediction.unsure.tolist(), sizes, size)
-    width = max(len(str(f)) for f in used)
-    for f, row in zip(used, probs):
-        best = learner.class_names[int(row.argmax())]
-        confidence = f"{100 * float(row.max()):.1f}%"
-        if str(f) in unsure:  # no answer, only the closest class
-            print(f"{str(f).ljust(width)}  unsure: {unsure[str(f)]} (closest: {best}, {confidence})")
-        else:
-            print(f"{str(f).ljust(width)}  {best}  ({confidence})")
+    _print_predictions(result, labels)
     if args.csv:
-        from metastudio.engine.export import write_predictions_csv
-
         # Always the same columns (the app's export too): file, predicted, a column per class, unsure.
-        write_predictions_csv(args.csv, [(str(f), row.tolist()) for f, row in zip(used, probs)], learner.class_names,
-                              unsure=unsure)
+        write_predictions(args.csv, result, [(i, labels[i]) for i in result.probabilities])
         print(f"predictions written to {args.csv}", file=sys.stderr)
     return 0
 
@@ -375,46 +388,39 @@ def cmd_gui(args) -> int:
 # parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from metastudio import __version__
+_DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
+_DEBUG_HELP = "when something fails, print its traceback too (for a bug report)"
+_HP_ADAPTATION_HELP = "change an adaptation hyperparameter of the model (repeatable), e.g. --hp adapt_steps=10"
 
-    p = argparse.ArgumentParser(
-        prog="metastudio",
-        description="MetaStudio: few-shot image classification with meta-learning. "
-        "Without a command, opens the app.",
-    )
-    p.add_argument("--version", action="version", version=f"metastudio {__version__}")
-    p.add_argument("--safe-mode", action="store_true", help="load the built-in plugins only")
-    app = p.add_argument_group("the desktop app (metastudio [PROJECT.metastudio] [options], no COMMAND)")
-    app.add_argument("--support", metavar="DIR", help="open with a class for each sub-folder of DIR (their images as examples)")
-    app.add_argument("--query", metavar="DIR", help="open with the images of DIR (or one image) to classify")
-    app.add_argument("--model", metavar="M", help="model to use: a shipped model name (photos, protonet-omniglot) or a file")
-    app.add_argument("--screenshot", metavar="FILE", help="wait until the predictions are shown, save a PNG of the window and exit")
-    app.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
-    app.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def common(sp, device=True):
-        sp.add_argument("--safe-mode", action="store_true", default=argparse.SUPPRESS, help="load the built-in plugins only")
-        if device:
-            sp.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
-            sp.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
-                            help="auto = bfloat16 mixed precision on CUDA, float32 elsewhere; bf16 = bfloat16 mixed precision on "
-                                 "the CPU too (about 1.4x faster training on CPUs with native bfloat16, AVX512-BF16 or AMX; "
-                                 "slower on others); fp32 turns mixed precision off")
+def _common_args(sp, device: bool = True) -> None:
+    """The flags every subcommand takes; --safe-mode and --debug may also come before the subcommand."""
+    sp.add_argument("--safe-mode", action="store_true", default=argparse.SUPPRESS, help="load the built-in plugins only")
+    sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+    if device:
+        sp.add_argument("--device", default="auto", help=_DEVICE_HELP)
+        sp.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="auto = bfloat16 mixed precision on CUDA, float32 elsewhere; bf16 = bfloat16 mixed precision on "
+                             "the CPU too (about 1.4x faster training on CPUs with native bfloat16, AVX512-BF16 or AMX; "
+                             "slower on others); fp32 turns mixed precision off")
 
-    def dataset_args(sp):
-        sp.add_argument("--dataset", required=True, help="dataset plugin name (omniglot, folder, ... see 'metastudio plugins')")
-        sp.add_argument("--root", default=None, help="where the dataset lies (a folder or zip); omniglot downloads when absent")
-        sp.add_argument("--protocol", default=None, choices=("vinyals", "lake"), help="Omniglot split protocol (default vinyals)")
-        sp.add_argument("--per-class", type=int, default=None, metavar="N",
-                        help="folder and mini-imagenet: use only the first N images (by name) of each class")
+
+def _dataset_args(sp) -> None:
+    sp.add_argument("--dataset", required=True, help="dataset plugin name (omniglot, folder, ... see 'metastudio plugins')")
+    sp.add_argument("--root", default=None, help="where the dataset lies (a folder or zip); omniglot downloads when absent")
+    sp.add_argument("--protocol", default=None, choices=("vinyals", "lake"), help="Omniglot split protocol (default vinyals)")
+    sp.add_argument("--per-class", type=int, default=None, metavar="N",
+                    help="folder and mini-imagenet: use only the first N images (by name) of each class")
+
+
+def _add_train(sub) -> None:
+    from metastudio.data.images import FITS
 
     t = sub.add_parser("train", help="meta-train an algorithm on a dataset", description="Meta-train an algorithm on episodes of a dataset's train split, validating on its val split and keeping the best model.")
-    common(t)
+    _common_args(t)
     t.add_argument("--algorithm", required=True, help="algorithm plugin name, e.g. protonet")
     t.add_argument("--backbone", default="conv4", help="backbone name (conv4, resnet12, ...)")
-    dataset_args(t)
+    _dataset_args(t)
     t.add_argument("--ways", type=int, default=5, help="classes per training episode")
     t.add_argument("--shots", type=int, default=1, help="support images per class")
     t.add_argument("--queries", type=int, default=15, help="query images per class")
@@ -424,8 +430,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="random seed (episodes and initial weights)")
     t.add_argument("--hp", action="append", metavar="NAME=VALUE", help="algorithm hyperparameter (repeatable), e.g. --hp lr=0.001")
     t.add_argument("--image-size", type=int, default=None, help="side of the square input images (default: the dataset's)")
-    from metastudio.data.images import FITS
-
     t.add_argument("--fit", default="stretch", choices=FITS,
                    help="how non-square images become squares when the model is used (stretch, or crop the centre)")
     t.add_argument("--freeze-backbone", action="store_true",
@@ -448,43 +452,81 @@ def build_parser() -> argparse.ArgumentParser:
                         "ones, e.g. to meta-train a 5-way model further on 20-way tasks; the optimiser starts afresh")
     t.set_defaults(func=cmd_train)
 
+
+def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a model over fixed episodes (mean accuracy ± 95%% CI)")
-    common(e)
+    _common_args(e)
     e.add_argument("--model", required=True, help="model file or shipped model name")
-    dataset_args(e)
+    _dataset_args(e)
     e.add_argument("--split", default="test")
     e.add_argument("--ways", type=int, default=5)
     e.add_argument("--shots", type=int, default=1)
     e.add_argument("--queries", type=int, default=15)
     e.add_argument("--episodes", type=int, default=1000)
-
     e.add_argument("--seed", type=int, default=None, help="seed of the fixed episode list (default: the standard one)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
-    e.add_argument("--hp", action="append", metavar="NAME=VALUE",
-                   help="change an adaptation hyperparameter of the model (repeatable), e.g. --hp adapt_steps=10")
+    e.add_argument("--hp", action="append", metavar="NAME=VALUE", help=_HP_ADAPTATION_HELP)
     e.set_defaults(func=cmd_eval)
 
+
+def _add_classify(sub) -> None:
     c = sub.add_parser("classify", help="classify images with a model adapted to your labelled examples")
-    common(c)
+    _common_args(c)
     c.add_argument("--model", required=True, help="model file or shipped model name")
     c.add_argument("--support", default=None, help="folder with one sub-folder of example images per class")
     c.add_argument("--query", required=True, nargs="+", help="image files or folders to classify")
     c.add_argument("--csv", default=None, help="also write the predictions and per-class probabilities to this CSV file "
                    "(with an 'unsure' column giving the reason when some image is not like any class or too small)")
-    c.add_argument("--hp", action="append", metavar="NAME=VALUE",
-                   help="change an adaptation hyperparameter of the model (repeatable), e.g. --hp adapt_steps=10")
+    c.add_argument("--hp", action="append", metavar="NAME=VALUE", help=_HP_ADAPTATION_HELP)
     c.set_defaults(func=cmd_classify)
 
+
+def _add_plugins_and_info(sub) -> None:
     pl = sub.add_parser("plugins", help="list plugins, what they provide and any load errors")
-    common(pl, device=False)
+    _common_args(pl, device=False)
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_plugins)
 
     i = sub.add_parser("info", help="show a model file's metadata")
+    i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
     i.add_argument("model", help="model file or shipped model name")
     i.add_argument("--history", action="store_true", help="include the training history")
     i.set_defaults(func=cmd_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from metastudio import __version__
+
+    p = argparse.ArgumentParser(
+        prog="metastudio",
+        description="MetaStudio: few-shot image classification with meta-learning. "
+        "Without a command, opens the app.",
+    )
+    p.add_argument("--version", action="version", version=f"metastudio {__version__}")
+    p.add_argument("--safe-mode", action="store_true", help="load the built-in plugins only")
+    p.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    app = p.add_argument_group("the desktop app (metastudio [PROJECT.metastudio] [options], no COMMAND)")
+    app.add_argument("--support", metavar="DIR", help="open with a class for each sub-folder of DIR (their images as examples)")
+    app.add_argument("--query", metavar="DIR", help="open with the images of DIR (or one image) to classify")
+    app.add_argument("--model", metavar="M", help="model to use: a shipped model name (photos, protonet-omniglot) or a file")
+    app.add_argument("--screenshot", metavar="FILE", help="wait until the predictions are shown, save a PNG of the window and exit")
+    app.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    app.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    _add_eval(sub)
+    _add_classify(sub)
+    _add_plugins_and_info(sub)
     return p
+
+
+def _tell(error: BaseException, debug: bool) -> int:
+    """Print ``error`` for a person on stderr (with its traceback when ``debug``); its exit status."""
+    said = for_person(error)
+    print(said.message if said.exit_code == EXIT_INTERRUPTED else f"error: {said.message}", file=sys.stderr)
+    if debug and said.details:
+        print(said.details, end="", file=sys.stderr)
+    return said.exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -495,26 +537,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         project = argv.pop(0)  # metastudio my.metastudio (what a file manager runs)
     args = parser.parse_args(argv)
     args.project = project
-    if not hasattr(args, "safe_mode"):
-        args.safe_mode = False
     if args.command is None:
         return cmd_gui(args)
-    from metastudio.errors import MetaStudioError
-
     try:
         return args.func(args)
-    except MetaStudioError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except ValueError as e:  # bad hyperparameter values and the like
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except OSError as e:
-        print(f"error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
-        return EXIT_ERROR
+    except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - every failure is told, none is a crash
+        return _tell(error, args.debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

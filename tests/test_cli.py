@@ -16,14 +16,13 @@ from PIL import Image
 from metastudio.cli import main
 
 from conftest import class_pattern, make_class_tree
+from helpers import make_train_val_tree
 
 
 @pytest.fixture(scope="module")
 def trained_model(tmp_path_factory):
     """A small ProtoNet meta-trained through the CLI on a generated folder dataset."""
-    root = tmp_path_factory.mktemp("data")
-    make_class_tree(root / "train", classes=8, per_class=6, size=32, seed=1)
-    make_class_tree(root / "val", classes=5, per_class=6, size=32, seed=2)
+    root = make_train_val_tree(tmp_path_factory.mktemp("data"), size=32)
     out = root / "model.safetensors"
     code = main(["train", "--algorithm", "protonet", "--backbone", "conv4", "--dataset", "folder", "--root", str(root),
                  "--ways", "4", "--shots", "1", "--queries", "2", "--episodes", "12", "--image-size", "32",
@@ -144,6 +143,56 @@ def test_classify_single_files_and_clear_errors(trained_model, tmp_path, capsys)
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_classify_uses_the_classes_a_model_holds(trained_model, tmp_path, capsys):
+    """A model saved with its adapted classes classifies without --support; one without says so."""
+    from metastudio.app.session import ClassifierSession
+    from metastudio.engine.checkpoint import save_model
+    from metastudio.plugins import get_host
+
+    _, model = trained_model
+    support = make_class_tree(tmp_path / "s", classes=3, per_class=3, size=32, seed=4)
+    session = ClassifierSession(get_host(), "cpu")
+    session.load(model)
+    spec = [(d.name, [(str(f), f) for f in sorted(d.iterdir())]) for d in sorted(support.iterdir())]
+    queries = [(str(i), f) for i, f in enumerate(sorted(support.rglob("img002.png")))]
+    expected = session.run(spec, queries)
+    with_classes = save_model(session.algorithm, tmp_path / "classes.safetensors", learner=session.learner)
+
+    assert main(["classify", "--model", str(with_classes), "--query", *(str(f) for _, f in queries),
+                 "--device", "cpu"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == ["class00", "class01", "class02"]
+    for line, (image_id, _) in zip(lines, queries):
+        assert f"({100 * max(expected.probabilities[image_id]):.1f}%)" in line
+    assert main(["classify", "--model", str(model), "--query", str(queries[0][1])]) == 1
+    assert "error: --support is needed: this model holds no adapted classes" in capsys.readouterr().err
+
+
+def test_debug_adds_the_traceback_before_or_after_the_command(capsys):
+    assert main(["classify", "--model", "no-such-model", "--query", "x.png"]) == 1
+    plain = capsys.readouterr().err
+    assert plain.startswith("error: model 'no-such-model' not found") and "Traceback" not in plain
+    for argv in (["--debug", "info", "no-such-model"], ["info", "no-such-model", "--debug"],
+                 ["classify", "--debug", "--model", "no-such-model", "--query", "x.png"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: model 'no-such-model' not found"), argv
+        assert "Traceback (most recent call last)" in err and "in resolve_model" in err, argv
+
+
+def test_an_unexpected_failure_is_one_line_naming_it(monkeypatch, capsys):
+    import metastudio.cli as cli
+
+    def broken(name):
+        raise RuntimeError("the catalogue broke")
+
+    monkeypatch.setattr(cli, "resolve_model", broken)
+    assert main(["info", "anything"]) == 1
+    assert capsys.readouterr().err == "error: RuntimeError: the catalogue broke\n"
+    assert main(["info", "anything", "--debug"]) == 1
+    assert "in broken" in capsys.readouterr().err
+
+
 def test_bad_hyperparameter_and_unknown_algorithm(tmp_path, capsys):
     root = make_class_tree(tmp_path / "d", classes=3, per_class=3)
     base = ["train", "--dataset", "folder", "--root", str(root), "--episodes", "1", "--out", str(tmp_path / "m.safetensors"),
@@ -160,22 +209,26 @@ def test_bad_hyperparameter_and_unknown_algorithm(tmp_path, capsys):
     assert "--per-class is not an option of the omniglot dataset" in capsys.readouterr().err
 
 
+def train_on_a_folder(tmp_path, capsys, *flags: str, per_class: int = 4) -> tuple[int, str]:
+    """Meta-train ProtoNet through the CLI (2-way, on 4 generated 16-pixel classes of ``per_class``
+    images, no val/ folder); its exit status and what it wrote on stderr."""
+    root = make_class_tree(tmp_path / "d", classes=4, per_class=per_class, size=16)
+    code = main(["train", "--algorithm", "protonet", "--dataset", "folder", "--root", str(root), "--ways", "2",
+                 "--queries", "1", "--image-size", "16", "--out", str(tmp_path / "m.safetensors"), "--device", "cpu",
+                 *flags])
+    return code, capsys.readouterr().err
+
+
 def test_per_class_limits_the_training_images(tmp_path, capsys):
-    root = make_class_tree(tmp_path / "d", classes=4, per_class=6, size=16)
-    code = main(["train", "--algorithm", "protonet", "--dataset", "folder", "--root", str(root), "--episodes", "1",
-                 "--ways", "2", "--shots", "1", "--queries", "1", "--val-split", "none", "--per-class", "3",
-                 "--image-size", "16", "--out", str(tmp_path / "m.safetensors"), "--device", "cpu"])
-    assert code == 0
-    assert "4 classes, 12 images" in capsys.readouterr().err
+    code, err = train_on_a_folder(tmp_path, capsys, "--episodes", "1", "--shots", "1", "--val-split", "none",
+                                  "--per-class", "3", per_class=6)
+    assert code == 0 and "4 classes, 12 images" in err
 
 
 def test_training_without_a_validation_split_warns(tmp_path, capsys):
-    root = make_class_tree(tmp_path / "d", classes=4, per_class=4, size=16)
-    code = main(["train", "--algorithm", "protonet", "--dataset", "folder", "--root", str(root), "--episodes", "2",
-                 "--ways", "2", "--queries", "1", "--val-ways", "2", "--val-queries", "1", "--val-episodes", "2",
-                 "--image-size", "16", "--out", str(tmp_path / "m.safetensors"), "--device", "cpu"])
-    assert code == 0
-    assert "validation measures memorisation" in capsys.readouterr().err
+    code, err = train_on_a_folder(tmp_path, capsys, "--episodes", "2", "--val-ways", "2", "--val-queries", "1",
+                                  "--val-episodes", "2")
+    assert code == 0 and "validation measures memorisation" in err
 
 
 def test_without_a_command_the_app_starts(tmp_path, monkeypatch):

@@ -103,3 +103,20 @@ def test_image_store_decodes_each_file_once_until_it_changes(tmp_path):
     os.utime(f, ns=(1, 10**18))  # a new modification time, as an editor would leave
     second = store.get(f)
     assert store.decoded == 2 and second[2].mean() > 200 and first[0].mean() > 200
+
+
+def test_use_feature_cache_gives_only_a_frozen_backbone_a_cache(host, tmp_path):
+    from metastudio.app.catalogue import resolve_model
+    from metastudio.data.feature_cache import use_feature_cache
+    from metastudio.engine.checkpoint import load_model
+
+    frozen = load_model(resolve_model("photos"), host, "cpu").algorithm
+    learning = load_model(resolve_model("protonet-omniglot"), host, "cpu").algorithm
+    cache = FeatureCache(tmp_path / "c")
+    assert use_feature_cache(learning, cache) is None and learning.feature_cache is None
+    assert use_feature_cache(frozen, cache) is cache and frozen.feature_cache is cache
+    images = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 3, 64, 64), dtype=np.uint8))
+    first = frozen.embed(images)
+    assert (cache.hits, cache.misses) == (0, 2)
+    assert torch.equal(frozen.embed(images), first) and (cache.hits, cache.misses) == (2, 2)
+    assert isinstance(use_feature_cache(frozen), FeatureCache) and frozen.feature_cache is not cache

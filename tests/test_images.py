@@ -152,24 +152,18 @@ def test_empty_file(tmp_path):
     assert _load_error(io.BytesIO()).reason == "the file is empty"
 
 
-def test_text_file_named_jpg(tmp_path):
-    path = tmp_path / "notes.jpg"
-    path.write_text("these are my holiday notes, not a photo\n" * 20)
+@pytest.mark.parametrize("name, content, reason, in_detail", [
+    ("notes.jpg", b"these are my holiday notes, not a photo\n" * 20, "this file is not a picture: it contains text", "text"),
+    ("noise.png", random.Random(1234).randbytes(4096), "this file is not a picture (or it is damaged)", ".png"),
+], ids=["text named .jpg", "random bytes named .png"])
+def test_a_file_that_is_not_a_picture(tmp_path, name, content, reason, in_detail):
+    path = tmp_path / name
+    path.write_bytes(content)
     error = _load_error(path)
     _assert_names_file(error, path)
-    assert error.reason == "this file is not a picture: it contains text"
+    assert error.reason == reason
     assert error.detail.startswith("not an image format that can be read (")
-    assert "text" in error.detail
-
-
-def test_random_bytes_named_png(tmp_path):
-    path = tmp_path / "noise.png"
-    path.write_bytes(random.Random(1234).randbytes(4096))
-    error = _load_error(path)
-    _assert_names_file(error, path)
-    assert error.reason == "this file is not a picture (or it is damaged)"
-    assert error.detail.startswith("not an image format that can be read (")
-    assert ".png" in error.detail
+    assert in_detail in error.detail
 
 
 def test_png_with_broken_header(tmp_path):

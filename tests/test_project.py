@@ -358,6 +358,43 @@ def test_save_then_open_round_trips_everything(tmp_path):
         q.close()
 
 
+PREVIOUS_VERSION_FILE = Path(__file__).parent / "data" / "project-format-1.metastudio"
+
+
+def test_a_project_saved_by_the_previous_version_opens_and_saves_the_same(tmp_path):
+    """tests/data/project-format-1.metastudio was written by MetaStudio 0.1.0 (format version 1):
+    three classes (one empty), a query sharing its file with a support image, a project model
+    chosen as the model, nested hyperparameters and settings with non-ASCII text."""
+    with zipfile.ZipFile(PREVIOUS_VERSION_FILE) as archive:
+        stored = json.loads(archive.read("manifest.json").decode("utf-8"))
+        members = {i.filename: (i.compress_type, archive.read(i)) for i in archive.infolist()}
+    with Project.open(PREVIOUS_VERSION_FILE) as opened:
+        assert opened.problems == [] and opened.path == PREVIOUS_VERSION_FILE
+        assert [(c.name, c.colour, [i.name for i in c.images]) for c in opened.classes] == [
+            ("Cats", "#0072b2", ["cat1.png", "cat2.JPG"]), ("Dogs", "#123abc", ["clipboard"]), ("Empty", "#e69f00", [])]
+        assert [i.name for i in opened.queries] == ["cat1.png", "camera"]
+        assert opened.queries[0].file == opened.classes[0].images[0].file
+        assert opened.model == {"kind": "project", "name": "My model.safetensors"}
+        assert opened.hyperparameters == {"ways": 5, "lr": 0.001, "nested": {"on": True, "list": [1, 2.5, None]}}
+        assert opened.settings["unicode"] == "Gänse 🦢"
+        for item in opened.all_images():
+            assert opened.image_path(item).read_bytes() == members[f"images/{item.file}"][1]
+            with Image.open(opened.image_path(item)) as image:
+                assert image.size == (8, 8)
+        assert opened.model_path("My model.safetensors").read_bytes() == members["models/My model.safetensors"][1]
+
+        again = tmp_path / f"again{PROJECT_SUFFIX}"
+        opened.save(again)
+    with zipfile.ZipFile(again) as archive:
+        resaved = json.loads(archive.read("manifest.json").decode("utf-8"))
+        assert {i.filename: (i.compress_type, archive.read(i)) for i in archive.infolist() if i.filename != "manifest.json"} \
+            == {n: m for n, m in members.items() if n != "manifest.json"}
+        assert archive.getinfo("manifest.json").compress_type == members["manifest.json"][0]
+    assert list(resaved) == list(stored)  # the same keys, in the same order
+    assert stored["app_version"] == "0.1.0" and resaved["app_version"] == __version__
+    assert without_time(resaved) | {"app_version": "0.1.0"} == without_time(stored)
+
+
 def test_write_does_not_change_path_but_save_does(project, tmp_path):
     project.write(tmp_path / "copy.metastudio")
     assert project.path is None

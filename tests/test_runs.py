@@ -14,22 +14,14 @@ from metastudio.app.runs import PreparedRun, RunCancelled, TrainingPlan, prepare
 from metastudio.engine.trainer import StepEvent, Trainer
 
 from conftest import make_class_tree
+from helpers import make_train_val_tree
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def folder_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs-data")
-    make_class_tree(root / "train", classes=8, per_class=6, size=28, seed=1)
-    make_class_tree(root / "val", classes=5, per_class=6, size=28, seed=2)
-    return root
+    return make_train_val_tree(tmp_path_factory.mktemp("runs-data"))
 
 
 def small_plan(root, out, **changes) -> TrainingPlan:

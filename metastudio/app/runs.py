@@ -176,14 +176,42 @@ def holdout_classes(class_names: Sequence[str], count: int, seed: int) -> tuple[
 
 
 class PreparedRun(Trainer):
-    """A :class:`Trainer` made by :func:`prepare_run`, with what went into it."""
+    """A :class:`Trainer` made by :func:`prepare_run`, with what went into it: the validated
+    ``plan``, ``warnings`` (things a person should know before trusting the run, one sentence
+    each), the device in words and the datasets it trains and validates on."""
 
-    plan: TrainingPlan
-    #: Things a person should know before trusting the run (one sentence each).
-    warnings: list[str]
-    device_description: str
-    train_dataset: FewShotDataset
-    val_dataset: FewShotDataset | None
+    def __init__(self, *args: Any, plan: TrainingPlan, warnings: list[str], device_description: str,
+                 train_dataset: FewShotDataset, val_dataset: FewShotDataset | None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.plan = plan
+        self.warnings = warnings
+        self.device_description = device_description
+        self.train_dataset = train_dataset
+        self.val_dataset = val_dataset
+
+
+@dataclass
+class _Components:
+    """The plugins a plan names, and what they settle before any data is loaded."""
+
+    algorithm: type
+    backbone: Any  # BackboneSpec
+    dataset: Any  # DatasetSpec
+    hparams: dict[str, Any]
+    #: The ``feature_transform`` hyperparameter ("none" when the algorithm has none).
+    transform: str
+    #: The validated dataset options (the plan's, and the dataset's channels where it has the option).
+    options: dict[str, Any]
+    #: The dataset's declared options by name.
+    declared: dict[str, Any]
+
+
+@dataclass
+class _Splits:
+    """The loaded data of a run: its training split and the split it validates on (if any)."""
+
+    train: FewShotDataset
+    val: FewShotDataset | None
 
 
 def _load_split(dspec, plan: TrainingPlan, split: str, image_size: int, options: dict[str, Any],
@@ -292,21 +320,41 @@ def prepare_run(
     * ``control`` is checked during loading: cancelling raises :class:`RunCancelled`, pausing
       blocks. It becomes the trainer's control.
     """
-    import torch
-
     from metastudio.engine.devices import configure_for_speed, describe_device, resolve_device
 
     plan = TrainingPlan.from_dict(plan.to_dict())  # a validated copy: later edits do not leak in
     if not plan.out:
         raise ValueError("the plan has no output file (out): where should the model be saved?")
     warnings: list[str] = []
+    parts = _resolve_components(plan, host, warnings)
+    device = resolve_device(plan.device)
+    configure_for_speed(device)
+    image_size, model_size = _image_sizes(plan, parts)
+    splits = _load_data(plan, parts, image_size, progress, control, warnings, validate_on_training_classes)
+    if control is not None and control.should_stop():
+        raise RunCancelled("training was cancelled before it started")
+    if progress is not None:
+        progress("building the model", 0, None)
+    algorithm, started_from = _build_algorithm(plan, parts, splits.train, model_size, device)
+    if plan.freeze_backbone:
+        splits = _prepare_features(plan, parts, algorithm, splits, progress, control)
+    if device.type != "cpu":
+        splits = _Splits(splits.train.to(device), splits.val.to(device) if splits.val is not None else None)
+    train_sampler, val_sampler = _samplers(plan, splits)
+    return PreparedRun(algorithm, train_sampler, _train_config(plan), _output_path(plan), val_sampler=val_sampler,
+                       listener=listener, control=control, dataset_info=_dataset_info(plan, parts, started_from),
+                       plan=plan, warnings=warnings, device_description=describe_device(device),
+                       train_dataset=splits.train, val_dataset=splits.val)
 
-    def stage(text: str) -> None:
-        if control is not None and control.should_stop():
-            raise RunCancelled("training was cancelled before it started")
-        if progress is not None:
-            progress(text, 0, None)
 
+# ------------------------------------------------------------------------------------------------
+# The steps of prepare_run
+
+
+def _resolve_components(plan: TrainingPlan, host, warnings: list[str]) -> _Components:
+    """Look the plan's algorithm, backbone and dataset up in ``host`` and check what can be
+    checked before any data is loaded: hyperparameters, ways, backbone freezing, fit and the
+    dataset's options (an option it does not declare is a warning)."""
     cls = host.algorithm(plan.algorithm)
     backbone = host.backbone(plan.backbone)
     dspec = host.dataset(plan.dataset)
@@ -339,123 +387,166 @@ def prepare_run(
         options[name] = declared[name].validate(value)
     if "channels" in declared and "channels" not in options and dspec.channels:
         options["channels"] = dspec.channels
+    return _Components(cls, backbone, dspec, hparams, transform, options, declared)
 
-    device = resolve_device(plan.device)
-    configure_for_speed(device)
-    image_size = plan.image_size or dspec.image_size or backbone.default_image_size or 84
-    model_size = image_size
-    if plan.freeze_backbone:
-        # A frozen pretrained backbone sees images at its own size; the data is decoded at its
-        # native size and each image is embedded once (metastudio.engine.features).
-        model_size = plan.image_size or backbone.default_image_size or image_size
-        image_size = dspec.image_size or model_size
 
-    train_ds = _load_split(dspec, plan, plan.split, image_size, options, progress, control)
+def _image_sizes(plan: TrainingPlan, parts: _Components) -> tuple[int, int]:
+    """``(size the data is decoded at, size the model sees)``. A frozen pretrained backbone sees
+    images at its own size; the data is then decoded at its native size and each image is
+    embedded once (metastudio.engine.features). Otherwise the model takes the data's size."""
+    image_size = plan.image_size or parts.dataset.image_size or parts.backbone.default_image_size or 84
+    if not plan.freeze_backbone:
+        return image_size, image_size
+    model_size = plan.image_size or parts.backbone.default_image_size or image_size
+    return parts.dataset.image_size or model_size, model_size
+
+
+def _load_data(plan: TrainingPlan, parts: _Components, image_size: int, progress: StageProgress | None,
+               control: Control | None, warnings: list[str], validate_on_training_classes: bool) -> _Splits:
+    """Load the training split and the one the run validates on (held-out training classes, the
+    plan's validation split, or none, saying why in ``warnings``)."""
+    train_ds = _load_split(parts.dataset, plan, plan.split, image_size, parts.options, progress, control)
     if train_ds.problems:
         warnings.append(f"{len(train_ds.problems)} file(s) of {train_ds.name} could not be used, e.g. {train_ds.problems[0]}")
-    val_ds = None
     if plan.val_holdout:
-        keep, held = holdout_classes(train_ds.class_names, plan.val_holdout, plan.seed)
-        if len(held) < plan.val_ways:
-            raise ValueError(f"val_holdout={plan.val_holdout} holds out {len(held)} classes, fewer than the "
-                             f"{plan.val_ways} ways of a validation episode")
-        if len(keep) < plan.ways:
-            raise ValueError(f"val_holdout={plan.val_holdout} leaves {len(keep)} training classes, fewer than the "
-                             f"{plan.ways} ways of a training episode")
-        val_ds = train_ds.subset(held, name=f"{train_ds.name} held-out classes")
-        val_ds.problems = []  # reported with the training split
-        train_ds = train_ds.subset(keep)
-    elif plan.val_split is not None:
-        if dspec.splits and plan.val_split not in dspec.splits:
-            warnings.append(f"the {dspec.name} dataset has no '{plan.val_split}' split, so this run does not validate; "
-                            f"the model is saved every {plan.val_every} steps")
-        else:
-            try:
-                val_ds = _load_split(dspec, plan, plan.val_split, train_ds.image_size, options, progress, control)
-            except DatasetError as exc:
-                warnings.append(f"no validation: the '{plan.val_split}' split could not be loaded ({exc}); "
-                                f"the model is saved every {plan.val_every} steps")
-    if val_ds is not None:
-        if val_ds.channels != train_ds.channels:
-            raise DatasetError(f"the '{plan.val_split}' split has {val_ds.channels}-channel images but the "
-                               f"'{plan.split}' split has {train_ds.channels}")
-        if val_ds.problems:
-            warnings.append(f"{len(val_ds.problems)} file(s) of {val_ds.name} could not be used, e.g. {val_ds.problems[0]}")
-        if val_ds.name == train_ds.name and set(val_ds.class_names) & set(train_ds.class_names):
-            if validate_on_training_classes:
-                warnings.append(f"the '{plan.val_split}' split holds the training classes, so validation measures "
-                                "memorisation, not few-shot learning; give the dataset a separate validation split "
-                                "(e.g. root/val)")
-            else:
-                warnings.append(f"the dataset has no separate '{plan.val_split}' split (it would hold the training "
-                                f"classes), so this run does not validate; the model is saved every {plan.val_every} "
-                                "steps. Add a root/val folder with other classes to validate")
-                val_ds = None
+        return _hold_out(plan, train_ds)
+    if plan.val_split is None:
+        return _Splits(train_ds, None)
+    dspec = parts.dataset
+    if dspec.splits and plan.val_split not in dspec.splits:
+        warnings.append(f"the {dspec.name} dataset has no '{plan.val_split}' split, so this run does not validate; "
+                        f"the model is saved every {plan.val_every} steps")
+        return _Splits(train_ds, None)
+    try:
+        val_ds = _load_split(dspec, plan, plan.val_split, train_ds.image_size, parts.options, progress, control)
+    except DatasetError as exc:
+        warnings.append(f"no validation: the '{plan.val_split}' split could not be loaded ({exc}); "
+                        f"the model is saved every {plan.val_every} steps")
+        return _Splits(train_ds, None)
+    return _Splits(train_ds, _check_val_split(plan, train_ds, val_ds, warnings, validate_on_training_classes))
 
-    from metastudio.data.episodes import EVAL_SEED, EpisodeSampler
 
-    stage("building the model")
+def _hold_out(plan: TrainingPlan, train_ds: FewShotDataset) -> _Splits:
+    """The training split without ``plan.val_holdout`` of its classes, and those classes to validate on."""
+    keep, held = holdout_classes(train_ds.class_names, plan.val_holdout, plan.seed)
+    if len(held) < plan.val_ways:
+        raise ValueError(f"val_holdout={plan.val_holdout} holds out {len(held)} classes, fewer than the "
+                         f"{plan.val_ways} ways of a validation episode")
+    if len(keep) < plan.ways:
+        raise ValueError(f"val_holdout={plan.val_holdout} leaves {len(keep)} training classes, fewer than the "
+                         f"{plan.ways} ways of a training episode")
+    val_ds = train_ds.subset(held, name=f"{train_ds.name} held-out classes")
+    val_ds.problems = []  # reported with the training split
+    return _Splits(train_ds.subset(keep), val_ds)
+
+
+def _check_val_split(plan: TrainingPlan, train_ds: FewShotDataset, val_ds: FewShotDataset, warnings: list[str],
+                     validate_on_training_classes: bool) -> FewShotDataset | None:
+    """The loaded validation split if the run validates on it: not when it holds the training
+    classes (a folder without val/), unless ``validate_on_training_classes``; warnings say so."""
+    if val_ds.channels != train_ds.channels:
+        raise DatasetError(f"the '{plan.val_split}' split has {val_ds.channels}-channel images but the "
+                           f"'{plan.split}' split has {train_ds.channels}")
+    if val_ds.problems:
+        warnings.append(f"{len(val_ds.problems)} file(s) of {val_ds.name} could not be used, e.g. {val_ds.problems[0]}")
+    if val_ds.name != train_ds.name or not set(val_ds.class_names) & set(train_ds.class_names):
+        return val_ds
+    if validate_on_training_classes:
+        warnings.append(f"the '{plan.val_split}' split holds the training classes, so validation measures "
+                        "memorisation, not few-shot learning; give the dataset a separate validation split "
+                        "(e.g. root/val)")
+        return val_ds
+    warnings.append(f"the dataset has no separate '{plan.val_split}' split (it would hold the training "
+                    f"classes), so this run does not validate; the model is saved every {plan.val_every} "
+                    "steps. Add a root/val folder with other classes to validate")
+    return None
+
+
+def _build_algorithm(plan: TrainingPlan, parts: _Components, train_ds: FewShotDataset, model_size: int,
+                     device) -> tuple[Any, dict[str, Any] | None]:
+    """The algorithm on ``device`` (seeded with the plan's seed, or started from ``plan.init``),
+    set to the plan's precision; and where it started from (:func:`_load_initial_weights`)."""
+    import torch
+
     torch.manual_seed(plan.seed)
     if not plan.freeze_backbone:
         model_size = train_ds.image_size
-    algorithm = cls(backbone.build(train_ds.channels, model_size), backbone_name=backbone.name,
-                    image_size=model_size, channels=train_ds.channels, hparams=hparams,
-                    freeze_backbone=plan.freeze_backbone, fit=plan.fit).to(device)
+    backbone = parts.backbone
+    algorithm = parts.algorithm(backbone.build(train_ds.channels, model_size), backbone_name=backbone.name,
+                                image_size=model_size, channels=train_ds.channels, hparams=parts.hparams,
+                                freeze_backbone=plan.freeze_backbone, fit=plan.fit).to(device)
     started_from = _load_initial_weights(algorithm, plan.init) if plan.init else None
     algorithm.use_amp = plan.precision != "fp32"
     algorithm.amp_on_cpu = plan.precision == "bf16"
-    if plan.freeze_backbone:
-        from metastudio.data.feature_cache import FeatureCache
-        from metastudio.engine.features import precompute_features
+    return algorithm, started_from
 
-        algorithm.feature_cache = FeatureCache()
-        def reporter(label: str):
-            def report(done: int, total: int) -> None:
-                if control is not None and control.should_stop():  # blocks while paused
-                    raise RunCancelled("training was cancelled while features were computed")
-                if progress is not None:
-                    progress(f"{backbone.name} features ({label})", done, total)
-            return report
 
-        train_ds = precompute_features(algorithm, train_ds, progress=reporter("train"))
-        if val_ds is not None:
-            val_ds = precompute_features(algorithm, val_ds, progress=reporter("held-out" if plan.val_holdout else "val"))
-        if transform != "none" and hasattr(algorithm, "fit_feature_mean"):
-            _fit_feature_mean(algorithm, train_ds, transform, progress, control)
-    if device.type != "cpu":
-        train_ds = train_ds.to(device)
-        val_ds = val_ds.to(device) if val_ds is not None else None
-    train_sampler = EpisodeSampler(train_ds, plan.ways, plan.shots, plan.queries, seed=plan.seed)
-    val_sampler = None
+def _prepare_features(plan: TrainingPlan, parts: _Components, algorithm, splits: _Splits,
+                      progress: StageProgress | None, control: Control | None) -> _Splits:
+    """With a frozen backbone: embed every image of the splits once (through the feature cache)
+    and fit the algorithm's feature mean on the training features when its transform needs one."""
+    from metastudio.data.feature_cache import use_feature_cache
+    from metastudio.engine.features import precompute_features
+
+    use_feature_cache(algorithm)
+
+    def reporter(label: str):
+        def report(done: int, total: int) -> None:
+            if control is not None and control.should_stop():  # blocks while paused
+                raise RunCancelled("training was cancelled while features were computed")
+            if progress is not None:
+                progress(f"{parts.backbone.name} features ({label})", done, total)
+        return report
+
+    train_ds = precompute_features(algorithm, splits.train, progress=reporter("train"))
+    val_ds = splits.val
     if val_ds is not None:
-        val_sampler = EpisodeSampler(val_ds, plan.val_ways, plan.val_shots, plan.val_queries, seed=EVAL_SEED)
-    steps = plan.steps
+        val_ds = precompute_features(algorithm, val_ds, progress=reporter("held-out" if plan.val_holdout else "val"))
+    if parts.transform != "none" and hasattr(algorithm, "fit_feature_mean"):
+        _fit_feature_mean(algorithm, train_ds, parts.transform, progress, control)
+    return _Splits(train_ds, val_ds)
+
+
+def _samplers(plan: TrainingPlan, splits: _Splits):
+    """The training episodes (seeded with the plan's seed) and the fixed validation ones."""
+    from metastudio.data.episodes import EVAL_SEED, EpisodeSampler
+
+    train_sampler = EpisodeSampler(splits.train, plan.ways, plan.shots, plan.queries, seed=plan.seed)
+    if splits.val is None:
+        return train_sampler, None
+    return train_sampler, EpisodeSampler(splits.val, plan.val_ways, plan.val_shots, plan.val_queries, seed=EVAL_SEED)
+
+
+def _train_config(plan: TrainingPlan) -> TrainConfig:
     # Held-out training classes are for choosing among models honestly: the untrained head is
     # one of them (validation at step 0).
-    config = TrainConfig(steps=steps, meta_batch=plan.meta_batch, val_every=plan.val_every,
-                         val_episodes=plan.val_episodes, log_every=plan.log_every, seed=plan.seed,
-                         validate_before_training=plan.val_holdout > 0)
-    protocol = options.get("protocol") or (declared["protocol"].default if "protocol" in declared else None)
+    return TrainConfig(steps=plan.steps, meta_batch=plan.meta_batch, val_every=plan.val_every,
+                       val_episodes=plan.val_episodes, log_every=plan.log_every, seed=plan.seed,
+                       validate_before_training=plan.val_holdout > 0)
+
+
+def _dataset_info(plan: TrainingPlan, parts: _Components, started_from: dict[str, Any] | None) -> dict[str, Any]:
+    """What the model file records about the data it was meta-trained on (its ``dataset``)."""
+    declared = parts.declared
+    protocol = parts.options.get("protocol") or (declared["protocol"].default if "protocol" in declared else None)
     info = {"name": plan.dataset, "root": str(plan.root) if plan.root else None, "split": plan.split,
             "protocol": protocol, "ways": plan.ways, "shots": plan.shots, "queries": plan.queries,
-            "episodes": steps * plan.meta_batch, "seed": plan.seed}
+            "episodes": plan.steps * plan.meta_batch, "seed": plan.seed}
     if plan.val_holdout:
         info["val_holdout"] = plan.val_holdout
     if started_from:
         info["init"] = started_from
+    return info
+
+
+def _output_path(plan: TrainingPlan) -> Path:
+    """The model file to write, its folder made."""
     out = Path(plan.out).expanduser()
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MetaStudioError(f"cannot create the folder '{out.parent}' for the model: {exc.strerror or exc}") from exc
-    run = PreparedRun(algorithm, train_sampler, config, out, val_sampler=val_sampler, listener=listener,
-                      control=control, dataset_info=info)
-    run.plan = plan
-    run.warnings = warnings
-    run.device_description = describe_device(device)
-    run.train_dataset = train_ds
-    run.val_dataset = val_ds
-    return run
+    return out
 
 
 __all__ = ["PRECISIONS", "PreparedRun", "RunCancelled", "StageProgress", "TrainingPlan", "holdout_classes", "prepare_run"]

@@ -1,10 +1,10 @@
 """A person's classifier: adapt a model to their labelled images and classify the rest.
 
-:class:`ClassifierSession` is what the desktop app (and anything else that works with files
-rather than datasets) drives. It keeps the loaded model, decoded images and cached features
-between calls, so that after one more image is dropped into a class only that image is decoded
-and embedded again. Everything it returns is plain Python (names, floats, strings), ready to be
-sent across threads.
+:class:`ClassifierSession` is what the desktop app and the ``metastudio classify`` command
+(anything that works with files rather than datasets) drive. It keeps the loaded model, decoded
+images and cached features between calls, so that after one more image is dropped into a class
+only that image is decoded and embedded again. Everything it returns is plain Python (names,
+floats, strings), ready to be sent across threads; :func:`write_predictions` saves it as CSV.
 
 One session is used by one thread at a time.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,13 @@ import numpy as np
 import torch
 
 from metastudio.algorithms.base import AdaptProgress, Algorithm, Learner
+from metastudio.algorithms.openset import unsure_reasons
+from metastudio.data.episodes import stack_support
+from metastudio.data.feature_cache import use_feature_cache
+from metastudio.data.imagestore import ImageStore
 from metastudio.engine.checkpoint import load_model
 from metastudio.engine.devices import configure_for_speed, describe_device, resolve_device
-from metastudio.data.episodes import stack_support
 from metastudio.errors import ImageLoadError, MetaStudioError
-from metastudio.data.imagestore import ImageStore
-from metastudio.algorithms.openset import unsure_reasons
 
 #: A support set as the app describes it: (class name, [(image id, file path), ...]) per class.
 SupportSpec = Sequence[tuple[str, Sequence[tuple[str, str | os.PathLike]]]]
@@ -105,6 +106,7 @@ class ClassifierSession:
         self._key: tuple | None = None
         self._store: ImageStore | None = None
         self.learner: Learner | None = None
+        self._saved_learner: Learner | None = None
 
     # -- the model ---------------------------------------------------------------------------
     def load(self, path: str | os.PathLike, hyperparameters: Mapping[str, Any] | None = None) -> ModelInfo:
@@ -127,12 +129,10 @@ class ClassifierSession:
             return self.info
         loaded = load_model(path, self.registry, self.device, overrides)
         algorithm, meta = loaded.algorithm, loaded.metadata
-        if algorithm.backbone_frozen:
-            from metastudio.data.feature_cache import FeatureCache
-
-            algorithm.feature_cache = FeatureCache()
+        use_feature_cache(algorithm)
         self.algorithm = algorithm
         self.learner = None
+        self._saved_learner = loaded.learner
         if self._store is None or (self._store.size, self._store.channels, self._store.fit) != (
             algorithm.image_size, algorithm.channels, algorithm.fit
         ):
@@ -198,6 +198,18 @@ class ClassifierSession:
                                  seconds=time.perf_counter() - start)
         if should_stop and should_stop():
             return SessionResult("cancelled", problems=problems, seconds=time.perf_counter() - start)
+        losses = self.adapt_to(per_class, names, progress)
+        probabilities, unsure = self._predict(queries, problems)
+        return SessionResult("ok", class_names=names, probabilities=probabilities, problems=problems, unsure=unsure,
+                             notes=notes, adapt_losses=losses, seconds=time.perf_counter() - start)
+
+    def adapt_to(self, per_class: Sequence[torch.Tensor], names: Sequence[str],
+                 progress: Callable[[AdaptProgress], None] | None = None) -> list[float]:
+        """Adapt to decoded support images (uint8 [n, C, H, W] per class, named by ``names``);
+        returns the adaptation's losses (none for a model that adapts in one pass). Needs
+        :meth:`load` first. :meth:`classify` then uses this classifier."""
+        if self.algorithm is None:
+            raise MetaStudioError("no model is loaded")
         losses: list[float] = []
 
         def on_progress(p: AdaptProgress) -> None:
@@ -206,18 +218,37 @@ class ClassifierSession:
             if progress:
                 progress(p)
 
-        self.learner = self.algorithm.adapt(stack_support(per_class, names), on_progress)
-        probabilities: dict[str, list[float]] = {}
-        unsure: dict[str, str] = {}
+        self.learner = self.algorithm.adapt(stack_support(list(per_class), list(names)), on_progress)
+        return losses
+
+    def use_saved_classes(self) -> bool:
+        """Classify with the classes the loaded model file holds (adapted before it was saved),
+        as :meth:`adapt_to` would; ``False`` when it holds none."""
+        self.learner = self._saved_learner
+        return self.learner is not None
+
+    def classify(self, queries: QuerySpec) -> SessionResult:
+        """Classify ``queries`` with the classifier of the last :meth:`run`, :meth:`adapt_to` or
+        :meth:`use_saved_classes`, like :meth:`run` does; ``"hint"`` while nothing is adapted."""
+        start = time.perf_counter()
+        if self.learner is None:
+            return SessionResult("hint", hint="Give at least two classes a few examples first.")
+        problems: dict[str, str] = {}
+        probabilities, unsure = self._predict(queries, problems)
+        return SessionResult("ok", class_names=list(self.learner.class_names), probabilities=probabilities,
+                             problems=problems, unsure=unsure, seconds=time.perf_counter() - start)
+
+    def _predict(self, queries: QuerySpec, problems: dict[str, str]) -> tuple[dict[str, list[float]], dict[str, str]]:
+        """``(probabilities, unsure)`` of the query images by their ids (see :class:`SessionResult`);
+        files that cannot be used go to ``problems``."""
         sizes: dict[str, tuple[int, int]] = {}
         arrays, ids = self._arrays(queries, problems, sizes)
-        if arrays:
-            prediction = self.learner.predict_open_set(torch.from_numpy(np.stack(arrays)))
-            probabilities = {i: [float(p) for p in row] for i, row in zip(ids, prediction.probabilities.tolist())}
-            unsure = unsure_reasons(ids, prediction.unsure.tolist(), [sizes[i] for i in ids], self.algorithm.image_size)
-        return SessionResult("ok", class_names=names, probabilities=probabilities, problems=problems, unsure=unsure,
-                             notes=notes, adapt_losses=losses, seconds=time.perf_counter() - start)
-
+        if not arrays:
+            return {}, {}
+        prediction = self.learner.predict_open_set(torch.from_numpy(np.stack(arrays)))
+        probabilities = {i: [float(p) for p in row] for i, row in zip(ids, prediction.probabilities.tolist())}
+        unsure = unsure_reasons(ids, prediction.unsure.tolist(), [sizes[i] for i in ids], self.algorithm.image_size)
+        return probabilities, unsure
 
     def classify_picture(self, data: bytes) -> dict[str, Any]:
         """Classify one encoded picture (PNG, JPEG... held in memory, e.g. a camera's) with the
@@ -240,6 +271,25 @@ class ClassifierSession:
         return {"status": "ok", "class_names": list(self.learner.class_names),
                 "probabilities": [float(p) for p in prediction.probabilities[0].tolist()],
                 "unsure": unsure.get("picture", "")}
+
+
+def write_predictions(path: str | os.PathLike, result: SessionResult | Mapping[str, Any],
+                      queries: Iterable[tuple[str, str]]) -> Path:
+    """Write the predictions of ``result`` (a :class:`SessionResult` or its :meth:`~SessionResult.as_dict`)
+    as a CSV file (:func:`~metastudio.engine.export.write_predictions_csv`, same columns
+    everywhere): one row for each of ``queries`` ((image id, what the file column says)) that
+    has a prediction, in that order, with its unsure reason. Returns the path."""
+    from metastudio.engine.export import write_predictions_csv
+
+    data = result.as_dict() if isinstance(result, SessionResult) else result
+    probabilities, unsure = data.get("probabilities") or {}, data.get("unsure") or {}
+    rows, reasons = [], {}
+    for image_id, label in queries:
+        if image_id in probabilities:
+            rows.append((label, probabilities[image_id]))
+            if image_id in unsure:
+                reasons[label] = unsure[image_id]
+    return write_predictions_csv(path, rows, data["class_names"], unsure=reasons)
 
 
 def _quote_list(names: Sequence[str]) -> str:

@@ -300,6 +300,24 @@ def load_class_folders(
     """
     source = TreeSource(path)
     tree = source.list_classes()
+    chosen = _choose_classes(source, tree, classes)
+    key = _cache_key(source, chosen, image_size, channels, fit, max_per_class) if use_cache else None
+    if key:
+        cached = _read_cache(key)
+        if cached is not None:
+            if progress:
+                progress(1, 1)
+            return cached
+    members = [tree[c][:max_per_class] for c in chosen]
+    arrays, problems = _decode_classes(source, members, image_size, channels, fit, progress, workers)
+    ds = _gather(source, chosen, arrays, problems, min_images, name or source.path.stem)
+    if key:
+        _write_cache(key, ds)
+    return ds
+
+
+def _choose_classes(source: TreeSource, tree: dict[str, list[str]], classes: Sequence[str] | None) -> list[str]:
+    """The classes to load: ``classes`` (all of them in the tree), or every class of the tree."""
     if classes is None:
         chosen = list(tree)
     else:
@@ -314,16 +332,14 @@ def load_class_folders(
             f"no classes found in '{source.path}': expected one folder of images per class "
             "(root/<class>/<image files>)"
         )
-    name = name or source.path.stem
-    key = _cache_key(source, chosen, image_size, channels, fit, max_per_class) if use_cache else None
-    if key:
-        cached = _read_cache(key)
-        if cached is not None:
-            if progress:
-                progress(1, 1)
-            return cached
+    return chosen
 
-    jobs = [(ci, m) for ci, c in enumerate(chosen) for m in tree[c][:max_per_class]]
+
+def _decode_classes(source: TreeSource, members: Sequence[Sequence[str]], image_size: int, channels: int, fit: str,
+                    progress: Progress | None, workers: int | None) -> tuple[list[list[np.ndarray]], list[str]]:
+    """Decode the members of each class on a few threads: the arrays of each class (in member
+    order) and, for each file that could not be used, why."""
+    jobs = [(ci, m) for ci, names in enumerate(members) for m in names]
     read = source.reader()
     total = len(jobs)
 
@@ -336,10 +352,9 @@ def load_class_folders(
         except (OSError, KeyError, zipfile.BadZipFile) as e:
             return ci, None, f"cannot use image '{source.describe(member)}': {e}"
 
-    arrays: list[list[np.ndarray]] = [[] for _ in chosen]
+    arrays: list[list[np.ndarray]] = [[] for _ in members]
     problems: list[str] = []
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
         for done, (ci, arr, err) in enumerate(pool.map(decode, jobs, chunksize=64), 1):
             if err:
                 problems.append(err)
@@ -347,7 +362,13 @@ def load_class_folders(
                 arrays[ci].append(arr)
             if progress and (done % 256 == 0 or done == total):
                 progress(done, total)
+    return arrays, problems
 
+
+def _gather(source: TreeSource, chosen: Sequence[str], arrays: Sequence[list[np.ndarray]], problems: list[str],
+            min_images: int, name: str) -> FewShotDataset:
+    """The dataset of the classes with at least ``min_images`` decoded images; the others are
+    reported in ``problems``."""
     keep = [i for i, a in enumerate(arrays) if len(a) >= min_images]
     for i, a in enumerate(arrays):
         if len(a) < min_images:
@@ -355,16 +376,13 @@ def load_class_folders(
     if not keep:
         raise DatasetError(f"no usable images in '{source.path}'" + (f" ({problems[0]})" if problems else ""))
     stacked = np.stack([x for i in keep for x in arrays[i]])
-    ds = FewShotDataset(
+    return FewShotDataset(
         torch.from_numpy(stacked),
         [chosen[i] for i in keep],
         [len(arrays[i]) for i in keep],
         name,
         problems,
     )
-    if key:
-        _write_cache(key, ds)
-    return ds
 
 
 # --------------------------------------------------------------------------------------------

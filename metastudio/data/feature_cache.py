@@ -161,3 +161,15 @@ class FeatureCache:
 
     def clear_memory(self) -> None:
         self._memory.clear()
+
+
+def use_feature_cache(algorithm, cache: FeatureCache | None = None) -> FeatureCache | None:
+    """Give an algorithm whose backbone is frozen (pretrained) a feature cache, so that images
+    it has embedded before are not embedded again; returns the cache, or ``None`` (and changes
+    nothing) for a backbone that learns. ``cache`` defaults to a fresh :class:`FeatureCache`
+    in the user cache directory. Training, evaluation and the classifier session all set
+    their algorithm up through here."""
+    if not algorithm.backbone_frozen:
+        return None
+    algorithm.feature_cache = cache if cache is not None else FeatureCache()
+    return algorithm.feature_cache

@@ -1,0 +1,116 @@
+"""Helpers shared by test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import make_class_tree
+
+
+def make_train_val_tree(root: Path, size: int = 28) -> Path:
+    """A folder dataset with a validation split: ``root/train`` (8 classes) and ``root/val`` (5 other
+    classes), 6 generated images of ``size`` pixels each; returns ``root``."""
+    make_class_tree(root / "train", classes=8, per_class=6, size=size, seed=1)
+    make_class_tree(root / "val", classes=5, per_class=6, size=size, seed=2)
+    return root
+
+
+import torch  # noqa: E402 - used by the checks below
+
+
+def assert_standalone_reproduces(learner, algorithm, query_images: torch.Tensor, atol: float = 1e-5) -> torch.Tensor:
+    """The learner's stand-alone copy (what export traces): in eval mode, plain float32 CPU
+    weights without autograd (no channels_last); the softmax of its logits on the uint8
+    ``query_images`` scaled to [0, 1] is ``predict_proba`` within ``atol``; traced on two images
+    it gives the same for all of them (no batch size baked in); and it is a copy: changing the
+    algorithm's weights afterwards (which this does) does not reach it. Returns its probabilities."""
+    module = learner.standalone()
+    assert not module.training and not module.algorithm.training
+    params = list(module.parameters())
+    assert all(not p.requires_grad and p.dtype == torch.float32 and p.device.type == "cpu" for p in params)
+    assert all(p.is_contiguous() for p in params), "plain NCHW weights, not channels_last"
+    x = query_images.float() / 255
+    with torch.no_grad():
+        probs = module(x).softmax(1)
+    assert torch.allclose(probs, learner.predict_proba(query_images), atol=atol)
+    traced = torch.jit.trace(module, x[:2], check_trace=False)
+    with torch.no_grad():
+        assert torch.allclose(traced(x).softmax(1), probs, atol=atol), "the traced module works for another batch size"
+        for p in algorithm.parameters():
+            p.add_(1.0)
+        assert torch.equal(module(x).softmax(1), probs), "the module holds copies"
+    return probs
+
+
+def assert_exports_match(learner, algorithm, folder, query_images: torch.Tensor, atol: float = 1e-4) -> None:
+    """Export the learner as TorchScript and as ONNX (``export_learner``, which itself checks the
+    written file on a batch of 3) into ``folder``, then run each file the plain way
+    (``torch.jit.load``, an onnxruntime session) on all the uint8 ``query_images`` scaled to
+    [0, 1]: both give ``predict_proba``'s probabilities within ``atol``."""
+    import warnings
+
+    import numpy as np
+    import pytest
+
+    from metastudio.engine.export import EXPORT_FORMATS, export_learner
+
+    ort = pytest.importorskip("onnxruntime")
+    expected = learner.predict_proba(query_images).numpy()
+    x = query_images.numpy().astype(np.float32) / 255
+    for fmt in EXPORT_FORMATS:
+        model_file, _ = export_learner(learner, algorithm, folder / fmt, fmt)
+        if fmt == "torchscript":
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch's notice that TorchScript is deprecated
+                got = torch.jit.load(str(model_file))(torch.from_numpy(x)).numpy()
+        else:
+            got = ort.InferenceSession(str(model_file), providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
+        np.testing.assert_allclose(got, expected, atol=atol, err_msg=f"the {fmt} export")
+
+
+def meta_train_steps(algo, batches) -> list[dict[str, float]]:
+    """One meta-training step of ``algo`` on each batch of episodes (its optimiser set up for that
+    many), in training mode; then eval mode. Returns each step's metrics."""
+    algo.configure_training(len(batches))
+    algo.train()
+    metrics = [algo.meta_train_step(batch) for batch in batches]
+    algo.eval()
+    return metrics
+
+
+def meta_train_on_tiny_episodes(algo, steps: int, *, per_class: int = 8, train_queries: int = 3,
+                                test_episodes: int = 10) -> tuple[list[float], float, float]:
+    """Meta-train ``algo`` for ``steps`` steps, each on two 3-way 1-shot episodes (``train_queries``
+    queries a class) of a synthetic dataset of 16 classes; its accuracy (``evaluate_episode``, in
+    eval mode) on ``test_episodes`` other 3-way 1-shot, 3-query episodes before and after.
+    Returns (the steps' losses, accuracy before, accuracy after)."""
+    from metastudio.data.episodes import EpisodeSampler
+    from metastudio.plugins.testkit import synthetic_dataset
+
+    ds = synthetic_dataset(classes=16, per_class=per_class)
+    train, test = EpisodeSampler(ds, 3, 1, train_queries, seed=0), EpisodeSampler(ds, 3, 1, 3, seed=1)
+
+    def accuracy() -> float:
+        algo.eval()
+        return sum(algo.evaluate_episode(test.episode(i)) for i in range(test_episodes)) / test_episodes
+
+    before = accuracy()
+    metrics = meta_train_steps(algo, [[train.episode(2 * i), train.episode(2 * i + 1)] for i in range(steps)])
+    return [m["loss"] for m in metrics], before, accuracy()
+
+
+def assert_adapts_and_reads_each_query_alone(host, tmp_path, algo, episode, one: int) -> torch.Tensor:
+    """Adapted to the episode's support set, ``algo`` (in eval mode) gives probabilities over the
+    episode's classes for its queries, the same for query ``one`` alone as among the others, and
+    the same after saving and loading (``assert_round_trip``); its learner exports
+    (:func:`assert_exports_match`). Returns the probabilities."""
+    from conftest import assert_round_trip
+
+    learner = algo.adapt(episode.support)
+    probs = learner.predict_proba(episode.query_images)
+    count = len(episode.query_images)
+    assert probs.shape == (count, episode.ways) and torch.allclose(probs.sum(1), torch.ones(count), atol=1e-5)
+    assert torch.allclose(learner.predict_proba(episode.query_images[one : one + 1]), probs[one : one + 1], atol=1e-5)
+    assert torch.equal(assert_round_trip(host, tmp_path, algo, episode), probs)
+    assert_exports_match(learner, algo, tmp_path / "export", episode.query_images)
+    return probs
