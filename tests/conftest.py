@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny synthetic image trees and datasets, an isolated cache, a fresh plugin host."""
+"""Shared fixtures: tiny synthetic image trees and datasets, an isolated cache, a fresh plugin host,
+and for the GUI tests a window factory (their helpers are in gui_helpers.py)."""
 
 from __future__ import annotations
 
@@ -125,3 +126,64 @@ def seeded_conv4(host):
     spec = BackboneSpec("seeded-conv4", factory, "Conv-4 with fixed weights (tests)", 28, pretrained=True)
     host.backbones[spec.name] = spec
     return spec
+
+
+@pytest.fixture(scope="module")
+def folder_data(tmp_path_factory) -> Path:
+    """``train/`` with 8 classes and ``val/`` with 5 classes of 6 small (28 px) images each."""
+    root = tmp_path_factory.mktemp("train-and-val")
+    make_class_tree(root / "train", classes=8, per_class=6, size=28, seed=1)
+    make_class_tree(root / "val", classes=5, per_class=6, size=28, seed=2)
+    return root
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    """``imgs/``: 3 classes x 6 images of class-specific blobs; ``query/``: 6 more (2 a class)."""
+    root = make_class_tree(tmp_path / "imgs", classes=3, per_class=8, size=40)
+    query = tmp_path / "query"
+    query.mkdir()
+    for c in range(3):
+        for i in (6, 7):
+            src = root / f"class{c:02d}" / f"img{i:03d}.png"
+            src.rename(query / f"q{c}_{i}.png")
+    return tmp_path
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path, monkeypatch):
+    """Makes shown main windows on the CPU, with their settings and recovery folder in
+    ``tmp_path``, dialogs answered by ``answer``; every one is shut down and joined afterwards.
+    ``make(project=None, *, ask_restore=False, answer=Discard)``: without a project, an empty
+    one with the shipped Omniglot model."""
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QMessageBox
+
+    from gui_helpers import MODEL, WAIT_MS
+    from metastudio.app.project import Project
+    from metastudio.gui.mainwindow import MainWindow
+
+    monkeypatch.setenv("METASTUDIO_RECOVERY_DIR", str(tmp_path / "recovery"))
+    made = []
+
+    def make(project=None, *, ask_restore=False, answer=QMessageBox.StandardButton.Discard):
+        if project is None:
+            project = Project()
+            project.model = dict(MODEL)
+        settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+        w = MainWindow(project, device="cpu", ask_restore=False, recovery_dir=tmp_path / "recovery", settings=settings)
+        w.confirm = lambda *a, **k: answer
+        qtbot.addWidget(w)
+        w.show()
+        made.append(w)
+        if ask_restore:
+            w.documents.offer_recovery()
+        return w
+
+    yield make
+    for w in made:
+        w.controller.mark_saved()
+        w.shutdown()
+        qtbot.waitUntil(w.engine.thread.isFinished, timeout=WAIT_MS)
+        qtbot.waitUntil(w.thumbnails.thread.isFinished, timeout=WAIT_MS)
+        assert not w.training.is_running()

@@ -1,5 +1,6 @@
-"""Every menu and toolbar action, triggered through its QAction as a person's click would, with
-the file dialogs and message boxes patched to answer like a person. pytest-qt fails a test on
+"""Every menu and toolbar action, triggered through its QAction as a person's click would (found
+by its id in the window's action table), with the file dialogs and message boxes patched to
+answer like a person. pytest-qt fails a test on
 any exception raised in a Qt slot (checked below with pytester), so a slot that breaks when
 called from its menu fails here even if calling it directly works."""
 
@@ -10,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("PySide6")
-pytest.importorskip("pytestqt")
+from PySide6.QtGui import QAction, QGuiApplication, QImage
+from PySide6.QtWidgets import QColorDialog, QDialog, QFileDialog, QMessageBox
 
-from PySide6.QtGui import QAction, QGuiApplication, QImage  # noqa: E402
-from PySide6.QtWidgets import QColorDialog, QDialog, QFileDialog, QMessageBox  # noqa: E402
-
-from test_gui_app import WAIT_MS, images, make_window, populate, wait_predictions  # noqa: E402,F401
+from gui_helpers import WAIT_MS, populate, wait_predictions
+from metastudio.gui.actions import ACTIONS
+from metastudio.gui.documents import starter_project
 
 
 class Person:
@@ -72,38 +72,42 @@ def all_actions(window) -> dict[str, QAction]:
 def test_every_menu_and_toolbar_action_does_what_its_name_says(make_window, qtbot, images, tmp_path, monkeypatch):
     person = Person(monkeypatch)
     w = make_window(answer=QMessageBox.StandardButton.Discard)
-    actions = all_actions(w)
+    assert sorted(w.actions_by_name) == sorted(spec.id for spec in ACTIONS)
+    # every action of the table is in a menu or the toolbar, and nothing else is there
+    reachable = list(all_actions(w).values())
+    placed = {key for key, action in w.actions_by_name.items() if any(action is r for r in reachable)}
+    assert placed == set(w.actions_by_name), f"in no menu: {sorted(set(w.actions_by_name) - placed)}"
+    assert len(reachable) == len(placed), "a menu holds an action that is not in the table"
     tested: set[str] = set()
 
-    def trigger(name: str) -> None:
-        key = name if name in actions else next(k for k in actions if k.startswith(name))
-        tested.add(key)
-        actions[key].trigger()
+    def trigger(action_id: str) -> None:
+        tested.add(action_id)
+        w.actions_by_name[action_id].trigger()
 
     project = w.controller.project
     # Import class folders: one class per sub-folder, one undo step
     person.answer("getExistingDirectory", str(images / "imgs"))
-    trigger("Import class folders")
+    trigger("import")
     assert [c.name for c in project.classes] == ["class00", "class01", "class02"]
     # Add images to classify, with a text file among them: reported by name, the rest added
     notes = tmp_path / "notes.txt"
     notes.write_text("not a picture")
     queries = sorted((images / "query").glob("*.png"))
     person.answer("getOpenFileNames", ([str(p) for p in queries] + [str(notes)], "Images"))
-    trigger("Add images to classify")
+    trigger("add_queries")
     assert len(project.queries) == len(queries)
     assert w.notification.isVisible() and "notes.txt" in w.notification.text.text()
     result = wait_predictions(qtbot, w)
     assert result["status"] == "ok"
 
     # Add class, Undo, Redo
-    trigger("Add class")
+    trigger("add_class")
     assert len(project.classes) == 4
-    trigger("Undo")
+    trigger("undo")
     assert len(project.classes) == 3
-    trigger("Redo")
+    trigger("redo")
     assert len(project.classes) == 4
-    trigger("Undo")
+    trigger("undo")
 
     # Paste image: a picture on the clipboard goes into the highlighted class
     image = QImage(20, 20, QImage.Format.Format_RGB32)
@@ -111,18 +115,18 @@ def test_every_menu_and_toolbar_action_does_what_its_name_says(make_window, qtbo
     QGuiApplication.clipboard().setImage(image)
     w.classes.current = project.classes[0].id
     before = len(project.classes[0].images)
-    trigger("Paste image")
+    trigger("paste")
     assert len(project.classes[0].images) == before + 1
-    trigger("Undo")
+    trigger("undo")
 
     # Learn the classes again: a fresh adaptation of the same classes gives the same predictions
     wait_predictions(qtbot, w)
     w.last_result = None
-    trigger("Learn the classes again")
+    trigger("adapt")
     assert wait_predictions(qtbot, w)["probabilities"] == result["probabilities"]
 
     # Classify with the camera…: the live window opens (without a camera it says so) and closes
-    trigger("Classify with the camera")
+    trigger("live_camera")
     assert w.live_dialog is not None and w.live_dialog.isVisible()
     w.live_dialog.close()
     assert w.live_dialog is None
@@ -130,7 +134,7 @@ def test_every_menu_and_toolbar_action_does_what_its_name_says(make_window, qtbo
     # Export predictions as CSV: the dialog opens, the file holds one row per image
     out = tmp_path / "out.csv"
     person.answer("getSaveFileName", (str(out), "CSV files (*.csv)"))
-    trigger("Export predictions as CSV")
+    trigger("export_csv")
     rows = list(csv.reader(out.open(encoding="utf-8")))
     assert len(rows) == 1 + len(queries) and rows[0][:2] == ["file", "predicted"]
 
@@ -139,52 +143,50 @@ def test_every_menu_and_toolbar_action_does_what_its_name_says(make_window, qtbo
     target.parent.mkdir()
     person.answer("getSaveFileName", (str(target), "ONNX (*.onnx)"))
     with qtbot.waitSignal(w.engine.exported, timeout=WAIT_MS) as blocker:
-        trigger("Export model")
+        trigger("export_model")
     assert blocker.args[1] == "" and target.is_file() and (target.parent / "labels.json").is_file()
     assert not (Path.cwd() / "False").exists()
 
     # Save (asks where, as the project has no file yet), Save As, New, Open, Open Recent
     saved = tmp_path / "mine.metastudio"
     person.answer("getSaveFileName", (str(saved), ""))
-    trigger("Save")
+    trigger("save")
     assert saved.is_file() and not w.controller.modified
     copy = tmp_path / "copy.metastudio"
     person.answer("getSaveFileName", (str(copy), ""))
-    trigger("Save As")
+    trigger("save_as")
     assert copy.is_file() and w.controller.project.path == copy
-    trigger("New")
+    trigger("new")
     assert [c.name for c in w.controller.project.classes] == ["Class 1", "Class 2"]
     person.answer("getOpenFileName", (str(saved), ""))
-    trigger("Open")
+    trigger("open")
     assert w.controller.project.path == saved and len(w.controller.project.queries) == len(queries)
-    trigger("New")
+    trigger("new")
     w.recent_menu.aboutToShow.emit()  # what opening the submenu does
     recent = {a.text(): a for a in w.recent_menu.actions()}
     assert set(recent) >= {"mine.metastudio", "copy.metastudio"}
-    tested.add("recent projects")
     recent["mine.metastudio"].trigger()
     assert w.controller.project.path == saved
 
     # Meta-train… and Classify switch the page
-    trigger("Meta-train")
-    assert w.tabs.currentIndex() == 1 and w.training_panel is not None
-    trigger("Classify")
+    trigger("train")
+    assert w.tabs.currentIndex() == 1 and w.training.panel is not None
+    trigger("classify_tab")
     assert w.tabs.currentIndex() == 0
 
     # Plugins… opens the list; About says what MetaStudio is
-    trigger("Plugins")
+    trigger("plugins")
     dialogs = [d for d in w.findChildren(QDialog) if d.isVisible() and d.windowTitle() == "Plugins"]
     assert len(dialogs) == 1 and dialogs[0].tree.topLevelItemCount() >= 9
     dialogs[0].close()
     person.answer("about", None)
-    trigger("About")
+    trigger("about")
 
     # Quit closes the window
-    trigger("Quit")
+    trigger("quit")
     assert not w.isVisible()
     person.done()
-    recent_entries = {k for k in actions if k.startswith("No recent")}
-    untested = set(actions) - tested - recent_entries
+    untested = set(w.actions_by_name) - tested
     assert not untested, f"actions no test triggers: {sorted(untested)}"
 
 
@@ -212,12 +214,10 @@ def test_an_exception_in_a_qt_slot_fails_the_test(pytester):
 
 
 def test_import_replaces_the_empty_starter_classes_so_number_keys_match(make_window, qtbot, images, monkeypatch):
-    from metastudio.gui.mainwindow import MainWindow
-
     person = Person(monkeypatch)
-    w = make_window(MainWindow._starter_project())
+    w = make_window(starter_project())
     person.answer("getExistingDirectory", str(images / "imgs"))
-    all_actions(w)["Import class folders…"].trigger()
+    w.actions_by_name["import"].trigger()
     project = w.controller.project
     assert [c.name for c in project.classes] == ["class00", "class01", "class02"]
     assert [w.classes.cards[c.id].number.text() for c in project.classes] == ["1", "2", "3"]
@@ -226,7 +226,7 @@ def test_import_replaces_the_empty_starter_classes_so_number_keys_match(make_win
     # a starter class someone already filled stays
     w.controller.add_files(sorted((images / "query").glob("*.png"))[:1], project.classes[0].id)
     person.answer("getExistingDirectory", str(images / "imgs"))
-    all_actions(w)["Import class folders…"].trigger()
+    w.actions_by_name["import"].trigger()
     assert [c.name for c in project.classes] == ["Class 1", "class00", "class01", "class02"]
     person.done()
 
@@ -301,7 +301,7 @@ def test_without_a_camera_the_camera_button_says_so(make_window, qtbot, monkeypa
     assert sentence in dialog.message.text() and card.camera_button.toolTip() == sentence
     dialog.close()
     # the live camera says the same
-    all_actions(w)["Classify with the camera…"].trigger()
+    w.actions_by_name["live_camera"].trigger()
     assert w.live_dialog is not None and w.live_dialog.problem == sentence
     w.live_dialog.close()
 
@@ -310,7 +310,7 @@ def test_live_camera_shows_the_prediction_of_what_the_camera_sees(make_window, q
     w = make_window()
     populate(qtbot, w, images)
     result = wait_predictions(qtbot, w)
-    all_actions(w)["Classify with the camera…"].trigger()
+    w.actions_by_name["live_camera"].trigger()
     dialog = w.live_dialog
     assert dialog is not None and dialog.isVisible()
     item = w.controller.project.queries[0]
@@ -326,32 +326,3 @@ def test_live_camera_shows_the_prediction_of_what_the_camera_sees(make_window, q
     assert w.live_dialog is dialog
     dialog.close_button.click()
     assert w.live_dialog is None and not dialog.source.is_active()
-
-
-def test_cancelling_meta_training_in_the_window_keeps_the_model_in_use(make_window, qtbot, images, tmp_path):
-    """Meta-train tab, Start, then Cancel (the buttons a person clicks): the half-trained model
-    joins the project, the model in use and its predictions stay, and the offer to use the new
-    one is there."""
-    from conftest import make_class_tree
-    from metastudio.app.runs import TrainingPlan
-    from test_gui_app import MODEL
-
-    w = make_window()
-    populate(qtbot, w, images)
-    before = wait_predictions(qtbot, w)
-    root = make_class_tree(tmp_path / "train-data" / "train", classes=6, per_class=5, size=28).parent
-    all_actions(w)["Meta-train…"].trigger()
-    panel = w.training_panel
-    panel.output_dir = tmp_path / "models"
-    panel.set_plan(TrainingPlan(algorithm="protonet", backbone="conv4", dataset="folder", root=str(root),
-                                val_split=None, ways=3, shots=1, queries=2, episodes=100_000, image_size=28,
-                                device="cpu", log_every=1))
-    panel.start_button.click()
-    qtbot.waitUntil(lambda: panel.steps_received() >= 2, timeout=WAIT_MS)
-    with qtbot.waitSignal(panel.model_trained, timeout=WAIT_MS):
-        panel.cancel_button.click()
-    qtbot.waitUntil(lambda: not panel.is_running(), timeout=WAIT_MS)
-    assert w.controller.project.model == MODEL
-    assert w.last_result is before and not w.engine.busy
-    assert w.notification.action_button.text() == "Use this model" and "unchanged" in w.notification.text.text()
-    assert len(list((w.controller.project.workdir / "models").glob("*.safetensors"))) == 1

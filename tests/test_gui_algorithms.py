@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("PySide6")
-pytest.importorskip("pytestqt")
-
-from conftest import NINE_ALGORITHMS  # noqa: E402
-from test_gui_app import WAIT_MS, images, make_window, populate, wait_predictions  # noqa: E402,F401
+from conftest import NINE_ALGORITHMS
+from gui_helpers import WAIT_MS, populate, wait_predictions
 
 ALGORITHMS = list(NINE_ALGORITHMS)
 
@@ -54,10 +51,10 @@ def test_each_algorithm_adapts_predicts_and_survives_save_and_open(name, make_wi
         assert w.adapt_plot.isVisible() and w.adapt_plot.series_length("adapt_loss") == steps
 
     path = tmp_path / f"{name}.metastudio"
-    assert w._save_to(path)
+    assert w.documents.save_to(path)
     w.close()
     w2 = make_window()
-    assert w2.open_project(path)
+    assert w2.documents.open_project(path)
     after = wait_predictions(qtbot, w2)
     assert after["class_names"] == before["class_names"]
     for key, probs in before["probabilities"].items():

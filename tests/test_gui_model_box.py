@@ -4,12 +4,7 @@ hyperparameter overrides. A project edited by hand to change a fixed one is refu
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("PySide6")
-pytest.importorskip("pytestqt")
-
-from test_gui_app import WAIT_MS, images, make_window, populate, wait_predictions  # noqa: E402,F401
+from gui_helpers import WAIT_MS, populate, wait_predictions
 
 
 def _window_with(make_window, qtbot, model: str, hyperparameters: dict | None = None):
@@ -105,9 +100,9 @@ def _visible_texts(box, window) -> list[str]:
 
 
 def _starter_window(make_window, qtbot):
-    from metastudio.gui.mainwindow import MainWindow
+    from metastudio.gui.documents import starter_project
 
-    w = make_window(MainWindow._starter_project())  # what `make run` opens: the photos model
+    w = make_window(starter_project())  # what `make run` opens: the photos model
     qtbot.waitUntil(lambda: w.catalog is not None and w.model_box.purpose_combo.count() > 0, timeout=WAIT_MS)
     return w
 

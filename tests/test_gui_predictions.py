@@ -8,13 +8,10 @@ import json
 
 import pytest
 
-pytest.importorskip("PySide6")
-pytest.importorskip("pytestqt")
+from PySide6.QtCore import QByteArray, QMimeData
+from PySide6.QtGui import QFont, QFontMetrics
 
-from PySide6.QtCore import QByteArray, QMimeData  # noqa: E402
-from PySide6.QtGui import QFont, QFontMetrics  # noqa: E402
-
-from test_gui_app import WAIT_MS, images, make_window, populate, send_drop, wait_predictions  # noqa: E402,F401
+from gui_helpers import WAIT_MS, populate, send_drop, wait_predictions
 
 
 def drag_images(window, image_ids, card) -> None:
@@ -128,7 +125,7 @@ def test_an_image_too_small_to_recognise_is_shown_unsure_with_the_reason(make_wi
 
     from metastudio.gui.queries import PREDICTION_ROLE
     from metastudio.gui.widgets import ID_ROLE
-    from test_gui_app import drop_files
+    from gui_helpers import drop_files
 
     w = make_window()
     populate(qtbot, w, images)
@@ -147,7 +144,7 @@ def test_an_image_too_small_to_recognise_is_shown_unsure_with_the_reason(make_wi
     w.queries.list.setCurrentRow(row)
     assert "unsure" in w.bars.caption.text() and "too small" in w.bars.caption.text()
     out = tmp_path / "p.csv"
-    assert w.export_csv(str(out))
+    assert w.exports.export_csv(str(out))
     rows = {r["file"]: r for r in csv.DictReader(out.open(encoding="utf-8"))}
     assert "too small" in rows[item.source]["unsure"]
     sure = [r for r in rows.values() if not r["unsure"]]

@@ -21,9 +21,8 @@ SCREENSHOT_TIMEOUT_S = 180
 def build_project(support: str | None, query: str | None, model: str | None):
     """A project with a class per sub-folder of ``support`` and the images of ``query``.
     Returns (project, problems)."""
-    from metastudio.errors import ImageLoadError, MetaStudioError
     from metastudio.app.project import Project
-
+    from metastudio.errors import ImageLoadError, MetaStudioError
     from metastudio.gui.controller import class_folders_in, image_files_in
 
     project = Project()
@@ -73,8 +72,7 @@ def run(args) -> int:
     app.setOrganizationName("MetaStudio")
     app.setApplicationDisplayName("MetaStudio")
 
-    from metastudio.errors import MetaStudioError
-
+    from metastudio.errors import MetaStudioError, for_person
     from metastudio.gui.mainwindow import MainWindow, app_icon
 
     app.setWindowIcon(app_icon())
@@ -84,15 +82,15 @@ def run(args) -> int:
         if args.support or args.query or args.model:
             project, problems = build_project(args.support, args.query, args.model)
     except MetaStudioError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {for_person(e).message}", file=sys.stderr)
         return 1
     window = MainWindow(project, device=args.device, ask_restore=not (args.screenshot or getattr(args, "timing", False)))
     if getattr(args, "project", None):
-        window.open_project(args.project)
+        window.documents.open_project(args.project)
     if problems:
         window.report_problems(problems)
     window.show()
-    if getattr(args, "timing", False):  # benchmarks/gui_latency.py: when is the window on screen?
+    if getattr(args, "timing", False):  # benchmarks/harnesses/gui_latency.py: when is the window on screen?
         def report() -> None:
             print(f"window shown at {time.time():.3f} ({time.perf_counter() - started:.2f} s after run())", file=sys.stderr)
             window.controller.mark_saved()

@@ -3,7 +3,8 @@
 Each worker is a ``QObject`` living in its own ``QThread``; the GUI sends it requests through
 queued signals and it answers with signals carrying only plain Python values (dicts of names,
 floats and strings -- never tensors or widgets). A worker's exception is caught and sent back
-as a ``failed`` signal with the message and the traceback, so the window can show it.
+as a ``failed`` signal with the message and the traceback, worded by
+:func:`metastudio.errors.for_person` as the command line words it, so the window can show it.
 
 Why not superqt's ``thread_worker``: those run on a ``QThreadPool``, so one particular worker
 cannot be joined, and the adapt worker must keep its loaded model and caches between requests
@@ -15,20 +16,12 @@ cannot be joined, and the adapt worker must keep its loaded model and caches bet
 from __future__ import annotations
 
 import threading
-import traceback
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-
-def _describe(error: BaseException) -> tuple[str, str]:
-    from metastudio.errors import MetaStudioError
-
-    details = "".join(traceback.format_exception(error))
-    if isinstance(error, MetaStudioError):
-        return str(error), details
-    return f"{type(error).__name__}: {error}", details
+from metastudio.errors import ImageLoadError, MetaStudioError, for_person
 
 
 class _AdaptWorker(QObject):
@@ -60,8 +53,9 @@ class _AdaptWorker(QObject):
         try:
             self.catalog_ready.emit(build_catalog(self._get_session(), extra_model_paths))
         except Exception as e:  # noqa: BLE001
-            message, details = _describe(e)
-            self.catalog_ready.emit({"error": message, "details": details, "algorithms": [], "failed": [], "models": []})
+            said = for_person(e)
+            self.catalog_ready.emit({"error": said.message, "details": said.details, "algorithms": [], "failed": [],
+                                     "models": []})
 
     @Slot(str, str)
     def export(self, path: str, fmt: str) -> None:
@@ -75,7 +69,7 @@ class _AdaptWorker(QObject):
             written = export_learner(session.learner, session.algorithm, path, fmt)
             self.exported.emit([str(p) for p in written], "")
         except Exception as e:  # noqa: BLE001
-            self.exported.emit([], _describe(e)[0])
+            self.exported.emit([], for_person(e).message)
 
     @Slot(bytes)
     def predict_picture(self, data: bytes) -> None:
@@ -84,8 +78,8 @@ class _AdaptWorker(QObject):
         try:
             self.live_result.emit(self._get_session().classify_picture(data))
         except Exception as e:  # noqa: BLE001 -- every error reaches the person
-            message, details = _describe(e)
-            self.live_result.emit({"status": "error", "message": message, "details": details})
+            said = for_person(e)
+            self.live_result.emit({"status": "error", "message": said.message, "details": said.details})
 
     @Slot(int, dict)
     def handle(self, request_id: int, request: dict) -> None:
@@ -104,43 +98,47 @@ class _AdaptWorker(QObject):
                                   should_stop=lambda: self.latest != request_id)
             self.result.emit(request_id, outcome.as_dict())
         except Exception as e:  # noqa: BLE001 -- every error reaches the person
-            self.failed.emit(request_id, *_describe(e))
+            said = for_person(e)
+            self.failed.emit(request_id, said.message, said.details)
+
+
+def catalogue_entry(path: Path, origin: str) -> dict:
+    """How the catalogue describes the model file at ``path``: its name, algorithm, backbone,
+    the dataset it was trained on, the pictures it reads and its hyperparameters, as plain data.
+    ``origin`` is "shipped", "extra" (a file named by hand) or "project" (one of the project's
+    models). A file that can't be read is described by its name and the ``error``."""
+    from metastudio.engine.checkpoint import read_metadata
+
+    try:
+        meta = read_metadata(path)
+    except MetaStudioError as e:
+        return {"name": path.stem, "path": str(path), "origin": origin, "error": for_person(e).message}
+    dataset = meta.get("dataset") or {}
+    return {
+        "name": path.stem, "path": str(path), "origin": origin, "algorithm": meta.get("algorithm"),
+        "backbone": meta.get("backbone"), "dataset": dataset.get("name"), "image_size": meta.get("image_size"),
+        "channels": meta.get("channels"), "title": meta.get("title") or path.stem,
+        "hyperparameters": dict(meta.get("hyperparameters") or {}),
+    }
 
 
 def build_catalog(session, extra_model_paths) -> dict:
     """Plain description of the algorithms, failed plugins and models (shipped + ``extra``)."""
     from metastudio.app.catalogue import models_dirs
-    from metastudio.engine.checkpoint import read_metadata
-    from metastudio.errors import MetaStudioError
+    from metastudio.engine.devices import describe_device
 
     host = session.registry
-    algorithms = []
-    for name, cls in sorted(host.algorithms.items()):
-        algorithms.append({**cls.describe(), "status": "ok"})
+    algorithms = [{**cls.describe(), "status": "ok"} for _, cls in sorted(host.algorithms.items())]
     failed = [{"plugin": rec.name, "package": rec.package, "version": rec.version, "error": rec.error,
                "traceback": rec.traceback} for rec in host.records.values() if rec.status == "failed"]
-    models, seen = [], set()
     files = [(p, "shipped") for d in models_dirs() if d.is_dir() for p in sorted(d.glob("*.safetensors"))
              if not p.name.endswith(".resume.safetensors")]
     files += [(Path(p), "extra") for p in extra_model_paths]
+    models, seen = [], set()
     for path, origin in files:
-        if str(path) in seen:
-            continue
-        seen.add(str(path))
-        try:
-            meta = read_metadata(path)
-        except MetaStudioError as e:
-            models.append({"name": path.stem, "path": str(path), "origin": origin, "error": str(e)})
-            continue
-        dataset = meta.get("dataset") or {}
-        models.append({
-            "name": path.stem, "path": str(path), "origin": origin, "algorithm": meta.get("algorithm"),
-            "backbone": meta.get("backbone"), "dataset": dataset.get("name"), "image_size": meta.get("image_size"),
-            "channels": meta.get("channels"), "title": meta.get("title") or path.stem,
-            "hyperparameters": dict(meta.get("hyperparameters") or {}),
-        })
-    from metastudio.engine.devices import describe_device
-
+        if str(path) not in seen:
+            seen.add(str(path))
+            models.append(catalogue_entry(path, origin))
     return {"algorithms": algorithms, "failed": failed, "models": models, "device": describe_device(session.device)}
 
 
@@ -277,7 +275,6 @@ class _ThumbnailWorker(QObject):
     def make(self, key: str, path: str, size: int) -> None:
         if self.cancelled.is_set():
             return
-        from metastudio.errors import ImageLoadError
         from metastudio.app.session import thumbnail_rgb
 
         try:
@@ -285,8 +282,8 @@ class _ThumbnailWorker(QObject):
             self.ready.emit(key, data, w, h)
         except ImageLoadError as e:
             self.failed.emit(key, e.reason)
-        except Exception as e:  # noqa: BLE001
-            self.failed.emit(key, f"{type(e).__name__}: {e}")
+        except Exception as e:  # noqa: BLE001 -- a thumbnail that can't be made says why
+            self.failed.emit(key, for_person(e).message)
 
 
 class ThumbnailLoader(QObject):

@@ -1,18 +1,20 @@
 """The main window: classify with a few examples (cards, queries, bars) and meta-train.
 
-Its project files (open, save, autosave, export) are in window_files.py, its camera window and
-Meta-train page in window_tools.py, the notification bar in notification.py.
+Its parts live beside it: the menus and toolbar are declared in actions.py, the project as a
+document (open, save, autosave, recovery) is documents.py, the exports exports.py, the words of
+a result predictions.py, the Model box modelbox.py, the Meta-train tab training_page.py (its
+panel: training/) and the notification bar notification.py. The window wires them together and
+adapts in the worker of engine.py whenever the classes or the images to classify change.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QGuiApplication, QIcon, QKeySequence, QShortcut
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QIcon
 from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
@@ -23,35 +25,48 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QScrollArea,
     QSplitter,
-    QStyle,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from metastudio.app.project import Project, Recovery
-
+from metastudio.app.project import Project
+from metastudio.errors import MetaStudioError, for_person
+from metastudio.gui.actions import build_actions, build_class_keys, build_menus
 from metastudio.gui.controller import ProjectController
-from metastudio.gui.engine import EngineClient, ThumbnailLoader
+from metastudio.gui.documents import ProjectDocuments, starter_project
+from metastudio.gui.engine import EngineClient, ThumbnailLoader, catalogue_entry
+from metastudio.gui.exports import Exports
 from metastudio.gui.modelbox import ModelBox
 from metastudio.gui.notification import APP_NAME, NotificationBar
+from metastudio.gui.predictions import (
+    camera_caption,
+    camera_failure,
+    class_colours,
+    image_caption,
+    no_prediction_caption,
+    problems_note,
+    summary,
+    tile_predictions,
+)
 from metastudio.gui.queries import QueryPanel
-from metastudio.gui.widgets import ClassPanel, ProbabilityBars, paste_image
-from metastudio.gui.window_files import ProjectFilesMixin
-from metastudio.gui.window_tools import CameraAndTrainingMixin
+from metastudio.gui.training_page import TrainingPage
+from metastudio.gui.widgets import ClassPanel, ProbabilityBars, image_filter, paste_image
 
-AUTOSAVE_MS = 60_000
 ADAPT_DEBOUNCE_MS = 120
 #: The window's size when the screen has room for it.
 DEFAULT_SIZE = (1280, 800)
 #: Room left for a title bar and borders before the window manager has said how big they are.
 FRAME_ALLOWANCE = (16, 40)
-class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
+#: The tabs of the window.
+CLASSIFY_TAB, TRAINING_TAB = 0, 1
+
+
+class MainWindow(QMainWindow):
     """The MetaStudio window. ``ask_restore=False`` skips the crash-recovery question (tests)."""
 
     #: Emitted after predictions (or a hint) are on screen for the current support and queries.
     predictions_shown = Signal()
-    autosave_failed = Signal(str)
 
     def __init__(self, project: Project | None = None, *, device: str = "auto", ask_restore: bool = True,
                  recovery_dir: Path | None = None, settings: QSettings | None = None):
@@ -59,19 +74,17 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
         self.setWindowTitle(APP_NAME)
         self.fit_to_screen()
         self.settings = settings or QSettings("MetaStudio", "MetaStudio")
-        self.controller = ProjectController(project or self._starter_project())
+        self.controller = ProjectController(project or starter_project())
         self.thumbnails = ThumbnailLoader(parent=self)
         self.engine = EngineClient(device, parent=self)
-        self.recovery = Recovery(recovery_dir)
-        self.recovery_dir = recovery_dir
+        self.documents = ProjectDocuments(self, recovery_dir)
+        self.exports = Exports(self)
         self.catalog: dict | None = None
         self.last_result: dict | None = None
         self.model_info: dict | None = None
-        self._class_names: list[str] = []
         self._adapt_started = 0.0
-        self._autosaved_index = -1
         self._closing = False
-        self.training_panel = None
+        self.live_dialog = None
         self.confirm = self._confirm  # tests replace it to answer dialogs
 
         self.notification = NotificationBar()
@@ -85,8 +98,25 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
         self.busy.setAccessibleName("Adapting")
         self.busy.hide()
         self._build_layout()
-        self._build_actions()
+        self.actions_by_name = build_actions(self)
+        self.recent_menu = build_menus(self, self.actions_by_name)
+        self.recent_menu.aboutToShow.connect(lambda: self.documents.fill_recent_menu(self.recent_menu))
+        build_class_keys(self)
+        self._adapt_timer = QTimer(self)
+        self._adapt_timer.setSingleShot(True)
+        self._adapt_timer.setInterval(ADAPT_DEBOUNCE_MS)
+        self._adapt_timer.timeout.connect(self.adapt_now)
+        self._connect()
 
+        self._update_title()
+        self.statusBar().showMessage("Loading the model…")
+        self.engine.request_catalog(self._project_model_paths())
+        self.schedule_adapt()
+        if ask_restore:
+            QTimer.singleShot(0, self.documents.offer_recovery)
+
+    # -- construction ------------------------------------------------------------------------------------
+    def _connect(self) -> None:
         c = self.controller
         c.support_changed.connect(self.schedule_adapt)
         c.queries_changed.connect(self.schedule_adapt)
@@ -94,11 +124,13 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
         c.problems.connect(self.report_problems)
         c.undo_stack.cleanChanged.connect(lambda _: self._update_title())
         c.undo_stack.indexChanged.connect(lambda _: self._update_title())
+        c.model_changed.connect(self._model_changed)
+        self.documents.title_changed.connect(self._update_title)
         self.queries.selection_changed.connect(lambda _: self._show_selected())
         self.queries.add_button.clicked.connect(self.add_queries)
+        self.queries.camera_button.clicked.connect(self.open_live_camera)
         self.model_box.choice_changed.connect(lambda choice, hp: c.set_model(choice, hp))
         self.model_box.open_model.clicked.connect(self.open_model_file)
-        c.model_changed.connect(self._model_changed)
         self.thumbnails.changed.connect(self._thumbnail_changed)
         self.engine.catalog_ready.connect(self._catalog_ready)
         self.engine.loaded.connect(self._model_loaded)
@@ -106,78 +138,30 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
         self.engine.failed.connect(self._adapt_failed)
         self.engine.progress.connect(self._adapt_progress)
         self.engine.busy_changed.connect(self._busy_changed)
-        self.engine.exported.connect(self._exported)
+        self.engine.exported.connect(self.exports.exported)
         self.engine.live_result.connect(self._live_result)
-        self.queries.camera_button.clicked.connect(self.open_live_camera)
-        self.live_dialog = None
-
-        self._adapt_timer = QTimer(self)
-        self._adapt_timer.setSingleShot(True)
-        self._adapt_timer.setInterval(ADAPT_DEBOUNCE_MS)
-        self._adapt_timer.timeout.connect(self.adapt_now)
-        self._autosave_thread: threading.Thread | None = None
-        self.autosave_failed.connect(self._autosave_failed)
-        self._autosave_timer = QTimer(self)
-        self._autosave_timer.setInterval(AUTOSAVE_MS)
-        self._autosave_timer.timeout.connect(self.autosave)
-        self._autosave_timer.start()
-
-        self._update_title()
-        self.statusBar().showMessage("Loading the model…")
-        self.engine.request_catalog(self._project_model_paths())
-        self.schedule_adapt()
-        if ask_restore:
-            QTimer.singleShot(0, self.offer_recovery)
-
-    # -- construction ------------------------------------------------------------------------------------
-    @staticmethod
-    def _starter_project() -> Project:
-        project = Project()
-        project.add_class("Class 1")
-        project.add_class("Class 2")
-        return project
 
     def _build_layout(self) -> None:
-        classify = QWidget()
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(self.classes)
         split.addWidget(self.queries)
-        right = QWidget()
-        right_layout = QVBoxLayout(right)
-        right_layout.setContentsMargins(0, 0, 0, 0)
-        right_layout.addWidget(self.bars, 1)
-        from metastudio.gui.plots import LivePlot
-
-        # Optimization-based algorithms adapt by gradient steps: their inner-loop loss, live.
-        self.adapt_plot = LivePlot("Adapting", x_label="inner step", left_label="support loss",
-                                   empty_text="", legend=False)
-        self.adapt_plot.add_series("adapt_loss", "support loss", "#d55e00")
-        self.adapt_plot.setMinimumHeight(150)
-        self.adapt_plot.setAccessibleName("Adaptation loss")
-        self.adapt_plot.hide()
-        right_layout.addWidget(self.adapt_plot)
-        right_layout.addWidget(self.model_box)
-        # On a short screen this column scrolls instead of making the window taller than the screen.
-        right_scroll = QScrollArea()
-        right_scroll.setWidget(right)
-        right_scroll.setWidgetResizable(True)
-        right_scroll.setFrameShape(QFrame.Shape.NoFrame)
-        right_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        split.addWidget(right_scroll)
+        split.addWidget(self._build_right_column())
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 5)
         split.setStretchFactor(2, 2)
         split.setSizes([380, 600, 300])
+        classify = QWidget()
         layout = QVBoxLayout(classify)
         layout.setContentsMargins(8, 8, 8, 8)
         layout.addWidget(split)
         self.tabs = QTabWidget()
         self.tabs.addTab(classify, "Classify")
-        self.train_page = QWidget()
-        QVBoxLayout(self.train_page)
-        self.tabs.addTab(self.train_page, "Meta-train")
-        self.tabs.setTabToolTip(1, "Train a new base model on a large collection of labelled pictures "
-                                   "(for researchers; the Classify page works without it)")
+        train_page = QWidget()
+        QVBoxLayout(train_page)
+        self.training = TrainingPage(self, train_page)
+        self.tabs.addTab(train_page, "Meta-train")
+        self.tabs.setTabToolTip(TRAINING_TAB, "Train a new base model on a large collection of labelled pictures "
+                                              "(for researchers; the Classify page works without it)")
         self.tabs.currentChanged.connect(self._tab_changed)
         central = QWidget()
         outer = QVBoxLayout(central)
@@ -189,86 +173,30 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
         self.statusBar().addPermanentWidget(self.busy)
         self.statusBar().addPermanentWidget(self.device_label)
 
-    def _action(self, text: str, slot, shortcut=None, tip: str = "", icon=None) -> QAction:
-        action = QAction(text, self)
-        if icon is not None:
-            action.setIcon(self.style().standardIcon(icon))
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-        action.setToolTip(tip or text.replace("&", "").replace("…", ""))
-        action.setStatusTip(tip)
-        # ``triggered`` passes ``checked``; no slot here takes it (export_csv(path) would read it
-        # as a path), so it is dropped.
-        action.triggered.connect(lambda _checked=False: slot())
-        self.addAction(action)
-        return action
+    def _build_right_column(self) -> QScrollArea:
+        """The bars of the selected image, the live adaptation loss and the Model box; on a short
+        screen this column scrolls instead of making the window taller than the screen."""
+        from metastudio.gui.plots import LivePlot
 
-    def _build_actions(self) -> None:
-        SP = QStyle.StandardPixmap
-        K = QKeySequence.StandardKey
-        a = self.actions_by_name = {}
-        a["new"] = self._action("&New", self.new_project, K.New, "Start a new project", SP.SP_FileIcon)
-        a["open"] = self._action("&Open…", self.open_project_dialog, K.Open, "Open a project", SP.SP_DialogOpenButton)
-        a["save"] = self._action("&Save", self.save, K.Save, "Save the project", SP.SP_DialogSaveButton)
-        a["save_as"] = self._action("Save &As…", self.save_as, K.SaveAs, "Save the project under a new name")
-        a["import"] = self._action("&Import class folders…", self.import_folders, "Ctrl+I",
-                                   "Make a class from each sub-folder of a folder")
-        a["add_queries"] = self._action("Add images to &classify…", self.add_queries, "Ctrl+Shift+O",
-                                        "Add images to classify")
-        a["live_camera"] = self._action("Classify with the ca&mera…", self.open_live_camera, "Ctrl+Shift+C",
-                                        "Point the camera at something and see which class it looks like")
-        a["export_csv"] = self._action("Export predictions as &CSV…", self.export_csv, "Ctrl+E",
-                                       "Save the predictions as a CSV file")
-        a["export_model"] = self._action("Export &model…", self.export_model, "Ctrl+Shift+E",
-                                         "Save the adapted classifier as a TorchScript or ONNX file")
-        a["quit"] = self._action("&Quit", self.close, K.Quit, "Quit MetaStudio")
-        a["undo"] = self.controller.undo_stack.createUndoAction(self, "&Undo")
-        a["undo"].setShortcut(QKeySequence(K.Undo))
-        a["undo"].setIcon(self.style().standardIcon(SP.SP_ArrowBack))
-        a["redo"] = self.controller.undo_stack.createRedoAction(self, "&Redo")
-        a["redo"].setShortcut(QKeySequence(K.Redo))
-        a["redo"].setIcon(self.style().standardIcon(SP.SP_ArrowForward))
-        a["paste"] = self._action("&Paste image", self.paste, K.Paste,
-                                  "Paste an image: into the selected class, or to classify")
-        a["add_class"] = self._action("Add &class", self.classes.add_class, "Ctrl+Shift+N", "Add a class",
-                                      SP.SP_FileDialogNewFolder)
-        a["adapt"] = self._action("&Learn the classes again", self.adapt_now, "F5",
-                                  "Learn your classes again from their examples")
-        a["train"] = self._action("&Meta-train…", lambda: self.tabs.setCurrentIndex(1), "Ctrl+T",
-                                  "Open the meta-training page")
-        a["classify_tab"] = self._action("C&lassify", lambda: self.tabs.setCurrentIndex(0), "Ctrl+1",
-                                         "Open the classify page")
-        a["plugins"] = self._action("&Plugins…", self.show_plugins, None, "Installed plugins and their state")
-        a["about"] = self._action("&About MetaStudio", self.about, None, "About MetaStudio")
-
-        menu = self.menuBar()
-        file_menu = menu.addMenu("&File")
-        for key in ("new", "open"):
-            file_menu.addAction(a[key])
-        self.recent_menu = file_menu.addMenu("Open &Recent")
-        self.recent_menu.aboutToShow.connect(self._fill_recent)
-        for key in ("save", "save_as", None, "import", "add_queries", "live_camera", None, "export_csv", "export_model", None, "quit"):
-            file_menu.addSeparator() if key is None else file_menu.addAction(a[key])
-        edit = menu.addMenu("&Edit")
-        for key in ("undo", "redo", None, "paste", "add_class", None, "adapt"):
-            edit.addSeparator() if key is None else edit.addAction(a[key])
-        view = menu.addMenu("&View")
-        view.addAction(a["classify_tab"])
-        view.addAction(a["train"])
-        help_menu = menu.addMenu("&Help")
-        help_menu.addAction(a["plugins"])
-        help_menu.addAction(a["about"])
-
-        bar = self.addToolBar("Main")
-        bar.setObjectName("mainToolbar")
-        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        for key in ("new", "open", "save", None, "add_class", "import", None, "undo", "redo"):
-            bar.addSeparator() if key is None else bar.addAction(a[key])
-        # 1-9 move the selected query images into that class (only while the query grid has focus).
-        for number in range(1, 10):
-            shortcut = QShortcut(QKeySequence(str(number)), self.queries.list)
-            shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
-            shortcut.activated.connect(lambda n=number: self.move_selected_to(n))
+        right = QWidget()
+        right_layout = QVBoxLayout(right)
+        right_layout.setContentsMargins(0, 0, 0, 0)
+        right_layout.addWidget(self.bars, 1)
+        # Optimization-based algorithms adapt by gradient steps: their inner-loop loss, live.
+        self.adapt_plot = LivePlot("Adapting", x_label="inner step", left_label="support loss",
+                                   empty_text="", legend=False)
+        self.adapt_plot.add_series("adapt_loss", "support loss", "#d55e00")
+        self.adapt_plot.setMinimumHeight(150)
+        self.adapt_plot.setAccessibleName("Adaptation loss")
+        self.adapt_plot.hide()
+        right_layout.addWidget(self.adapt_plot)
+        right_layout.addWidget(self.model_box)
+        scroll = QScrollArea()
+        scroll.setWidget(right)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        return scroll
 
     # -- size on screen ----------------------------------------------------------------------------------
     def fit_to_screen(self) -> None:
@@ -298,7 +226,7 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
             # Once shown, the real frame size is known: fit again with it.
             QTimer.singleShot(0, self.fit_to_screen)
 
-    # -- titles and status -----------------------------------------------------------------------------
+    # -- titles, messages, questions -----------------------------------------------------------------------
     def _update_title(self) -> None:
         path = self.controller.project.path
         name = path.name if path else "Untitled"
@@ -324,32 +252,29 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
         self.notification.show_message(message, details, "error")
         self.announce(message)
 
+    def _confirm(self, title: str, text: str, buttons=None, default=None):
+        buttons = buttons or (QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
+                              | QMessageBox.StandardButton.Cancel)
+        return QMessageBox.question(self, title, text, buttons, default or QMessageBox.StandardButton.Save)
+
     # -- catalogue and model -------------------------------------------------------------------------
     def _project_model_paths(self) -> list[str]:
-        project = self.controller.project
-        paths = []
-        if project.model.get("kind") == "file":
-            paths.append(project.model["path"])
-        return paths
+        """Model files the catalogue should describe besides the shipped ones (a model the
+        project uses from a file)."""
+        model = self.controller.project.model
+        return [model["path"]] if model.get("kind") == "file" else []
 
     def _project_models(self) -> list[dict]:
-        """Models trained in (or added to) the project, described like catalogue entries."""
-        from metastudio.engine.checkpoint import read_metadata
-        from metastudio.errors import MetaStudioError
-
+        """The catalogue entries of the models trained in (or added to) the project and of those
+        opened from a file, each with the choice that selects it."""
         project = self.controller.project
+        folder = project.workdir / "models"
+        names = sorted(p.name for p in folder.glob("*.safetensors")) if folder.is_dir() else []
         out = []
-        names = sorted(p.name for p in (project.workdir / "models").glob("*.safetensors")) if (project.workdir / "models").is_dir() else []
         for name in names:
-            path = project.model_path(name)
-            try:
-                meta = read_metadata(path)
-            except MetaStudioError:
-                continue
-            out.append({"name": Path(name).stem, "path": str(path), "origin": "project",
-                        "choice": {"kind": "project", "name": name}, "algorithm": meta.get("algorithm"),
-                        "backbone": meta.get("backbone"), "dataset": (meta.get("dataset") or {}).get("name"),
-                        "image_size": meta.get("image_size"), "hyperparameters": dict(meta.get("hyperparameters") or {})})
+            entry = catalogue_entry(project.model_path(name), "project")
+            if not entry.get("error"):
+                out.append({**entry, "choice": {"kind": "project", "name": name}})
         for m in (self.catalog or {}).get("models", []):
             if m.get("origin") == "extra" and not m.get("error"):
                 out.append({**m, "choice": {"kind": "file", "path": m["path"]}})
@@ -366,10 +291,10 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
                 "\n\n".join(f"{f['plugin']} ({f['package']}): {f['error']}\n{f['traceback']}" for f in catalog["failed"]),
                 "warning")
         self.device_label.setText(f"Device: {catalog.get('device', '?')}")
-        self._refresh_model_box()
+        self.refresh_model_box()
         self.schedule_adapt()
 
-    def _refresh_model_box(self) -> None:
+    def refresh_model_box(self) -> None:
         if self.catalog is None:
             return
         self.model_box.extra_models = self._project_models()
@@ -383,7 +308,6 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
     def model_path(self) -> str | None:
         """The file of the chosen model, or None (with a notification saying why)."""
         from metastudio.app.catalogue import resolve_model
-        from metastudio.errors import MetaStudioError
 
         project = self.controller.project
         choice = project.model
@@ -397,7 +321,7 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
                 return str(resolve_model(choice["path"]))
             return str(resolve_model(choice.get("name", "photos")))
         except MetaStudioError as e:
-            self.show_error(f"The model can't be used: {e}. Pick another one in the Model box.")
+            self.show_error(f"The model can't be used: {for_person(e).message}. Pick another one in the Model box.")
             return None
 
     def open_model_file(self) -> None:
@@ -408,27 +332,29 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
     def use_model_file(self, path: str) -> bool:
         """Use a model file: it is copied into the project, so the project stays whole when the
         file moves or goes (a model file is small: a frozen backbone is never in it)."""
-        from metastudio.errors import MetaStudioError
-
         try:
             name = self.controller.project.add_model_file(path)
         except (MetaStudioError, OSError) as e:
-            self.show_error(f"The model file can't be used: {e}")
+            self.show_error(f"The model file can't be used: {for_person(e).message}")
             return False
-        self._refresh_model_box()
+        self.refresh_model_box()
         self.controller.set_model({"kind": "project", "name": name}, {})
         self.announce(f"Using the model {Path(path).name} (a copy is kept in the project).", 8000)
         return True
+
+    def use_project_model(self, name: str) -> None:
+        """Adapt with the project's model file ``name`` from now on (undoable)."""
+        self.controller.set_model({"kind": "project", "name": name}, {})
+        self.announce(f"Using the model '{Path(name).stem}'. Undo (Ctrl+Z) goes back to the previous one.", 8000)
 
     def _model_loaded(self, info: dict) -> None:
         self.model_info = info
         if not info.get("iterative"):
             self.adapt_plot.hide()
         self.device_label.setText(f"Device: {info['device']}")
-        if self.training_panel is not None and hasattr(self.training_panel, "set_device_text"):
-            self.training_panel.set_device_text(info["device"])
+        self.training.show_device(info["device"])
 
-    # -- adapting and predicting -------------------------------------------------------------------------
+    # -- adapting ------------------------------------------------------------------------------------------
     def schedule_adapt(self) -> None:
         """Re-adapt soon (changes within ADAPT_DEBOUNCE_MS are adapted once)."""
         if not self._closing:
@@ -468,8 +394,7 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
         # short: pyqtgraph widens the plot to fit its title, and this column is narrow
         self.adapt_plot.set_title(f"Adapting: step {step}/{total}")
         self.adapt_plot.setAccessibleName(f"Adapting: step {step} of {total}, support loss {loss:.4g}")
-        if self.training_panel is not None:  # the Meta-train page's plot streams it too
-            self.training_panel.adaptation_progress(step, total, loss)
+        self.training.adaptation_progress(step, total, loss)
 
     def _adapt_failed(self, message: str, details: str) -> None:
         self.last_result = None
@@ -478,109 +403,59 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
         self.show_error(f"Could not learn the classes: {message}", details)
         self.predictions_shown.emit()
 
+    # -- showing the predictions ---------------------------------------------------------------------------
     def _show_result(self, result: dict) -> None:
         self.last_result = result
         project = self.controller.project
-        colours = {c.name: c.colour for c in project.classes}
-        names = result["class_names"]
-        unsure = result.get("unsure") or {}
-        predictions = {}
-        for image_id, probs in result["probabilities"].items():
-            best = max(range(len(probs)), key=probs.__getitem__)
-            predictions[image_id] = (names[best], colours.get(names[best], "#888888"), probs[best],
-                                     unsure.get(image_id, ""))
+        predictions = tile_predictions(project, result)
         before = self.queries.predictions
         changed = {i for i, p in predictions.items() if i in before and before[i][0] != p[0]}
         self.queries.set_predictions(predictions, result["problems"], changed)
-        self._class_names = names
         if result["status"] == "hint":
             text = f"<b>{result['hint']}</b>"
             self.announce(result["hint"])
         else:
-            text = self._result_summary(result, predictions, changed)
+            text = summary(project, result, predictions, changed, time.perf_counter() - self._adapt_started)
             self.announce(text.replace("<i>", "").replace("</i>", ""))
-        if result["problems"]:
-            bad_support = [pid for pid in result["problems"] if project.locate(pid)[0] is not None]
-            text += (f" <span style='color:#c62828'>{len(result['problems'])} file(s) can't be used"
-                     f"{f', {len(bad_support)} of them examples' if bad_support else ''} (hover them for the reason).</span>")
-        self.queries.status.setText(text)
+        self.queries.status.setText(text + problems_note(project, result))
         self._show_selected()
         self.predictions_shown.emit()
 
-    def _result_summary(self, result: dict, predictions: dict, changed: set) -> str:
-        """The status line of an adaptation: how long it took, what was predicted, what changed."""
+    def _selected_item(self):
+        """The query image selected in the grid (its first one), or None."""
+        ids = self.queries.list.selected_ids()
+        if not ids:
+            return None
         project = self.controller.project
-        names = result["class_names"]
-        n_images = sum(len(c.images) for c in project.classes)
-        took = time.perf_counter() - self._adapt_started
-        text = f"Learned {len(names)} classes from {n_images} examples in {took:.2f} s."
-        if project.queries:
-            counts: dict[str, int] = {}
-            unsure = 0
-            for name, _, _, doubt in predictions.values():
-                if doubt:
-                    unsure += 1
-                else:
-                    counts[name] = counts.get(name, 0) + 1
-            summary = ", ".join(f"{counts[n]} × {n}" for n in names if n in counts)
-            text += f" {len(predictions)} image{'s' if len(predictions) != 1 else ''} classified: {summary or 'none sure'}"
-            text += f"; {unsure} unsure (not like any class)." if unsure else "."
-        else:
-            text += " Now drop images to classify here."
-        if changed:
-            n = len(changed)
-            text += (f" <b>{n} prediction{'s' if n != 1 else ''} changed</b> (marked in orange; "
-                     f"“Only the {n} changed” shows just {'them' if n != 1 else 'it'}).")
-        for note in result.get("notes", []):
-            text += f" <i>{note}</i>"
-        return text
+        try:
+            entry, index = project.locate(ids[0])
+        except KeyError:
+            return None
+        return project.queries[index] if entry is None else entry.images[index]
 
     def _show_selected(self) -> None:
-        ids = self.queries.list.selected_ids()
         project = self.controller.project
-        if not ids:
+        item = self._selected_item()
+        if item is None:
             self.bars.show_image(None, "")
-            if self.last_result and self.last_result["status"] == "ok" and project.queries:
-                caption = "Select an image to see how sure MetaStudio is about each class."
-            else:
-                caption = ""
-            self.bars.set_probabilities([], [], None, caption)
+            ready = self.last_result and self.last_result["status"] == "ok" and project.queries
+            self.bars.set_probabilities([], [], None, "Select an image to see how sure MetaStudio is about "
+                                                      "each class." if ready else "")
             return
-        image_id = ids[0]
-        try:
-            entry, index = project.locate(image_id)
-        except KeyError:
-            return
-        item = project.queries[index] if entry is None else entry.images[index]
         self.bars.show_image(self.thumbnails.pixmap(item.file, str(project.image_path(item))), item.name)
         result = self.last_result or {}
-        probs = (result.get("probabilities") or {}).get(image_id)
-        problem = (result.get("problems") or {}).get(image_id)
-        if probs is None:
-            caption = f"{item.name}: can't be used ({problem})" if problem else f"{item.name}: no prediction yet"
-            self.bars.set_probabilities([], [], None, caption)
+        caption = image_caption(item.name, result, item.id)
+        if caption is None:
+            self.bars.set_probabilities([], [], None, no_prediction_caption(item.name, result, item.id))
             return
         names = result["class_names"]
-        colours = {c.name: c.colour for c in project.classes}
-        best = max(range(len(probs)), key=probs.__getitem__)
-        doubt = (result.get("unsure") or {}).get(image_id)
-        if doubt:
-            caption = (f"<b>{item.name}</b>: unsure, {doubt}. The closest class is {names[best]} "
-                       f"({100 * probs[best]:.0f}%). If it belongs to a class, drop it there.")
-        else:
-            caption = f"<b>{item.name}</b>: {names[best]} ({100 * probs[best]:.0f}%)"
-        self.bars.set_probabilities(names, [colours.get(n, "#888888") for n in names], probs, caption)
+        self.bars.set_probabilities(names, class_colours(project, names), result["probabilities"][item.id],
+                                    caption)
 
     def _thumbnail_changed(self, key: str) -> None:
-        ids = self.queries.list.selected_ids()
-        if ids:
-            try:
-                entry, index = self.controller.project.locate(ids[0])
-            except KeyError:
-                return
-            item = self.controller.project.queries[index] if entry is None else entry.images[index]
-            if item.file == key:
-                self._show_selected()
+        item = self._selected_item()
+        if item is not None and item.file == key:
+            self._show_selected()
 
     def move_selected_to(self, number: int) -> None:
         classes = self.controller.project.classes
@@ -592,6 +467,37 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
         self.announce(f"Moved {len(ids)} image(s) into '{classes[number - 1].name}'; learning again.")
         if self.queries.list.count():
             self.queries.list.setCurrentRow(min(row, self.queries.list.count() - 1))
+
+    # -- the live camera -----------------------------------------------------------------------------------
+    def open_live_camera(self):
+        """The camera window with a bar per class for what the camera sees (the classifier of
+        the last adaptation; the camera runs only while the window is open)."""
+        from metastudio.gui.camera import LiveDialog
+
+        if self.live_dialog is not None:
+            self.live_dialog.raise_()
+            return self.live_dialog
+        dialog = LiveDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.frame_for_prediction.connect(self.engine.predict_picture)
+        dialog.finished.connect(self._live_closed)
+        self.live_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _live_closed(self, *_: object) -> None:
+        self.live_dialog = None
+
+    def _live_result(self, result: dict) -> None:
+        dialog = self.live_dialog
+        if dialog is None:
+            return
+        if result.get("status") != "ok":
+            dialog.show_prediction([], [], [], camera_failure(result))
+            return
+        names = result["class_names"]
+        dialog.show_prediction(names, class_colours(self.controller.project, names), result["probabilities"],
+                               camera_caption(result))
 
     # -- editing -------------------------------------------------------------------------------------------
     def paste_target(self) -> str | None:
@@ -613,23 +519,40 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
         self.announce(f"Pasted an image into {where}.", 5000)
 
     def add_queries(self) -> None:
-        files, _ = QFileDialog.getOpenFileNames(self, "Images to classify", self._last_dir(), _image_filter())
+        files, _ = QFileDialog.getOpenFileNames(self, "Images to classify", self.documents.last_dir(), image_filter())
         if files:
-            self._remember_dir(files[0])
+            self.documents.remember_dir(files[0])
             self.controller.add_files(files, None)
 
     def import_folders(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder with one sub-folder per class", self._last_dir())
+        folder = QFileDialog.getExistingDirectory(self, "Folder with one sub-folder per class", self.documents.last_dir())
         if folder:
-            self._remember_dir(folder)
+            self.documents.remember_dir(folder)
             self.controller.import_class_folders(folder)
 
-    def _last_dir(self) -> str:
-        return str(self.settings.value("last_dir", str(Path.home())))
+    def _project_replaced(self) -> None:
+        self.last_result = None
+        self.queries.set_predictions({}, {})
+        self._update_title()
+        self.refresh_model_box()
+        if self.controller.project.model.get("kind") == "file":
+            self.engine.request_catalog(self._project_model_paths())
+        self.training.restore_plan()
 
-    def _remember_dir(self, path: str) -> None:
-        p = Path(path)
-        self.settings.setValue("last_dir", str(p if p.is_dir() else p.parent))
+    # -- the Meta-train tab ----------------------------------------------------------------------------------
+    def show_classify_page(self) -> None:
+        self.tabs.setCurrentIndex(CLASSIFY_TAB)
+
+    def show_training_page(self) -> None:
+        self.tabs.setCurrentIndex(TRAINING_TAB)
+
+    def _tab_changed(self, index: int) -> None:
+        if index == TRAINING_TAB:
+            self.training.ensure_panel()
+
+    def ensure_training_panel(self):
+        """The Meta-train tab's panel, built on first use (see :class:`TrainingPage`)."""
+        return self.training.ensure_panel()
 
     # -- other dialogs ----------------------------------------------------------------------------------------
     def show_plugins(self) -> None:
@@ -645,20 +568,23 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
                           "teach a classifier with a handful of examples per class.</p>")
 
     # -- closing ------------------------------------------------------------------------------------------------
-    def closeEvent(self, event: QCloseEvent) -> None:
-        if not self._closing:
-            if self.training_panel is not None and self.training_panel.is_running():
-                answer = self.confirm("Meta-training is running", "Stop meta-training and quit?",
-                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                                      QMessageBox.StandardButton.No)
-                if answer != QMessageBox.StandardButton.Yes:
-                    event.ignore()
-                    return
-            if not self.maybe_save():
-                event.ignore()
-                return
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        if not self._closing and not self._may_close():
+            event.ignore()
+            return
         self.shutdown()
         event.accept()
+
+    def _may_close(self) -> bool:
+        """Whether the person lets the window close: a running meta-training stops, unsaved
+        changes are saved or dropped."""
+        if self.training.is_running():
+            answer = self.confirm("Meta-training is running", "Stop meta-training and quit?",
+                                  QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                  QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                return False
+        return self.documents.maybe_save()
 
     def shutdown(self) -> None:
         """Cancel and join every worker, forget the recovery copy, close the project."""
@@ -669,26 +595,15 @@ class MainWindow(ProjectFilesMixin, CameraAndTrainingMixin, QMainWindow):
         stack.cleanChanged.disconnect()
         stack.indexChanged.disconnect()
         self._adapt_timer.stop()
-        self._autosave_timer.stop()
         if self.live_dialog is not None:
             self.live_dialog.close()
         for card in self.classes.cards.values():
             card.close_camera()
-        if self.training_panel is not None:
-            self.training_panel.shutdown()
+        self.training.shutdown()
         self.engine.shutdown()
         self.thumbnails.shutdown()
-        if self._autosave_thread is not None:
-            self._autosave_thread.join()
-        self.recovery.discard()
+        self.documents.close()
         self.controller.project.close()
-
-
-def _image_filter() -> str:
-    from metastudio.data.images import IMAGE_EXTENSIONS
-
-    patterns = " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS))
-    return f"Images ({patterns});;All files (*)"
 
 
 def app_icon() -> QIcon:

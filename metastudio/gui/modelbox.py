@@ -348,10 +348,15 @@ class ModelBox(QGroupBox):
         self.hp_scroll.updateGeometry()
 
     # -- reacting -----------------------------------------------------------------------------------------
-    def _purpose_picked(self, index: int) -> None:
+    def _picked(self, combo: QComboBox, index: int) -> dict | None:
+        """The model choice a person picked in ``combo``: None while the box fills itself, or
+        for an entry that is no model."""
         if self._updating or index < 0:
-            return
-        choice = self.purpose_combo.itemData(index)
+            return None
+        return combo.itemData(index)
+
+    def _purpose_picked(self, index: int) -> None:
+        choice = self._picked(self.purpose_combo, index)
         if choice is None:
             return
         self.select(choice, {})
@@ -369,9 +374,7 @@ class ModelBox(QGroupBox):
         self._model_picked(self.model_combo.currentIndex())
 
     def _model_picked(self, index: int) -> None:
-        if self._updating or index < 0:
-            return
-        choice = self.model_combo.itemData(index)
+        choice = self._picked(self.model_combo, index)
         if choice is None:
             return
         self._updating = True

@@ -159,12 +159,6 @@ class LivePlot(QWidget):
         item.setClipToView(True)
         self._series[key] = _Series(key, label, item, axis)
 
-    def has_series(self, key: str) -> bool:
-        return key in self._series
-
-    def series_keys(self) -> list[str]:
-        return list(self._series)
-
     # -- data ------------------------------------------------------------------------------------
     def _get(self, key: str) -> _Series:
         try:

@@ -129,12 +129,6 @@ class ImageList(QListWidget):
     def selected_ids(self) -> list[str]:
         return [it.data(ID_ROLE) for it in self.selectedItems()]
 
-    def item_by_id(self, image_id: str) -> QListWidgetItem | None:
-        for i in range(self.count()):
-            if self.item(i).data(ID_ROLE) == image_id:
-                return self.item(i)
-        return None
-
 
 class ClassCard(QFrame):
     """One class: colour, editable name, count, thumbnails; a drop target for files and images."""
@@ -258,11 +252,7 @@ class ClassCard(QFrame):
     def _add_files(self) -> None:
         from PySide6.QtWidgets import QFileDialog
 
-        from metastudio.data.images import IMAGE_EXTENSIONS
-
-        patterns = " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS))
-        files, _ = QFileDialog.getOpenFileNames(self, f"Examples of '{self.entry.name}'", "",
-                                                f"Images ({patterns});;All files (*)")
+        files, _ = QFileDialog.getOpenFileNames(self, f"Examples of '{self.entry.name}'", "", image_filter())
         if files:
             self.controller.add_files(files, self.class_id)
 
@@ -337,6 +327,14 @@ class ClassCard(QFrame):
         event.acceptProposedAction()
         self.activated.emit(self.class_id)
         self.refresh()
+
+
+def image_filter() -> str:
+    """The file dialogs' filter for images (every kind MetaStudio reads), then all files."""
+    from metastudio.data.images import IMAGE_EXTENSIONS
+
+    patterns = " ".join(f"*{e}" for e in sorted(IMAGE_EXTENSIONS))
+    return f"Images ({patterns});;All files (*)"
 
 
 def disclosure_button(text: str, accessible_name: str, tip: str) -> QToolButton:

@@ -1,6 +1,6 @@
 """The meta-training worker: prepares and runs one run in its own ``QThread``, and sends the
 panel plain dicts, numbers and strings through signals (at most about 20 step signals a
-second). It never touches widgets. See :class:`metastudio.gui.training.TrainingPanel`."""
+second). It never touches widgets. See :class:`metastudio.gui.training.panel.TrainingPanel`."""
 
 from __future__ import annotations
 
@@ -11,15 +11,14 @@ import os
 import sys
 import threading
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from metastudio.engine.control import Control
-from metastudio.errors import MetaStudioError
 from metastudio.app.runs import RunCancelled, TrainingPlan, prepare_run
+from metastudio.engine.control import Control
+from metastudio.errors import for_person
 
 #: Seconds between two step signals of the worker (steps in between are merged).
 STEP_SIGNAL_INTERVAL = 0.05
@@ -28,6 +27,8 @@ STEP_SIGNAL_INTERVAL = 0.05
 #: busy and the GUI thread waits tens of milliseconds for one; with it, the scheduler lets the GUI
 #: in at once (see docs/benchmarks.md, "GUI stalls while meta-training").
 WORKER_NICE_INCREMENT = 5
+
+
 @contextlib.contextmanager
 def _collector_tuned(enabled: bool = True):
     """Keep Python's cyclic garbage collector from stopping the GUI thread during a run.
@@ -81,7 +82,6 @@ class TrainingWorker(QObject):
     * ``step(dict)``: step, steps, loss, accuracy (0..1), episodes_per_second, lr, elapsed;
       at most one every :data:`STEP_SIGNAL_INTERVAL` seconds (steps in between are averaged);
     * ``validation(dict)``: step, accuracy and ci95 (percent), best_accuracy, improved;
-    * ``checkpoint(dict)``: step, path, kind ("best" or "resume");
     * ``status(str)``;
     * then exactly one of ``finished(dict)`` (status "completed" or "cancelled", model_path,
       model_exists, best_accuracy, elapsed, steps_done, steps, warnings) and
@@ -94,7 +94,6 @@ class TrainingWorker(QObject):
     prepared = Signal(dict)
     step = Signal(dict)
     validation = Signal(dict)
-    checkpoint = Signal(dict)
     status = Signal(str)
     finished = Signal(dict)
     failed = Signal(str, str)
@@ -175,12 +174,10 @@ class TrainingWorker(QObject):
             self.finished.emit({"status": "cancelled", "model_path": "", "model_exists": False, "best_accuracy": None,
                                 "elapsed": 0.0, "steps_done": 0, "steps": self.plan.steps,
                                 "warnings": list(self._warnings)})
-        except (MetaStudioError, ValueError) as exc:
-            self._flush_steps()
-            self.failed.emit(str(exc), traceback.format_exc())
         except BaseException as exc:  # noqa: BLE001 - report everything; never die silently
             self._flush_steps()
-            self.failed.emit(f"meta-training failed: {type(exc).__name__}: {exc}", traceback.format_exc())
+            said = for_person(exc)
+            self.failed.emit(said.message, said.details)
         finally:
             if threads_before is not None:
                 import torch
@@ -215,7 +212,7 @@ class TrainingWorker(QObject):
             self.loading.emit(stage, int(done), -1 if total is None else int(total))
 
     def _on_event(self, event) -> None:
-        from metastudio.engine.trainer import CheckpointEvent, StepEvent, ValidationEvent
+        from metastudio.engine.trainer import StepEvent, ValidationEvent
 
         if isinstance(event, StepEvent):
             self._merge_step(event)
@@ -226,8 +223,6 @@ class TrainingWorker(QObject):
             self._flush_steps()
             self.validation.emit({"step": int(event.step), "accuracy": float(event.accuracy), "ci95": float(event.ci95),
                                   "best_accuracy": float(event.best_accuracy), "improved": bool(event.improved)})
-        elif isinstance(event, CheckpointEvent):
-            self.checkpoint.emit({"step": int(event.step), "path": str(event.path), "kind": str(event.kind)})
 
     def _merge_step(self, event) -> None:
         previous = self._pending
@@ -252,9 +247,4 @@ class TrainingWorker(QObject):
         self._pending, self._pending_steps = None, 0
         self._last_step_emit = time.perf_counter()
         self.step.emit(d)
-
-
-# ================================================================================================
-# the panel
-
 
