@@ -128,13 +128,18 @@ def seeded_conv4(host):
     return spec
 
 
+def make_train_val_tree(root: Path, size: int = 28) -> Path:
+    """A folder dataset with a validation split: ``root/train`` (8 classes) and ``root/val`` (5 other
+    classes), 6 generated images of ``size`` pixels each; returns ``root``."""
+    make_class_tree(root / "train", classes=8, per_class=6, size=size, seed=1)
+    make_class_tree(root / "val", classes=5, per_class=6, size=size, seed=2)
+    return root
+
+
 @pytest.fixture(scope="module")
 def folder_data(tmp_path_factory) -> Path:
     """``train/`` with 8 classes and ``val/`` with 5 classes of 6 small (28 px) images each."""
-    root = tmp_path_factory.mktemp("train-and-val")
-    make_class_tree(root / "train", classes=8, per_class=6, size=28, seed=1)
-    make_class_tree(root / "val", classes=5, per_class=6, size=28, seed=2)
-    return root
+    return make_train_val_tree(tmp_path_factory.mktemp("train-and-val"))
 
 
 @pytest.fixture

@@ -2,20 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from conftest import make_class_tree
-
-
-def make_train_val_tree(root: Path, size: int = 28) -> Path:
-    """A folder dataset with a validation split: ``root/train`` (8 classes) and ``root/val`` (5 other
-    classes), 6 generated images of ``size`` pixels each; returns ``root``."""
-    make_class_tree(root / "train", classes=8, per_class=6, size=size, seed=1)
-    make_class_tree(root / "val", classes=5, per_class=6, size=size, seed=2)
-    return root
-
-
-import torch  # noqa: E402 - used by the checks below
+import torch
 
 
 def assert_standalone_reproduces(learner, algorithm, query_images: torch.Tensor, atol: float = 1e-5) -> torch.Tensor:

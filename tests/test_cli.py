@@ -15,8 +15,7 @@ from PIL import Image
 
 from metastudio.cli import main
 
-from conftest import class_pattern, make_class_tree
-from helpers import make_train_val_tree
+from conftest import make_train_val_tree, class_pattern, make_class_tree
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,8 @@ from metastudio.app.runs import PreparedRun, RunCancelled, TrainingPlan, prepare
 from metastudio.engine.trainer import StepEvent, Trainer
 
 from conftest import make_class_tree
-from helpers import make_train_val_tree
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def folder_data(tmp_path_factory):
-    return make_train_val_tree(tmp_path_factory.mktemp("runs-data"))
 
 
 def small_plan(root, out, **changes) -> TrainingPlan:

@@ -8,7 +8,7 @@ group of an installed package, for example in its ``pyproject.toml``::
 
 and that implements one or more of the hooks below, each decorated with :data:`hookimpl`::
 
-    from metastudio.plugins import hookimpl
+    from metastudio.api import hookimpl  # every name a plugin needs comes from metastudio.api
 
     @hookimpl
     def metastudio_algorithms():
@@ -68,7 +68,7 @@ def metastudio_algorithms():
     plain floats (at least ``loss`` and ``accuracy``) and ``adapt(support, progress=None) ->
     Learner``. Everything it learns must live in its ``state_dict`` (saved as safetensors);
     everything else needed to rebuild it must be in its hyperparameters (saved as JSON).
-    Use :mod:`metastudio.plugins.testkit` to check a new algorithm against the contract.
+    Use the test kit (``metastudio.api.check_algorithm``) to check a new algorithm against the contract.
 
     Example::
 
