@@ -33,7 +33,7 @@ Besides, an image with a side under :data:`MIN_SIDE` pixels is too small to reco
 The thresholds are calibrated on held-out data, never on the images they are measured on:
 mini-ImageNet *train* classes (which the photos model's centring mean also came from, but
 which no evaluation uses) for the in-class side, and Omniglot's *background* alphabets plus
-noise and flat colours of other seeds for the out-of-domain side; ``benchmarks/openset_photos.py
+noise and flat colours of other seeds for the out-of-domain side; ``benchmarks/harnesses/openset_photos.py
 --calibrate`` recomputes them and ``docs/benchmarks.md`` has the numbers on mini-ImageNet val.
 This module uses torch only (no Qt).
 """
@@ -61,7 +61,7 @@ MIN_SIDE = 16
 #: Distance rule: unsure when the nearest-prototype ratio is above this. The 95th percentile of
 #: in-class ratios of the photos model on mini-ImageNet *train* episodes (2- and 5-way, 1, 2, 5
 #: and 10 examples per class, weighted alike), so that about 5 % of the images of a person's
-#: classes are unsure (``benchmarks/openset_photos.py --calibrate``; measured on val in
+#: classes are unsure (``benchmarks/harnesses/openset_photos.py --calibrate``; measured on val in
 #: docs/benchmarks.md). It is a constant of the rule, not a setting of each model: the ratio is
 #: normalised by the support set's own spread, so its in-class distribution hardly moves with the
 #: number of examples or classes (the per-setting 95th percentiles are 1.28-1.41), and a person
