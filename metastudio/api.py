@@ -21,6 +21,7 @@ from __future__ import annotations
 from metastudio.algorithms.augment import DISTORT, DISTORT_PROB, random_affine
 from metastudio.algorithms.backbone import BackboneSpec
 from metastudio.algorithms.base import AdaptProgress, Algorithm, Learner, ProgressCallback, query_accuracy
+from metastudio.algorithms.buffers import BufferDict
 from metastudio.algorithms.feature_transform import (
     FEATURE_TRANSFORM,
     FEATURE_TRANSFORMS,
@@ -29,10 +30,13 @@ from metastudio.algorithms.feature_transform import (
     before_centring,
     copy_feature_transform,
     feature_transform_hyperparameter,
+    projection_hyperparameter,
+    projection_layer,
 )
 from metastudio.algorithms.gradient import HEAD, GradientAlgorithm, inner_hyperparameters, preprocess_gradient
 from metastudio.algorithms.hyperparameters import ROLES, TRAINING_HYPERPARAMETERS, HyperParameter, with_changes
 from metastudio.algorithms.openset import DistanceRule, OpenSetPrediction, fit_distance_rule
+from metastudio.algorithms.positions import LabelPositionsMixin, max_ways_hyperparameter
 from metastudio.data.datasets import DatasetSpec, FewShotDataset, Progress, TreeSource, load_class_folders, load_folder_split
 from metastudio.data.download import download
 from metastudio.data.episodes import Episode, SupportSet, stack_support
@@ -53,8 +57,10 @@ __all__ = [
     "GradientAlgorithm", "inner_hyperparameters", "preprocess_gradient", "HEAD",
     "FeatureTransformMixin", "FEATURE_TRANSFORM", "FEATURE_TRANSFORMS", "feature_transform_hyperparameter",
     "apply_feature_transform", "before_centring", "copy_feature_transform",
+    "projection_hyperparameter", "projection_layer",
     "DISTORT", "DISTORT_PROB", "random_affine",
     "DistanceRule", "OpenSetPrediction", "fit_distance_rule",
+    "BufferDict", "LabelPositionsMixin", "max_ways_hyperparameter",
     # hooks
     "hookimpl", "HOOK_API_VERSION",
     # errors

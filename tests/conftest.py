@@ -49,7 +49,7 @@ def assert_round_trip(host, tmp_path, algorithm, episode):
     assert loaded.learner is not None and loaded.learner.class_names == episode.class_names
     assert torch.allclose(loaded.learner.predict_proba(episode.query_images), probs, atol=1e-6)
     with torch.no_grad():
-        exported = learner.as_module().eval()(episode.query_images.float() / 255)
+        exported = learner.standalone()(episode.query_images.float() / 255).softmax(1)
     assert torch.allclose(exported, probs, atol=1e-5)
     return probs
 

@@ -101,3 +101,54 @@ def assert_adapts_and_reads_each_query_alone(host, tmp_path, algo, episode, one:
     assert torch.equal(assert_round_trip(host, tmp_path, algo, episode), probs)
     assert_exports_match(learner, algo, tmp_path / "export", episode.query_images)
     return probs
+
+
+def assert_probabilities(probs: torch.Tensor, queries: int, ways: int) -> None:
+    """``probs`` is what predict_proba promises: float32 CPU probabilities [queries, ways] without
+    autograd history, non-negative, each row summing to 1."""
+    assert probs.shape == (queries, ways) and probs.dtype == torch.float32 and probs.device.type == "cpu"
+    assert not probs.requires_grad and bool((probs >= 0).all())
+    assert torch.allclose(probs.sum(1), torch.ones(queries))
+
+
+def accuracy_before_and_after_training(algo, train_ways: int, steps: int) -> tuple[float, float, list[dict]]:
+    """Mean accuracy of ``algo`` on 10 test episodes (3-way 1-shot, 3 queries a class, of a
+    16-class synthetic dataset) before and after ``steps`` meta-training steps on
+    ``train_ways``-way 1-shot episodes of the same dataset, and the metrics of those steps."""
+    from metastudio.data.episodes import EpisodeSampler
+    from metastudio.plugins.testkit import synthetic_dataset
+
+    ds = synthetic_dataset(classes=16, per_class=8)
+    train = EpisodeSampler(ds, train_ways, 1, 3, seed=0)
+    test = EpisodeSampler(ds, 3, 1, 3, seed=1)
+    algo.configure_training(steps)
+    algo.eval()
+    before = sum(algo.evaluate_episode(test.episode(i)) for i in range(10)) / 10
+    algo.train()
+    metrics = [algo.meta_train_step([train.episode(i)]) for i in range(steps)]
+    algo.eval()
+    after = sum(algo.evaluate_episode(test.episode(i)) for i in range(10)) / 10
+    return before, after, metrics
+
+
+def adapt_in_one_step(algo, support):
+    """``algo.adapt(support)`` with a progress callback, which must hear of exactly one step
+    (a one-pass adaptation, without a loss); returns the learner, for the support set's classes."""
+    from metastudio.algorithms.base import AdaptProgress
+
+    steps = []
+    learner = algo.adapt(support, progress=steps.append)
+    assert steps == [AdaptProgress(1, 1, None)]
+    assert learner.class_names == support.class_names
+    return learner
+
+
+def adapt_and_predict(algo, episode):
+    """:func:`adapt_in_one_step` to the episode's support set, then ``predict_proba`` of its
+    queries, checked by :func:`assert_probabilities` (an empty batch gives [0, ways]); returns
+    the learner and the probabilities."""
+    learner = adapt_in_one_step(algo, episode.support)
+    probs = learner.predict_proba(episode.query_images)
+    assert_probabilities(probs, len(episode.query_images), episode.ways)
+    assert learner.predict_proba(episode.query_images[:0]).shape == (0, episode.ways)
+    return learner, probs

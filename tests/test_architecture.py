@@ -133,3 +133,43 @@ def test_the_layers_contract_fails_on_an_upward_import(tmp_path):
     assert broken.returncode != 0
     assert "Layers:" in broken.stdout and "BROKEN" in broken.stdout
     assert "metastudio.data.images -> metastudio.app.session" in broken.stdout
+
+
+#: The size limits of the project's rules: a module a person can read in one sitting, a
+#: function that fits on a screen (docstring included).
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 700, 80
+
+
+def test_no_module_or_function_is_too_long_to_read():
+    too_long = []
+    for path in sorted([*PACKAGE.rglob("*.py"), *(ROOT / "plugins").rglob("*.py")]):
+        source = path.read_text(encoding="utf-8")
+        name = path.relative_to(ROOT)
+        if source.count("\n") > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}:{node.lineno} {node.name}(): {length} lines")
+    assert not too_long, "split these: " + "; ".join(too_long)
+
+
+def test_every_name_the_api_promises_exists():
+    import metastudio.api as api
+
+    missing = [name for name in api.__all__ if not hasattr(api, name)]
+    assert not missing and len(set(api.__all__)) == len(api.__all__)
+    assert "Stability promise" in api.__doc__
+
+
+def test_every_package_folder_is_installed():
+    """pyproject.toml lists the packages one by one (the built-ins install from plugins/ under
+    another name), so a new folder left out of the list would be missing from a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    found |= {".".join(("metastudio_builtins", *p.parent.relative_to(ROOT / "plugins").parts))
+              for p in (ROOT / "plugins").rglob("__init__.py")}
+    assert found == listed, f"not installed: {sorted(found - listed)}; listed but absent: {sorted(listed - found)}"

@@ -73,6 +73,39 @@ def test_saved_learner_restores_without_the_support_set(host, data, tmp_path):
     assert torch.allclose(loaded.learner.predict_proba(ep.query_images), learner.predict_proba(ep.query_images), atol=1e-6)
 
 
+def test_the_learner_tensors_are_saved_under_their_names_and_not_as_the_module_state(host, data, tmp_path):
+    _, val = data
+    algo = make_algorithm(host).eval()
+    learner = algo.adapt(val.episode(1).support)
+    assert set(learner.learner_state()) == {"prototypes", "open_set_prototypes", "open_set_expected"}
+    assert any(k.startswith("algorithm.backbone.") for k in learner.state_dict()), "state_dict is nn.Module's"
+    path = save_model(algo, tmp_path / "adapted.safetensors", learner=learner)
+    from safetensors.torch import load_file
+
+    saved = load_file(path)
+    assert torch.equal(saved["learner.prototypes"], learner.prototypes)
+    assert not any(k.startswith("learner.algorithm.") for k in saved)
+
+
+def test_a_learner_overriding_state_dict_the_old_way_is_saved_with_a_warning(host, data, tmp_path):
+    from metastudio.algorithms.base import Learner
+
+    _, val = data
+    algo = make_algorithm(host).eval()
+    ep = val.episode(1)
+    prototypes = algo.adapt(ep.support).prototypes
+
+    class OlderLearner(Learner):
+        def state_dict(self):
+            return {"prototypes": prototypes}
+
+    with pytest.warns(DeprecationWarning, match="rename state_dict to learner_state"):
+        path = save_model(algo, tmp_path / "old.safetensors", learner=OlderLearner(ep.class_names))
+    restored = load_model(path, host).learner
+    assert torch.equal(restored.prototypes, prototypes)
+    assert torch.allclose(restored.predict_proba(ep.query_images), algo.adapt(ep.support).predict_proba(ep.query_images))
+
+
 def test_bad_model_files_give_clear_errors(host, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "missing.safetensors", host)

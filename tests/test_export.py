@@ -25,6 +25,7 @@ from metastudio.plugins.testkit import synthetic_dataset
 from metastudio_builtins.algorithms.protonet import PrototypicalNetworks
 
 from conftest import class_pattern
+from helpers import assert_standalone_reproduces
 
 ort = pytest.importorskip("onnxruntime")
 # What a person's own code meets when loading TorchScript; not MetaStudio's to silence there.
@@ -69,29 +70,46 @@ def usage_probs(labels: dict, image_path, folder, monkeypatch) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------
-# Learner.as_module
+# The learner as a module (what export traces)
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
 @pytest.mark.parametrize("hparams", [
     {}, {"distance": "cosine", "temperature": 7.0}, {"feature_transform": "cl2n"},
     {"feature_transform": "power-cl2n", "distance": "cosine"},
 ])
-def test_as_module_gives_the_learners_probabilities(host, hparams):
+def test_the_standalone_learner_gives_the_learners_probabilities(host, hparams):
     algo = tiny_protonet(host, **hparams)
     support, queries = tiny_support()
+    assert_standalone_reproduces(algo.adapt(support), algo, queries)
+
+
+def test_the_learner_module_holds_what_forward_uses_and_leaves_the_algorithm_alone(host):
+    algo = tiny_protonet(host, feature_transform="cl2n").train()
+    algo.optimizer = torch.optim.SGD(algo.parameters(), lr=0.1)
+    support, queries = tiny_support()
     learner = algo.adapt(support)
-    module = learner.as_module()
+    assert algo.training, "adapting and predicting leave the algorithm's mode alone"
+    assert learner.algorithm is algo and dict(learner.named_buffers())["prototypes"].shape == (3, 64)
+    probs = learner.predict_proba(queries)
+    assert algo.training and torch.allclose(probs.sum(1), torch.ones(len(queries)))
+    with torch.no_grad(), algo.evaluating():
+        logits = learner(algo.prepare(queries))
+    assert logits.shape == (len(queries), 3) and torch.allclose(logits.softmax(1).cpu(), probs, atol=1e-6)
+    module = learner.standalone()
+    assert module.algorithm is not algo and module.algorithm.optimizer is None and algo.optimizer is not None
+    assert "algorithm.feature_mean" in module.state_dict() and "prototypes" in module.state_dict()
+
+
+def test_as_module_is_a_deprecated_alias_for_the_standalone_classifier(host):
+    algo = tiny_protonet(host)
+    support, queries = tiny_support()
+    learner = algo.adapt(support)
+    with pytest.warns(DeprecationWarning, match="as_module"):
+        module = learner.as_module()
     assert not module.training
-    assert all(not p.requires_grad and p.dtype == torch.float32 and p.device.type == "cpu" for p in module.parameters())
-    assert all(p.is_contiguous() for p in module.parameters()), "plain NCHW weights, not channels_last"
     with torch.no_grad():
-        probs = module(queries.float() / 255)
-    assert torch.allclose(probs, learner.predict_proba(queries), atol=1e-5)
-    # A copy: training the algorithm further does not change the exported classifier.
-    with torch.no_grad():
-        for p in algo.parameters():
-            p.add_(1.0)
-        assert torch.equal(module(queries.float() / 255), probs)
+        assert torch.allclose(module(queries.float() / 255), learner.predict_proba(queries), atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -243,22 +261,29 @@ class NoExport(Learner):
 
 
 class BakedBatch(Learner):
-    """A module whose batch size becomes a constant when traced."""
+    """A learner whose batch size becomes a constant when traced."""
+
+    def forward(self, images):
+        return torch.zeros(int(images.shape[0]), 2)
+
+
+class OlderContract(Learner):
+    """A learner written before learners were modules: its own predict_proba and as_module."""
 
     def predict_proba(self, images):
         return torch.full((len(images), 2), 0.5)
 
     def as_module(self):
-        class M(torch.nn.Module):
+        class Halves(torch.nn.Module):
             def forward(self, x):
-                return torch.full((int(x.shape[0]), 2), 0.5)
+                return x.new_full((1, 2), 0.5).expand(x.shape[0], 2)
 
-        return M()
+        return Halves()
 
 
-def test_a_learner_without_as_module_gives_a_clear_error(host, tmp_path):
+def test_a_learner_without_forward_gives_a_clear_error(host, tmp_path):
     algo = tiny_protonet(host)
-    with pytest.raises(MetaStudioError, match="cannot be exported"):
+    with pytest.raises(MetaStudioError, match=r"cannot be exported: its learner does not implement Learner\.forward"):
         export_learner(NoExport(["a", "b"]), algo, tmp_path, "onnx")
     assert list(tmp_path.iterdir()) == []
 
@@ -267,6 +292,12 @@ def test_a_baked_in_batch_size_is_caught_and_nothing_written(host, tmp_path):
     with pytest.raises(MetaStudioError, match="shape"):
         export_learner(BakedBatch(["a", "b"]), tiny_protonet(host), tmp_path, "torchscript")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_learner_of_the_older_contract_still_exports_through_its_as_module(host, tmp_path):
+    model_file, _ = export_learner(OlderContract(["a", "b"]), tiny_protonet(host), tmp_path, "torchscript")
+    with torch.no_grad():
+        assert torch.equal(torch.jit.load(str(model_file))(torch.rand(3, 1, 28, 28)), torch.full((3, 2), 0.5))
 
 
 def test_formats_and_paths(host, tmp_path):

@@ -205,7 +205,7 @@ def test_power_cl2n_helps_an_untrained_head_on_raw_looking_features(host, seeded
     assert accuracy["power-cl2n"] > accuracy["none"], accuracy
 
 
-# -- export: the stand-alone modules apply the transform ---------------------------------------------
+# -- export: the stand-alone learners apply the transform ---------------------------------------------
 
 @pytest.mark.parametrize(("name", "hparams"), HEADS, ids=HEAD_IDS)
 @pytest.mark.parametrize("transform", ["cl2n", "power-cl2n"])
@@ -215,12 +215,26 @@ def test_the_exported_module_applies_the_transform(host, seeded_conv4, tmp_path,
     algo.fit_feature_mean([images.images])
     assert algo.feature_mean.abs().max() > 0.01  # a mean that matters: skipping it would change the answer
     episode = EpisodeSampler(images, 3, 2, 2, seed=0).episode(0)
-    probs = assert_round_trip(host, tmp_path, algo, episode)  # predict_proba == loaded == as_module
-    module = algo.adapt(episode.support).as_module()
-    assert module.transform == transform and torch.equal(module.feature_mean, algo.feature_mean)
+    probs = assert_round_trip(host, tmp_path, algo, episode)  # predict_proba == loaded == exported
+    module = algo.adapt(episode.support).standalone()
+    mean = module.algorithm.feature_mean
+    assert module.algorithm.feature_transform_mode == transform and torch.equal(mean, algo.feature_mean)
     with torch.no_grad():
-        module.feature_mean.zero_()
-        assert not torch.allclose(module(episode.query_images.float() / 255), probs, atol=1e-4)
+        mean.zero_()
+        assert not torch.allclose(module(episode.query_images.float() / 255).softmax(1), probs, atol=1e-4)
+
+
+def test_copy_feature_transform_still_works_with_a_deprecation_warning(host, seeded_conv4):
+    from torch import nn
+
+    from metastudio.algorithms.feature_transform import copy_feature_transform
+
+    algo = build(host, seeded_conv4, "siamese", "cl2n")
+    algo.feature_mean.fill_(0.5)
+    module = nn.Module()
+    with pytest.warns(DeprecationWarning, match="copy_feature_transform is deprecated"):
+        assert copy_feature_transform(module, algo) == "cl2n"
+    assert torch.equal(module.feature_mean, algo.feature_mean) and module.feature_mean is not algo.feature_mean
 
 
 def test_heads_follow_the_algorithm_contract_with_a_transform(tmp_path):

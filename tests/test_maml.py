@@ -18,6 +18,7 @@ from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
 from metastudio_builtins.algorithms.maml import MAML
 
 from conftest import assert_round_trip
+from helpers import assert_exports_match, assert_standalone_reproduces, meta_train_on_tiny_episodes, meta_train_steps
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning"), pytest.mark.usefixtures("one_thread")]
 
@@ -141,13 +142,7 @@ def test_grouped_tasks_give_the_loop_s_loss_and_gradients():
 @pytest.mark.parametrize("first_order", [False, True])
 def test_learns_on_tiny_episodes(first_order):
     algo = build(lr=3e-3, inner_lr=0.4, first_order=first_order, adapt_steps=1)
-    ds = synthetic_dataset(classes=16, per_class=8)
-    train, test = EpisodeSampler(ds, 3, 1, 3, seed=0), EpisodeSampler(ds, 3, 1, 3, seed=1)
-    algo.configure_training(50)
-    algo.train()
-    losses = [algo.meta_train_step([train.episode(2 * i), train.episode(2 * i + 1)])["loss"] for i in range(50)]
-    algo.eval()
-    accuracy = sum(algo.evaluate_episode(test.episode(i)) for i in range(10)) / 10
+    losses, _, accuracy = meta_train_on_tiny_episodes(algo, 50)
     assert sum(losses[-5:]) < sum(losses[:5])
     assert accuracy > 0.6
 
@@ -166,6 +161,11 @@ def test_adapt_reports_each_step_and_predicts_without_changing_the_model(bn):
     assert probs.shape == (9, 3) and torch.allclose(probs.sum(1), torch.ones(9), atol=1e-5)
     assert all(torch.equal(v, before[k]) for k, v in algo.state_dict().items())
     assert all(t.grad_fn is None and not t.requires_grad for t in learner.fast.values())
+    buffers = {id(b) for b in learner.buffers()}
+    assert all(id(t) in buffers for t in [*learner.fast.values(), *(s for pair in learner.stats for s in pair)]), \
+        "the task weights and statistics are the learner's buffers (they move and copy with it)"
+    # only transductive batch norm needs all queries in one pass
+    assert learner.joint_queries == (bn == "transductive")
     if bn != "transductive":  # a query's prediction does not depend on the others
         assert torch.allclose(learner.predict_proba(ep.query_images[:1]), probs[:1], atol=1e-5)
     # the learner predicts what evaluating the episode measures
@@ -174,14 +174,18 @@ def test_adapt_reports_each_step_and_predicts_without_changing_the_model(bn):
 
 
 @pytest.mark.parametrize("bn", ["support", "transductive", "running"])
-def test_save_load_round_trip_and_export_module(host, tmp_path, bn):
+def test_save_load_round_trip_and_export(host, tmp_path, bn):
     algo = build(batch_norm=bn, adapt_steps=2)
-    algo.configure_training(2)
-    algo.train()
-    for i in range(2):
-        algo.meta_train_step([episode(index=i)])
-    algo.eval()
-    assert_round_trip(host, tmp_path, algo, episode(index=5))
+    meta_train_steps(algo, [[episode(index=i)] for i in range(2)])
+    ep = episode(index=5)
+    probs = assert_round_trip(host, tmp_path, algo, ep)
+    learner = algo.adapt(ep.support)
+    saved = learner.learner_state()
+    assert {k for k in saved if k.startswith("bn.")} == (
+        {f"bn.{i}.{s}" for i in range(4) for s in ("mean", "var")} if bn == "support" else set())
+    assert saved.keys() - {k for k in saved if k.startswith("bn.")} == {f"fast.{k}" for k in algo.meta_parameters()}
+    assert_exports_match(learner, algo, tmp_path / "export", ep.query_images)
+    assert torch.allclose(assert_standalone_reproduces(learner, algo, ep.query_images), probs, atol=1e-5)
 
 
 def test_memory_does_not_grow_over_200_adaptations():

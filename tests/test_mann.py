@@ -10,9 +10,10 @@ from metastudio_builtins.backbones.networks import Conv4
 from metastudio.data.datasets import FewShotDataset
 from metastudio.data.episodes import EpisodeSampler
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
-from metastudio_builtins.algorithms.mann import MANN, MemoryState, least_used
+from metastudio_builtins.algorithms.mann import MANN, STATE_FIELDS, MemoryState, least_used
 
 from conftest import assert_round_trip
+from helpers import assert_adapts_and_reads_each_query_alone, assert_standalone_reproduces
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning"), pytest.mark.usefixtures("one_thread")]
 
@@ -96,18 +97,19 @@ def test_sequence_protocol_counts_instances():
 
 
 @pytest.mark.parametrize("variant", [{}, {"feature_keys": True}], ids=["paper", "feature-keys"])
-def test_adapt_reads_queries_independently_and_round_trips(host, tmp_path, variant):
+def test_adapt_reads_queries_independently_round_trips_and_exports(host, tmp_path, variant):
     algo = build(**variant).eval()
     ep = EpisodeSampler(synthetic_dataset(classes=8, per_class=6), 3, 2, 3, seed=0).episode(0)
     assert MANN.interleave(ep.support_labels).tolist() == [0, 2, 4, 1, 3, 5]
+    probs = assert_adapts_and_reads_each_query_alone(host, tmp_path, algo, ep, one=4)
     learner = algo.adapt(ep.support)
-    probs = learner.predict_proba(ep.query_images)
-    assert probs.shape == (9, 3) and torch.allclose(probs.sum(1), torch.ones(9), atol=1e-5)
-    assert torch.allclose(learner.predict_proba(ep.query_images[4:5]), probs[4:5], atol=1e-5)
-    assert torch.equal(assert_round_trip(host, tmp_path, algo, ep), probs)
+    assert set(learner.learner_state()) == set(STATE_FIELDS), "saved under the state's field names"
+    assert torch.allclose(assert_standalone_reproduces(learner, algo, ep.query_images), probs, atol=1e-5)
     with pytest.raises(ValueError, match="at most 5 classes"):
         wide = EpisodeSampler(synthetic_dataset(classes=8, per_class=3), 6, 1, 1, seed=0).episode(0)
         algo.adapt(wide.support)
+    with pytest.raises(ValueError, match="5 label positions; an episode has 6 classes"):
+        algo.meta_train_step([wide])
 
 
 def test_passes_the_algorithm_contract(host, tmp_path):

@@ -6,11 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metastudio.algorithms.base import AdaptProgress
 from metastudio.engine.checkpoint import load_model, save_model
 from metastudio.data.episodes import EpisodeSampler
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
 from metastudio_builtins.algorithms.matchingnet import MatchingNetworks
+
+from helpers import adapt_in_one_step, assert_standalone_reproduces
 
 
 def build(host, **hparams) -> MatchingNetworks:
@@ -32,9 +33,7 @@ def test_probabilities_are_attention_weighted_labels(host):
 def test_adapt_predicts_probabilities_over_the_support_classes(host, fce):
     algo = build(host, fce=fce).eval()
     ep = EpisodeSampler(synthetic_dataset(classes=6, per_class=6), 3, 2, 4, seed=0).episode(0)
-    steps = []
-    learner = algo.adapt(ep.support, progress=steps.append)
-    assert steps == [AdaptProgress(1, 1, None)]
+    learner = adapt_in_one_step(algo, ep.support)
     probs = learner.predict_proba(ep.query_images)
     assert probs.shape == (12, 3) and probs.dtype == torch.float32 and probs.device.type == "cpu"
     assert torch.allclose(probs.sum(1), torch.ones(12), atol=1e-5)
@@ -59,6 +58,7 @@ def test_learns_on_tiny_episodes(host, fce, projection):
     assert after > 0.7
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
 @pytest.mark.parametrize("fce, projection", [(False, 0), (True, 0), (False, 16), (True, 16)])
 def test_save_load_round_trip_and_export_module(host, tmp_path, fce, projection):
     algo = build(host, fce=fce, projection=projection).eval()
@@ -73,12 +73,9 @@ def test_save_load_round_trip_and_export_module(host, tmp_path, fce, projection)
     save_model(algo, path, learner=learner)
     loaded = load_model(path, host)
     assert torch.equal(loaded.algorithm.adapt(ep.support).predict_proba(ep.query_images), probs)
-    restored = loaded.algorithm.restore_learner(ep.class_names, learner.state_dict())
+    restored = loaded.algorithm.restore_learner(ep.class_names, learner.learner_state())
     assert torch.allclose(restored.predict_proba(ep.query_images), probs)
-    module = learner.as_module().eval()
-    with torch.no_grad():
-        exported = module(ep.query_images.float() / 255)
-    assert torch.allclose(exported, probs, atol=1e-5)
+    assert_standalone_reproduces(learner, algo, ep.query_images)
 
 
 def test_passes_the_algorithm_contract(host, tmp_path):
@@ -99,21 +96,21 @@ def test_a_saved_adapted_learner_comes_back_with_the_model(host, tmp_path):
 
 def test_a_learned_temperature_is_trained_and_saved(host, tmp_path):
     algo = build(host, learn_temperature=True, temperature=5.0, lr=1e-2)
-    assert float(algo.scale) == pytest.approx(5.0)
+    assert float(algo.scale.detach()) == pytest.approx(5.0)
     ds = synthetic_dataset(classes=12, per_class=6)
     sampler = EpisodeSampler(ds, 5, 1, 3, seed=0)
     algo.configure_training(5)
     algo.train()
     for i in range(5):
         algo.meta_train_step([sampler.episode(i)])
-    learned = float(algo.scale)
+    learned = float(algo.scale.detach())
     assert learned != pytest.approx(5.0)
     algo.eval()
     path = tmp_path / "t.safetensors"
     save_model(algo, path)
-    assert float(load_model(path, host).algorithm.scale) == pytest.approx(learned)
+    assert float(load_model(path, host).algorithm.scale.detach()) == pytest.approx(learned)
     ep = sampler.episode(9)
     learner = algo.adapt(ep.support)
     with torch.no_grad():
-        exported = learner.as_module().eval()(ep.query_images.float() / 255)
+        exported = learner.standalone()(ep.query_images.float() / 255).softmax(1)
     assert torch.allclose(exported, learner.predict_proba(ep.query_images), atol=1e-5)

@@ -13,6 +13,7 @@ from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
 from metastudio_builtins.algorithms.metalstm import MetaLearnerLSTM, preprocess
 
 from conftest import assert_round_trip
+from helpers import assert_exports_match, meta_train_on_tiny_episodes
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning"), pytest.mark.usefixtures("one_thread")]
 
@@ -72,18 +73,12 @@ def test_meta_gradient_reaches_the_meta_learner_and_the_initial_weights():
 
 def test_meta_training_lowers_the_loss_and_learns():
     algo = build(lr=3e-3, inner_lr=0.3, inner_steps=2, adapt_steps=2)
-    ds = synthetic_dataset(classes=16, per_class=8)
-    train, test = EpisodeSampler(ds, 3, 1, 3, seed=0), EpisodeSampler(ds, 3, 1, 3, seed=1)
-    algo.configure_training(40)
-    algo.train()
-    losses = [algo.meta_train_step([train.episode(2 * i), train.episode(2 * i + 1)])["loss"] for i in range(40)]
-    algo.eval()
-    accuracy = sum(algo.evaluate_episode(test.episode(i)) for i in range(10)) / 10
+    losses, _, accuracy = meta_train_on_tiny_episodes(algo, 40)
     assert sum(losses[-5:]) < sum(losses[:5])
     assert accuracy > 0.6
 
 
-def test_adapts_step_by_step_and_round_trips(host, tmp_path):
+def test_adapts_step_by_step_round_trips_and_exports(host, tmp_path):
     algo = build(adapt_steps=3, inner_lr=0.05).eval()
     ep = episode()
     steps = []
@@ -91,6 +86,7 @@ def test_adapts_step_by_step_and_round_trips(host, tmp_path):
     assert [s.step for s in steps] == [1, 2, 3] and steps[-1].loss < steps[0].loss
     probs = assert_round_trip(host, tmp_path, algo, ep)
     assert torch.allclose(learner.predict_proba(ep.query_images), probs)
+    assert_exports_match(learner, algo, tmp_path / "export", ep.query_images)
 
 
 def test_passes_the_algorithm_contract(host, tmp_path):

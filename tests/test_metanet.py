@@ -11,7 +11,7 @@ from metastudio.data.episodes import EpisodeSampler
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
 from metastudio_builtins.algorithms.metanet import MetaNetworks, augmented_linear, preprocess
 
-from conftest import assert_round_trip
+from helpers import assert_adapts_and_reads_each_query_alone, assert_standalone_reproduces, meta_train_on_tiny_episodes
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning"), pytest.mark.usefixtures("one_thread")]
 
@@ -56,16 +56,8 @@ def test_example_fast_weights_come_from_each_example_s_own_gradient():
 
 def test_meta_training_lowers_the_loss_and_learns():
     algo = build(lr=3e-3)
-    ds = synthetic_dataset(classes=16, per_class=8)
-    train, test = EpisodeSampler(ds, 3, 1, 3, seed=0), EpisodeSampler(ds, 3, 1, 3, seed=1)
-    algo.configure_training(80)
-    algo.eval()
-    before = sum(algo.evaluate_episode(test.episode(i)) for i in range(30)) / 30
-    algo.train()
-    losses = [algo.meta_train_step([train.episode(2 * i), train.episode(2 * i + 1)])["loss"] for i in range(80)]
-    algo.eval()
-    # 30 episodes (270 queries): 10 were too few to judge (0.49 on one machine, 0.65 over 30)
-    accuracy = sum(algo.evaluate_episode(test.episode(i)) for i in range(30)) / 30
+    # 30 test episodes (270 queries): 10 were too few to judge (0.49 on one machine, 0.65 over 30)
+    losses, before, accuracy = meta_train_on_tiny_episodes(algo, 80, test_episodes=30)
     assert sum(losses[-10:]) < sum(losses[:10])
     assert accuracy > 0.55 and accuracy > before + 0.15  # chance is 1/3
     # every part learned: both meta learners and the attention scale received gradients
@@ -73,16 +65,21 @@ def test_meta_training_lowers_the_loss_and_learns():
     assert algo.log_temperature.grad is not None
 
 
-def test_adapt_predicts_each_query_alone_and_round_trips(host, tmp_path):
-    algo = build().eval()
+@pytest.mark.parametrize("task_fast_weights", [True, False])
+def test_adapt_predicts_each_query_alone_round_trips_and_exports(host, tmp_path, task_fast_weights):
+    algo = build(task_fast_weights=task_fast_weights).eval()
     ep = episode()
+    probs = assert_adapts_and_reads_each_query_alone(host, tmp_path, algo, ep, one=2)
     learner = algo.adapt(ep.support)
-    probs = learner.predict_proba(ep.query_images)
-    assert probs.shape == (9, 3) and torch.allclose(probs.sum(1), torch.ones(9), atol=1e-5)
-    assert torch.allclose(learner.predict_proba(ep.query_images[2:3]), probs[2:3], atol=1e-5)
-    assert torch.equal(assert_round_trip(host, tmp_path, algo, ep), probs)
+    names = set(learner.learner_state())
+    assert {"keys", "example.fc.weight", "example.out.bias"} <= names
+    assert ("task.fc.weight" in names) == task_fast_weights
+    assert torch.allclose(assert_standalone_reproduces(learner, algo, ep.query_images), probs, atol=1e-5)
+    wide = EpisodeSampler(synthetic_dataset(classes=8, per_class=3), 6, 1, 1, seed=0).episode(0)
     with pytest.raises(ValueError, match="at most 5 classes"):
-        algo.adapt(EpisodeSampler(synthetic_dataset(classes=8, per_class=3), 6, 1, 1, seed=0).episode(0).support)
+        algo.adapt(wide.support)
+    with pytest.raises(ValueError, match="5 label positions; an episode has 6 classes"):
+        algo.meta_train_step([wide])
 
 
 def test_passes_the_algorithm_contract(host, tmp_path):

@@ -13,6 +13,7 @@ from metastudio.algorithms.feature_transform import apply_feature_transform
 from metastudio.plugins.testkit import synthetic_dataset
 
 from conftest import assert_round_trip
+from helpers import assert_exports_match
 from test_feature_transform import build, feature_dataset, learns_predicts_and_round_trips
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
@@ -44,19 +45,28 @@ def test_heads_learn_predict_and_round_trip_on_transformed_features(host, seeded
 
 
 @pytest.mark.parametrize(("name", "hparams", "lr"), HEADS, ids=IDS)
-def test_the_exported_module_applies_the_transform_and_the_hidden_layer(host, seeded_conv4, tmp_path, name,
-                                                                        hparams, lr):
+def test_the_exported_classifier_applies_the_transform_and_the_hidden_layer(host, seeded_conv4, tmp_path, name,
+                                                                            hparams, lr):
     images = synthetic_dataset(classes=6, per_class=6)
     algo = build(host, seeded_conv4, name, "cl2n", **hparams).eval()
     algo.fit_feature_mean([images.images])
     assert algo.feature_mean.abs().max() > 0.01  # a mean that matters: skipping it would change the answer
     episode = EpisodeSampler(images, 3, 2, 2, seed=0).episode(0)
-    probs = assert_round_trip(host, tmp_path, algo, episode)  # predict_proba == loaded == as_module
-    module = algo.adapt(episode.support).as_module()
-    assert module.transform == "cl2n" and torch.equal(module.feature_mean, algo.feature_mean)
+    probs = assert_round_trip(host, tmp_path, algo, episode)  # predict_proba == loaded == stand-alone copy
+    learner = algo.adapt(episode.support)
+    assert_exports_match(learner, algo, tmp_path / "export", episode.query_images)
+    x = episode.query_images.float() / 255
+    copy = learner.standalone()
     with torch.no_grad():
-        module.feature_mean.zero_()
-        assert not torch.allclose(module(episode.query_images.float() / 255), probs, atol=1e-4)
+        assert torch.allclose(copy(x).softmax(1), probs, atol=1e-5)
+        copy.algorithm.feature_mean.zero_()
+        assert not torch.allclose(copy(x).softmax(1), probs, atol=1e-4), "the copy centres with its own mean"
+    if "head_hidden" in hparams:
+        copy = learner.standalone()
+        with torch.no_grad():
+            copy.tensors["fast.body_weight"].zero_()
+            assert not torch.allclose(copy(x).softmax(1), probs, atol=1e-4), "the adapted hidden layer is used"
+    assert torch.equal(learner.predict_proba(episode.query_images), probs), "the copies are the learner's own"
 
 
 def _meta_gradient_norms(algo, episodes) -> dict[str, float]:

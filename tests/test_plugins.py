@@ -25,6 +25,7 @@ from PIL import Image
 from torch import nn
 
 from metastudio import cli
+from metastudio.algorithms.base import Learner
 from metastudio.algorithms.hyperparameters import with_changes
 from metastudio_builtins.backbones import BUILTIN_BACKBONES
 from metastudio.algorithms.backbone import BackboneSpec
@@ -76,28 +77,31 @@ def install(site: Path, monkeypatch, plugins: dict[str, tuple[str, str, str]], v
     importlib.invalidate_caches()
 
 
+class TinyNet(nn.Module):
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
+                                  nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.out_features = 32
+
+    def forward(self, x):
+        return self.body(x)
+
+
+#: A third-party plugin offering TinyNet as "tinynet" (its source, as a file of its own).
 GOOD_SOURCE = '''
-    """A third-party plugin offering one small backbone."""
-    from torch import nn
+"""A third-party plugin offering one small backbone."""
+from torch import nn
 
-    from metastudio.api import BackboneSpec
-    from metastudio.plugins import hookimpl
-
-
-    class TinyNet(nn.Module):
-        def __init__(self, in_channels):
-            super().__init__()
-            self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
-                                      nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
-            self.out_features = 32
-
-        def forward(self, x):
-            return self.body(x)
+from metastudio.api import BackboneSpec
+from metastudio.plugins import hookimpl
 
 
-    @hookimpl
-    def metastudio_backbones():
-        return [BackboneSpec("tinynet", lambda c, s: TinyNet(c), "A one-layer CNN for tests.")]
+''' + inspect.getsource(TinyNet) + '''
+
+@hookimpl
+def metastudio_backbones():
+    return [BackboneSpec("tinynet", lambda c, s: TinyNet(c), "A one-layer CNN for tests.")]
 '''
 
 #: entry-point name -> (distribution, module, source, expected words of the error)
@@ -210,17 +214,6 @@ def third_party(tmp_path, monkeypatch):
     plugins.update({name: (dist, module, source) for name, (dist, module, source, _) in BROKEN.items()})
     install(tmp_path / "site", monkeypatch, plugins, version="1.0")
     return plugins
-
-
-class TinyNet(nn.Module):
-    def __init__(self, in_channels: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
-                                  nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
-        self.out_features = 32
-
-    def forward(self, x):
-        return self.body(x)
 
 
 TINY = BackboneSpec("tiny", lambda c, s: TinyNet(c), "A one-layer CNN for fast tests.")
@@ -477,6 +470,18 @@ def test_protonet_with_cosine_distance_passes_the_contract(tiny_host, tmp_path):
                     hparams={"distance": "cosine", "lr": 0.01})
 
 
+def proto_with_learner(learner_cls: type) -> type[PrototypicalNetworks]:
+    """Prototypical Networks whose learners are ``learner_cls(algorithm, prototypes, class_names)``."""
+
+    class Proto(PrototypicalNetworks):
+        def adapt(self, support, progress=None):
+            learner = super().adapt(support, progress)
+            return learner_cls(self, learner.prototypes, learner.class_names)
+
+    Proto.__name__ = Proto.__qualname__ = f"{learner_cls.__name__}Proto"
+    return Proto
+
+
 class SigmoidLearner(ProtoLearner):
     """Scores in [0, 1] that are not a distribution over the classes."""
 
@@ -485,10 +490,36 @@ class SigmoidLearner(ProtoLearner):
         return self.algorithm.logits(self.algorithm.embed_all(images), self.prototypes).sigmoid().float().cpu()
 
 
-class UnnormalisedProto(PrototypicalNetworks):
-    def adapt(self, support, progress=None):
-        learner = super().adapt(support, progress)
-        return SigmoidLearner(self, learner.prototypes, learner.class_names)
+class OldStyleLearner(Learner):
+    """A learner of the older contract: its own predict_proba, no forward."""
+
+    def __init__(self, algorithm, prototypes, class_names):
+        super().__init__(class_names)
+        self.inner = ProtoLearner(algorithm, prototypes, class_names)
+
+    def predict_proba(self, images):
+        return self.inner.predict_proba(images)
+
+
+class SharpenedLearner(ProtoLearner):
+    """Probabilities that sum to 1 but are not the softmax of its forward."""
+
+    def predict_proba(self, images):
+        squared = super().predict_proba(images).pow(2)
+        return squared / squared.sum(1, keepdim=True)
+
+
+class InfiniteLearner(ProtoLearner):
+    def forward(self, images):
+        logits = super().forward(images)
+        return torch.cat([logits[:, :1] - float("inf"), logits[:, 1:]], 1)
+
+
+class BatchBakingLearner(ProtoLearner):
+    """A forward whose batch size becomes a constant when traced."""
+
+    def forward(self, images):
+        return super().forward(images)[: int(images.shape[0])].reshape(int(images.shape[0]), -1)
 
 
 class TensorMetricsProto(PrototypicalNetworks):
@@ -532,12 +563,16 @@ class MisdeclaredProto(PrototypicalNetworks):
 
 
 @pytest.mark.parametrize(("cls", "message"), [
-    (UnnormalisedProto, "must sum to 1"),
+    (proto_with_learner(SigmoidLearner), "must sum to 1"),
     (TensorMetricsProto, "plain Python floats"),
     (MutatingProto, "adapt must not change the algorithm"),
     (ForgetfulProto, "predicts differently"),
     (NoProgressProto, "progress callback"),
     (NotLearningProto, "loss did not go down"),
+    (proto_with_learner(OldStyleLearner), r"\[forward\] OldStyleLearner must implement forward"),
+    (proto_with_learner(SharpenedLearner), r"\[forward\] predict_proba must be the softmax of forward"),
+    (proto_with_learner(InfiniteLearner), r"\[forward\] forward returned NaN or infinite logits"),
+    (proto_with_learner(BatchBakingLearner), r"\[export\] export_learner\(\.\.\., 'torchscript'\) failed"),
     (MisdeclaredProto, r"\[roles\] hyperparameter feature_transform is declared role='adaptation'.*feature_mean.*"
                        "declare it role='architecture'"),
 ])

@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 import metastudio_builtins.algorithms.relationnet as rn
-from metastudio.algorithms.base import AdaptProgress
 from metastudio.engine.checkpoint import load_model, save_model
 from metastudio.data.episodes import EpisodeSampler, SupportSet
 from metastudio.plugins.testkit import check_algorithm, check_backbone, synthetic_dataset
@@ -17,8 +16,10 @@ from metastudio_builtins.algorithms.relationnet import (
     MLPRelation,
     RelationNetworks,
     class_embeddings,
-    relation_probabilities,
+    relation_class_logits,
 )
+
+from helpers import adapt_and_predict, assert_standalone_reproduces
 
 
 # Tiny tensors: one thread is faster than two that wait for each other on a busy machine.
@@ -156,18 +157,18 @@ def test_concat_product_chunked_prediction_and_export(host, seeded_conv4, monkey
     learner = algo.adapt(ep.support)
     whole = learner.predict_proba(ep.query_images)
     with torch.no_grad():
-        assert torch.allclose(learner.as_module()(ep.query_images.float() / 255), whole, atol=1e-5)
+        assert torch.allclose(learner.standalone()(ep.query_images.float() / 255).softmax(1), whole, atol=1e-5)
     monkeypatch.setattr(rn, "PAIR_CHUNK", 4)  # one query (3 pairs) per pass
     assert torch.allclose(learner.predict_proba(ep.query_images), whole, atol=1e-6)
 
 
 def test_probabilities_are_normalised_relation_scores():
     logits = torch.tensor([[2.0, -1.0, 0.5], [-300.0, -200.0, -250.0]])
-    ratio = relation_probabilities(logits, "ratio", 10.0)
+    ratio = relation_class_logits(logits, "ratio", 10.0).softmax(1)
     scores = torch.sigmoid(logits[:1])
     assert torch.allclose(ratio[:1], scores / scores.sum(1, keepdim=True))
     assert torch.isfinite(ratio).all(), "scores that underflow to 0 still give probabilities"
-    soft = relation_probabilities(logits, "softmax", 3.0)
+    soft = relation_class_logits(logits, "softmax", 3.0).softmax(1)
     assert torch.allclose(soft, (3.0 * torch.sigmoid(logits)).softmax(1))
     for probs in (ratio, soft):
         assert torch.allclose(probs.sum(1), torch.ones(2))
@@ -189,19 +190,12 @@ def test_the_backbone_chooses_the_relation_module(host):
 def test_adapt_predicts_probabilities_over_the_episode_classes(host):
     algo = build(host).eval()
     ep = episode()
-    steps = []
-    learner = algo.adapt(ep.support, progress=steps.append)
-    assert steps == [AdaptProgress(1, 1, None)]
-    probs = learner.predict_proba(ep.query_images)
-    assert probs.shape == (9, 3) and probs.dtype == torch.float32 and probs.device.type == "cpu"
-    assert not probs.requires_grad and (probs >= 0).all()
-    assert torch.allclose(probs.sum(1), torch.ones(9))
+    learner, probs = adapt_and_predict(algo, ep)
     # The most probable class is the one with the highest relation score.
     with torch.inference_mode():
         logits = algo.logits_all(algo.embed_all(ep.query_images), learner.classes)
     assert probs.argmax(1).tolist() == logits.argmax(1).tolist()
     assert learner.predict(ep.query_images)[0][0] in ep.class_names
-    assert learner.predict_proba(ep.query_images[:0]).shape == (0, 3)
     assert algo.evaluate_episode(ep) == pytest.approx(float((probs.argmax(1) == ep.query_labels).float().mean()))
 
 
@@ -285,23 +279,10 @@ def test_save_and_load_give_the_same_predictions(host, tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")
-def test_as_module_gives_the_learners_probabilities_and_traces(host):
+def test_the_standalone_learner_gives_its_probabilities_and_traces(host):
     algo = build(host).eval()
     ep = episode()
-    learner = algo.adapt(ep.support)
-    module = learner.as_module()
-    assert not module.training
-    assert all(not p.requires_grad and p.dtype == torch.float32 and p.is_contiguous() for p in module.parameters())
-    x = ep.query_images.float() / 255
-    with torch.no_grad():
-        probs = module(x)
-    assert torch.allclose(probs, learner.predict_proba(ep.query_images), atol=1e-5)
-    traced = torch.jit.trace(module, x[:2])
-    with torch.no_grad():
-        assert torch.allclose(traced(x), probs, atol=1e-5), "the traced module works for another batch size"
-        for p in algo.parameters():  # a copy: changing the algorithm does not reach it
-            p.add_(1.0)
-        assert torch.equal(module(x), probs)
+    assert_standalone_reproduces(algo.adapt(ep.support), algo, ep.query_images)
 
 
 def test_follows_the_algorithm_contract(tmp_path):
@@ -336,7 +317,7 @@ def test_frozen_vector_backbone(host, seeded_conv4, tmp_path):
     assert loaded.algorithm.backbone_frozen
     assert torch.allclose(loaded.learner.predict_proba(ep.query_images), probs, atol=1e-6)
     with torch.no_grad():
-        assert torch.allclose(learner.as_module()(ep.query_images.float() / 255), probs, atol=1e-5)
+        assert torch.allclose(learner.standalone()(ep.query_images.float() / 255).softmax(1), probs, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------

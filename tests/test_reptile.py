@@ -12,6 +12,7 @@ from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
 from metastudio_builtins.algorithms.reptile import Reptile
 
 from conftest import assert_round_trip
+from helpers import assert_exports_match, meta_train_on_tiny_episodes
 
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning"), pytest.mark.usefixtures("one_thread")]
 
@@ -61,20 +62,11 @@ def test_meta_step_size_falls_linearly_to_zero():
 
 def test_learns_on_tiny_episodes():
     algo = build(inner_lr=0.1, inner_steps=5, inner_batch=6, adapt_steps=10)
-    ds = synthetic_dataset(classes=16, per_class=10)
-    train, test = EpisodeSampler(ds, 3, 1, 5, seed=0), EpisodeSampler(ds, 3, 1, 3, seed=1)
-    algo.eval()
-    before = sum(algo.evaluate_episode(test.episode(i)) for i in range(10)) / 10
-    algo.configure_training(40)
-    algo.train()
-    for i in range(40):
-        algo.meta_train_step([train.episode(2 * i), train.episode(2 * i + 1)])
-    algo.eval()
-    after = sum(algo.evaluate_episode(test.episode(i)) for i in range(10)) / 10
+    _, before, after = meta_train_on_tiny_episodes(algo, 40, per_class=10, train_queries=5)
     assert after > max(before, 0.6)
 
 
-def test_adapts_step_by_step_and_round_trips(host, tmp_path):
+def test_adapts_step_by_step_round_trips_and_exports(host, tmp_path):
     algo = build(adapt_steps=5, inner_lr=0.05).eval()
     ep = episodes(1)[0]
     steps = []
@@ -82,6 +74,7 @@ def test_adapts_step_by_step_and_round_trips(host, tmp_path):
     assert [s.step for s in steps] == [1, 2, 3, 4, 5] and steps[-1].loss < steps[0].loss
     probs = assert_round_trip(host, tmp_path, algo, ep)
     assert torch.allclose(learner.predict_proba(ep.query_images), probs)
+    assert_exports_match(learner, algo, tmp_path / "export", ep.query_images)
 
 
 def test_passes_the_algorithm_contract(host, tmp_path):

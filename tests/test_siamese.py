@@ -5,12 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metastudio.algorithms.base import AdaptProgress
 from metastudio.engine.checkpoint import load_model, save_model
 from metastudio.data.episodes import EpisodeSampler, SupportSet
 from metastudio.plugins.testkit import check_algorithm, synthetic_dataset
 from metastudio.algorithms.augment import random_affine
-from metastudio_builtins.algorithms.siamese import SiameseNetworks, class_probabilities, class_weights
+from metastudio_builtins.algorithms.siamese import SiameseNetworks, class_log_scores, class_weights
+
+from helpers import (
+    accuracy_before_and_after_training, adapt_and_predict, assert_exports_match, assert_standalone_reproduces,
+)
 
 # What a person's own code meets when tracing; not ours to silence elsewhere.
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit.trace.*` is deprecated:FutureWarning"), pytest.mark.usefixtures("one_thread")]
@@ -52,11 +55,10 @@ def test_weighted_l1_score_matches_its_definition(host):
     logit = weighted_l1(torch.tensor([[1.0, 0.0, 2.0]]), torch.tensor([[0.0, 3.0, 2.0]]), alpha, bias)
     assert logit.item() == pytest.approx(5.25)
     # The fast form (two L1 distance matrices) equals the literal one for weights of any sign.
-    from metastudio_builtins.algorithms.siamese import weighted_l1_broadcast
-
     a, b = torch.randn(5, 6), torch.randn(4, 6)
     for alpha in (torch.randn(6), -torch.rand(6), torch.rand(6), torch.zeros(6)):
-        assert torch.allclose(weighted_l1(a, b, alpha, bias), weighted_l1_broadcast(a, b, alpha, bias), atol=1e-5)
+        literal = (a.unsqueeze(1) - b.unsqueeze(0)).abs() @ alpha + bias
+        assert torch.allclose(weighted_l1(a, b, alpha, bias), literal, atol=1e-5)
     a = torch.randn(4, d)
     # Identical embeddings score exactly sigmoid(bias).
     assert algo.similarity(a[:1], a[:1]).item() == pytest.approx(torch.sigmoid(torch.tensor(0.7)).item())
@@ -65,13 +67,12 @@ def test_weighted_l1_score_matches_its_definition(host):
 def test_class_probabilities_average_p_same_over_shots_and_normalise():
     labels = torch.tensor([0, 0, 1, 2, 2, 2])
     p = torch.tensor([[0.9, 0.5, 0.2, 0.1, 0.1, 0.4], [0.1, 0.1, 0.3, 0.8, 0.9, 0.7]])
-    probs = class_probabilities(torch.logit(p), class_weights(labels, 3))
+    probs = class_log_scores(torch.logit(p), class_weights(labels, 3)).softmax(1)
     means = torch.stack([p[:, :2].mean(1), p[:, 2], p[:, 3:].mean(1)], 1)
     assert torch.allclose(probs, means / means.sum(1, keepdim=True), atol=1e-6)
     # Tiny probabilities everywhere: still finite, still the best match.
-    probs = class_probabilities(torch.tensor([[-200.0, -300.0, -150.0, -400.0, -400.0, -400.0]]),
-                                class_weights(labels, 3))
-    assert torch.isfinite(probs).all() and probs.argmax(1).item() == 1
+    scores = class_log_scores(torch.tensor([[-200.0, -300.0, -150.0, -400.0, -400.0, -400.0]]), class_weights(labels, 3))
+    assert torch.isfinite(scores).all() and torch.isfinite(scores.softmax(1)).all() and scores.argmax(1).item() == 1
 
 
 # -- training ---------------------------------------------------------------------------------------
@@ -88,18 +89,8 @@ def test_loss_decreases(host, pairs):
 
 
 def test_learning_transfers_to_new_classes(host):
-    algo = build(host, lr=3e-3)
-    ds = synthetic_dataset(classes=16, per_class=8)
-    train = EpisodeSampler(ds, 8, 1, 3, seed=0)
-    test = EpisodeSampler(ds, 3, 1, 3, seed=1)
-    algo.configure_training(40)
-    algo.eval()
-    before = sum(algo.evaluate_episode(test.episode(i)) for i in range(10)) / 10
-    algo.train()
-    metrics = [algo.meta_train_step([train.episode(i)]) for i in range(40)]
+    before, after, metrics = accuracy_before_and_after_training(build(host, lr=3e-3), train_ways=8, steps=40)
     assert all(0.0 <= m["accuracy"] <= 1.0 for m in metrics)
-    algo.eval()
-    after = sum(algo.evaluate_episode(test.episode(i)) for i in range(10)) / 10
     assert after > before and after > 0.8
 
 
@@ -108,15 +99,7 @@ def test_learning_transfers_to_new_classes(host):
 def test_outputs_are_probabilities_over_the_episode_classes(host):
     algo = build(host).eval()
     ep = episode()
-    steps = []
-    learner = algo.adapt(ep.support, progress=steps.append)
-    assert steps == [AdaptProgress(1, 1, None)]
-    assert learner.class_names == ep.class_names
-    probs = learner.predict_proba(ep.query_images)
-    assert probs.shape == (9, 3) and probs.dtype == torch.float32 and probs.device.type == "cpu"
-    assert not probs.requires_grad
-    assert torch.allclose(probs.sum(1), torch.ones(9))
-    assert learner.predict_proba(ep.query_images[:0]).shape == (0, 3)
+    learner, probs = adapt_and_predict(algo, ep)
     # The argmax is the class whose support images the query matches best (mean p(same)).
     with torch.no_grad():
         p = algo.similarity(algo.embed_all(ep.query_images), algo.embed_all(ep.support_images))
@@ -220,24 +203,14 @@ def test_save_load_round_trip_and_restored_learner(host, tmp_path):
     assert torch.equal(loaded.learner.predict_proba(ep.query_images), expected)
 
 
-def test_as_module_gives_the_learners_probabilities_and_traces(host):
+@pytest.mark.slow  # the dynamo ONNX export, ~3 s
+def test_the_standalone_learner_gives_its_probabilities_and_exports(host, tmp_path):
     algo = build(host).eval()
     ep = episode(ways=3, shots=2)
     support = SupportSet(ep.support_images[1:], ep.support_labels[1:], ep.class_names)
     learner = algo.adapt(support)
-    module = learner.as_module()
-    assert not module.training
-    assert all(not p.requires_grad and p.dtype == torch.float32 for p in module.parameters())
-    x = ep.query_images.float() / 255
-    with torch.no_grad():
-        probs = module(x)
-    assert torch.allclose(probs, learner.predict_proba(ep.query_images), atol=1e-5)
-    traced = torch.jit.trace(module, x[:2], check_trace=False)
-    with torch.no_grad():
-        assert torch.allclose(traced(x), probs, atol=1e-5), "no batch size is baked in"
-        for p in algo.parameters():
-            p.add_(1.0)
-        assert torch.equal(module(x), probs), "the module holds copies"
+    assert_exports_match(learner, algo, tmp_path, ep.query_images)  # ONNX has no cdist: the export writes it out
+    assert_standalone_reproduces(learner, algo, ep.query_images)
 
 
 def test_follows_the_algorithm_contract(tmp_path):

@@ -10,12 +10,19 @@ An :class:`Algorithm` is a ``torch.nn.Module`` holding everything that meta-trai
    :class:`Learner` -- a classifier for exactly those classes. Adaptation may take several
    steps (gradient descent in MAML-like methods); it reports each through ``progress`` so a
    GUI can plot it live.
-3. **Predict**: :meth:`Learner.predict_proba` gives class probabilities for query images, and
-   :meth:`Learner.predict_open_set` also says which queries are not like any of the classes
-   ("unsure"; optional: the default rule works from the probabilities alone).
-4. **Persist**: the module's ``state_dict`` goes to safetensors and everything else (name,
+3. **Predict**: a :class:`Learner` is a ``torch.nn.Module`` whose ``forward`` is its prediction:
+   float images [B, C, H, W] in [0, 1] -> logits [B, N], computed with the same functions as
+   meta-training and reaching everything it uses (the algorithm, prototypes, fast weights...)
+   through its module tree. :meth:`Learner.predict_proba` (written once, in the base) turns
+   uint8 query images into probabilities with it, :meth:`Learner.predict_open_set` also says
+   which queries are not like any of the classes ("unsure"; optional: the default rule works
+   from the probabilities alone), and :mod:`metastudio.engine.export` writes a stand-alone copy
+   of it (:meth:`Learner.standalone`) as TorchScript or ONNX.
+4. **Persist**: the algorithm's ``state_dict`` goes to safetensors and everything else (name,
    version, backbone, image size, hyperparameters, history) to JSON metadata -- see
-   :mod:`metastudio.engine.checkpoint`. Nothing is ever pickled.
+   :mod:`metastudio.engine.checkpoint`; a learner's own tensors (:meth:`Learner.learner_state`)
+   may be saved with it and rebuilt by :meth:`Algorithm.restore_learner`. Nothing is ever
+   pickled.
 
 Hyperparameters are declared as :class:`HyperParameter` (type, default, range, help, role) so
 that forms, CLI flags and validation are derived from one declaration. The ``role`` says when a
@@ -25,13 +32,16 @@ weights (``architecture``), or when a trained model adapts and predicts (``adapt
 (:meth:`Algorithm.adaptation_overrides`).
 
 Images enter as uint8 tensors [B, C, H, W]; :meth:`Algorithm.prepare` moves them to the
-algorithm's device and scales them to floats in [0, 1].
+algorithm's device and scales them to floats in [0, 1]. :meth:`Algorithm.embed` takes either
+(prepared floats are what a learner's ``forward`` passes it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -63,15 +73,62 @@ class AdaptProgress:
 ProgressCallback = Callable[[AdaptProgress], None]
 
 
-class Learner(ABC):
-    """A classifier adapted to one support set. Made by :meth:`Algorithm.adapt`."""
+class Learner(nn.Module):
+    """A classifier adapted to one support set, made by :meth:`Algorithm.adapt`: a
+    ``torch.nn.Module`` whose :meth:`forward` is its prediction.
 
-    def __init__(self, class_names: Sequence[str]):
+    The algorithm it was adapted with is its submodule ``algorithm`` (when given to the
+    constructor or assigned), and whatever adaptation produced (prototypes, support embeddings,
+    fast weights...) is held as buffers, parameters or submodules, so that the module tree holds
+    everything :meth:`forward` uses. Learners are not moved, copied or switched between train and
+    eval mode while in use (that would move the algorithm too): predicting runs the algorithm in
+    eval mode by itself, and :meth:`standalone` makes a separate copy for export.
+    """
+
+    #: True for a learner that must see all queries in one forward pass (transductive batch
+    #: norm, say); otherwise :meth:`predict_proba` runs queries in chunks of the algorithm's
+    #: ``embed_chunk``.
+    joint_queries: ClassVar[bool] = False
+
+    def __init__(self, class_names: Sequence[str], algorithm: Algorithm | None = None):
+        super().__init__()
         self.class_names = tuple(class_names)
+        self.training = False  # the learner's own mode only: the algorithm's is left as it is
+        if algorithm is not None:
+            self.algorithm = algorithm
 
-    @abstractmethod
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits [B, N] for float images [B, C, H, W] with values in [0, 1] (as
+        :meth:`Algorithm.prepare` makes them: at the model's size, on the learner's device);
+        their softmax is the class probabilities, columns in the order of :attr:`class_names`.
+
+        Everything it uses must be reached through the module tree, and it must not branch in
+        Python on the batch size: it is traced and exported with a dynamic batch dimension
+        (:mod:`metastudio.engine.export`). Write it with the same functions meta-training uses,
+        so that there is one implementation of the computation. A learner that does not
+        implement it must override :meth:`predict_proba` and cannot be exported."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement Learner.forward (images -> logits)")
+
+    def query_chunk(self, count: int) -> int:
+        """How many of ``count`` queries :meth:`predict_proba` runs through :meth:`forward` at a
+        time: all of them with :attr:`joint_queries`, else the algorithm's ``embed_chunk``."""
+        return max(1, count) if self.joint_queries else self.algorithm.embed_chunk
+
     def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        """Probabilities [Q, N] (rows sum to 1, float32, on the CPU) for uint8 images [Q, C, H, W]."""
+        """Probabilities [Q, N] (rows sum to 1, float32, on the CPU) for uint8 images [Q, C, H, W]:
+        the softmax of :meth:`forward` on the images prepared by :meth:`Algorithm.prepare`, in
+        the algorithm's eval mode, without autograd, in chunks of :meth:`query_chunk` queries."""
+        if len(images) == 0:
+            return torch.zeros(0, len(self.class_names))
+        algorithm = self.algorithm
+        chunk = self.query_chunk(len(images))
+        parts = []
+        with torch.inference_mode(), algorithm.evaluating():
+            for i in range(0, len(images), chunk):
+                prepared = algorithm.prepare(images[i : i + chunk])
+                with algorithm.cached_as(prepared, images[i : i + chunk]):
+                    parts.append(self(prepared).float().softmax(1).cpu())
+        return torch.cat(parts)
 
     def predict(self, images: torch.Tensor) -> tuple[list[str], torch.Tensor]:
         """Predicted class names and the probabilities they come from."""
@@ -102,37 +159,71 @@ class Learner(ABC):
         return ``rule.predict(query_features, probabilities)``: the distance of the query to its
         nearest prototype divided by the distance an image of that class is expected at, unsure
         above :data:`~metastudio.algorithms.openset.DISTANCE_THRESHOLD`. Compute the probabilities
-        and the features from one forward pass, and fall back to this default
-        (``super().predict_open_set(images)``) where the rule cannot be fitted, i.e. where
-        ``fit_distance_rule`` returned None."""
+        and the features from one forward pass, with the same functions :meth:`forward` uses, and
+        fall back to this default (``super().predict_open_set(images)``) where the rule cannot be
+        fitted, i.e. where ``fit_distance_rule`` returned None."""
         return max_probability_prediction(self.predict_proba(images))
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def learner_state(self) -> dict[str, torch.Tensor]:
         """Tensors that, with the algorithm's weights and the class names, rebuild this learner
-        (:meth:`Algorithm.restore_learner`). Empty when the learner cannot be saved."""
+        (:meth:`Algorithm.restore_learner`); saved with the model by
+        :func:`metastudio.engine.checkpoint.save_model`. Empty (the default) when the learner
+        cannot be saved.
+
+        A learner written for the older contract, which returned these tensors from an
+        overridden ``state_dict()``, still works: its ``state_dict()`` is called, with a
+        ``DeprecationWarning``. (``state_dict`` is ``nn.Module``'s, which export relies on.)"""
+        if type(self).state_dict is not nn.Module.state_dict:
+            warnings.warn(
+                f"{type(self).__name__} overrides state_dict() to return the tensors that rebuild it; "
+                "rename state_dict to learner_state", DeprecationWarning, stacklevel=2)
+            return dict(self.state_dict())
         return {}
 
+    def standalone(self) -> nn.Module:
+        """A self-contained copy of this learner, for use without MetaStudio
+        (:mod:`metastudio.engine.export`): deep-copied with its algorithm (so later changes to
+        the algorithm do not reach it; the algorithm's optimiser, schedule and feature cache are
+        left out), on the CPU in plain float32 (contiguous memory format, no mixed precision),
+        in eval mode, without autograd. Calling it is calling :meth:`forward` (logits)."""
+        left_out: dict[int, Any] = {}
+        for module in self.modules():
+            if isinstance(module, Algorithm):
+                for value in (module.feature_cache, module.optimizer, module.scheduler):
+                    if value is not None:
+                        left_out[id(value)] = None
+        clone = copy.deepcopy(self, left_out)
+        clone.to("cpu", torch.float32).to(memory_format=torch.contiguous_format)
+        clone.requires_grad_(False).eval()
+        for module in clone.modules():
+            if isinstance(module, Algorithm):
+                module.use_amp = False
+                module.memory_format = torch.contiguous_format
+                # Nothing of a copy is trained: a frozen backbone's weights are held (and listed
+                # by state_dict, which torch.export reads) like any others.
+                module.backbone_frozen = False
+        return clone
+
     def as_module(self) -> nn.Module:
-        """This classifier as one self-contained ``torch.nn.Module``, for use without MetaStudio
-        (see :mod:`metastudio.engine.export`).
+        """Deprecated: :meth:`standalone` with a softmax after it (class probabilities [B, N]),
+        as :mod:`metastudio.engine.export` writes it."""
+        warnings.warn("Learner.as_module() is deprecated: a learner is a module; export it with "
+                      "metastudio.engine.export.export_learner, or use Learner.standalone()",
+                      DeprecationWarning, stacklevel=2)
+        return Probabilities(self.standalone())
 
-        The module is in eval mode, on the CPU, in plain float32 (no channels_last, no autocast),
-        and maps float32 images [B, C, H, W] with values in [0, 1], already resized to
-        ``image_size`` x ``image_size``, to class probabilities [B, N] (a softmax, columns in the
-        order of :attr:`class_names`). Everything it needs (backbone, feature transform,
-        prototypes or heads...) is held as its own buffers and parameters, copied so that later
-        changes to the algorithm do not reach it. It must give the same probabilities as
-        :meth:`predict_proba` on the same images divided by 255, be traceable by
-        ``torch.jit.trace`` and exportable by ``torch.onnx.export``, both with a dynamic batch
-        dimension (no Python branching on the batch size).
 
-        The default raises ``NotImplementedError``: an algorithm whose learner cannot be written
-        as one fixed module (one that adapts lazily, say) cannot be exported.
-        """
-        raise NotImplementedError(
-            f"this classifier ({type(self).__name__}) cannot be exported: its algorithm does not provide "
-            "a stand-alone module (Learner.as_module)"
-        )
+class Probabilities(nn.Module):
+    """A classifier module giving logits (a stand-alone :class:`Learner`), followed by a softmax:
+    float images [B, C, H, W] in [0, 1] -> class probabilities [B, N] (float32)."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+        self.training = classifier.training
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.classifier(images).float().softmax(1)
 
 
 class Algorithm(nn.Module, ABC):
@@ -167,7 +258,9 @@ class Algorithm(nn.Module, ABC):
     ):
         super().__init__()
         # channels_last makes the convolutions ~1.5x faster on CPUs (oneDNN) and on GPUs.
-        self.backbone = backbone.to(memory_format=torch.channels_last)
+        #: The memory format :meth:`prepare` gives images (a stand-alone copy uses the contiguous one).
+        self.memory_format = torch.channels_last
+        self.backbone = backbone.to(memory_format=self.memory_format)
         self.backbone_name = backbone_name
         self.image_size = int(image_size)
         self.channels = int(channels)
@@ -190,6 +283,7 @@ class Algorithm(nn.Module, ABC):
         #: features of images seen before are reused instead of recomputed.
         self.feature_cache = None
         self._backbone_fingerprint: str | None = None  # computed on first use (frozen weights never change)
+        self._cache_source: tuple[torch.Tensor, torch.Tensor] | None = None  # see cached_as
         self.backbone_frozen = bool(freeze_backbone)
         if self.hparams.get("distort") and self.backbone_frozen:
             raise ValueError(
@@ -293,7 +387,7 @@ class Algorithm(nn.Module, ABC):
             images = images.float().div_(255.0)
         else:
             images = images.float()
-        return images.contiguous(memory_format=torch.channels_last) if images.dim() == 4 else images
+        return images.contiguous(memory_format=self.memory_format) if images.dim() == 4 else images
 
     @contextlib.contextmanager
     def evaluating(self):
@@ -308,8 +402,10 @@ class Algorithm(nn.Module, ABC):
             self.train(was_training)
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Backbone features [B, D] (float32) for uint8 images (no autograd graph through a
-        frozen backbone; cached by image content when a frozen backbone has a feature cache).
+        """Backbone features [B, D] (float32) for uint8 images, or for float images already
+        prepared (:meth:`prepare`; what a learner's ``forward`` passes), with no autograd graph
+        through a frozen backbone; uint8 images are cached by content when a frozen backbone has
+        a feature cache.
 
         With a frozen backbone, a floating-point [B, D] input is taken as its features already
         computed (:mod:`metastudio.engine.features`): meta-training a head then never runs the
@@ -318,12 +414,30 @@ class Algorithm(nn.Module, ABC):
             if not self.backbone_frozen:
                 raise ValueError("precomputed features can only stand in for a frozen backbone")
             return images.to(self.device, torch.float32)
+        if self._cache_source is not None and images is self._cache_source[0]:
+            images = self._cache_source[1]
         if self.backbone_frozen and self.feature_cache is not None and images.dtype == torch.uint8 and len(images):
             host = images.cpu()
             contents = [img.numpy().tobytes() for img in host]
             features = self.feature_cache.embed(self.feature_namespace(), contents, lambda idx: self._embed(host[idx]))
             return features.to(self.device)
         return self._embed(images)
+
+    @contextlib.contextmanager
+    def cached_as(self, prepared: torch.Tensor, images: torch.Tensor):
+        """Within the block, :meth:`embed` of the tensor ``prepared`` (what :meth:`prepare` made of
+        the uint8 ``images``) is that of ``images``, whose features a frozen backbone's feature
+        cache holds by content: :meth:`Learner.predict_proba` runs the learner's ``forward`` so,
+        and repeated predictions on the same images reuse their features. A no-op without a
+        frozen backbone with a feature cache."""
+        if not (self.backbone_frozen and self.feature_cache is not None and images.dtype == torch.uint8):
+            yield
+            return
+        self._cache_source = (prepared, images)
+        try:
+            yield
+        finally:
+            self._cache_source = None
 
     #: Images embedded per forward pass by :meth:`embed_all` (bounds memory).
     embed_chunk: ClassVar[int] = 512
@@ -403,6 +517,21 @@ class Algorithm(nn.Module, ABC):
         if self.scheduler is not None:
             self.scheduler.step()
 
+    def episodes_step(self, episodes: Sequence[Episode],
+                      episode_loss: Callable[[Episode], tuple[torch.Tensor, int]]) -> dict[str, float]:
+        """One optimiser step on the mean over ``episodes`` of ``episode_loss(episode)``, which
+        gives an episode's loss and how many of its queries it classified right: what
+        :meth:`meta_train_step` returns (``loss``, the mean, and ``accuracy`` over all queries)."""
+        losses, correct, total = [], 0, 0
+        for episode in episodes:
+            loss, right = episode_loss(episode)
+            losses.append(loss)
+            correct += int(right)
+            total += len(episode.query_labels)
+        loss = torch.stack(losses).mean()
+        self.optimizer_step(loss)
+        return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
+
     @property
     def learning_rate(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer else float(self.hparams.get("lr", 0.0))
@@ -418,7 +547,7 @@ class Algorithm(nn.Module, ABC):
         """A :class:`Learner` for the support set's classes. Must not change the algorithm."""
 
     def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
-        """Rebuild a learner saved with :meth:`Learner.state_dict` (optional)."""
+        """Rebuild a learner saved with :meth:`Learner.learner_state` (optional)."""
         raise NotImplementedError(f"{self.name} cannot restore a saved learner; adapt it to a support set instead")
 
     def evaluate_episode(self, episode: Episode) -> float:

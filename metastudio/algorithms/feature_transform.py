@@ -18,14 +18,19 @@ modes, for features ``x`` [B, D] and a stored mean ``m`` [D]:
 ``architecture`` hyperparameter. It is fitted by :meth:`FeatureTransformMixin.fit_feature_mean`
 (:func:`metastudio.app.runs.prepare_run` does so before meta-training on a frozen backbone).
 
+A head may also learn a linear layer after the backbone (and the transform): it declares
+:func:`projection_hyperparameter` and builds the layer with :func:`projection_layer`.
+
 An algorithm gets the transform by declaring :data:`FEATURE_TRANSFORM` (or a variant from
 :func:`feature_transform_hyperparameter`) and inheriting :class:`FeatureTransformMixin` before
-:class:`~metastudio.algorithms.base.Algorithm`; its stand-alone module (``Learner.as_module``)
-calls :func:`copy_feature_transform` and :func:`apply_feature_transform`.
+:class:`~metastudio.algorithms.base.Algorithm`: its :meth:`~FeatureTransformMixin.embed` is
+then transformed, and so is what a learner's ``forward`` computes with it (the stored mean is a
+buffer of the algorithm, so a stand-alone copy of the learner carries it).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -87,15 +92,32 @@ def apply_feature_transform(features: torch.Tensor, mode: str, mean: torch.Tenso
 
 
 def copy_feature_transform(module: nn.Module, algorithm: Algorithm) -> str:
-    """For a stand-alone module (``Learner.as_module``): register a float32 CPU copy of the
-    algorithm's ``feature_mean`` as the module's buffer ``feature_mean`` (when its transform is
-    not ``none``) and return the mode, for ``apply_feature_transform(x, mode, module.feature_mean)``."""
+    """Deprecated (a learner is a module: its stand-alone copy, ``Learner.standalone``, carries
+    the algorithm's ``feature_mean``): register a float32 CPU copy of the algorithm's
+    ``feature_mean`` as the buffer ``feature_mean`` of ``module`` (when the transform is not
+    ``none``) and return the mode, for ``apply_feature_transform(x, mode, module.feature_mean)``."""
+    warnings.warn("copy_feature_transform is deprecated: a Learner is a module whose stand-alone copy "
+                  "(Learner.standalone) carries the feature mean", DeprecationWarning, stacklevel=2)
     mode = str(algorithm.hparams.get("feature_transform", "none"))
     if mode != "none":
-        # Cloned outside inference mode: the original may be an inference tensor.
-        with torch.no_grad():
+        with torch.no_grad():  # cloned outside inference mode: the original may be an inference tensor
             module.register_buffer("feature_mean", algorithm.feature_mean.detach().to("cpu", torch.float32).clone())
     return mode
+
+
+def projection_hyperparameter(help: str) -> HyperParameter:  # noqa: A002 - HyperParameter's own word
+    """The ``projection`` hyperparameter of a head on backbone features: the width of a learned
+    linear layer after the backbone, 0 for none (at most 16384; role ``architecture``), with the
+    head's own ``help``. :func:`projection_layer` builds the layer."""
+    return HyperParameter("projection", int, 0, help, 0, 16384, role="architecture")
+
+
+def projection_layer(in_features: int, width: int) -> tuple[nn.Linear | None, int]:
+    """The linear layer from ``in_features`` that ``projection=width`` declares (None for 0) and
+    the width of the features after it."""
+    if width > 0:
+        return nn.Linear(in_features, width), width
+    return None, in_features
 
 
 class FeatureTransformMixin:
@@ -161,4 +183,5 @@ class FeatureTransformMixin:
 
 
 __all__ = ["FEATURE_TRANSFORM", "FEATURE_TRANSFORMS", "FeatureTransformMixin", "apply_feature_transform",
-           "before_centring", "copy_feature_transform", "feature_transform_hyperparameter"]
+           "before_centring", "copy_feature_transform", "feature_transform_hyperparameter",
+           "projection_hyperparameter", "projection_layer"]

@@ -16,8 +16,9 @@ other, and always for episodes of different shapes). ``auto`` (the default) grou
 loops on a CPU: on this project's 2-core CPU (1 thread, beside another job) the grouped pass
 was about 1.6x *slower* than the loop, 11.5 against 7.4 s per meta-batch of 32 5-way 1-shot
 15-query tasks (its activations, 0.5 GB per layer, do not stay in cache, and the element-wise
-layers become memory-bound). On a GPU one pass replaces T rounds of small kernel launches and is
-expected to win; that has not been measured yet.
+layers become memory-bound). On a GPU one pass replaces T rounds of small kernel launches: on an
+H100 it made a meta-batch 14.5x faster than the loop (and 11.6x faster than learn2learn's MAML;
+docs/benchmarks.md, "MAML meta-training speed against learn2learn").
 
 **The output layer.** MAML's last layer has one row per class of a fixed N-way setting, so a
 model only serves that N and its rows are tied to arbitrary label positions. Here every task's
@@ -52,7 +53,6 @@ MAML, Reptile or the LSTM meta-learner on a small network over fixed features, c
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -63,17 +63,15 @@ from torch import nn
 from torch.func import grad
 
 from metastudio.algorithms.base import AdaptProgress, Algorithm, Learner, ProgressCallback, query_accuracy
+from metastudio.algorithms.buffers import BufferDict
+from metastudio.algorithms.feature_transform import FEATURE_TRANSFORM, FeatureTransformMixin
 from metastudio.algorithms.hyperparameters import HyperParameter
-from metastudio.data.episodes import Episode, SupportSet
-from metastudio.algorithms.feature_transform import (
-    FEATURE_TRANSFORM,
-    FeatureTransformMixin,
-    apply_feature_transform,
-    copy_feature_transform,
-)
 from metastudio.algorithms.taskbatch import TaskBatchedChain, UnsupportedNetwork
+from metastudio.data.episodes import Episode, SupportSet
 
 HEAD = ("head_weight", "head_bias")
+#: The prefix of the backbone's weights among the weights that adapt (:meth:`GradientAlgorithm.meta_parameters`).
+BACKBONE = "backbone."
 
 #: p of the gradient preprocessing.
 PREPROCESS_P = 10.0
@@ -87,7 +85,6 @@ def preprocess_gradient(x: torch.Tensor, p: float = PREPROCESS_P) -> torch.Tenso
     first = torch.where(big, x.abs().clamp_min(math.exp(-p)).log() / p, torch.full_like(x, -1.0))
     second = torch.where(big, torch.sign(x), x * math.exp(p))
     return torch.stack([first, second], -1)
-BACKBONE = "backbone."
 
 
 def inner_hyperparameters(inner_lr: float, adapt_steps: int) -> tuple[HyperParameter, ...]:
@@ -164,15 +161,23 @@ class GradientAlgorithm(FeatureTransformMixin, Algorithm):
         fast["head_bias"] = meta["head_bias"].expand(tasks, ways)
         return fast
 
+    @property
+    def adapts_features(self) -> bool:
+        """Whether the adapted network reads the features of a frozen backbone (which does not
+        adapt) rather than images; fixed when the algorithm is built (a stand-alone copy of a
+        learner keeps it, see :meth:`Learner.standalone`)."""
+        return self.chain is None
+
     def inputs(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Per-task uint8 images -> [T, n, C, H, W] floats (or [T, n, D] features with a frozen backbone)."""
-        if self.backbone_frozen:
+        """Per-task images, uint8 or already prepared (:meth:`Algorithm.prepare`) -> [T, n, C, H, W]
+        floats, or [T, n, D] features with a frozen backbone."""
+        if self.adapts_features:
             return torch.stack([self.embed(x) for x in images])
         return torch.stack([self.prepare(x).contiguous() for x in images])
 
     def logits(self, fast: Mapping[str, torch.Tensor], x: torch.Tensor, **bn) -> torch.Tensor:
         """Logits [T, n, N] of inputs [T, n, ...] under task weights ``fast``; ``bn`` goes to the chain."""
-        if self.backbone_frozen:
+        if self.adapts_features:
             features = x
             if "body_weight" in fast:
                 hidden = F.relu(torch.einsum("tnd,thd->tnh", x, fast["body_weight"]) + fast["body_bias"].unsqueeze(1))
@@ -243,17 +248,32 @@ class GradientAlgorithm(FeatureTransformMixin, Algorithm):
 
     def query_logits(self, fast: Mapping[str, torch.Tensor], xs: torch.Tensor, xq: torch.Tensor, *,
                      training: bool) -> torch.Tensor:
-        """Logits [T, q, N] of the queries under the adapted weights, with the batch-norm
-        statistics ``batch_norm`` names."""
+        """Logits [T, q, N] of the queries ``xq`` under the adapted weights, with the batch-norm
+        statistics ``batch_norm`` names: the support images ``xs`` normalise themselves and the
+        queries in one pass (``support``); while meta-training, batch statistics (``running``
+        folds them into the stored ones); otherwise as :meth:`adapted_logits`."""
+        if not self.adapts_features:
+            mode = self.hparams["batch_norm"]
+            if mode == "support":
+                n = xs.shape[1]
+                return self.logits(fast, torch.cat([xs, xq], 1), bn="batch", stats_from=n)[:, n:]
+            if training:
+                return self.logits(fast, xq, bn="batch", update_running=mode == "running")
+        return self.adapted_logits(fast, xq)
+
+    def adapted_logits(self, fast: Mapping[str, torch.Tensor], x: torch.Tensor,
+                       stats: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> torch.Tensor:
+        """Logits [T, n, N] of inputs ``x`` under adapted weights, outside meta-training: batch
+        norm with the support set's statistics ``stats`` (``support``; captured by :meth:`adapt`),
+        the stored running ones (``running``) or those of ``x`` itself (``transductive``)."""
+        if self.adapts_features:
+            return self.logits(fast, x)
         mode = self.hparams["batch_norm"]
-        if self.backbone_frozen:
-            return self.logits(fast, xq)
         if mode == "support":
-            n = xs.shape[1]
-            return self.logits(fast, torch.cat([xs, xq], 1), bn="batch", stats_from=n)[:, n:]
-        if mode == "running" and not training:
-            return self.logits(fast, xq, bn="running")
-        return self.logits(fast, xq, bn="batch", update_running=training and mode == "running")
+            return self.logits(fast, x, bn="given", given=list(stats))
+        if mode == "running":
+            return self.logits(fast, x, bn="running")
+        return self.logits(fast, x, bn="batch")
 
     # -- meta-training by backpropagation through the inner loop (MAML, the LSTM meta-learner) --
     def query_loss(self, episodes: Sequence[Episode], *, create_graph: bool) -> tuple[torch.Tensor, int]:
@@ -297,127 +317,76 @@ class GradientAlgorithm(FeatureTransformMixin, Algorithm):
         """Called between the backward passes and the optimiser step (nothing by default)."""
 
     # -- adaptation ------------------------------------------------------------------------------
+    def adapted_weights(self, images: torch.Tensor, labels: torch.Tensor, ways: int,
+                        progress=None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A support set's inputs [1, n, ...] and the task weights after ``adapt_steps`` inner
+        steps on it from the shared weights (no meta-gradient; ``progress(step, loss)`` after each)."""
+        xs = self.inputs([images])
+        ys = labels.to(self.device).unsqueeze(0)
+        meta = {k: v.detach() for k, v in self.meta_parameters().items()}
+        fast = self.inner_loop(self.task_weights(meta, 1, ways), xs, ys, self.hparams["adapt_steps"],
+                               create_graph=False, training=False, progress=progress)
+        return xs, {k: v.detach() for k, v in fast.items()}
+
     def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
         steps = self.hparams["adapt_steps"]
         report = (lambda step, loss: progress(AdaptProgress(step, steps, loss))) if progress else None
         with torch.no_grad(), self.evaluating():  # torch.func.grad still differentiates inside
-            xs = self.inputs([support.images])
-            ys = support.labels.to(self.device).unsqueeze(0)
-            meta = {k: v.detach() for k, v in self.meta_parameters().items()}
-            fast = self.inner_loop(self.task_weights(meta, 1, support.ways), xs, ys, steps, create_graph=False,
-                                   training=False, progress=report)
-            fast = {k: v.detach() for k, v in fast.items()}
+            xs, fast = self.adapted_weights(support.images, support.labels, support.ways, report)
             stats = []
-            if not self.backbone_frozen and self.hparams["batch_norm"] == "support":
+            if not self.adapts_features and self.hparams["batch_norm"] == "support":
                 self.logits(fast, xs, bn="batch", capture=stats)
-        return FastWeightsLearner(self, fast, stats, support.class_names)
+        return FastWeightsLearner(self, learner_tensors(fast, stats), support.class_names)
 
     def evaluate_episode(self, episode: Episode) -> float:
         with torch.no_grad(), self.evaluating():
-            xs = self.inputs([episode.support_images])
-            xq = self.inputs([episode.query_images])
-            ys = episode.support_labels.to(self.device).unsqueeze(0)
-            meta = {k: v.detach() for k, v in self.meta_parameters().items()}
-            fast = self.inner_loop(self.task_weights(meta, 1, episode.ways), xs, ys, self.hparams["adapt_steps"],
-                                   create_graph=False, training=False)
-            logits = self.query_logits(fast, xs, xq, training=False)[0]
+            xs, fast = self.adapted_weights(episode.support_images, episode.support_labels, episode.ways)
+            logits = self.query_logits(fast, xs, self.inputs([episode.query_images]), training=False)[0]
         return query_accuracy(logits, episode)
 
     def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
-        fast = {k[len("fast."):]: v.to(self.device) for k, v in state.items() if k.startswith("fast.")}
-        count = len([k for k in state if k.startswith("bn.") and k.endswith(".mean")])
-        stats = [(state[f"bn.{i}.mean"].to(self.device), state[f"bn.{i}.var"].to(self.device)) for i in range(count)]
-        return FastWeightsLearner(self, fast, stats, class_names)
+        return FastWeightsLearner(self, {k: v.to(self.device) for k, v in state.items()}, class_names)
+
+
+def learner_tensors(fast: Mapping[str, torch.Tensor], stats: Sequence[tuple[torch.Tensor, torch.Tensor]]
+                    ) -> dict[str, torch.Tensor]:
+    """What a :class:`FastWeightsLearner` keeps and saves, by name: the task weights
+    (``fast.<name>``, [1, ...] each) and the support set's batch-norm statistics
+    (``bn.<i>.mean``, ``bn.<i>.var``, [1, C] each; none unless ``batch_norm=support``)."""
+    state = {f"fast.{k}": v for k, v in fast.items()}
+    for i, (mean, var) in enumerate(stats):
+        state[f"bn.{i}.mean"], state[f"bn.{i}.var"] = mean, var
+    return state
 
 
 class FastWeightsLearner(Learner):
-    """The task weights after the adaptation steps ([1, ...] each) and, with ``batch_norm=support``,
-    the support set's batch-norm statistics under them."""
+    """An adapted gradient-based classifier: the tensors of :func:`learner_tensors` as buffers
+    (``tensors``), and :meth:`GradientAlgorithm.adapted_logits` under them as its forward."""
 
-    def __init__(self, algorithm: GradientAlgorithm, fast: Mapping[str, torch.Tensor], stats: list, class_names: Sequence[str]):
-        super().__init__(class_names)
-        self.algorithm = algorithm
-        self.fast = dict(fast)
-        self.stats = list(stats)
+    def __init__(self, algorithm: GradientAlgorithm, tensors: Mapping[str, torch.Tensor], class_names: Sequence[str]):
+        super().__init__(class_names, algorithm)
+        self.tensors = BufferDict(tensors)
+        #: Transductive batch norm normalises the queries with each other's statistics: one pass.
+        self.joint_queries = algorithm.hparams["batch_norm"] == "transductive"
 
-    @torch.no_grad()
-    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        if len(images) == 0:
-            return torch.zeros(0, len(self.class_names))
-        algo = self.algorithm
-        with algo.evaluating():
-            outputs = []
-            mode = algo.hparams["batch_norm"]
-            # Transductive batch norm normalises the queries together: one batch. Otherwise chunks.
-            chunk = len(images) if mode == "transductive" else algo.embed_chunk
-            for i in range(0, len(images), chunk):
-                x = algo.inputs([images[i : i + chunk]])
-                if algo.backbone_frozen:
-                    logits = algo.logits(self.fast, x)
-                elif mode == "support":
-                    logits = algo.logits(self.fast, x, bn="given", given=self.stats)
-                elif mode == "running":
-                    logits = algo.logits(self.fast, x, bn="running")
-                else:
-                    logits = algo.logits(self.fast, x, bn="batch")
-                outputs.append(logits[0].float().softmax(1))
-        return torch.cat(outputs).cpu()
+    @property
+    def fast(self) -> dict[str, torch.Tensor]:
+        """The task weights by parameter name ([1, ...] each)."""
+        return self.tensors.with_prefix("fast.")
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {f"fast.{k}": v for k, v in self.fast.items()}
-        for i, (mean, var) in enumerate(self.stats):
-            state[f"bn.{i}.mean"], state[f"bn.{i}.var"] = mean, var
-        return state
-
-    def as_module(self) -> nn.Module:
-        return FastWeightsModule(self.algorithm, self.fast, self.stats)
-
-
-class FastWeightsModule(nn.Module):
-    """The adapted classifier on its own: a copy of the backbone holding the task weights (batch
-    norm in eval mode with the support statistics, or the running ones; with transductive batch
-    norm, batch statistics), then the adapted output layer and a softmax."""
-
-    def __init__(self, algorithm: GradientAlgorithm, fast: Mapping[str, torch.Tensor], stats: list):
-        super().__init__()
-        backbone = copy.deepcopy(algorithm.backbone).to("cpu", torch.float32).to(memory_format=torch.contiguous_format)
-        with torch.no_grad():
-            if not algorithm.backbone_frozen:
-                for name, param in backbone.named_parameters():
-                    param.copy_(fast[BACKBONE + name][0])
-            mode = algorithm.hparams["batch_norm"]
-            norms = [m for m in backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-            if not algorithm.backbone_frozen and mode == "support":
-                for norm, (mean, var) in zip(norms, stats, strict=True):
-                    norm.running_mean.copy_(mean[0])
-                    norm.running_var.copy_(var[0])
-        backbone.eval()
-        self.transform = copy_feature_transform(self, algorithm)
-        if not algorithm.backbone_frozen and mode == "transductive":
-            for norm in norms:  # batch statistics always
-                norm.track_running_stats = False
-                norm.running_mean = norm.running_var = None
-                norm.train()
-        self.backbone = backbone
-        self.body = None
-        if "body_weight" in fast:
-            self.body = nn.Linear(fast["body_weight"].shape[2], fast["body_weight"].shape[1])
-            with torch.no_grad():
-                self.body.weight.copy_(fast["body_weight"][0])
-                self.body.bias.copy_(fast["body_bias"][0])
-        self.head = nn.Linear(fast["head_weight"].shape[2], fast["head_weight"].shape[1])
-        with torch.no_grad():
-            self.head.weight.copy_(fast["head_weight"][0])
-            self.head.bias.copy_(fast["head_bias"][0])
-        self.requires_grad_(False)
+    @property
+    def stats(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The support set's (mean, variance) for each batch norm, in order (``batch_norm=support``)."""
+        count = sum(1 for name in self.tensors if name.startswith("bn.") and name.endswith(".mean"))
+        return [(self.tensors[f"bn.{i}.mean"], self.tensors[f"bn.{i}.var"]) for i in range(count)]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = apply_feature_transform(self.backbone(images).float(), self.transform,
-                                           getattr(self, "feature_mean", None))
-        if self.body is not None:
-            features = torch.cat([features, F.relu(self.body(features))], 1)
-        return self.head(features).softmax(1)
+        algorithm = self.algorithm
+        return algorithm.adapted_logits(self.fast, algorithm.inputs([images]), self.stats)[0]
+
+    def learner_state(self) -> dict[str, torch.Tensor]:
+        return self.tensors.as_dict()
 
 
-
-__all__ = ["BACKBONE", "HEAD", "PREPROCESS_P", "preprocess_gradient", "FastWeightsLearner", "FastWeightsModule", "GradientAlgorithm", "inner_hyperparameters"]
+__all__ = ["BACKBONE", "HEAD", "PREPROCESS_P", "FastWeightsLearner", "GradientAlgorithm", "inner_hyperparameters",
+           "learner_tensors", "preprocess_gradient"]

@@ -120,7 +120,7 @@ def save_model(
     tensors = dict(algorithm.state_dict())
     class_names = None
     if learner is not None:
-        state = learner.state_dict()
+        state = learner.learner_state()
         if not state:
             raise CheckpointError(f"a {algorithm.name} learner cannot be saved on its own; save the support set instead")
         tensors.update({f"learner.{k}": v for k, v in state.items()})

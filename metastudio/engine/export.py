@@ -1,7 +1,8 @@
 """Export an adapted classifier so that it runs without MetaStudio, and write prediction tables.
 
-:func:`export_learner` writes a :class:`~metastudio.algorithms.base.Learner` (see
-:meth:`Learner.as_module`) as one model file plus ``labels.json`` beside it:
+:func:`export_learner` writes a :class:`~metastudio.algorithms.base.Learner` -- a stand-alone
+copy of it (:meth:`Learner.standalone`: CPU, float32, eval mode) followed by a softmax -- as one
+model file plus ``labels.json`` beside it:
 
 - ``torchscript``: ``model.pt``, made by ``torch.jit.trace``; plain PyTorch loads it with
   ``torch.jit.load("model.pt")``.
@@ -39,7 +40,7 @@ import torch
 from torch import nn
 
 from metastudio import __version__
-from metastudio.algorithms.base import Algorithm, Learner
+from metastudio.algorithms.base import Algorithm, Learner, Probabilities
 from metastudio.engine.checkpoint import atomic_write
 from metastudio.errors import CheckpointError, MetaStudioError
 
@@ -100,11 +101,7 @@ def export_learner(
     labels_path = target.with_name(LABELS_FILE)
     if target.name == LABELS_FILE:
         raise MetaStudioError(f"the model file cannot be called {LABELS_FILE}: that name is taken by the labels file")
-    try:
-        module = learner.as_module()
-    except NotImplementedError as e:
-        raise MetaStudioError(str(e) or f"{type(learner).__name__} cannot be exported") from None
-    module = module.to("cpu").float().eval()
+    module = classifier_module(learner)
     example = _example_batch(algorithm, 2)
     with torch.no_grad():
         reference = module(example)
@@ -140,6 +137,23 @@ def export_learner(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [target, labels_path]
+
+
+def classifier_module(learner: Learner) -> nn.Module:
+    """What :func:`export_learner` traces: the learner's stand-alone copy with a softmax after it
+    (float images in [0, 1] -> probabilities), in eval mode on the CPU in float32. A learner
+    written for the older contract, whose class still provides its own ``as_module``, is
+    exported through that. Raises :class:`MetaStudioError` for a learner without ``forward``."""
+    if type(learner).as_module is not Learner.as_module:
+        try:
+            module = learner.as_module()
+        except NotImplementedError as e:
+            raise MetaStudioError(str(e) or f"{type(learner).__name__} cannot be exported") from None
+        return module.to("cpu").float().eval()
+    if type(learner).forward is Learner.forward:
+        raise MetaStudioError(f"this classifier ({type(learner).__name__}) cannot be exported: its learner does not "
+                              "implement Learner.forward (images -> logits)")
+    return Probabilities(learner.standalone())
 
 
 def _resolve_format(path: str | os.PathLike, format: str | None) -> str:  # noqa: A002
@@ -219,7 +233,7 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> str:
         program = torch.onnx.export(
             module, (example,), None, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
             dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, external_data=False,
-            verbose=False,
+            verbose=False, custom_translation_table={torch.ops.aten._cdist_forward.default: _onnx_cdist},
         )
     except Exception as dynamo_error:  # noqa: BLE001 - the exporter raises many types
         if isinstance(dynamo_error, OSError):
@@ -238,6 +252,18 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> str:
         raise MetaStudioError("the ONNX exporter returned nothing")
     program.save(str(path), external_data=False)
     return f"torch.onnx dynamo (torch.export-based) exporter (torch {torch.__version__})"
+
+
+def _onnx_cdist(x1, x2, p: float = 2.0, compute_mode=None):  # noqa: ARG001 - aten's signature
+    """ONNX for ``torch.cdist`` (``aten._cdist_forward``), which the exporter does not translate:
+    the p-norms of the broadcast differences of the rows of ``x1`` [.., A, D] and ``x2``
+    [.., B, D], as [.., A, B] (materialising [.., A, B, D])."""
+    from onnxscript import opset18 as op  # the dynamo exporter's own dependency
+
+    diff = op.Abs(op.Sub(op.Unsqueeze(x1, [-2]), op.Unsqueeze(x2, [-3])))
+    if p == 1.0:
+        return op.ReduceSum(diff, [-1], keepdims=0)
+    return op.Pow(op.ReduceSum(op.Pow(diff, p), [-1], keepdims=0), 1.0 / p)
 
 
 def _export_failure(kind: str, error: BaseException) -> MetaStudioError:

@@ -52,9 +52,16 @@ What :func:`check_algorithm` checks, in order (the message of a failure names th
    (5);
 6. prediction: ``predict_proba`` returns float32 CPU probabilities [Q, N] without autograd
    history, each row summing to 1;
-7. persistence: :func:`~metastudio.engine.checkpoint.save_model` then
+7. the learner as a module: :meth:`~metastudio.algorithms.base.Learner.forward` on the
+   prepared query images (floats in [0, 1]) gives finite logits [Q, N] whose softmax is what
+   ``predict_proba`` returns;
+8. export: the learner's stand-alone copy (:meth:`~metastudio.algorithms.base.Learner.standalone`:
+   a deep copy on the CPU in float32) reproduces ``predict_proba``, and
+   :func:`~metastudio.engine.export.export_learner` writes it (TorchScript by default; the
+   ``export_formats`` argument adds ONNX), checking the file on another batch size;
+9. persistence: :func:`~metastudio.engine.checkpoint.save_model` then
    :func:`~metastudio.engine.checkpoint.load_model` gives an algorithm whose learners predict
-   the same probabilities; if the learner has a ``state_dict``, a model saved with
+   the same probabilities; if the learner has a ``learner_state``, a model saved with
    ``learner=`` reloads with a learner that predicts the same probabilities.
 
 The algorithm class is checked as given: it does not have to be registered through an entry
@@ -90,6 +97,8 @@ FAMILIES = ("metric", "model", "optimization")
 WAYS, SHOTS, QUERIES = 5, 1, 2
 #: Tolerance when comparing the predictions of a reloaded model with the original's.
 ATOL, RTOL = 1e-5, 1e-4
+#: Tolerance when comparing the stand-alone copy's probabilities (CPU, float32, NCHW) with predict_proba.
+EXPORT_ATOL = 1e-4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,7 +325,8 @@ def _check_metrics(metrics: Any, step: str) -> float:
 
 
 def check_algorithm(cls: type[Algorithm], *, backbone: str = "conv4", host=None, steps: int = 8,
-                    tmp_path: str | Path | None = None, hparams: Mapping[str, Any] | None = None) -> None:
+                    tmp_path: str | Path | None = None, hparams: Mapping[str, Any] | None = None,
+                    export_formats: Sequence[str] = ("torchscript",)) -> None:
     """Check an algorithm class against the algorithm contract; raise AssertionError if it fails.
 
     :param cls: the :class:`~metastudio.algorithms.base.Algorithm` subclass to check (it need
@@ -325,10 +335,12 @@ def check_algorithm(cls: type[Algorithm], *, backbone: str = "conv4", host=None,
     :param host: the plugin host (an object with ``backbone(name)`` and ``algorithm(name)``);
         by default :func:`metastudio.plugins.get_host`, i.e. every installed plugin.
     :param steps: meta-training steps of the learning check (at least 4).
-    :param tmp_path: folder for the model files of the save/load check (a temporary folder,
-        removed afterwards, when None).
+    :param tmp_path: folder for the model files of the save/load and export checks (a
+        temporary folder, removed afterwards, when None).
     :param hparams: hyperparameter values to build the algorithm with (defaults otherwise),
         e.g. a larger learning rate if yours learns too slowly to pass the learning check.
+    :param export_formats: the formats of :func:`metastudio.engine.export.export_learner` the
+        export check writes (``"onnx"`` too takes a few seconds more).
 
     The check uses 1-channel 28x28 synthetic images, 5-way 1-shot episodes with 2 queries
     per class, and runs on the CPU. Example::
@@ -347,17 +359,26 @@ def check_algorithm(cls: type[Algorithm], *, backbone: str = "conv4", host=None,
         torch.manual_seed(0)
         if tmp_path is None:
             with tempfile.TemporaryDirectory(prefix="metastudio-testkit-") as tmp:
-                _check_instance(cls, backbone, host, steps, Path(tmp), hparams or {})
+                _check_instance(cls, backbone, host, steps, Path(tmp), hparams or {}, export_formats)
         else:
-            _check_instance(cls, backbone, host, steps, Path(tmp_path), hparams or {})
+            _check_instance(cls, backbone, host, steps, Path(tmp_path), hparams or {}, export_formats)
 
 
 def _check_instance(cls: type[Algorithm], backbone_name: str, host, steps: int, tmp: Path,
-                    hparams: Mapping[str, Any]) -> None:
+                    hparams: Mapping[str, Any], export_formats: Sequence[str]) -> None:
     ds = synthetic_dataset()
     spec = host.backbone(backbone_name)
+    algorithm = _build(cls, spec, ds, hparams)
+    _check_training(algorithm, ds, steps)
+    algorithm.eval()  # adaptation and prediction as the evaluator and the app run them
+    learner, support, queries = _check_adaptation(algorithm, ds)
+    _check_forward(learner, algorithm, support, queries)
+    _check_export(learner, algorithm, queries, tmp, export_formats)
+    _check_persistence(cls, host, algorithm, learner, support, queries, tmp)
 
-    # -- construction and meta-training ----------------------------------------------------------
+
+def _build(cls: type[Algorithm], spec, ds: FewShotDataset, hparams: Mapping[str, Any]) -> Algorithm:
+    """The algorithm built with a backbone from the host (step ``build``), its roles checked."""
     step = "build"
     try:
         algorithm = cls(spec.build(ds.channels, ds.image_size), backbone_name=spec.name, image_size=ds.image_size,
@@ -371,9 +392,13 @@ def _check_instance(cls: type[Algorithm], backbone_name: str, host, steps: int, 
         raise _fail(step, f"algorithm.config() must be JSON-serialisable (it goes into model files): {e}") from None
     with torch.random.fork_rng(devices=[]):  # the checks after this one see the same random numbers
         _check_roles(cls, spec, ds, hparams, algorithm)
+    return algorithm
+
+
+def _check_training(algorithm: Algorithm, ds: FewShotDataset, steps: int) -> None:
+    """``meta_train_step`` on 2 episodes, then the loss on a fixed episode goes down."""
     algorithm.configure_training(steps)
     algorithm.train()
-
     sampler = EpisodeSampler(ds, WAYS, SHOTS, QUERIES, seed=0)
     _check_metrics(algorithm.meta_train_step([sampler.episode(1), sampler.episode(2)]), "meta_train_step, 2 episodes")
     fixed: list[Episode] = [sampler.episode(0)]
@@ -387,8 +412,10 @@ def _check_instance(cls: type[Algorithm], backbone_name: str, host, steps: int, 
            f"{[round(x, 4) for x in losses]}); does meta_train_step step the optimiser built by "
            "configure_training? (pass hparams= for a larger learning rate if it is just slow)")
 
-    # -- adaptation and prediction, in eval mode -------------------------------------------------
-    algorithm.eval()
+
+def _check_adaptation(algorithm: Algorithm, ds: FewShotDataset) -> tuple[Learner, SupportSet, torch.Tensor]:
+    """Adapting (in eval mode) with and without a progress callback, with unequal shots and with
+    3 ways, and predicting; returns the first learner, its support set and queries."""
     classes = list(range(WAYS))
     support = _support(ds, classes, [2] * WAYS)
     queries = _queries(ds, classes, 3, 2)
@@ -417,8 +444,58 @@ def _check_instance(cls: type[Algorithm], backbone_name: str, host, steps: int, 
     three_queries = _queries(ds, three_classes, 2, 4)
     _check_proba(_adapt(algorithm, three, "adapt, 3 ways").predict_proba(three_queries),
                  len(three_queries), three, "predict_proba, 3-way support after 5-way training")
+    return learner, support, queries
 
-    # -- persistence -----------------------------------------------------------------------------
+
+def _check_forward(learner: Learner, algorithm: Algorithm, support: SupportSet, queries: torch.Tensor) -> None:
+    """The learner is a module whose forward gives finite logits [Q, N] for prepared images,
+    and predict_proba is their softmax."""
+    step = "forward"
+    _check(type(learner).forward is not Learner.forward, step,
+           f"{type(learner).__name__} must implement forward(images) -> logits [B, N] for float images in [0, 1] "
+           "(Learner.predict_proba and export run it); build it from the functions meta-training uses")
+    with torch.inference_mode(), algorithm.evaluating():
+        logits = learner(algorithm.prepare(queries))
+    _check(isinstance(logits, torch.Tensor) and logits.is_floating_point(), step,
+           f"forward must return a floating-point tensor of logits, got {type(logits).__name__}")
+    _check(tuple(logits.shape) == (len(queries), support.ways), step,
+           f"forward must return logits [images, ways] = [{len(queries)}, {support.ways}], got {list(logits.shape)}")
+    _check(bool(torch.isfinite(logits).all()), step,
+           "forward returned NaN or infinite logits (floor log-probabilities, e.g. probs.clamp_min(eps).log())")
+    softmax = logits.float().softmax(1).cpu()
+    probs = learner.predict_proba(queries)
+    _check(_same(softmax, probs), step,
+           "predict_proba must be the softmax of forward on the prepared images (largest difference "
+           f"{float((softmax - probs).abs().max())}); leave predict_proba to the base class")
+
+
+def _check_export(learner: Learner, algorithm: Algorithm, queries: torch.Tensor, tmp: Path,
+                  formats: Sequence[str]) -> None:
+    """The learner's stand-alone copy (CPU, float32) reproduces predict_proba, is a copy, and exports."""
+    from metastudio.engine.export import export_learner
+
+    step = "export"
+    module = learner.standalone()
+    _check(all(p.dtype == torch.float32 and p.device.type == "cpu" and not p.requires_grad
+               for p in module.parameters()), step, "the stand-alone copy must hold float32 CPU weights without autograd")
+    with torch.no_grad():
+        standalone = module(queries.float() / 255).float().softmax(1)
+    expected = learner.predict_proba(queries)
+    _check(standalone.shape == expected.shape and bool(torch.allclose(standalone, expected, atol=EXPORT_ATOL)), step,
+           "a deep copy of the learner on the CPU in float32 (Learner.standalone) predicts differently "
+           f"(largest difference {float((standalone - expected).abs().max()) if standalone.shape == expected.shape else 'shape'}): "
+           "forward must reach everything it uses through the module tree (register tensors with register_buffer)")
+    for fmt in formats:
+        try:
+            export_learner(learner, algorithm, tmp / f"{algorithm.name}-export-{fmt}", fmt)
+        except Exception as e:
+            raise _fail(step, f"export_learner(..., {fmt!r}) failed: {type(e).__name__}: {e} (forward must trace "
+                        "with a dynamic batch dimension: no Python branching on the batch size or on tensor values)") from e
+
+
+def _check_persistence(cls: type[Algorithm], host, algorithm: Algorithm, learner: Learner, support: SupportSet,
+                       queries: torch.Tensor, tmp: Path) -> None:
+    """save_model/load_model round-trips the algorithm, and the learner when it has a learner_state."""
     from metastudio.engine.checkpoint import load_model, save_model
 
     step = "save/load"
@@ -435,22 +512,23 @@ def _check_instance(cls: type[Algorithm], backbone_name: str, host, steps: int, 
            "meta-training learns must be in the module's state_dict (parameters or registered buffers), and "
            "everything else needed to rebuild it in its hyperparameters")
 
-    state = learner.state_dict()
-    if state:
-        _check(isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()), step,
-               "Learner.state_dict() must return a dict of tensors")
-        path = save_model(algorithm, tmp / f"{cls.name}-testkit-learner.safetensors", learner=learner)
-        loaded = load_model(path, registry)
-        _check(loaded.learner is not None, step,
-               "a model saved with learner= reloads without its learner: implement Algorithm.restore_learner")
-        _check(tuple(loaded.learner.class_names) == tuple(support.class_names), step,
-               f"the restored learner's class_names are {list(loaded.learner.class_names)}, "
-               f"expected {list(support.class_names)}")
-        restored = _check_proba(loaded.learner.predict_proba(queries), len(queries), support, "restored learner")
-        _check(_same(expected, restored), step,
-               "the learner restored from a model file predicts differently from the learner that was saved "
-               f"(largest difference {float((expected - restored).abs().max())}); Learner.state_dict() and "
-               "Algorithm.restore_learner() must round-trip")
+    state = learner.learner_state()
+    if not state:
+        return
+    _check(isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()), step,
+           "Learner.learner_state() must return a dict of tensors")
+    path = save_model(algorithm, tmp / f"{cls.name}-testkit-learner.safetensors", learner=learner)
+    loaded = load_model(path, registry)
+    _check(loaded.learner is not None, step,
+           "a model saved with learner= reloads without its learner: implement Algorithm.restore_learner")
+    _check(tuple(loaded.learner.class_names) == tuple(support.class_names), step,
+           f"the restored learner's class_names are {list(loaded.learner.class_names)}, "
+           f"expected {list(support.class_names)}")
+    restored = _check_proba(loaded.learner.predict_proba(queries), len(queries), support, "restored learner")
+    _check(_same(expected, restored), step,
+           "the learner restored from a model file predicts differently from the learner that was saved "
+           f"(largest difference {float((expected - restored).abs().max())}); Learner.learner_state() and "
+           "Algorithm.restore_learner() must round-trip")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -54,19 +54,17 @@ affect one another. The learner keeps the memory and controller state.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from metastudio.api import (
-    FEATURE_TRANSFORM, TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, apply_feature_transform,
-    copy_feature_transform, Episode, FeatureTransformMixin, hookimpl, HyperParameter, Learner,
-    ProgressCallback, SupportSet
+    FEATURE_TRANSFORM, TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, BufferDict, Episode,
+    FeatureTransformMixin, HyperParameter, LabelPositionsMixin, Learner, ProgressCallback, SupportSet, hookimpl,
+    max_ways_hyperparameter,
 )
 
 
@@ -170,7 +168,7 @@ class MemoryCore(nn.Module):
         return logits, new
 
 
-class MANN(FeatureTransformMixin, Algorithm):
+class MANN(LabelPositionsMixin, FeatureTransformMixin, Algorithm):
     name = "mann"
     version = "2"  # 2: key_strength
     title = "Memory-Augmented Neural Network"
@@ -187,8 +185,8 @@ class MANN(FeatureTransformMixin, Algorithm):
         HyperParameter("reads", int, 4, "Read heads (4 in the paper).", 1, 64, role="architecture"),
         HyperParameter("gamma", float, 0.95, "Decay of the usage weights (0.95 in the paper).", 0.0, 1.0,
                        role="adaptation"),
-        HyperParameter("max_ways", int, 20, "Label positions of the output: the most classes the model can tell "
-                       "apart. Each episode's classes get positions at random.", 2, 1000, role="architecture"),
+        max_ways_hyperparameter("Label positions of the output: the most classes the model can tell apart. Each "
+                                "episode's classes get positions at random."),
         HyperParameter("key_strength", bool, True, "Sharpen each read with a strength the controller emits (as in "
                        "the Neural Turing Machine); off: the paper's reads, a softmax of plain cosine similarities, "
                        "which over many rows is nearly flat.", role="architecture"),
@@ -205,10 +203,6 @@ class MANN(FeatureTransformMixin, Algorithm):
                        0.0, 1e6, role="training"),
         FEATURE_TRANSFORM,
     )
-
-    @classmethod
-    def ways_limit(cls, hparams: Mapping[str, Any]) -> int | None:
-        return int(hparams["max_ways"])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -252,8 +246,7 @@ class MANN(FeatureTransformMixin, Algorithm):
         ways_max = self.hparams["max_ways"]
         images, positions, classes = [], [], []
         for e in episodes:
-            if e.ways > ways_max:
-                raise ValueError(f"{self.title} has {ways_max} label positions; an episode has {e.ways} classes")
+            self.check_episode_ways(e.ways)
             x = torch.cat([e.support_images, e.query_images])
             y = torch.cat([e.support_labels, e.query_labels])
             # drawn on the CPU (where the generator lives), then moved to the episode's device
@@ -306,9 +299,7 @@ class MANN(FeatureTransformMixin, Algorithm):
         return torch.tensor(order, dtype=torch.long)
 
     def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
-        if support.ways > self.hparams["max_ways"]:
-            raise ValueError(f"this {self.title} model tells at most {self.hparams['max_ways']} classes apart "
-                             f"(max_ways); the support set has {support.ways}")
+        self.check_support_ways(support.ways)
         order = self.interleave(support.labels.cpu())
         with torch.no_grad(), self.evaluating():
             features = self.embed_all(support.images[order]).unsqueeze(0)
@@ -325,56 +316,25 @@ class MANN(FeatureTransformMixin, Algorithm):
 
 
 class MANNLearner(Learner):
-    """The memory and controller state after the support sequence; each query is the next step."""
+    """The memory and controller state after the support sequence (buffers, by field name);
+    each query is read out as the next step from it, independently of the others."""
 
     def __init__(self, algorithm: MANN, state: MemoryState, class_names: Sequence[str]):
-        super().__init__(class_names)
-        self.algorithm = algorithm
-        self.state = state
+        super().__init__(class_names, algorithm)
+        # Cloned: a field may be a view of an inference tensor (the support features).
+        self.memory_state = BufferDict({k: v.detach().clone() for k, v in state.fields().items()})
 
-    def read_out(self, features: torch.Tensor) -> torch.Tensor:
-        """Probabilities [Q, N] for query features [Q, D], each query one step from the saved state."""
-        logits, _ = self.algorithm.step(self.state.expand(len(features)), features)
-        return logits[:, : len(self.class_names)].float().softmax(1)
-
-    @torch.no_grad()
-    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        if len(images) == 0:
-            return torch.zeros(0, len(self.class_names))
-        algo = self.algorithm
-        with algo.evaluating():
-            return self.read_out(algo.embed_all(images)).cpu()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(self.state.fields())
-
-    def as_module(self) -> nn.Module:
-        return MANNModule(self.algorithm, self.state, len(self.class_names))
-
-
-class MANNModule(nn.Module):
-    """The adapted MANN on its own: a copy of the backbone and of the memory network, and the
-    state after the support sequence; images in [0, 1] -> probabilities over the classes."""
-
-    def __init__(self, algorithm: MANN, state: MemoryState, ways: int):
-        super().__init__()
-        self.backbone = copy.deepcopy(algorithm.backbone).to("cpu", torch.float32).to(memory_format=torch.contiguous_format)
-        self.core = copy.deepcopy(algorithm.core).to("cpu", torch.float32)
-        self.transform = copy_feature_transform(self, algorithm)
-        self.eval()
-        self.requires_grad_(False)
-        for name, value in state.fields().items():
-            self.register_buffer(f"state_{name}", value.detach().to("cpu", torch.float32).clone())
-        self.ways = ways
+    @property
+    def state(self) -> MemoryState:
+        return MemoryState(**self.memory_state.as_dict())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        n = images.shape[0]
-        fields = {k: getattr(self, f"state_{k}") for k in STATE_FIELDS}
-        state = MemoryState(**{k: v.expand(n, *v.shape[1:]) for k, v in fields.items()})
-        features = apply_feature_transform(self.backbone(images).float(), self.transform,
-                                           getattr(self, "feature_mean", None))
-        logits, _ = self.core.step(state, features)
-        return logits[:, : self.ways].softmax(1)
+        features = self.algorithm.embed(images)
+        logits, _ = self.algorithm.step(self.state.expand(features.shape[0]), features)
+        return logits[:, : len(self.class_names)]
+
+    def learner_state(self) -> dict[str, torch.Tensor]:
+        return self.memory_state.as_dict()
 
 
 @hookimpl

@@ -35,7 +35,6 @@ features before meta-training (:func:`metastudio.app.runs.prepare_run`).
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping, Sequence
 
@@ -44,12 +43,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from metastudio.api import (
-    FEATURE_TRANSFORM, TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, apply_feature_transform,
-    copy_feature_transform, Episode, FeatureTransformMixin, hookimpl, HyperParameter, Learner,
-    ProgressCallback, query_accuracy, SupportSet
+    FEATURE_TRANSFORM, TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, Episode,
+    FeatureTransformMixin, hookimpl, HyperParameter, Learner, ProgressCallback, projection_hyperparameter,
+    projection_layer, query_accuracy, SupportSet
 )
 
 EPS = 1e-8
+
+
+def log_probabilities(probs: torch.Tensor) -> torch.Tensor:
+    """log P(y | query) [Q, N], floored at log(EPS) so that it stays finite: the loss of
+    meta-training and the logits of the learner (their softmax is ``probs`` again, to within
+    the floor)."""
+    return probs.clamp_min(EPS).log()
 
 
 class SupportContext(nn.Module):
@@ -104,9 +110,8 @@ class MatchingNetworks(FeatureTransformMixin, Algorithm):
                        "(1 = the paper's plain cosine; larger = sharper attention). With learn_temperature, only the "
                        "starting value: a trained model then uses the temperature it learned.", 0.1, 100.0,
                        log_scale=True, role="adaptation"),
-        HyperParameter("projection", int, 0, "Width of a learned linear layer after the backbone (0 = none). Give a "
-                       "frozen pretrained backbone one (e.g. 256) to learn an embedding and keep FCE small.", 0, 16384,
-                       role="architecture"),
+        projection_hyperparameter("Width of a learned linear layer after the backbone (0 = none). Give a frozen "
+                                  "pretrained backbone one (e.g. 256) to learn an embedding and keep FCE small."),
         HyperParameter("learn_temperature", bool, True, "Meta-learn the temperature along with the embedding "
                        "(a learned scale, as cosine classifiers since Gidaris & Komodakis 2018 do).",
                        role="architecture"),
@@ -115,10 +120,7 @@ class MatchingNetworks(FeatureTransformMixin, Algorithm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        dim = int(self.backbone.out_features)
-        p = self.hparams["projection"]
-        self.projection = nn.Linear(dim, p) if p > 0 else None
-        dim = p if p > 0 else dim
+        self.projection, dim = projection_layer(int(self.backbone.out_features), self.hparams["projection"])
         if self.hparams["learn_temperature"]:
             self.log_temperature = nn.Parameter(torch.tensor(math.log(self.hparams["temperature"])))
         if self.hparams["fce"]:
@@ -139,10 +141,17 @@ class MatchingNetworks(FeatureTransformMixin, Algorithm):
 
     def contextualise(self, support: torch.Tensor, queries: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """g(support) and f(queries | support): the embeddings that are compared."""
-        if not self.hparams["fce"]:
-            return support, queries
-        g = self.support_context(support)
-        return g, self.query_attention(queries, g)
+        g = self.context(support)
+        return g, self.attend(queries, g)
+
+    def context(self, support: torch.Tensor) -> torch.Tensor:
+        """g(support): with FCE, the support embeddings read by the bidirectional LSTM."""
+        return self.support_context(support) if self.hparams["fce"] else support
+
+    def attend(self, queries: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """f(queries | g): with FCE, the query embeddings refined by attention over the
+        contextualised support ``g``; without, the embeddings as they are."""
+        return self.query_attention(queries, g) if self.hparams["fce"] else queries
 
     def class_probabilities(self, queries: torch.Tensor, support: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
         """P(y | query) = sum_i softmax_i(temperature * cos(f(q), g(x_i))) * y_i  -> [Q, N]."""
@@ -158,17 +167,14 @@ class MatchingNetworks(FeatureTransformMixin, Algorithm):
         return self.class_probabilities(queries, support, onehot)
 
     # -- meta-training ----------------------------------------------------------------------------
+    def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, int]:
+        """Negative log-likelihood of the queries' classes and how many are classified right."""
+        probs = self.episode_probabilities(episode)
+        labels = episode.query_labels.to(probs.device)
+        return F.nll_loss(log_probabilities(probs), labels), int((probs.argmax(1) == labels).sum())
+
     def meta_train_step(self, episodes: Sequence[Episode]) -> dict[str, float]:
-        losses, correct, total = [], 0, 0
-        for episode in episodes:
-            probs = self.episode_probabilities(episode)
-            labels = episode.query_labels.to(probs.device)
-            losses.append(F.nll_loss(probs.clamp_min(EPS).log(), labels))
-            correct += int((probs.argmax(1) == labels).sum())
-            total += len(labels)
-        loss = torch.stack(losses).mean()
-        self.optimizer_step(loss)
-        return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
+        return self.episodes_step(episodes, self.episode_loss)
 
     def evaluate_episode(self, episode: Episode) -> float:
         with torch.inference_mode():
@@ -180,7 +186,7 @@ class MatchingNetworks(FeatureTransformMixin, Algorithm):
     def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
         with torch.inference_mode(), self.evaluating():
             features = self.embed_all(support.images)
-            g = self.support_context(features) if self.hparams["fce"] else features
+            g = self.context(features)
         onehot = F.one_hot(support.labels.to(g.device), support.ways).float()
         if progress:
             progress(AdaptProgress(1, 1, None))
@@ -191,58 +197,21 @@ class MatchingNetworks(FeatureTransformMixin, Algorithm):
 
 
 class MatchingLearner(Learner):
+    """The contextualised support embeddings g(x_i) and their one-hot labels (buffers)."""
+
     def __init__(self, algorithm: MatchingNetworks, support: torch.Tensor, onehot: torch.Tensor,
                  class_names: Sequence[str]):
-        super().__init__(class_names)
-        self.algorithm = algorithm
-        self.support = support  # g(x_i), already contextualised when FCE is on
-        self.onehot = onehot
-
-    @torch.inference_mode()
-    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        if len(images) == 0:
-            return torch.zeros(0, len(self.class_names))
-        algo = self.algorithm
-        with algo.evaluating():
-            queries = algo.embed_all(images)
-            if algo.hparams["fce"]:
-                queries = algo.query_attention(queries, self.support)
-            probs = algo.class_probabilities(queries, self.support, self.onehot)
-        return probs.float().cpu()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"support": self.support, "onehot": self.onehot}
-
-    def as_module(self) -> nn.Module:
-        return MatchingModule(self.algorithm, self.support, self.onehot)
-
-
-class MatchingModule(nn.Module):
-    """The adapted classifier on its own (export): images in [0, 1] -> class probabilities."""
-
-    def __init__(self, algorithm: MatchingNetworks, support: torch.Tensor, onehot: torch.Tensor):
-        super().__init__()
-        self.backbone = copy.deepcopy(algorithm.backbone).float().cpu().eval()
-        self.backbone.to(memory_format=torch.contiguous_format)
-        self.projection = copy.deepcopy(algorithm.projection).float().cpu() if algorithm.projection is not None else None
-        self.query_attention = (copy.deepcopy(algorithm.query_attention).float().cpu().eval()
-                                if algorithm.hparams["fce"] else None)
-        self.requires_grad_(False)
-        self.transform = copy_feature_transform(self, algorithm)
-        self.register_buffer("support", F.normalize(support.detach().float().cpu(), dim=1).clone())
-        self.register_buffer("raw_support", support.detach().float().cpu().clone())
-        self.register_buffer("onehot", onehot.detach().float().cpu().clone())
-        self.temperature = float(torch.as_tensor(algorithm.scale).detach())
+        super().__init__(class_names, algorithm)
+        self.register_buffer("support", support)  # g(x_i), already contextualised when FCE is on
+        self.register_buffer("onehot", onehot)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        queries = self.backbone(images).float()
-        queries = apply_feature_transform(queries, self.transform, getattr(self, "feature_mean", None))
-        if self.projection is not None:
-            queries = self.projection(queries)
-        if self.query_attention is not None:
-            queries = self.query_attention(queries, self.raw_support)
-        similarity = F.normalize(queries, dim=1) @ self.support.t()
-        return (self.temperature * similarity).softmax(dim=1) @ self.onehot
+        algo = self.algorithm
+        queries = algo.attend(algo.embed(images), self.support)
+        return log_probabilities(algo.class_probabilities(queries, self.support, self.onehot))
+
+    def learner_state(self) -> dict[str, torch.Tensor]:
+        return {"support": self.support, "onehot": self.onehot}
 
 
 @hookimpl

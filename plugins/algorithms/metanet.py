@@ -43,7 +43,6 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,10 +50,11 @@ from torch import nn
 from torch.func import grad, vmap
 
 from metastudio.api import (
-    FEATURE_TRANSFORM, TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, apply_feature_transform,
-    copy_feature_transform, Episode, FeatureTransformMixin, hookimpl, HyperParameter, Learner,
-    preprocess_gradient as preprocess, ProgressCallback, query_accuracy, SupportSet
+    FEATURE_TRANSFORM, TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, BufferDict, Episode, FeatureTransformMixin,
+    HyperParameter, LabelPositionsMixin, Learner, ProgressCallback, SupportSet, hookimpl, max_ways_hyperparameter,
+    preprocess_gradient as preprocess, query_accuracy,
 )
+
 
 class CoordinateMLP(nn.Module):
     """A meta learner applied to every coordinate of a gradient: an MLP of the preprocessed
@@ -96,7 +96,7 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class MetaNetworks(FeatureTransformMixin, Algorithm):
+class MetaNetworks(LabelPositionsMixin, FeatureTransformMixin, Algorithm):
     name = "metanet"
     version = "1"
     title = "Meta Networks"
@@ -111,8 +111,7 @@ class MetaNetworks(FeatureTransformMixin, Algorithm):
                        role="architecture"),
         HyperParameter("meta_hidden", int, 20, "Units of the coordinate-wise meta learners d and m.", 2, 256,
                        role="architecture"),
-        HyperParameter("max_ways", int, 20, "Label positions of the base learner: the most classes a model tells "
-                       "apart.", 2, 1000, role="architecture"),
+        max_ways_hyperparameter("Label positions of the base learner: the most classes a model tells apart."),
         HyperParameter("task_fast_weights", bool, True, "Give the representation learner task-level fast weights "
                        "from a contrastive loss on the support set (step 1 of the paper).", role="adaptation"),
         HyperParameter("margin", float, 0.5, "Cosine margin of the contrastive representation loss.", -1.0, 1.0,
@@ -122,10 +121,6 @@ class MetaNetworks(FeatureTransformMixin, Algorithm):
                        role="training"),
         FEATURE_TRANSFORM,
     )
-
-    @classmethod
-    def ways_limit(cls, hparams: Mapping[str, Any]) -> int | None:
-        return int(hparams["max_ways"])
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -210,8 +205,7 @@ class MetaNetworks(FeatureTransformMixin, Algorithm):
     def meta_train_step(self, episodes: Sequence[Episode]) -> dict[str, float]:
         losses, correct, total = [], 0, 0
         for e in episodes:
-            if e.ways > self.hparams["max_ways"]:
-                raise ValueError(f"{self.title} has {self.hparams['max_ways']} label positions; an episode has {e.ways}")
+            self.check_episode_ways(e.ways)
             memory = self.memory(e.support_images, e.support_labels, e.ways)
             logits = self.classify(e.query_images, *memory, e.ways)
             labels = e.query_labels.to(logits.device)
@@ -232,89 +226,44 @@ class MetaNetworks(FeatureTransformMixin, Algorithm):
 
     # -- adaptation ------------------------------------------------------------------------------
     def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
-        if support.ways > self.hparams["max_ways"]:
-            raise ValueError(f"this {self.title} model tells at most {self.hparams['max_ways']} classes apart "
-                             f"(max_ways); the support set has {support.ways}")
+        self.check_support_ways(support.ways)
         with torch.no_grad(), self.evaluating():
             task_fast, keys, example_fast = self.memory(support.images, support.labels, support.ways)
         if progress:
             progress(AdaptProgress(1, 1, None))
-        return MetaNetLearner(self, task_fast, keys, example_fast, support.class_names)
+        return MetaNetLearner(self, memory_tensors(task_fast, keys, example_fast), support.class_names)
 
     def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
-        task = {k[len("task."):]: v.to(self.device) for k, v in state.items() if k.startswith("task.")} or None
-        example = {k[len("example."):]: v.to(self.device) for k, v in state.items() if k.startswith("example.")}
-        return MetaNetLearner(self, task, state["keys"].to(self.device), example, class_names)
+        return MetaNetLearner(self, {k: v.to(self.device) for k, v in state.items()}, class_names)
+
+
+def memory_tensors(task_fast: Mapping[str, torch.Tensor] | None, keys: torch.Tensor,
+                   example_fast: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What a :class:`MetaNetLearner` keeps and saves, by name: the support keys (``keys``), the
+    per-example fast weights (``example.<name>``) and u's task-level fast weights (``task.<name>``,
+    absent with ``task_fast_weights=false``)."""
+    state = {"keys": keys}
+    state.update({f"example.{k}": v for k, v in example_fast.items()})
+    if task_fast is not None:
+        state.update({f"task.{k}": v for k, v in task_fast.items()})
+    return state
 
 
 class MetaNetLearner(Learner):
-    def __init__(self, algorithm: MetaNetworks, task_fast, keys, example_fast, class_names: Sequence[str]):
-        super().__init__(class_names)
-        self.algorithm = algorithm
-        self.task_fast, self.keys, self.example_fast = task_fast, keys, example_fast
+    """The memory of the support set (the tensors of :func:`memory_tensors`, as buffers), and
+    :meth:`MetaNetworks.classify` with it as its forward."""
 
-    @torch.no_grad()
-    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        if len(images) == 0:
-            return torch.zeros(0, len(self.class_names))
-        algo = self.algorithm
-        with algo.evaluating():
-            out = [algo.classify(images[i : i + algo.embed_chunk], self.task_fast, self.keys, self.example_fast,
-                                 len(self.class_names)).float().softmax(1)
-                   for i in range(0, len(images), algo.embed_chunk)]
-        return torch.cat(out).cpu()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {"keys": self.keys}
-        state.update({f"example.{k}": v for k, v in self.example_fast.items()})
-        if self.task_fast is not None:
-            state.update({f"task.{k}": v for k, v in self.task_fast.items()})
-        return state
-
-    def as_module(self) -> nn.Module:
-        return MetaNetModule(self.algorithm, self.task_fast, self.keys, self.example_fast, len(self.class_names))
-
-
-class MetaNetModule(nn.Module):
-    """The adapted Meta Networks classifier on its own (export): copies of both backbones and
-    the augmented layers, the memory of the support set; images in [0, 1] -> probabilities."""
-
-    def __init__(self, algorithm: MetaNetworks, task_fast, keys, example_fast, ways: int):
-        super().__init__()
-
-        def plain(net):
-            return copy.deepcopy(net).to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
-
-        self.backbone = plain(algorithm.backbone)
-        self.rep_backbone = plain(algorithm.rep_backbone) if algorithm.rep_backbone is not None else None
-        self.base = copy.deepcopy(algorithm.base).to("cpu", torch.float32)
-        self.rep = copy.deepcopy(algorithm.rep).to("cpu", torch.float32)
-        self.requires_grad_(False)
-        self.transform = copy_feature_transform(self, algorithm)
-        self.temperature = float(algorithm.log_temperature.detach().exp())
-        self.ways = ways
-        self.task_names = sorted(task_fast) if task_fast is not None else []
-        self.example_names = sorted(example_fast)
-        with torch.no_grad():
-            self.register_buffer("keys", keys.detach().to("cpu", torch.float32).clone())
-            for i, k in enumerate(self.task_names):
-                self.register_buffer(f"task_{i}", task_fast[k].detach().to("cpu", torch.float32).clone())
-            for i, k in enumerate(self.example_names):
-                self.register_buffer(f"example_{i}", example_fast[k].detach().to("cpu", torch.float32).clone())
+    def __init__(self, algorithm: MetaNetworks, tensors: Mapping[str, torch.Tensor], class_names: Sequence[str]):
+        super().__init__(class_names, algorithm)
+        self.memory = BufferDict(tensors)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = apply_feature_transform(self.backbone(images).float(), self.transform,
-                                           getattr(self, "feature_mean", None))
-        rep_features = self.rep_backbone(images).float() if self.rep_backbone is not None else features
-        task = {k: getattr(self, f"task_{i}") for i, k in enumerate(self.task_names)} or None
-        query_keys = augmented_linear(rep_features, dict(self.rep.named_parameters()), task, "fc.", F.relu)
-        similarity = F.normalize(query_keys, dim=1, eps=1e-8) @ F.normalize(self.keys, dim=1, eps=1e-8).t()
-        attention = (self.temperature * similarity).softmax(1)
-        fast = {k: torch.einsum("qm,m...->q...", attention, getattr(self, f"example_{i}"))
-                for i, k in enumerate(self.example_names)}
-        slow = dict(self.base.named_parameters())
-        h = augmented_linear(features, slow, fast, "fc.", F.relu)
-        return augmented_linear(h, slow, fast, "out.", _identity)[:, : self.ways].softmax(1)
+        task_fast = self.memory.with_prefix("task.") or None
+        return self.algorithm.classify(images, task_fast, self.memory["keys"], self.memory.with_prefix("example."),
+                                       len(self.class_names))
+
+    def learner_state(self) -> dict[str, torch.Tensor]:
+        return self.memory.as_dict()
 
 
 @hookimpl

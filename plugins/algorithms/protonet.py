@@ -14,16 +14,14 @@ examples around their prototypes), taken in the feature space before the last no
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from metastudio.api import (
-    FEATURE_TRANSFORM, TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, apply_feature_transform,
-    before_centring, copy_feature_transform, DistanceRule, Episode, FeatureTransformMixin,
+    FEATURE_TRANSFORM, TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, before_centring,
+    DistanceRule, Episode, FeatureTransformMixin,
     fit_distance_rule, hookimpl, HyperParameter, Learner, OpenSetPrediction, ProgressCallback,
     query_accuracy, SupportSet
 )
@@ -67,18 +65,14 @@ class PrototypicalNetworks(FeatureTransformMixin, Algorithm):
         prototypes = class_means(features[:n_support], episode.support_labels.to(features.device), episode.ways)
         return self.logits(features[n_support:], prototypes)
 
-    def meta_train_step(self, episodes: Sequence[Episode]) -> dict[str, float]:
-        losses, correct, total = [], 0, 0
-        for episode in episodes:
-            logits = self.episode_logits(episode)
-            labels = episode.query_labels.to(logits.device)
-            losses.append(F.cross_entropy(logits, labels))
-            correct += int((logits.argmax(1) == labels).sum())
-            total += len(labels)
-        loss = torch.stack(losses).mean()
-        self.optimizer_step(loss)
-        return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
+    def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, int]:
+        """Cross-entropy of the episode's queries and how many of them are classified right."""
+        logits = self.episode_logits(episode)
+        labels = episode.query_labels.to(logits.device)
+        return F.cross_entropy(logits, labels), int((logits.argmax(1) == labels).sum())
 
+    def meta_train_step(self, episodes: Sequence[Episode]) -> dict[str, float]:
+        return self.episodes_step(episodes, self.episode_loss)
 
     @torch.inference_mode()
     def embed_open_set(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +85,7 @@ class PrototypicalNetworks(FeatureTransformMixin, Algorithm):
         throws away how far it is from the mean of the base photos, which is what sets nonsense
         apart. With the photos model, ``|x - mean|`` is 0.65-0.83 for 90 % of mini-ImageNet train
         photos but 0.81-0.90 for Omniglot characters, 0.83-1.07 for noise and 0.92-1.02 for flat
-        colours (``benchmarks/openset_photos.py --calibrate``). On mini-ImageNet val (5-way
+        colours (``benchmarks/harnesses/openset_photos.py --calibrate``). On mini-ImageNet val (5-way
         5-shot, about 5 % of the photos unsure) the rule marks 99.6-100 % of those unsure in this
         space and 66-91 % in the normalised one (docs/benchmarks.md, "Unsure predictions").
         With ``none`` both are the backbone's features."""
@@ -129,22 +123,17 @@ class PrototypicalNetworks(FeatureTransformMixin, Algorithm):
 
 
 class ProtoLearner(Learner):
-    """Prototypes to classify by, and the distance rule for unsure queries (None: the learner
-    falls back to the maximum-probability rule, e.g. a learner saved without it)."""
+    """Prototypes to classify by (a buffer), and the distance rule for unsure queries (None: the
+    learner falls back to the maximum-probability rule, e.g. a learner saved without it)."""
 
     def __init__(self, algorithm: PrototypicalNetworks, prototypes: torch.Tensor, class_names: Sequence[str],
                  open_set: DistanceRule | None = None):
-        super().__init__(class_names)
-        self.algorithm = algorithm
-        self.prototypes = prototypes
+        super().__init__(class_names, algorithm)
+        self.register_buffer("prototypes", prototypes)
         self.open_set = open_set
 
-    @torch.inference_mode()
-    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        if len(images) == 0:
-            return torch.zeros(0, len(self.class_names))
-        logits = self.algorithm.logits(self.algorithm.embed_all(images), self.prototypes)
-        return logits.float().softmax(1).cpu()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.algorithm.logits(self.algorithm.embed(images), self.prototypes)
 
     @torch.inference_mode()
     def predict_open_set(self, images: torch.Tensor) -> OpenSetPrediction:
@@ -154,49 +143,11 @@ class ProtoLearner(Learner):
         probs = self.algorithm.logits(features, self.prototypes).float().softmax(1).cpu()
         return self.open_set.predict(open_features, probs)
 
-    def state_dict(self) -> dict[str, torch.Tensor]:
+    def learner_state(self) -> dict[str, torch.Tensor]:
         state = {"prototypes": self.prototypes}
         if self.open_set is not None:
             state.update(open_set_prototypes=self.open_set.prototypes, open_set_expected=self.open_set.expected)
         return state
-
-    def as_module(self) -> nn.Module:
-        return ProtoModule(self.algorithm, self.prototypes)
-
-
-class ProtoModule(nn.Module):
-    """A ProtoNet classifier on its own (see :meth:`Learner.as_module`): a copy of the backbone
-    (plain float32 on the CPU, eval mode, no channels_last), the feature transform with its
-    stored mean, and the prototypes; float images [B, C, H, W] in [0, 1] -> probabilities [B, N].
-    It repeats :meth:`PrototypicalNetworks.embed` and :meth:`PrototypicalNetworks.logits` op for
-    op, so it agrees with ``predict_proba`` to float rounding (on the CPU; CUDA runs under
-    bfloat16 autocast and differs a little more)."""
-
-    def __init__(self, algorithm: PrototypicalNetworks, prototypes: torch.Tensor):
-        super().__init__()
-        backbone = copy.deepcopy(algorithm.backbone)
-        self.backbone = backbone.to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
-        self.backbone.requires_grad_(False)
-        hp = algorithm.hparams
-        self.distance = str(hp["distance"])
-        self.temperature = float(hp["temperature"])
-        # Cloned outside inference mode: the originals may be inference tensors.
-        with torch.no_grad():
-            self.register_buffer("prototypes", prototypes.detach().to("cpu", torch.float32).clone())
-        self.transform = copy_feature_transform(self, algorithm)  # and its feature_mean buffer
-        self.eval()
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(images).float()
-        features = apply_feature_transform(features, self.transform, getattr(self, "feature_mean", None))
-        prototypes = self.prototypes
-        if self.distance == "cosine":
-            logits = self.temperature * F.normalize(features, dim=1) @ F.normalize(prototypes, dim=1).t()
-        else:
-            d = (features.pow(2).sum(1, keepdim=True) - 2 * features @ prototypes.t()
-                 + prototypes.pow(2).sum(1)).clamp_min(0)
-            logits = -self.temperature * d if self.transform != "none" else -d
-        return logits.float().softmax(1)
 
 
 @hookimpl

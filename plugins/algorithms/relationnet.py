@@ -34,11 +34,11 @@ N x Q times. In the conv module the batch norm that follows is folded into the t
 is what makes 20-way episodes affordable on a CPU; ``tests/test_relationnet.py`` checks
 outputs, gradients and batch-norm statistics against the module run on concatenated pairs.
 
-Relation scores need not sum to one over the classes. :meth:`RelationNetworks.probabilities`
-turns them into probabilities: by default each score divided by the sum of the scores
-(``probabilities=ratio``, computed as a softmax of log-sigmoids, which is the same and never
-divides by zero), or a softmax of the scores times ``temperature`` (``softmax``). Either way the
-most probable class is the one with the highest relation score.
+Relation scores need not sum to one over the classes. :meth:`RelationNetworks.class_logits`
+turns them into logits whose softmax is the probabilities: by default each score divided by
+the sum of the scores (``probabilities=ratio``, computed as a softmax of log-sigmoids, which is
+the same and never divides by zero), or a softmax of the scores times ``temperature``
+(``softmax``). Either way the most probable class is the one with the highest relation score.
 
 ``distort`` (off by default) trains on randomly distorted images (small rotations, shears,
 scalings and shifts; :mod:`metastudio.algorithms.augment`); adaptation, prediction and validation
@@ -48,7 +48,6 @@ once per image.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -57,8 +56,8 @@ from torch import nn
 
 from metastudio.api import (
     DISTORT, DISTORT_PROB, FEATURE_TRANSFORM, TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm,
-    apply_feature_transform, copy_feature_transform, Episode, FeatureTransformMixin, hookimpl,
-    HyperParameter, Learner, ProgressCallback, query_accuracy, SupportSet
+    Episode, FeatureTransformMixin, hookimpl, HyperParameter, Learner, ProgressCallback,
+    query_accuracy, SupportSet
 )
 
 #: (query, class) pairs scored per pass of the relation module when predicting (bounds memory:
@@ -198,12 +197,14 @@ class MLPRelation(nn.Module):
         return self.fc3(F.relu(self.fc2(F.relu(x)))).reshape(-1, n)
 
 
-def relation_probabilities(logits: torch.Tensor, how: str, temperature: float) -> torch.Tensor:
-    """Probabilities over the classes from relation logits [Q, N] (scores = sigmoid(logits))."""
+def relation_class_logits(logits: torch.Tensor, how: str, temperature: float) -> torch.Tensor:
+    """Logits over the classes, whose softmax is the probabilities, from relation logits [Q, N]
+    (scores = sigmoid(logits)): the log-scores for ``ratio`` (score_i / sum_j score_j ==
+    softmax(log score)_i; logsigmoid keeps tiny scores apart), the scores times the temperature
+    for ``softmax``."""
     if how == "softmax":
-        return (temperature * torch.sigmoid(logits)).softmax(1)
-    # score_i / sum_j score_j == softmax(log score)_i; logsigmoid keeps tiny scores apart.
-    return F.logsigmoid(logits).softmax(1)
+        return temperature * torch.sigmoid(logits)
+    return F.logsigmoid(logits)
 
 
 class RelationNetworks(FeatureTransformMixin, Algorithm):
@@ -265,8 +266,9 @@ class RelationNetworks(FeatureTransformMixin, Algorithm):
         with self.autocast():
             return self.relation(queries, classes).float()
 
-    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        return relation_probabilities(logits.float(), self.hparams["probabilities"], self.hparams["temperature"])
+    def class_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits over the classes (``probabilities``: their softmax) from relation logits [Q, N]."""
+        return relation_class_logits(logits.float(), self.hparams["probabilities"], self.hparams["temperature"])
 
     def episode_logits(self, episode: Episode) -> torch.Tensor:
         n_support = len(episode.support_images)
@@ -275,18 +277,16 @@ class RelationNetworks(FeatureTransformMixin, Algorithm):
         return self.relation_logits(features[n_support:], classes)
 
     # -- meta-training -------------------------------------------------------------------------
+    def episode_loss(self, episode: Episode) -> tuple[torch.Tensor, int]:
+        """Mean squared error of the queries' relation scores against one-hot targets, and how
+        many queries are classified right."""
+        logits = self.episode_logits(episode)
+        labels = episode.query_labels.to(logits.device)
+        targets = F.one_hot(labels, episode.ways).to(logits.dtype)
+        return F.mse_loss(torch.sigmoid(logits), targets), int((logits.argmax(1) == labels).sum())
+
     def meta_train_step(self, episodes: Sequence[Episode]) -> dict[str, float]:
-        losses, correct, total = [], 0, 0
-        for episode in episodes:
-            logits = self.episode_logits(episode)
-            labels = episode.query_labels.to(logits.device)
-            targets = F.one_hot(labels, episode.ways).to(logits.dtype)
-            losses.append(F.mse_loss(torch.sigmoid(logits), targets))
-            correct += int((logits.argmax(1) == labels).sum())
-            total += len(labels)
-        loss = torch.stack(losses).mean()
-        self.optimizer_step(loss)
-        return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
+        return self.episodes_step(episodes, self.episode_loss)
 
     # -- adaptation and prediction -------------------------------------------------------------
     @torch.inference_mode()
@@ -315,51 +315,22 @@ class RelationNetworks(FeatureTransformMixin, Algorithm):
 
 
 class RelationLearner(Learner):
+    """The class embeddings (a buffer) the relation module compares queries with."""
+
     def __init__(self, algorithm: RelationNetworks, classes: torch.Tensor, class_names: Sequence[str]):
-        super().__init__(class_names)
-        self.algorithm = algorithm
-        self.classes = classes
+        super().__init__(class_names, algorithm)
+        self.register_buffer("classes", classes)
 
-    @torch.inference_mode()
-    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        if len(images) == 0:
-            return torch.zeros(0, len(self.class_names))
-        algo = self.algorithm
-        logits = algo.logits_all(algo.embed_all(images), self.classes)
-        return algo.probabilities(logits).float().cpu()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"class_embeddings": self.classes}
-
-    def as_module(self) -> nn.Module:
-        return RelationModule(self.algorithm, self.classes)
-
-
-class RelationModule(nn.Module):
-    """A Relation Networks classifier on its own (see :meth:`Learner.as_module`): copies of the
-    backbone and the relation module (plain float32 on the CPU, eval mode, no channels_last) and
-    the class embeddings; float images [B, C, H, W] in [0, 1] -> probabilities [B, N]. It runs
-    the same modules and :func:`relation_probabilities` as ``predict_proba``, so the two agree to
-    float rounding on the CPU."""
-
-    def __init__(self, algorithm: RelationNetworks, classes: torch.Tensor):
-        super().__init__()
-        self.backbone = copy.deepcopy(algorithm.backbone).to("cpu", torch.float32).to(memory_format=torch.contiguous_format)
-        self.relation = copy.deepcopy(algorithm.relation).to("cpu", torch.float32).to(memory_format=torch.contiguous_format)
-        self.requires_grad_(False)
-        self.transform = copy_feature_transform(self, algorithm)
-        self.how = str(algorithm.hparams["probabilities"])
-        self.temperature = float(algorithm.hparams["temperature"])
-        # Cloned outside inference mode: the original may be an inference tensor.
-        with torch.no_grad():
-            self.register_buffer("class_embeddings", classes.detach().to("cpu", torch.float32).clone())
-        self.eval()
+    def query_chunk(self, count: int) -> int:
+        """At most about PAIR_CHUNK (query, class) pairs per forward pass."""
+        return min(super().query_chunk(count), max(1, PAIR_CHUNK // len(self.class_names)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(images).float()
-        features = apply_feature_transform(features, self.transform, getattr(self, "feature_mean", None))
-        logits = self.relation(features, self.class_embeddings).float()
-        return relation_probabilities(logits, self.how, self.temperature)
+        algo = self.algorithm
+        return algo.class_logits(algo.relation_logits(algo.embed(images), self.classes))
+
+    def learner_state(self) -> dict[str, torch.Tensor]:
+        return {"class_embeddings": self.classes}
 
 
 @hookimpl

@@ -4,7 +4,7 @@ Two images go through the same ("twin") embedding network: the backbone, then, w
 ``projection`` > 0, a learned linear layer with a sigmoid (the paper's 4096-d layer, here
 ``projection`` wide). The default is no projection: Conv-4's 64-d features are compared
 directly, which learned faster and costs less than a 512-d sigmoid layer in short Omniglot runs
-(see ``benchmarks/train_siamese.sh``). With a frozen pretrained backbone a projection is what
+(see ``benchmarks/recipes/train_siamese.sh``). With a frozen pretrained backbone a projection is what
 meta-training learns besides the distance weights. A learned weighted L1 distance turns a pair
 of embeddings into the probability that both images show the same class::
 
@@ -32,10 +32,11 @@ independently for every image of every training episode and applied to the batch
 background white). Only meta-training distorts; adaptation, prediction and validation never do.
 
 **Classification**: a query's score for a class is its mean p(same) over that class's support
-images (any number of shots per class). The probabilities ``predict_proba`` returns are these
-scores divided by their sum over the classes (computed in log space, so tiny probabilities do
-not underflow to 0/0); the argmax is the best-matching class. Adaptation is one forward pass:
-it embeds the support set and keeps the embeddings.
+images (any number of shots per class). The learner's logits are the logs of these scores
+(:func:`class_log_scores`, computed in log space so that tiny probabilities do not underflow),
+so the probabilities ``predict_proba`` returns are the scores divided by their sum over the
+classes; the argmax is the best-matching class. Adaptation is one forward pass: it embeds the
+support set and keeps the embeddings.
 
 **Pretrained features** (``feature_transform``, see :mod:`metastudio.algorithms.feature_transform`):
 ``cl2n`` or ``power-cl2n`` centres a frozen backbone's features on the training set's mean and
@@ -48,7 +49,6 @@ features to 78 % with power-cl2n; BCE training then lowered it to 65 %, so valid
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -57,8 +57,8 @@ from torch import nn
 
 from metastudio.api import (
     DISTORT, DISTORT_PROB, FEATURE_TRANSFORM, TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm,
-    apply_feature_transform, copy_feature_transform, Episode, FeatureTransformMixin, hookimpl,
-    HyperParameter, Learner, ProgressCallback, query_accuracy, SupportSet
+    Episode, FeatureTransformMixin, hookimpl, HyperParameter, Learner, ProgressCallback,
+    projection_hyperparameter, projection_layer, query_accuracy, SupportSet
 )
 
 
@@ -70,25 +70,13 @@ def weighted_l1(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, bias: tor
     [A, B, D] differences and is several times faster than broadcasting, forward and
     backward): one over the features scaled by the positive weights, minus one over those
     scaled by the magnitudes of the negative weights (``alpha_j |x - y| = |alpha_j x - alpha_j y|``
-    for ``alpha_j >= 0``). A part with no weights of its sign is skipped. (In this form a weight
-    of exactly 0 gets no gradient; the weights start at -1/D and never land on 0 in practice.)"""
-    out = None
-    for sign in (1.0, -1.0):
-        weight = torch.where(alpha * sign > 0, alpha * sign, torch.zeros_like(alpha))
-        if not bool((weight > 0).any()):
-            continue
-        part = torch.cdist(a * weight, b * weight, p=1)
-        part = part if sign > 0 else -part
-        out = part if out is None else out + part
-    if out is None:
-        out = a.new_zeros(len(a), len(b))
-    return out + bias
-
-
-def weighted_l1_broadcast(a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """The same as :func:`weighted_l1` written literally (materialises [A, B, D]); exportable by
-    every ONNX exporter (``cdist`` is not), used by the stand-alone module."""
-    return (a.unsqueeze(1) - b.unsqueeze(0)).abs() @ alpha + bias
+    for ``alpha_j >= 0``). (In this form a weight of exactly 0 gets no gradient; the weights
+    start at -1/D and never land on 0 in practice.) The ONNX export writes ``cdist`` out
+    (:mod:`metastudio.engine.export`)."""
+    zeros = torch.zeros_like(alpha)
+    positive = torch.where(alpha > 0, alpha, zeros)
+    negative = torch.where(-alpha > 0, -alpha, zeros)
+    return torch.cdist(a * positive, b * positive, p=1) - torch.cdist(a * negative, b * negative, p=1) + bias
 
 
 def class_weights(labels: torch.Tensor, ways: int) -> torch.Tensor:
@@ -98,17 +86,11 @@ def class_weights(labels: torch.Tensor, ways: int) -> torch.Tensor:
     return onehot / onehot.sum(0, keepdim=True).clamp_min(1)
 
 
-def class_probabilities(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Probabilities [Q, N] from pair logits [Q, M] against the support images: each class's
-    mean p(same) over its support images, divided by the sum over classes. Computed from
-    log-sigmoids shifted by their row maximum, so it is exact even where every p(same) is tiny."""
-    logp = F.logsigmoid(logits.float())
-    scores = (logp - logp.max(1, keepdim=True).values).exp() @ weights
-    return scores / scores.sum(1, keepdim=True)
-
-
 def class_log_scores(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """log of each class's mean p(same) [Q, N], up to a constant per row (for argmax and loss)."""
+    """log of each class's mean p(same) [Q, N] from pair logits [Q, M] against the support
+    images, up to a constant per row: the learner's logits (their softmax is each class's mean
+    p(same) divided by the sum over the classes). Computed from log-sigmoids shifted by their
+    row maximum, so it is exact even where every p(same) is tiny."""
     logp = F.logsigmoid(logits.float())
     top = logp.max(1, keepdim=True).values
     return ((logp - top).exp() @ weights).clamp_min(1e-30).log() + top
@@ -122,10 +104,9 @@ class SiameseNetworks(FeatureTransformMixin, Algorithm):
     description = ("Learns whether two images show the same class (a twin network with a learned weighted L1 "
                    "distance); a query goes to the class whose examples it matches best.")
     hyperparameters = TRAINING_HYPERPARAMETERS + (
-        HyperParameter("projection", int, 0, "Width of a learned linear layer with a sigmoid after the backbone "
-                       "(the paper used 4096); 0 compares the backbone's features directly (best for Conv-4 trained "
-                       "from scratch; give a frozen pretrained backbone a projection, e.g. 512, to learn).", 0, 16384,
-                       role="architecture"),
+        projection_hyperparameter("Width of a learned linear layer with a sigmoid after the backbone (the paper "
+                                  "used 4096); 0 compares the backbone's features directly (best for Conv-4 trained "
+                                  "from scratch; give a frozen pretrained backbone a projection, e.g. 512, to learn)."),
         HyperParameter("pairs", str, "all", "Which pairs of an episode train the network: every two distinct images "
                        "(all) or each query against each support image (query-support). Same- and different-class "
                        "pairs count equally either way.", choices=("all", "query-support"), role="training"),
@@ -136,10 +117,7 @@ class SiameseNetworks(FeatureTransformMixin, Algorithm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        width = int(self.backbone.out_features)
-        p = self.hparams["projection"]
-        self.projection = nn.Linear(width, p) if p > 0 else None
-        dim = p if p > 0 else width
+        self.projection, dim = projection_layer(int(self.backbone.out_features), self.hparams["projection"])
         # Start with p(same) falling as the distance grows: alpha = -1/D with bias 0 gives
         # logits of minus the mean absolute difference.
         self.alpha = nn.Parameter(torch.full((dim,), -1.0 / dim))
@@ -193,15 +171,7 @@ class SiameseNetworks(FeatureTransformMixin, Algorithm):
         return loss, correct
 
     def meta_train_step(self, episodes: Sequence[Episode]) -> dict[str, float]:
-        losses, correct, total = [], 0, 0
-        for episode in episodes:
-            loss, right = self.episode_loss(episode)
-            losses.append(loss)
-            correct += right
-            total += len(episode.query_labels)
-        loss = torch.stack(losses).mean()
-        self.optimizer_step(loss)
-        return {"loss": float(loss.detach()), "accuracy": correct / max(total, 1)}
+        return self.episodes_step(episodes, self.episode_loss)
 
     # -- adaptation and prediction ------------------------------------------------------------
 
@@ -227,57 +197,21 @@ class SiameseNetworks(FeatureTransformMixin, Algorithm):
 
 
 class SiameseLearner(Learner):
+    """The support embeddings, their labels and the per-class averaging matrix (buffers)."""
+
     def __init__(self, algorithm: SiameseNetworks, support: torch.Tensor, labels: torch.Tensor,
                  class_names: Sequence[str]):
-        super().__init__(class_names)
-        self.algorithm = algorithm
-        self.support = support
-        self.labels = labels
-        self.weights = class_weights(labels, len(self.class_names))
-
-    @torch.inference_mode()
-    def predict_proba(self, images: torch.Tensor) -> torch.Tensor:
-        if len(images) == 0:
-            return torch.zeros(0, len(self.class_names))
-        logits = self.algorithm.pair_logits(self.algorithm.embed_all(images), self.support)
-        return class_probabilities(logits, self.weights).float().cpu()
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"support": self.support, "labels": self.labels}
-
-    def as_module(self) -> nn.Module:
-        return SiameseModule(self.algorithm, self.support, self.weights)
-
-
-class SiameseModule(nn.Module):
-    """A Siamese classifier on its own (see :meth:`Learner.as_module`): copies of the backbone
-    (plain float32 on the CPU, eval mode, no channels_last) and of the projection, the
-    weighted-L1 head, the support embeddings and the per-class averaging matrix; float images
-    [B, C, H, W] in [0, 1] -> probabilities [B, N]. It repeats the learner's computation op for
-    op, so it agrees with ``predict_proba`` to float rounding (on the CPU)."""
-
-    def __init__(self, algorithm: SiameseNetworks, support: torch.Tensor, weights: torch.Tensor):
-        super().__init__()
-        backbone = copy.deepcopy(algorithm.backbone)
-        self.backbone = backbone.to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval()
-        self.projection = (copy.deepcopy(algorithm.projection).to("cpu", torch.float32)
-                           if algorithm.projection is not None else None)
-        self.requires_grad_(False)
-        self.transform = copy_feature_transform(self, algorithm)
-        # Cloned outside inference mode: the originals may be inference tensors.
-        with torch.no_grad():
-            self.register_buffer("alpha", algorithm.alpha.detach().to("cpu", torch.float32).clone())
-            self.register_buffer("bias", algorithm.bias.detach().to("cpu", torch.float32).clone())
-            self.register_buffer("support", support.detach().to("cpu", torch.float32).clone())
-            self.register_buffer("weights", weights.detach().to("cpu", torch.float32).clone())
-        self.eval()
+        super().__init__(class_names, algorithm)
+        self.register_buffer("support", support)
+        self.register_buffer("labels", labels)
+        self.register_buffer("weights", class_weights(labels, len(self.class_names)))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        h = self.backbone(images).float()
-        h = apply_feature_transform(h, self.transform, getattr(self, "feature_mean", None))
-        if self.projection is not None:
-            h = torch.sigmoid(self.projection(h))
-        return class_probabilities(weighted_l1_broadcast(h, self.support, self.alpha, self.bias), self.weights)
+        algo = self.algorithm
+        return class_log_scores(algo.pair_logits(algo.embed(images), self.support), self.weights)
+
+    def learner_state(self) -> dict[str, torch.Tensor]:
+        return {"support": self.support, "labels": self.labels}
 
 
 @hookimpl

@@ -17,7 +17,7 @@ def _lite0(in_channels: int, image_size: int) -> nn.Module:
     return Lite0Features(in_channels)
 
 
-#: The weights of ``conv4-omniglot`` (package data; written by benchmarks/extract_conv4_omniglot.py).
+#: The weights of ``conv4-omniglot`` (package data; written by benchmarks/tools/extract_conv4_omniglot.py).
 CONV4_OMNIGLOT_FILE = "data/conv4-omniglot.safetensors"
 
 
