@@ -15,7 +15,7 @@ $PY -m pip install -q --no-index --no-deps .whl/*.whl 2>&1 | tail -2
 $PY -m metastudio plugins | tee -a "$OUT/machine.txt"
 
 echo "== GPU tests"
-$PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_datasets.py 2>&1 | tail -4 | tee "$OUT/pytest_gpu.txt"
+$PY -m pytest -q -p no:cacheprovider tests/engine/test_gpu.py tests/data/test_datasets.py 2>&1 | tail -4 | tee "$OUT/pytest_gpu.txt"
 
 echo "== throughput vs easyfsl"
 timeout 200 $PY benchmarks/harnesses/throughput.py --root "$ROOT" --device cuda --episodes 300 --warmup 20 \

@@ -119,7 +119,7 @@ train() {  # name: continues from RESUME_DIR/<name>.resume.safetensors where tha
         --out "$MODELDIR/$name.safetensors" --seed 0 --device "$DEVICE" $resume >>"$LOG/$name-train.log" 2>&1
 }
 for name in $MODELS; do train "$name" & done
-timeout 200 $PY -m pytest -q -p no:cacheprovider tests/test_gpu.py >"$LOG/pytest_gpu.txt" 2>&1 &
+timeout 200 $PY -m pytest -q -p no:cacheprovider tests/engine/test_gpu.py >"$LOG/pytest_gpu.txt" 2>&1 &
 sleep 60; nvidia-smi 2>/dev/null --query-gpu=utilization.gpu,memory.used --format=csv | tee "$LOG/nvidia-smi.txt"
 wait
 tail -3 "$LOG/pytest_gpu.txt"

@@ -31,7 +31,7 @@ classes and to the queries separately and the results are added for every (query
 N x Q times. In the conv module the batch norm that follows is folded into the two sides too
 (its statistics over all pairs come from per-side sums) and max-pool is taken before the ReLU
 (they commute), so the only tensor with one map per pair is the pooled region of the sum. This
-is what makes 20-way episodes affordable on a CPU; ``tests/test_relationnet.py`` checks
+is what makes 20-way episodes affordable on a CPU; ``tests/builtins/test_relationnet.py`` checks
 outputs, gradients and batch-norm statistics against the module run on concatenated pairs.
 
 Relation scores need not sum to one over the classes. :meth:`RelationNetworks.class_logits`

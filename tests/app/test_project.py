@@ -358,11 +358,11 @@ def test_save_then_open_round_trips_everything(tmp_path):
         q.close()
 
 
-PREVIOUS_VERSION_FILE = Path(__file__).parent / "data" / "project-format-1.metastudio"
+PREVIOUS_VERSION_FILE = Path(__file__).parents[1] / "fixtures" / "project-format-1.metastudio"
 
 
 def test_a_project_saved_by_the_previous_version_opens_and_saves_the_same(tmp_path):
-    """tests/data/project-format-1.metastudio was written by MetaStudio 0.1.0 (format version 1):
+    """tests/fixtures/project-format-1.metastudio was written by MetaStudio 0.1.0 (format version 1):
     three classes (one empty), a query sharing its file with a support image, a project model
     chosen as the model, nested hyperparameters and settings with non-ASCII text."""
     with zipfile.ZipFile(PREVIOUS_VERSION_FILE) as archive:

@@ -209,7 +209,7 @@ def test_an_exception_in_a_qt_slot_fails_the_test(pytester):
     result.stdout.fnmatch_lines(["*Exceptions caught in Qt event loop*", "*1 failed*"])
     import tomllib
 
-    settings = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    settings = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     assert "qt_no_exception_capture" not in settings["tool"]["pytest"]["ini_options"]
 
 
