@@ -28,7 +28,6 @@ from metastudio.algorithms.feature_transform import (
     FeatureTransformMixin,
     apply_feature_transform,
     before_centring,
-    copy_feature_transform,
     feature_transform_hyperparameter,
     projection_hyperparameter,
     projection_layer,
@@ -56,7 +55,7 @@ __all__ = [
     # shared family code
     "GradientAlgorithm", "inner_hyperparameters", "preprocess_gradient", "HEAD",
     "FeatureTransformMixin", "FEATURE_TRANSFORM", "FEATURE_TRANSFORMS", "feature_transform_hyperparameter",
-    "apply_feature_transform", "before_centring", "copy_feature_transform",
+    "apply_feature_transform", "before_centring",
     "projection_hyperparameter", "projection_layer",
     "DISTORT", "DISTORT_PROB", "random_affine",
     "DistanceRule", "OpenSetPrediction", "fit_distance_rule",
