@@ -11,9 +11,10 @@ metadata holds one key, ``metastudio``, whose value is a JSON document::
 
 ``metastudio info MODEL`` prints it. A training checkpoint (for resuming) is the same kind of
 file with the optimiser's tensors under ``optim.`` and the trainer's state in the JSON.
-Nothing is pickled, so opening a model file never runs code. Every write goes to a temporary
-file that replaces the target only once complete: a full disk or a crash never leaves a
-half-written model, and the previous file survives.
+Nothing is pickled, so opening a model file never runs code, and its metadata must fit the
+schema of :mod:`metastudio.engine.model_schema` (and its weights be finite) before anything is
+built from it. Every write goes to a temporary file that replaces the target only once complete:
+a full disk or a crash never leaves a half-written model, and the previous file survives.
 """
 
 from __future__ import annotations
@@ -32,12 +33,16 @@ from safetensors.torch import save_file
 
 from metastudio import __version__
 from metastudio.algorithms.base import Algorithm, Learner
-from metastudio.errors import CheckpointError
 from metastudio.data.fileio import atomic_write  # noqa: F401 -- part of this module's API
-
-FORMAT = "metastudio-model"
-FORMAT_VERSION = 1
-META_KEY = "metastudio"
+from metastudio.engine.model_schema import (
+    FORMAT,
+    FORMAT_VERSION,
+    META_KEY,
+    check_class_names,
+    check_finite,
+    parse_metadata,
+)
+from metastudio.errors import CheckpointError
 
 
 def _cpu(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -62,25 +67,21 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, tor
 
 
 def _open(path: str | os.PathLike, tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The file's metadata, validated (:mod:`metastudio.engine.model_schema`) before anything is
+    built from it, and its tensors when ``tensors`` (refused when they hold NaN or infinity)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"model file not found: '{path}'")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
+            shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}
+            meta = parse_metadata(header.get(META_KEY), path)
+            check_class_names(meta, shapes, path)
             out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"'{path}' is not a readable MetaStudio model file ({e})") from e
-    try:
-        meta = json.loads(header[META_KEY])
-    except (KeyError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"'{path}' is a safetensors file without MetaStudio metadata") from e
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"'{path}' is not a MetaStudio model file")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"'{path}' was written by a newer MetaStudio (format {meta['format_version']}); update MetaStudio to open it"
-        )
+    check_finite(out, path)
     return meta, out
 
 
@@ -189,7 +190,10 @@ def load_model(path: str | os.PathLike, registry, device: torch.device | str = "
             trained = None  # build_algorithm below says what is wrong with the file
         if trained is not None:
             meta = {**meta, "hyperparameters": {**trained, **cls.adaptation_overrides(trained, overrides)}}
-    algorithm = build_algorithm(meta, registry)
+    try:
+        algorithm = build_algorithm(meta, registry)
+    except CheckpointError as e:
+        raise CheckpointError(f"model file '{path}': {e}") from None
     own = algorithm_weights(tensors)
     try:
         algorithm.load_state_dict(own, strict=True)
