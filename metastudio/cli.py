@@ -292,21 +292,27 @@ def cmd_eval(args) -> int:
 
 
 def _query_files(items: Sequence[str]) -> list[Path]:
+    """The image files named by the --query files and folders. Every entry that can't be used
+    (missing, a broken link or a loop, a pipe, a name that isn't text, a drawing or document
+    format) is a ``warning:`` line on stderr and the rest is used; it is an error only when no
+    file is left."""
+    from metastudio.data.images import NOT_FOUND, find_images
     from metastudio.errors import MetaStudioError
-    from metastudio.data.images import is_image_name
 
     files: list[Path] = []
+    problems = []
     for item in items:
-        p = Path(item).expanduser()
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and is_image_name(f.relative_to(p).as_posix()))
-            if not found:
-                print(f"warning: no image files in '{p}'", file=sys.stderr)
-            files += found
-        elif p.exists():
-            files.append(p)
-        else:
-            raise MetaStudioError(f"query '{p}' does not exist")
+        found, bad = find_images([item])
+        if not found and not bad and Path(item).expanduser().is_dir():
+            print(f"warning: no image files in '{Path(item).expanduser()}'", file=sys.stderr)
+        files += found
+        problems += bad
+    missing = next((p for p in problems if p.reason == NOT_FOUND), None) if not files else None
+    for problem in problems:
+        if problem is not missing:
+            print(f"warning: {problem}; skipped", file=sys.stderr)
+    if missing is not None:
+        raise MetaStudioError(f"query '{missing.path}' does not exist")
     if not files:
         raise MetaStudioError("no query images to classify")
     return files

@@ -21,12 +21,15 @@ This module depends on numpy and Pillow only (no Qt, no torch).
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import os
 import re
 import stat
 import warnings
+from collections.abc import Iterable
+from pathlib import Path
 from typing import IO, Union
 
 import numpy as np
@@ -38,6 +41,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "ImageSource",
+    "find_images",
     "is_image_name",
     "load_array",
     "load_image",
@@ -58,13 +62,18 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;1
 
 # Formats Pillow identifies but cannot decode on its own: stubs that need a handler the
 # application would have to register (BUFR, GRIB, HDF5, WMF outside Windows) and MPEG, which
-# Pillow only recognises. EPS needs Ghostscript and is only kept when it is installed.
+# Pillow only recognises.
 _IDENTIFY_ONLY_FORMATS = frozenset({"MPEG"})
+# Formats Pillow reads by running an external interpreter (EPS: Ghostscript): never opened.
+_EXTERNAL_FORMATS = frozenset({"EPS"})
+# How documents and drawings start, so that they are refused whatever their names.
+_VECTOR_START = re.compile(rb"(%!PS|\xc5\xd0\xd3\xc6)|(%PDF-)|\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*|<!DOCTYPE[^>]*>\s*)*<svg",
+                           re.IGNORECASE | re.DOTALL)
 # Picture formats a person may well have (phones, cameras, editors) that this Pillow may not
 # read: a file with one of these names is an unsupported picture, not "not a picture".
 _PICTURE_EXTENSIONS = frozenset({
     ".heic", ".heif", ".avif", ".webp", ".jxl", ".jp2", ".j2k", ".svg", ".psd", ".xcf", ".raw", ".dng",
-    ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".eps",
+    ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".eps", ".ps", ".pdf", ".svgz", ".ai",
 })
 # Formats whose decoder is an optional part of the Pillow build (feature name for PIL.features).
 _OPTIONAL_DECODERS = {"AVIF": "avif", "WEBP": "webp", "JPEG2000": "jpg_2000"}
@@ -93,20 +102,12 @@ def _readable_extensions() -> frozenset[str]:
     Image.init()
     from PIL import features
 
-    try:
-        from PIL import EpsImagePlugin
-
-        has_ghostscript = bool(EpsImagePlugin.has_ghostscript())
-    except Exception:  # pragma: no cover - plugin missing or broken
-        has_ghostscript = False
     extensions = set()
     for extension, fmt in Image.registered_extensions().items():
         if fmt == "MPO":  # opened by the JPEG plugin, which recognises the MPO markers
             extensions.add(extension.lower())
             continue
-        if fmt not in Image.OPEN or fmt in _IDENTIFY_ONLY_FORMATS:
-            continue
-        if fmt == "EPS" and not has_ghostscript:
+        if fmt not in Image.OPEN or fmt in _IDENTIFY_ONLY_FORMATS or fmt in _EXTERNAL_FORMATS:
             continue
         feature = _OPTIONAL_DECODERS.get(fmt)
         if feature is not None:
@@ -141,6 +142,58 @@ def is_image_name(name: str | os.PathLike[str]) -> bool:
     if not base or base.startswith("."):
         return False
     return os.path.splitext(base)[1].lower() in IMAGE_EXTENSIONS
+
+
+# Why a folder's entry, or a file given by name, can't be used (beside the reasons below).
+BAD_NAME, NAME_TOO_LONG = "its name is not valid text (UTF-8): rename it", "the name is too long"
+BROKEN_LINK, LINK_LOOP = "it is a link to nothing (what it pointed to is gone)", "it is a link that goes round in a loop"
+FOLDER_LOOP = "it is a link to a folder it is in (a loop)"
+
+
+def find_images(items: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[ImageLoadError]]:
+    """The image files that ``items`` (files; folders, searched to any depth) name, and an ImageLoadError
+    (``path`` printable: non-UTF-8 bytes as ``\\xff``) for each entry that can't be used. A file given
+    by name is kept (loading it tells); in a folder, files :func:`is_image_name` accepts are, sorted;
+    other files pass unsaid unless named like a picture format that isn't read (SVG, PDF, EPS...);
+    links to folders are followed except back into one they are in; ``__MACOSX`` and problems of
+    hidden entries are passed over."""
+    files, problems = [], []
+    stack = [(Path(item).expanduser(), (), True) for item in reversed(list(items))]
+    while stack:
+        path, ancestors, given = stack.pop()
+        label = os.fsencode(path).decode("utf-8", "backslashreplace")
+        report = problems.append if given or not path.name.startswith(".") else (lambda problem: None)
+        try:
+            os.fsdecode(path).encode("utf-8")
+            info = os.stat(path)
+            if stat.S_ISDIR(info.st_mode) and path.name != "__MACOSX":
+                if (info.st_dev, info.st_ino) in ancestors:
+                    report(ImageLoadError(label, FOLDER_LOOP, f"it leads to '{os.path.realpath(path)}'"))
+                    continue
+                with os.scandir(path) as entries:
+                    inside = sorted((path / entry.name for entry in entries), reverse=True)
+                stack += [(child, (*ancestors, (info.st_dev, info.st_ino)), False) for child in inside]
+        except (OSError, UnicodeError, ValueError) as error:
+            report(_entry_error(path, label, error))
+            continue
+        regular = stat.S_ISREG(info.st_mode)
+        if regular and (given or is_image_name(path.name)):
+            files.append(path)
+        elif regular and os.path.splitext(path.name)[1].lower() in _PICTURE_EXTENSIONS:
+            report(ImageLoadError(label, UNSUPPORTED, "only pictures made of pixels that Pillow reads are opened"))
+        elif not regular and not stat.S_ISDIR(info.st_mode):
+            report(ImageLoadError(label, NOT_A_FILE, "it is not a regular file (a device, a pipe or a socket)"))
+    return files, problems
+
+
+def _entry_error(path: Path, label: str, error: BaseException) -> ImageLoadError:
+    """Why the name, link or folder ``path`` can't be used, from the error that looking at it raised."""
+    if isinstance(error, UnicodeError):
+        return ImageLoadError(label, BAD_NAME, "the name has bytes that are not UTF-8 text")
+    if isinstance(error, FileNotFoundError) and os.path.islink(path):
+        return ImageLoadError(label, BROKEN_LINK, "the link points to a file that doesn't exist")
+    reason = {errno.ELOOP: LINK_LOOP, errno.ENAMETOOLONG: NAME_TOO_LONG}.get(getattr(error, "errno", None))
+    return ImageLoadError(label, reason, os_reason(error)) if reason else _os_error(label, error)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -254,7 +307,7 @@ def _decode(
         # worst leave this one harmless "ignore" filter installed.)
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
-            image = Image.open(stream)
+            image = Image.open(stream, formats=[f for f in Image.OPEN if f not in _EXTERNAL_FORMATS])
         except Image.DecompressionBombError as error:
             raise _pillow_bomb_error(stream, label, max_pixels, error) from None
         except UnidentifiedImageError:
@@ -583,6 +636,10 @@ def _unidentified_error(stream: IO[bytes], label: str) -> ImageLoadError:
         head = stream.read(512)
     except Exception:
         head = b""
+    vector = _VECTOR_START.match(head.removeprefix(b"\xef\xbb\xbf"))
+    if vector:  # Image.open was not allowed the EPS plugin, which would run Ghostscript
+        kind = "PostScript (EPS/PS)" if vector.group(1) else "PDF" if vector.group(2) else "SVG"
+        return ImageLoadError(label, UNSUPPORTED, f"{kind} files are not opened: only pictures made of pixels are read")
     for fmt in list(Image.ID):
         factory, accept = Image.OPEN.get(fmt, (None, None))
         if not accept:
