@@ -8,7 +8,6 @@ from pathlib import Path
 from PySide6.QtWidgets import QFileDialog
 
 from metastudio.errors import MetaStudioError, for_person
-from metastudio.gui.predictions import prediction_rows
 
 
 class Exports:
@@ -29,22 +28,24 @@ class Exports:
 
     def export_csv(self, path: str | None = None) -> bool:
         """Write the predictions shown (asking where when ``path`` is None)."""
-        from metastudio.engine.export import write_predictions_csv
+        from metastudio.app.session import write_predictions
 
         window = self._window
-        rows, unsure = prediction_rows(window.controller.project, window.last_result)
-        if not rows:
+        result = window.last_result or {}
+        queries = [(q.id, q.source or q.name) for q in window.controller.project.queries]
+        predicted = sum(image_id in (result.get("probabilities") or {}) for image_id, _ in queries)
+        if not predicted:
             window.show_error("There are no predictions to export yet: add classes with examples and images to classify.")
             return False
         target = self._target(path, "Export predictions", "predictions.csv", "CSV files (*.csv)")
         if target is None:
             return False
         try:
-            write_predictions_csv(target[0], rows, window.last_result["class_names"], unsure)
+            write_predictions(target[0], result, queries)
         except (MetaStudioError, OSError) as e:
             window.show_error(f"The predictions were not exported: {for_person(e).message}")
             return False
-        window.announce(f"Predictions of {len(rows)} images saved to {target[0]}", 8000)
+        window.announce(f"Predictions of {predicted} images saved to {target[0]}", 8000)
         return True
 
     def export_model(self, path: str | None = None, fmt: str | None = None) -> bool:

@@ -107,17 +107,3 @@ def camera_caption(result: dict) -> str:
 def camera_failure(result: dict) -> str:
     """Why a camera picture has no bars (a hint such as "add examples", or the error)."""
     return result.get("hint") or f"The camera picture could not be classified: {result.get('message', '')}"
-
-
-def prediction_rows(project, result: dict | None) -> tuple[list[tuple[str, list[float]]], dict[str, str]]:
-    """(file, probabilities) of each predicted image, and why each unsure one is, by file."""
-    result = result or {}
-    unsure = result.get("unsure") or {}
-    rows, reasons = [], {}
-    for item in project.queries:
-        probs = (result.get("probabilities") or {}).get(item.id)
-        if probs is not None:
-            rows.append((item.source or item.name, probs))
-            if item.id in unsure:
-                reasons[item.source or item.name] = unsure[item.id]
-    return rows, reasons
