@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import threading
 import zipfile
 from collections.abc import Callable, Sequence
@@ -28,8 +29,11 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 import torch
 
-from metastudio.errors import DatasetError, ImageLoadError
-from metastudio.data.images import is_image_name, load_array
+from metastudio.data import jsondoc
+from metastudio.data.images import load_array
+from metastudio.data.listing import (FILE_REASONS, NOT_FOUND, entry_problem, is_image_name, is_unsupported_picture_name,
+                                     os_problem, printable, scan_folder, scan_zip)
+from metastudio.errors import DatasetError, ImageLoadError, message_of
 
 #: ``progress(done, total)`` callbacks report long work; ``total`` may be None when unknown.
 Progress = Callable[[int, int | None], None]
@@ -157,43 +161,64 @@ class FewShotDataset:
 
 
 class TreeSource:
-    """A directory or a zip file holding a class-folder tree."""
+    """A directory or a zip file holding a class-folder tree.
+
+    Its entries are listed by :mod:`metastudio.data.listing`'s rules: the pictures become the
+    members, and every entry that can't be used (a link loop, a link to nothing, a pipe, a name
+    that is not UTF-8, a folder that can't be opened, an SVG or PDF...) is one of :attr:`problems`,
+    so that one bad entry never stops the rest from being read."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).expanduser()
-        if not self.path.exists():
-            raise DatasetError(f"dataset not found: '{self.path}' does not exist")
-        self.is_zip = self.path.is_file()
-        if self.is_zip and not zipfile.is_zipfile(self.path):
-            raise DatasetError(f"'{self.path}' is neither a folder nor a zip file")
+        try:
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            raise DatasetError(f"dataset not found: '{printable(self.path)}' does not exist") from None
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"cannot open dataset '{printable(self.path)}': "
+                               f"{entry_problem(self.path, '', error).reason}") from None
+        self.is_zip = stat.S_ISREG(info.st_mode)
+        if not (self.is_zip or stat.S_ISDIR(info.st_mode)) or (self.is_zip and not zipfile.is_zipfile(self.path)):
+            raise DatasetError(f"'{printable(self.path)}' is neither a folder nor a zip file")
+        self._listing: tuple[list[str], list[ImageLoadError]] | None = None
+
+    def _scan(self) -> tuple[list[str], list[ImageLoadError]]:
+        """(member paths, entries that can't be used), listed once."""
+        if self._listing is None:
+            if not self.is_zip:
+                self._listing = scan_folder(self.path)
+            else:
+                try:
+                    with zipfile.ZipFile(self.path) as zf:
+                        self._listing = scan_zip(self.path, zf.infolist())
+                except (OSError, zipfile.BadZipFile, ValueError) as error:
+                    raise DatasetError(f"cannot read the zip '{printable(self.path)}': {message_of(error)}") from None
+        return self._listing
+
+    @property
+    def problems(self) -> list[str]:
+        """Each entry of the tree that can't be used, with its reason (``cannot use image 'PATH': REASON``)."""
+        return [str(problem) for problem in self._scan()[1]]
 
     def fingerprint(self) -> str:
         st = self.path.stat()
         if self.is_zip:
             return f"{self.path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         # A directory's mtime changes when entries are added or removed at its top only, so
-        # hash the listing: names, sizes and times of every file.
+        # hash the listing: names, sizes and times of every file, and the entries not used.
         h = hashlib.sha1()
-        for member in self._walk_dir():
-            s = (self.path / member).stat()
-            h.update(f"{member}|{s.st_size}|{s.st_mtime_ns}\n".encode())
+        for member in self._members():
+            try:
+                s = (self.path / member).stat()
+                h.update(f"{member}|{s.st_size}|{s.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{member}|gone\n".encode())
+        for problem in self.problems:
+            h.update(problem.encode("utf-8", "backslashreplace") + b"\n")
         return f"{self.path.resolve()}|{h.hexdigest()}"
 
-    def _walk_dir(self) -> list[str]:
-        out = []
-        for dirpath, dirnames, filenames in os.walk(self.path):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            rel = Path(dirpath).relative_to(self.path)
-            for f in sorted(filenames):
-                if is_image_name(f):
-                    out.append((rel / f).as_posix())
-        return out
-
     def _members(self) -> list[str]:
-        if not self.is_zip:
-            return self._walk_dir()
-        with zipfile.ZipFile(self.path) as zf:
-            return sorted(n for n in zf.namelist() if not n.endswith("/") and is_image_name(n))
+        return self._scan()[0]
 
     def list_classes(self) -> dict[str, list[str]]:
         """``{class name: [member, ...]}``: every folder that directly holds images is a class.
@@ -202,22 +227,32 @@ class TreeSource:
         the whole tree (``images_background/`` in Omniglot's zip) is not part of the name.
         Images lying directly in the root are ignored (they belong to no class).
         """
-        members = self._members()
-        parents = [PurePosixPath(m).parent for m in members]
-        strip = 0
-        tops = {p.parts[0] for p in parents if p.parts}
-        if len(tops) == 1 and all(len(p.parts) >= 2 for p in parents):
-            strip = 1
         classes: dict[str, list[str]] = {}
-        for m, p in zip(members, parents):
-            parts = p.parts[strip:]
-            if not parts:
-                continue
-            classes.setdefault("/".join(parts), []).append(m)
+        for member, name in zip(self._members(), self._class_names(self._members())):
+            if name:
+                classes.setdefault(name, []).append(member)
         return dict(sorted(classes.items()))
 
+    def _class_names(self, paths: Sequence[str]) -> list[str]:
+        """The class that each of ``paths`` (of members, or of entries that can't be used) belongs
+        to ("" for none), as :meth:`list_classes` names classes."""
+        parents = [PurePosixPath(m).parent for m in self._members()]
+        tops = {p.parts[0] for p in parents if p.parts}
+        strip = 1 if len(tops) == 1 and all(len(p.parts) >= 2 for p in parents) else 0
+        return ["/".join(PurePosixPath(path).parent.parts[strip:]) for path in paths]
+
+    def unusable_classes(self) -> list[str]:
+        """Folders that would be classes but hold no usable picture: each entry in them meant as a
+        picture can't be used (an SVG, a link to nothing...). Sorted."""
+        root = printable(self.path) + ("!" if self.is_zip else "/")
+        paths = [p.path[len(root):] for p in self._scan()[1]
+                 if p.reason in FILE_REASONS and p.path.startswith(root)
+                 and (is_image_name(p.path) or is_unsupported_picture_name(p.path))]
+        return sorted({name for name in self._class_names(paths) if name} - set(self.list_classes()))
+
     def reader(self):
-        """A thread-safe function ``member -> bytes | path``.
+        """A thread-safe function ``member -> bytes | path``; a member that can't be read from the
+        zip raises ImageLoadError naming it, with the reason.
 
         Each thread opens the zip once for itself: reading one shared ``ZipFile`` from several
         threads gives spurious "Bad CRC-32" errors on Python 3.12 and newer.
@@ -228,14 +263,38 @@ class TreeSource:
 
         def read(member: str) -> bytes:
             zf = getattr(local, "zf", None)
-            if zf is None:
-                zf = local.zf = zipfile.ZipFile(self.path)
-            return zf.read(member)
+            try:
+                if zf is None:
+                    zf = local.zf = zipfile.ZipFile(self.path)
+                return zf.read(member)
+            except Exception as error:
+                raise _zip_member_error(self.describe(member), error) from None
 
         return read
 
     def describe(self, member: str) -> str:
-        return f"{self.path}!{member}" if self.is_zip else str(self.path / member)
+        return f"{printable(self.path)}!{member}" if self.is_zip else printable(self.path / member)
+
+
+#: Why a member of a zip can't be read (ImageLoadError.reason).
+ZIP_LOCKED = "it is locked with a password in the zip"
+ZIP_METHOD = "the zip stores it compressed in a way that can't be read"
+ZIP_DAMAGED = "it is damaged inside the zip"
+ZIP_NO_MEMORY = "there isn't enough memory to read it from the zip"
+
+
+def _zip_member_error(label: str, error: BaseException) -> ImageLoadError:
+    """The ImageLoadError for a zip member whose bytes could not be read."""
+    text = message_of(error)
+    if isinstance(error, KeyError):
+        return ImageLoadError(label, NOT_FOUND, "the zip no longer holds it")
+    if isinstance(error, RuntimeError) and ("encrypted" in text or "password" in text):
+        return ImageLoadError(label, ZIP_LOCKED, text)
+    if isinstance(error, NotImplementedError):
+        return ImageLoadError(label, ZIP_METHOD, text)
+    if isinstance(error, MemoryError):
+        return ImageLoadError(label, ZIP_NO_MEMORY, text)
+    return ImageLoadError(label, ZIP_DAMAGED, f"{type(error).__name__}: {text}")
 
 
 def _cache_key(source: TreeSource, classes: Sequence[str], size: int, channels: int, fit: str,
@@ -247,15 +306,35 @@ def _cache_key(source: TreeSource, classes: Sequence[str], size: int, channels: 
     return h.hexdigest()[:24]
 
 
+#: The index of a decoded dataset in the cache (``<key>.json`` beside its ``<key>.npy`` images).
+_CACHE_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["class_names", "class_sizes", "name", "problems"],
+    "properties": {
+        "class_names": {"type": "array", "items": {"type": "string"}},
+        "class_sizes": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "name": {"type": "string"},
+        "problems": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
 def _read_cache(key: str) -> FewShotDataset | None:
+    """The cached dataset ``key``, or None when it is absent or does not hold together (then it
+    is decoded again): its index must fit :data:`_CACHE_SCHEMA` and agree with its images."""
     folder = cache_dir() / "datasets"
     meta_path, arr_path = folder / f"{key}.json", folder / f"{key}.npy"
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = jsondoc.read_document(meta_path.read_bytes(), _CACHE_SCHEMA,
+                                     jsondoc.Words(DatasetError, document="the dataset cache's index"))
         arr = np.load(arr_path, allow_pickle=False, mmap_mode=None)
+        if (arr.dtype != np.uint8 or arr.ndim != 4 or len(meta["class_names"]) != len(meta["class_sizes"])
+                or sum(meta["class_sizes"]) != arr.shape[0]):
+            return None
         images = torch.from_numpy(np.ascontiguousarray(arr))
         return FewShotDataset(images, meta["class_names"], meta["class_sizes"], meta["name"], meta["problems"])
-    except (OSError, ValueError, KeyError, json.JSONDecodeError):
+    except (OSError, ValueError, DatasetError):
         return None
 
 
@@ -294,9 +373,12 @@ def load_class_folders(
     """Decode a class-folder tree (directory or zip) into a :class:`FewShotDataset`.
 
     ``classes`` picks and orders classes by name (all classes, sorted, when None); a name that
-    is not in the tree is an error. Files that cannot be decoded are listed in ``problems``
-    with their reason; a class left with fewer than ``min_images`` images is dropped and
-    reported too. ``max_per_class`` keeps only the first images (sorted by name) of each class.
+    is not in the tree is an error. Entries that can't be used (see :class:`TreeSource`) and
+    files that cannot be decoded are listed in ``problems`` with their reason; a class left with
+    fewer than ``min_images`` images, or none at all, is dropped and reported too: only when no
+    class is left is it an error. ``max_per_class`` keeps only the first images (sorted by name)
+    of each class. Pillow's notes on pictures that were read anyway (a damaged EXIF block) are
+    not reported: such a picture is used as it is.
     """
     source = TreeSource(path)
     tree = source.list_classes()
@@ -309,7 +391,10 @@ def load_class_folders(
                 progress(1, 1)
             return cached
     members = [tree[c][:max_per_class] for c in chosen]
-    arrays, problems = _decode_classes(source, members, image_size, channels, fit, progress, workers)
+    arrays, failed = _decode_classes(source, members, image_size, channels, fit, progress, workers)
+    problems = source.problems + failed
+    if classes is None:
+        problems += [f"class '{c}' dropped: 0 usable images, at least {min_images} needed" for c in source.unusable_classes()]
     ds = _gather(source, chosen, arrays, problems, min_images, name or source.path.stem)
     if key:
         _write_cache(key, ds)
@@ -328,9 +413,10 @@ def _choose_classes(source: TreeSource, tree: dict[str, list[str]], classes: Seq
             )
         chosen = list(classes)
     if not chosen:
+        bad = source.problems
         raise DatasetError(
-            f"no classes found in '{source.path}': expected one folder of images per class "
-            "(root/<class>/<image files>)"
+            f"no classes found in '{printable(source.path)}': expected one folder of images per class "
+            "(root/<class>/<image files>)" + (f"; {len(bad)} entries can't be used, e.g. {bad[0]}" if bad else "")
         )
     return chosen
 
@@ -349,8 +435,8 @@ def _decode_classes(source: TreeSource, members: Sequence[Sequence[str]], image_
             return ci, load_array(read(member), image_size, channels=channels, fit=fit, name=source.describe(member)), None
         except ImageLoadError as e:
             return ci, None, str(e)
-        except (OSError, KeyError, zipfile.BadZipFile) as e:
-            return ci, None, f"cannot use image '{source.describe(member)}': {e}"
+        except OSError as e:  # the file went away or broke between the listing and now
+            return ci, None, str(os_problem(source.describe(member), e))
 
     arrays: list[list[np.ndarray]] = [[] for _ in members]
     problems: list[str] = []
@@ -374,7 +460,7 @@ def _gather(source: TreeSource, chosen: Sequence[str], arrays: Sequence[list[np.
         if len(a) < min_images:
             problems.append(f"class '{chosen[i]}' dropped: {len(a)} usable images, at least {min_images} needed")
     if not keep:
-        raise DatasetError(f"no usable images in '{source.path}'" + (f" ({problems[0]})" if problems else ""))
+        raise DatasetError(f"no usable images in '{printable(source.path)}'" + (f" ({problems[0]})" if problems else ""))
     stacked = np.stack([x for i in keep for x in arrays[i]])
     return FewShotDataset(
         torch.from_numpy(stacked),

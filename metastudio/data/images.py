@@ -3,7 +3,10 @@
 Every part of MetaStudio (datasets, the CLI, the GUI, benchmarks) loads images through
 :func:`load_image` / :func:`load_array`, so that every image is read the same way:
 
-* any format Pillow can read; multi-frame files (GIF, TIFF, APNG, MPO) give their first frame;
+* only formats Pillow decodes itself, in this process (:func:`~metastudio.data.listing.pixel_formats`,
+  passed to every ``Image.open``): EPS/PS (which Pillow reads by running Ghostscript), PDF, SVG and
+  WMF/EMF drawings are named as unsupported, never handed to another program;
+* multi-frame files (GIF, TIFF, APNG, MPO) give their first frame;
 * EXIF orientation is applied, so a photo is the right way up;
 * transparency (``RGBA``, ``LA``, ``PA``, ``P`` or ``L``/``RGB`` with a transparent colour) is
   composited onto a **white** background instead of being dropped;
@@ -11,41 +14,53 @@ Every part of MetaStudio (datasets, the CLI, the GUI, benchmarks) loads images t
 * CMYK is converted with its embedded ICC profile when LittleCMS is available;
 * a decompression-bomb guard refuses images whose header announces more than ``max_pixels``
   pixels *before* anything is decoded;
+* Pillow's warnings never reach stderr: while a file is decoded they are collected for that
+  thread alone (:func:`decoding_warnings`); one that says a TIFF is cut short makes it refused
+  as damaged, the others become notes for the person or are dropped (see :func:`_judge_warnings`);
 * every failure is an :class:`~metastudio.errors.ImageLoadError` whose message names the
   file and whose ``reason`` says why in everyday words (the constants below), never a raw
   Pillow or ``OSError``; the technical wording (Pillow's message, the format it recognised)
   is its ``detail``.
 
+Which files of a folder are pictures is :mod:`metastudio.data.listing`'s; its names that callers
+look for here (``is_image_name``, ``find_images``, the reasons) are available from this module too.
 This module depends on numpy and Pillow only (no Qt, no torch).
 """
 
 from __future__ import annotations
 
-import errno
+import contextlib
 import functools
 import io
 import os
 import re
 import stat
+import threading
 import warnings
-from collections.abc import Iterable
-from pathlib import Path
+from collections.abc import Iterator
 from typing import IO, Union
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+from metastudio.data.listing import (DAMAGED, IMAGE_EXTENSIONS, NOT_A_FILE, NOT_A_PICTURE, TEXT_FILE,
+                                     UNREADABLE, UNSUPPORTED, find_images, is_image_name, os_problem, pixel_formats,
+                                     printable, unrecognised)
 from metastudio.errors import ImageLoadError, message_of, os_reason
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "ImageSource",
+    "decoding_warnings",
     "find_images",
     "is_image_name",
     "load_array",
     "load_image",
     "to_array",
+    # the reasons a person reads (ImageLoadError.reason), those of listing included
+    "A_FOLDER", "COLOURS_UNSUPPORTED", "DAMAGED", "EMPTY", "NOT_A_FILE", "NOT_A_PICTURE", "NO_MEMORY", "PARTLY_READ",
+    "PART_MISSING", "TEXT_FILE", "TOO_BIG", "UNREADABLE", "UNSUPPORTED",
 ]
 
 MAX_PIXELS: int = 120_000_000
@@ -60,140 +75,125 @@ FITS = ("stretch", "center-crop")
 _WHITE = {"RGB": (255, 255, 255), "L": 255}
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I;16S", "I;16BS", "I;16LS"})
 
-# Formats Pillow identifies but cannot decode on its own: stubs that need a handler the
-# application would have to register (BUFR, GRIB, HDF5, WMF outside Windows) and MPEG, which
-# Pillow only recognises.
-_IDENTIFY_ONLY_FORMATS = frozenset({"MPEG"})
-# Formats Pillow reads by running an external interpreter (EPS: Ghostscript): never opened.
-_EXTERNAL_FORMATS = frozenset({"EPS"})
-# How documents and drawings start, so that they are refused whatever their names.
-_VECTOR_START = re.compile(rb"(%!PS|\xc5\xd0\xd3\xc6)|(%PDF-)|\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*|<!DOCTYPE[^>]*>\s*)*<svg",
-                           re.IGNORECASE | re.DOTALL)
-# Picture formats a person may well have (phones, cameras, editors) that this Pillow may not
-# read: a file with one of these names is an unsupported picture, not "not a picture".
-_PICTURE_EXTENSIONS = frozenset({
-    ".heic", ".heif", ".avif", ".webp", ".jxl", ".jp2", ".j2k", ".svg", ".psd", ".xcf", ".raw", ".dng",
-    ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf", ".eps", ".ps", ".pdf", ".svgz", ".ai",
-})
-# Formats whose decoder is an optional part of the Pillow build (feature name for PIL.features).
-_OPTIONAL_DECODERS = {"AVIF": "avif", "WEBP": "webp", "JPEG2000": "jpg_2000"}
-
-
-# What a person reads when a file can't be used (ImageLoadError.reason); the technical wording
-# goes to ImageLoadError.detail.
-NOT_FOUND = "file not found"
-NO_PERMISSION = "you don't have permission to open this file"
+# What a person reads when a file can't be used (ImageLoadError.reason), beside listing's reasons
+# (NOT_A_FILE, UNREADABLE, UNSUPPORTED, NOT_A_PICTURE, TEXT_FILE, DAMAGED...); the technical
+# wording goes to ImageLoadError.detail.
 A_FOLDER = "it is a folder, not a picture"
-NOT_A_FILE = "it is not an ordinary file"
 EMPTY = "the file is empty"
-UNREADABLE = "the file could not be read"
-NOT_A_PICTURE = "this file is not a picture (or it is damaged)"
-TEXT_FILE = "this file is not a picture: it contains text"
-UNSUPPORTED = "this picture format isn't supported"
-DAMAGED = "the picture is damaged and can't be read"
 PARTLY_READ = "the picture is damaged: only part of it could be read"
+PART_MISSING = "the picture is damaged: part of it is missing"
 NO_MEMORY = "there isn't enough memory to open this picture"
 COLOURS_UNSUPPORTED = "the colours of this picture are stored in a way that isn't supported"
 TOO_BIG = "the picture is too big: {size}, more than the {limit:,} pixels that can be opened"
 
 
-def _readable_extensions() -> frozenset[str]:
-    """Lower-case extensions (with the dot) of every format this Pillow can actually decode."""
-    Image.init()
-    from PIL import features
-
-    extensions = set()
-    for extension, fmt in Image.registered_extensions().items():
-        if fmt == "MPO":  # opened by the JPEG plugin, which recognises the MPO markers
-            extensions.add(extension.lower())
-            continue
-        if fmt not in Image.OPEN or fmt in _IDENTIFY_ONLY_FORMATS or fmt in _EXTERNAL_FORMATS:
-            continue
-        feature = _OPTIONAL_DECODERS.get(fmt)
-        if feature is not None:
-            try:
-                if not features.check(feature):
-                    continue
-            except Exception:  # pragma: no cover - feature unknown to an older Pillow
-                pass
-        factory = Image.OPEN[fmt][0]
-        if isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile):
-            continue
-        extensions.add(extension.lower())
-    return frozenset(extensions)
+# ----------------------------------------------------------------------------------------------
+# Pillow's warnings
 
 
-IMAGE_EXTENSIONS: frozenset[str] = _readable_extensions()
-"""Lower-case file extensions (``".jpg"``, ``".png"``, ...) of the formats Pillow can read here."""
+class _ThreadWarnings:
+    """Catches the warnings raised in a thread while it decodes, for that thread alone.
 
+    ``warnings.catch_warnings`` swaps the process-wide filter list, so two threads decoding at
+    once (the GUI's thumbnails and its adapt worker, a dataset's decoding pool) would undo each
+    other's filters and let warnings through, or swallow those of other code. Instead one filter
+    is placed first in ``warnings.filters``, and kept first: its "message" is this object, whose
+    ``match`` (what the warnings machinery calls for a filter's message pattern) records the text
+    and says "this filter applies" -- its action being "ignore" -- only in a thread that is
+    collecting; everywhere else it does not match and the usual filters decide."""
 
-def is_image_name(name: str | os.PathLike[str]) -> bool:
-    """Whether a file name (or a path inside a folder or an archive) looks like a readable image.
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.entry = ("ignore", self, Warning, None, 0)
 
-    The test is by extension, case-insensitive. Hidden files (base name starting with ``.``,
-    such as macOS ``._photo.jpg`` resource forks) and anything under a ``__MACOSX/`` folder
-    are not images.
-    """
-    text = os.fspath(name).replace("\\", "/")
-    parts = text.split("/")
-    if "__MACOSX" in parts:
-        return False
-    base = parts[-1]
-    if not base or base.startswith("."):
-        return False
-    return os.path.splitext(base)[1].lower() in IMAGE_EXTENSIONS
+    def __repr__(self) -> str:
+        return "<MetaStudio: warnings raised while a thread decodes an image are collected>"
 
+    def match(self, text: str) -> bool:
+        heard = getattr(self._local, "heard", None)
+        if heard is None:
+            return False
+        heard.append(str(text))
+        return True
 
-# Why a folder's entry, or a file given by name, can't be used (beside the reasons below).
-BAD_NAME, NAME_TOO_LONG = "its name is not valid text (UTF-8): rename it", "the name is too long"
-BROKEN_LINK, LINK_LOOP = "it is a link to nothing (what it pointed to is gone)", "it is a link that goes round in a loop"
-FOLDER_LOOP = "it is a link to a folder it is in (a loop)"
-
-
-def find_images(items: Iterable[str | os.PathLike[str]]) -> tuple[list[Path], list[ImageLoadError]]:
-    """The image files that ``items`` (files; folders, searched to any depth) name, and an ImageLoadError
-    (``path`` printable: non-UTF-8 bytes as ``\\xff``) for each entry that can't be used. A file given
-    by name is kept (loading it tells); in a folder, files :func:`is_image_name` accepts are, sorted;
-    other files pass unsaid unless named like a picture format that isn't read (SVG, PDF, EPS...);
-    links to folders are followed except back into one they are in; ``__MACOSX`` and problems of
-    hidden entries are passed over."""
-    files, problems = [], []
-    stack = [(Path(item).expanduser(), (), True) for item in reversed(list(items))]
-    while stack:
-        path, ancestors, given = stack.pop()
-        label = os.fsencode(path).decode("utf-8", "backslashreplace")
-        report = problems.append if given or not path.name.startswith(".") else (lambda problem: None)
+    @contextlib.contextmanager
+    def collect(self) -> Iterator[list[str]]:
+        self._put_first()
+        outer = getattr(self._local, "heard", None)
+        heard: list[str] = []
+        self._local.heard = heard
         try:
-            os.fsdecode(path).encode("utf-8")
-            info = os.stat(path)
-            if stat.S_ISDIR(info.st_mode) and path.name != "__MACOSX":
-                if (info.st_dev, info.st_ino) in ancestors:
-                    report(ImageLoadError(label, FOLDER_LOOP, f"it leads to '{os.path.realpath(path)}'"))
-                    continue
-                with os.scandir(path) as entries:
-                    inside = sorted((path / entry.name for entry in entries), reverse=True)
-                stack += [(child, (*ancestors, (info.st_dev, info.st_ino)), False) for child in inside]
-        except (OSError, UnicodeError, ValueError) as error:
-            report(_entry_error(path, label, error))
+            yield heard
+        finally:
+            self._local.heard = outer
+            if outer is not None:
+                outer.extend(heard)
+
+    def _put_first(self) -> None:
+        """Make the filter the first one again (a ``simplefilter`` call puts another before it)."""
+        if warnings.filters and warnings.filters[0] is self.entry:
+            return
+        with self._lock:
+            filters = warnings.filters
+            if filters and filters[0] is self.entry:
+                return
+            while self.entry in filters:
+                filters.remove(self.entry)
+            filters.insert(0, self.entry)
+            # Forget which warnings each module already showed once, or those would skip the filters.
+            mutated = getattr(warnings, "_filters_mutated", None) or getattr(warnings, "_filters_mutated_lock_held", None)
+            if mutated is not None:
+                mutated()
+
+
+_THREAD_WARNINGS = _ThreadWarnings()
+
+
+def decoding_warnings() -> contextlib.AbstractContextManager[list[str]]:
+    """``with decoding_warnings() as heard:``: every warning raised in this thread inside the
+    block is kept out of stderr (and out of other threads' filters) and its text appended to
+    ``heard``. :func:`load_image` decodes inside one; other code that opens images with Pillow
+    (reading only a header, say) can use it too. Nested blocks pass what they heard outwards."""
+    return _THREAD_WARNINGS.collect()
+
+
+# Pillow's warnings that say the file ends before what its directory describes: for a TIFF (whose
+# directory is the picture's own structure) the picture is damaged; in a JPEG, PNG or WebP they
+# come from the EXIF block, which only holds camera details and the orientation.
+_CUT_SHORT = re.compile(r"truncated|corrupt|larger than file|offset too large|expecting to read", re.IGNORECASE)
+# Warnings dropped: DecompressionBombWarning (MAX_PIXELS, checked right after opening, decides the
+# size a picture may have), "Palette images with Transparency expressed in bytes" (raised by a
+# conversion this module never asks for: such images are composited onto white via RGBA) and
+# deprecations (about this code's use of Pillow, nothing a person can act on).
+_DROPPED = re.compile(r"could be decompression bomb|Palette images with Transparency|deprecated", re.IGNORECASE)
+
+
+def _judge_warnings(heard: list[str], fmt: str | None) -> tuple[str | None, list[str]]:
+    """From the warnings heard while decoding a ``fmt`` file: (the technical wording when they mean
+    the picture is damaged, else None; the notes for a person, each said once)."""
+    damage = list(dict.fromkeys(text for text in heard if fmt == "TIFF" and _CUT_SHORT.search(text)))
+    notes: list[str] = []
+    for text in heard:
+        if _DROPPED.search(text) or text in damage:
             continue
-        regular = stat.S_ISREG(info.st_mode)
-        if regular and (given or is_image_name(path.name)):
-            files.append(path)
-        elif regular and os.path.splitext(path.name)[1].lower() in _PICTURE_EXTENSIONS:
-            report(ImageLoadError(label, UNSUPPORTED, "only pictures made of pixels that Pillow reads are opened"))
-        elif not regular and not stat.S_ISDIR(info.st_mode):
-            report(ImageLoadError(label, NOT_A_FILE, "it is not a regular file (a device, a pipe or a socket)"))
-    return files, problems
+        if "malformed MPO" in text:
+            note = "its extra pictures (MPO) are damaged: the main picture is used"
+        elif _CUT_SHORT.search(text) or "EXIF" in text:
+            note = "its EXIF information (camera details, orientation) is damaged: what could not be read was ignored"
+        else:
+            note = f"the image library noted: {text}"
+        if note not in notes:
+            notes.append(note)
+    return ("; ".join(damage) if damage else None), notes
 
 
-def _entry_error(path: Path, label: str, error: BaseException) -> ImageLoadError:
-    """Why the name, link or folder ``path`` can't be used, from the error that looking at it raised."""
-    if isinstance(error, UnicodeError):
-        return ImageLoadError(label, BAD_NAME, "the name has bytes that are not UTF-8 text")
-    if isinstance(error, FileNotFoundError) and os.path.islink(path):
-        return ImageLoadError(label, BROKEN_LINK, "the link points to a file that doesn't exist")
-    reason = {errno.ELOOP: LINK_LOOP, errno.ENAMETOOLONG: NAME_TOO_LONG}.get(getattr(error, "errno", None))
-    return ImageLoadError(label, reason, os_reason(error)) if reason else _os_error(label, error)
+def _with_warnings(error: ImageLoadError, heard: list[str]) -> ImageLoadError:
+    """``error`` with the warnings Pillow gave on the way to it at the end of its technical detail."""
+    said = list(dict.fromkeys(text for text in heard if not _DROPPED.search(text)))
+    if said:
+        error.detail = "; ".join(filter(None, [error.detail, "Pillow warned: " + "; ".join(said)]))
+    return error
 
 
 # ----------------------------------------------------------------------------------------------
@@ -207,6 +207,7 @@ def load_image(
     name: str | None = None,
     max_pixels: int = MAX_PIXELS,
     draft_size: int | None = None,
+    notes: list[str] | None = None,
 ) -> Image.Image:
     """Read an image and return it fully loaded, in exactly ``mode`` (``"RGB"`` or ``"L"``).
 
@@ -221,6 +222,10 @@ def load_image(
     1/8) that is still at least ``draft_size`` pixels on both sides, which is much faster
     when the image is only going to be shrunk to that size.
 
+    ``notes``: a list to which what a person may want to know about a picture that was read
+    anyway is appended (its EXIF block is damaged, say); when the file can't be used, such notes
+    end its error's ``detail`` instead.
+
     The returned image holds no open file. Raises :class:`ImageLoadError` for every problem
     with the file and ``ValueError`` for a bad argument.
     """
@@ -233,7 +238,17 @@ def load_image(
 
     label, stream, owned = _open_source(source, name)
     try:
-        return _decode(stream, label, mode, max_pixels, draft_size)
+        with decoding_warnings() as heard:
+            try:
+                image, fmt = _decode(stream, label, mode, max_pixels, draft_size)
+            except ImageLoadError as error:
+                raise _with_warnings(error, heard) from None
+        damage, said = _judge_warnings(heard, fmt)
+        if damage:
+            raise ImageLoadError(label, PART_MISSING, f"the file is truncated or corrupt: {damage}")
+        if notes is not None:
+            notes.extend(said)
+        return image
     finally:
         if owned:
             stream.close()
@@ -250,11 +265,11 @@ def _open_source(source: ImageSource, name: str | None) -> tuple[str, IO[bytes],
 
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
-        label = name if name is not None else os.fsdecode(path)
+        label = name if name is not None else printable(path)
         try:
             info = os.stat(path)
         except (OSError, ValueError) as error:
-            raise _os_error(label, error) from None
+            raise os_problem(label, error) from None
         if stat.S_ISDIR(info.st_mode):
             raise ImageLoadError(label, A_FOLDER, "it is a directory, not an image file")
         if not stat.S_ISREG(info.st_mode):
@@ -264,7 +279,7 @@ def _open_source(source: ImageSource, name: str | None) -> tuple[str, IO[bytes],
         try:
             handle = open(path, "rb")  # noqa: SIM115 - closed by load_image
         except OSError as error:
-            raise _os_error(label, error) from None
+            raise os_problem(label, error) from None
         return label, handle, True
 
     if hasattr(source, "read"):
@@ -295,75 +310,64 @@ def _open_source(source: ImageSource, name: str | None) -> tuple[str, IO[bytes],
 
 def _decode(
     stream: IO[bytes], label: str, mode: str, max_pixels: int, draft_size: int | None
-) -> Image.Image:
-    """Open, check, decode and normalise the image in ``stream``."""
-    with warnings.catch_warnings():
-        # Pillow warns (DecompressionBombWarning) above Image.MAX_IMAGE_PIXELS (~89 MP) and
-        # raises above twice that. The warning is silenced here, locally, because this module
-        # applies its own limit, max_pixels, to the header size right after opening: the
-        # application's limit decides, and no warning leaks out of the loader. Pillow's error
-        # is caught below and turned into an ImageLoadError. (Before Python 3.14,
-        # catch_warnings swaps the process-wide filter list; concurrent loads in threads can at
-        # worst leave this one harmless "ignore" filter installed.)
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+) -> tuple[Image.Image, str | None]:
+    """Open, check, decode and normalise the image in ``stream``: the image in ``mode`` and the
+    format Pillow read it as. Pillow warns (DecompressionBombWarning) above its own
+    Image.MAX_IMAGE_PIXELS (~89 MP) and raises above twice that; the warning is dropped (the
+    caller collects warnings) because ``max_pixels``, checked on the header right after
+    opening, decides; Pillow's error becomes an ImageLoadError."""
+    try:
+        image = Image.open(stream, formats=pixel_formats())
+    except Image.DecompressionBombError as error:
+        raise _pillow_bomb_error(stream, label, max_pixels, error) from None
+    except UnidentifiedImageError:
+        raise _unidentified_error(stream, label) from None
+    except MemoryError:
+        raise ImageLoadError(label, NO_MEMORY, "not enough memory to read the file") from None
+    except Exception as error:
+        raise _corrupt_error(label, error) from None
+
+    width, height = image.size
+    if width * height > max_pixels:
+        raise _bomb_error(label, width, height, max_pixels)
+
+    if draft_size is not None and image.format in ("JPEG", "MPO"):
         try:
-            image = Image.open(stream, formats=[f for f in Image.OPEN if f not in _EXTERNAL_FORMATS])
-        except Image.DecompressionBombError as error:
-            raise _pillow_bomb_error(stream, label, max_pixels, error) from None
-        except UnidentifiedImageError:
-            raise _unidentified_error(stream, label) from None
-        except MemoryError:
-            raise ImageLoadError(label, NO_MEMORY, "not enough memory to read the file") from None
-        except Exception as error:
-            raise _corrupt_error(label, error) from None
+            image.draft(mode, (draft_size, draft_size))
+        except Exception:  # a draft is only a speed-up
+            pass
 
-        width, height = image.size
-        if width * height > max_pixels:
-            raise _bomb_error(label, width, height, max_pixels)
+    try:
+        image.load()  # the first frame of a multi-frame file
+    except Image.DecompressionBombError as error:
+        raise _pillow_bomb_error(None, label, max_pixels, error) from None
+    except MemoryError:
+        raise ImageLoadError(label, NO_MEMORY, f"not enough memory to decode a {width}x{height} image") from None
+    except Exception as error:
+        raise _corrupt_error(label, error) from None
 
-        if draft_size is not None and image.format in ("JPEG", "MPO"):
-            try:
-                image.draft(mode, (draft_size, draft_size))
-            except Exception:  # a draft is only a speed-up
-                pass
-
-        try:
-            image.load()  # the first frame of a multi-frame file
-        except Image.DecompressionBombError as error:
-            raise _pillow_bomb_error(None, label, max_pixels, error) from None
-        except MemoryError:
-            raise ImageLoadError(
-                label, NO_MEMORY, f"not enough memory to decode a {width}x{height} image"
-            ) from None
-        except Exception as error:
-            raise _corrupt_error(label, error) from None
-
-        _apply_exif_orientation(image)
-        try:
-            result = _to_mode(image, mode, label)
-        except ImageLoadError:
-            raise
-        except MemoryError:
-            raise ImageLoadError(
-                label, NO_MEMORY, f"not enough memory to convert a {width}x{height} image"
-            ) from None
-        except Exception as error:
-            detail = f"the image cannot be converted: {message_of(error)}"
-            raise ImageLoadError(label, COLOURS_UNSUPPORTED, detail) from None
+    _apply_exif_orientation(image)
+    try:
+        result = _to_mode(image, mode, label)
+    except ImageLoadError:
+        raise
+    except MemoryError:
+        raise ImageLoadError(label, NO_MEMORY, f"not enough memory to convert a {width}x{height} image") from None
+    except Exception as error:
+        detail = f"the image cannot be converted: {message_of(error)}"
+        raise ImageLoadError(label, COLOURS_UNSUPPORTED, detail) from None
 
     if result is image and image.format != "JPEG":
         # Multi-frame plugins (PNG, GIF, TIFF, MPO, ...) keep a reference to the stream after
         # loading; a copy holds only pixels. A single-frame JPEG already dropped its stream.
         result = image.copy()
-    return result
+    return result, image.format
 
 
 def _apply_exif_orientation(image: Image.Image) -> None:
     """Rotate/flip ``image`` in place as its EXIF Orientation says; unreadable EXIF is ignored."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and similar
-            ImageOps.exif_transpose(image, in_place=True)
+        ImageOps.exif_transpose(image, in_place=True)  # its warnings ("Corrupt EXIF data") are collected
     except Exception:
         pass  # a broken EXIF block does not make the pixels unusable
 
@@ -548,17 +552,19 @@ def load_array(
     channels: int = 3,
     fit: str = "stretch",
     name: str | None = None,
+    notes: list[str] | None = None,
 ) -> np.ndarray:
     """Load an image and return it as a uint8 array [channels, size, size].
 
     ``channels`` is 1 (greyscale) or 3 (RGB). JPEGs are decoded at reduced scale when that
-    still gives at least ``size`` pixels on both sides. See :func:`load_image` and :func:`to_array`.
+    still gives at least ``size`` pixels on both sides. See :func:`load_image` (and its
+    ``notes``) and :func:`to_array`.
     """
-    return load_sized_array(source, size, channels=channels, fit=fit, name=name)[0]
+    return load_sized_array(source, size, channels=channels, fit=fit, name=name, notes=notes)[0]
 
 
 def load_sized_array(source: ImageSource, size: int, *, channels: int = 3, fit: str = "stretch",
-                     name: str | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+                     name: str | None = None, notes: list[str] | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """uint8 [channels, size, size] for an image, as :func:`load_array`
     makes it, with the image's (width, height) in pixels as decoded (the right way up).
 
@@ -568,7 +574,7 @@ def load_sized_array(source: ImageSource, size: int, *, channels: int = 3, fit: 
     ImageLoadError like ``load_array``."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, not {channels!r}")
-    image = load_image(source, mode="L" if channels == 1 else "RGB", name=name, draft_size=size)
+    image = load_image(source, mode="L" if channels == 1 else "RGB", name=name, draft_size=size, notes=notes)
     return to_array(image, size, fit=fit), (int(image.width), int(image.height))
 
 
@@ -611,7 +617,7 @@ def _header_size(stream: IO[bytes]) -> tuple[int, int] | None:
     try:
         stream.seek(0)
         prefix = stream.read(16)
-        for fmt in list(Image.ID):
+        for fmt in pixel_formats():
             factory, accept = Image.OPEN[fmt]
             if not accept:
                 continue
@@ -630,54 +636,13 @@ def _header_size(stream: IO[bytes]) -> tuple[int, int] | None:
 
 
 def _unidentified_error(stream: IO[bytes], label: str) -> ImageLoadError:
-    """Explain why Pillow did not recognise the file."""
+    """Explain why Pillow did not recognise the file (see :func:`~metastudio.data.listing.unrecognised`)."""
     try:
         stream.seek(0)
         head = stream.read(512)
     except Exception:
         head = b""
-    vector = _VECTOR_START.match(head.removeprefix(b"\xef\xbb\xbf"))
-    if vector:  # Image.open was not allowed the EPS plugin, which would run Ghostscript
-        kind = "PostScript (EPS/PS)" if vector.group(1) else "PDF" if vector.group(2) else "SVG"
-        return ImageLoadError(label, UNSUPPORTED, f"{kind} files are not opened: only pictures made of pixels are read")
-    for fmt in list(Image.ID):
-        factory, accept = Image.OPEN.get(fmt, (None, None))
-        if not accept:
-            continue
-        try:
-            recognised = accept(head[:16])
-        except Exception:
-            continue
-        if isinstance(recognised, str):  # e.g. "AVIF support not installed"
-            return ImageLoadError(label, UNSUPPORTED, f"not an image format that can be read ({recognised})")
-        if recognised:
-            return ImageLoadError(
-                label,
-                DAMAGED,
-                f"the file is truncated or corrupt: it starts like a {fmt} file, "
-                "but its header cannot be read",
-            )
-    extension = os.path.splitext(label)[1].lower()
-    reason = NOT_A_PICTURE
-    if _looks_like_text(head):
-        reason, detail = TEXT_FILE, "the file contains text, not image data"
-    elif extension in IMAGE_EXTENSIONS:
-        detail = f"the name ends in '{extension}' but the contents are not a known image format"
-    elif extension:
-        detail = f"'{extension}' files are not an image format Pillow reads"
-        if extension in _PICTURE_EXTENSIONS:
-            reason = UNSUPPORTED
-    else:
-        detail = "the contents are not a known image format"
-    return ImageLoadError(label, reason, f"not an image format that can be read ({detail})")
-
-
-def _looks_like_text(head: bytes) -> bool:
-    if not head or b"\x00" in head:
-        return False
-    text = head.decode("utf-8", errors="replace")
-    printable = sum(1 for char in text if char.isprintable() or char in "\t\r\n")
-    return printable >= 0.95 * len(text)
+    return unrecognised(head, label)
 
 
 def _corrupt_error(label: str, error: BaseException) -> ImageLoadError:
@@ -685,14 +650,3 @@ def _corrupt_error(label: str, error: BaseException) -> ImageLoadError:
     message = message_of(error)
     reason = PARTLY_READ if "truncated" in message.lower() else DAMAGED
     return ImageLoadError(label, reason, f"the file is truncated or corrupt: {message}")
-
-
-def _os_error(label: str, error: BaseException) -> ImageLoadError:
-    """The operating system refused to show or open the file."""
-    if isinstance(error, (FileNotFoundError, NotADirectoryError)):
-        return ImageLoadError(label, NOT_FOUND, os_reason(error))
-    if isinstance(error, PermissionError):
-        return ImageLoadError(label, NO_PERMISSION, "permission denied")
-    return ImageLoadError(label, UNREADABLE, os_reason(error))
-
-

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
+import stat
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -268,3 +272,158 @@ def test_per_class_keeps_the_first_images_of_each_class(tmp_path):
     starts = np.cumsum([0] + whole.class_sizes[:-1])
     expected = torch.cat([whole.images[s : s + 2] for s in starts])
     assert torch.equal(part.images, expected)
+
+
+# -- entries that can't be used never stop a load -------------------------------------------------
+
+BAD_NAME = os.fsdecode(b"bad\xff.png")  # a name that is not UTF-8, as the file system hands it over
+
+
+def hostile_tree(root: Path) -> tuple[Path, dict[str, str]]:
+    """Four classes of good images, among them one of each entry that can't be used, and a fifth
+    class folder with nothing usable: (root, {entry relative to root: words its problem holds})."""
+    make_class_tree(root, classes=4, per_class=4, size=28)
+    (root / "class00" / "loop1.png").symlink_to(root / "class00" / "loop2.png")
+    (root / "class00" / "loop2.png").symlink_to(root / "class00" / "loop1.png")
+    (root / "class00" / "gone.png").symlink_to(root / "nothing.png")
+    (root / "class00" / "up").symlink_to(root)
+    os.mkfifo(root / "class01" / "pipe.png")
+    Image.new("RGB", (8, 8)).save(root / "class01" / BAD_NAME)
+    (root / "class02" / "drawing.svg").write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg"/>')
+    (root / "class02" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    (root / "class03-again").symlink_to(root / "class03")
+    (root / "class04").mkdir()
+    (root / "class04" / "figure.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    (root / "class04" / "gone.jpg").symlink_to(root / "nothing.jpg")
+    return root, {"class00/loop1.png": "goes round in a loop", "class00/loop2.png": "goes round in a loop",
+                  "class00/gone.png": "link to nothing", "class00/up": "a folder it is in",
+                  "class01/pipe.png": "not an ordinary file", "class01/bad\\xff.png": "not valid text",
+                  "class02/drawing.svg": "format isn't supported", "class02/broken.png": "damaged",
+                  "class03-again": "same folder as one already listed", "class04/figure.pdf": "format isn't supported",
+                  "class04/gone.jpg": "link to nothing"}
+
+
+def _assert_each_named(problems: list[str], root: Path, expected: dict[str, str]) -> None:
+    for entry, words in expected.items():
+        hits = [p for p in problems if f"'{root}/{entry}'" in p]
+        assert len(hits) == 1 and words in hits[0], (entry, problems)
+
+
+def test_a_hostile_folder_lists_each_bad_entry_and_uses_the_rest(tmp_path, monkeypatch):
+    root, expected = hostile_tree(tmp_path / "hostile")
+    locked = root / "class03" / "locked"  # a sub-folder that can't be opened (tests run as root: simulated)
+    locked.mkdir()
+    Image.new("RGB", (8, 8)).save(locked / "inside.png")
+    scandir = os.scandir
+
+    def refuse(path):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)
+    ds = load_class_folders(root, image_size=16, use_cache=False)
+    assert ds.class_names == ["class00", "class01", "class02", "class03"] and ds.class_sizes == [4, 4, 4, 4]
+    _assert_each_named(ds.problems, root, {**expected, "class03/locked": "permission to open this folder"})
+    assert "class 'class04' dropped: 0 usable images, at least 1 needed" in ds.problems
+    assert len(ds.problems) == len(expected) + 2
+
+
+def test_a_hostile_zip_lists_each_bad_member_and_uses_the_rest(tmp_path):
+    path = tmp_path / "hostile.zip"
+    good = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(good, "PNG")
+    link = zipfile.ZipInfo("b/link.png")
+    link.create_system, link.external_attr = 3, (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(path, "w") as zf:
+        for name in ("a/1.png", "a/2.png", "b/1.png", "b/2.png", "b/crc.png"):
+            zf.writestr(name, good.getvalue())
+        zf.writestr("b/drawing.svg", b"<svg/>")
+        zf.writestr(link, b"1.png")
+        zf.writestr("b/locked.png", good.getvalue())
+        zf.writestr("c/notes.pdf", b"%PDF-1.4")
+    data = bytearray(path.read_bytes())
+    offset = data.index(b"b/crc.png") + len(b"b/crc.png") + 20  # inside the member's compressed bytes
+    data[offset] ^= 0xFF
+    entry = data.rindex(b"b/locked.png") - 46
+    assert data[entry:entry + 4] == b"PK\x01\x02"  # its central directory record
+    data[entry + 8] |= 0x1  # marked as encrypted: reading it asks for a password
+    path.write_bytes(bytes(data))
+    ds = load_class_folders(path, image_size=8, use_cache=False)
+    assert ds.class_names == ["a", "b"] and ds.class_sizes == [2, 2]
+    text = "\n".join(ds.problems)
+    for member, words in {"b/drawing.svg": "format isn't supported", "b/link.png": "not an ordinary file",
+                          "b/locked.png": "locked with a password", "b/crc.png": "damaged", "c/notes.pdf": "supported"}.items():
+        assert f"'{path}!{member}': " in text and words in text.split(f"'{path}!{member}': ")[1].splitlines()[0]
+    assert "class 'c' dropped: 0 usable images" in text
+
+
+def test_when_no_class_is_left_the_error_says_why(tmp_path):
+    root = tmp_path / "nothing-usable"
+    (root / "a").mkdir(parents=True)
+    (root / "a" / "drawing.svg").write_bytes(b"<svg/>")
+    with pytest.raises(DatasetError, match=r"no classes found .*1 entries can't be used, e.g. cannot use image "
+                                           r"'.*drawing.svg': this picture format isn't supported"):
+        load_class_folders(root, image_size=8)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(DatasetError, match="neither a folder nor a zip"):
+        load_class_folders(tmp_path / "fifo", image_size=8)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(DatasetError, match="cannot open dataset '.*loop': it is a link that goes round in a loop"):
+        load_class_folders(tmp_path / "loop", image_size=8)
+
+
+def test_a_file_that_cannot_be_opened_is_named_and_the_rest_is_used(tmp_path, monkeypatch):
+    """Tests run as root, where file permissions do not bite: opening is refused here instead."""
+    from metastudio.data import images
+
+    root = make_class_tree(tmp_path / "t", classes=2, per_class=3)
+    secret = root / "class01" / "img001.png"
+
+    def refuse(path, *args, **kwargs):
+        if Path(path) == secret:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(images, "open", refuse, raising=False)
+    ds = load_class_folders(root, image_size=8, use_cache=False)
+    assert ds.class_sizes == [3, 2]
+    assert ds.problems == [f"cannot use image '{secret}': you don't have permission to open this file"]
+
+
+def test_a_fixed_bad_entry_is_not_reported_from_the_cache(tmp_path):
+    root = make_class_tree(tmp_path / "t", classes=2, per_class=2)
+    (root / "class00" / "gone.png").symlink_to(root / "nothing.png")
+    assert len(load_class_folders(root, image_size=8).problems) == 1
+    (root / "class00" / "gone.png").unlink()
+    assert load_class_folders(root, image_size=8).problems == []
+
+
+def test_eval_on_a_hostile_folder_runs_and_names_the_bad_entries(tmp_path):
+    root, expected = hostile_tree(tmp_path / "hostile")
+    run = subprocess.run([sys.executable, "-m", "metastudio", "eval", "--model", "protonet-omniglot", "--dataset", "folder",
+                          "--root", str(root), "--ways", "3", "--shots", "1", "--queries", "2", "--episodes", "3",
+                          "--device", "cpu"], capture_output=True, text=True, errors="backslashreplace", timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("accuracy ") and "Traceback" not in run.stderr
+    assert "Warning:" not in run.stderr and "site-packages" not in run.stderr  # no raw warnings line
+    count = len(expected) + 1  # and class04 dropped
+    assert f"warning: {count} file(s) or folder(s) of hostile could not be used; the rest is used" in run.stderr
+    named = [line[len("warning: "):] for line in run.stderr.splitlines() if line.startswith("warning: cannot use")]
+    _assert_each_named(named, root, expected)  # each on its own line, with its reason
+
+
+@pytest.mark.parametrize("index", [
+    b'{"class_names": ["a"], "class_sizes": [-1], "name": "x", "problems": []}',  # against the schema
+    b'[' * 100_000 + b']' * 100_000,  # nested past the reader's depth
+    b'{"class_names": ["a", "b"], "class_sizes": [1, 1], "name": "x", "problems": []}',  # not its images
+    b"\xff\xfe not text",
+])
+def test_a_damaged_cache_index_is_decoded_again(tmp_path, index):
+    root = make_class_tree(tmp_path / "t", classes=2, per_class=3)
+    first = load_class_folders(root, image_size=8)
+    (cached,) = (Path(datasets_module.cache_dir()) / "datasets").glob("*.json")
+    cached.write_bytes(index)
+    again = load_class_folders(root, image_size=8)
+    assert again.class_sizes == first.class_sizes == [3, 3]
+    assert torch.equal(again.images, first.images)

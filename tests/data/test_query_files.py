@@ -12,8 +12,9 @@ import pytest
 from PIL import EpsImagePlugin, Image
 
 from metastudio.cli import _query_files
-from metastudio.data.images import (BAD_NAME, BROKEN_LINK, FOLDER_LOOP, LINK_LOOP, NAME_TOO_LONG, NOT_A_FILE,
-                                    NOT_FOUND, UNSUPPORTED, find_images, load_image)
+from metastudio.data.images import load_image
+from metastudio.data.listing import (BAD_NAME, BROKEN_LINK, FOLDER_LOOP, LINK_LOOP, NAME_TOO_LONG, NOT_A_FILE, NOT_FOUND,
+                                     UNSUPPORTED, find_images)
 from metastudio.errors import ImageLoadError, MetaStudioError
 
 from conftest import make_class_tree
