@@ -40,6 +40,7 @@ from metastudio.engine.model_schema import (
     META_KEY,
     check_class_names,
     check_finite,
+    check_labels,
     parse_metadata,
 )
 from metastudio.errors import CheckpointError
@@ -82,6 +83,8 @@ def _open(path: str | os.PathLike, tensors: bool) -> tuple[dict[str, Any], dict[
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"'{path}' is not a readable MetaStudio model file ({e})") from e
     check_finite(out, path)
+    if tensors:
+        check_labels(meta, out, path)
     return meta, out
 
 

@@ -2,30 +2,26 @@
 
 A model file's header holds its metadata as one JSON text (see :mod:`metastudio.engine.checkpoint`).
 :func:`parse_metadata` turns that text into a dictionary only when it fits :data:`SCHEMA`, a
-JSON Schema (draft 2020-12) checked with the ``jsonschema`` library: JSON Schema is the standard,
-language-neutral way to declare a JSON document, so the declaration is data that other tools can
-read too, and each failure names the keyword, the path and the value, which is what a message
-for a person needs. Before the schema, the text itself is bounded: its length, its nesting depth
-(the JSON parser would otherwise recurse once per level) and the size of each number (no NaN or
-infinity, no integer of more than :data:`MAX_INT_DIGITS` digits). Keys the schema does not name
-are allowed, so that files written with more metadata still open.
+JSON Schema (draft 2020-12), read by :mod:`metastudio.data.jsondoc`: the text is bounded first
+(its length, its nesting depth, the size of each number: no NaN or infinity, no integer of more
+than :data:`MAX_INT_DIGITS` digits), then checked with the ``jsonschema`` library. Keys the
+schema does not name are allowed, so that files written with more metadata still open.
 
-:func:`check_class_names` compares the class names with the saved learner's tensors, and
-:func:`check_finite` refuses weights holding NaN or infinity. Every failure is a
-:class:`~metastudio.errors.CheckpointError` naming the file, the field and what was expected.
+:func:`check_class_names` compares the number of class names with the saved learner's tensors
+(their shapes: every built-in learner's layout is declared below), :func:`check_labels` the
+support labels a learner holds with it, and :func:`check_finite` refuses weights holding NaN or
+infinity. Every failure is a :class:`~metastudio.errors.CheckpointError` naming the file, the
+field or tensor, and what was expected.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-import math
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from metastudio.data import jsondoc
 from metastudio.data.images import FITS
 from metastudio.errors import CheckpointError
 
@@ -79,120 +75,46 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
-#: A saved learner's tensors whose size along an axis is its number of classes.
-CLASS_AXES: dict[str, int] = {"learner.prototypes": 0, "learner.class_embeddings": 0, "learner.onehot": -1}
+# What the saved learners' tensors say about their classes: the layouts the built-in learners
+# and the core's FastWeightsLearner save (:meth:`~metastudio.algorithms.base.Learner.learner_state`).
 
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
-_BRACKET = re.compile(r"[\[\]{}]")
-
-
-@functools.cache
-def _validator():
-    import jsonschema  # imported on first use: opening the app does not pay for it
-
-    return jsonschema.Draft202012Validator(SCHEMA)
-
-
-class _BadNumber:
-    """A number of the metadata text that cannot be used, and why (in words); an error once found."""
-
-    def __init__(self, why: str):
-        self.why = why
-
-
-def _parse_int(text: str) -> int | _BadNumber:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        return _BadNumber(f"a number of {len(text.lstrip('-'))} digits ({text[:12]}...), "
-                           f"more than the {MAX_INT_DIGITS} allowed")
-    return int(text)
+#: Tensors whose size along an axis is the number of classes: Prototypical Networks' prototypes
+#: (and those of their distance rule), Relation Networks' class embeddings, Matching Networks'
+#: one-hot support labels, and the task head of the gradient family (MAML, Reptile, the LSTM
+#: meta-learner: ``fast.head_weight`` [1, N, D], ``fast.head_bias`` [1, N]).
+CLASS_AXES: dict[str, int] = {
+    "learner.prototypes": 0, "learner.open_set_prototypes": 0, "learner.open_set_expected": 0,
+    "learner.class_embeddings": 0, "learner.onehot": -1, "learner.fast.head_weight": 1, "learner.fast.head_bias": 1,
+}
+#: Tensors whose size along an axis is the most classes the learner can tell apart, its label
+#: positions: MANN's one-hot previous label [1, max_ways], MetaNet's per-example output weights.
+CLASS_POSITIONS: dict[str, int] = {"learner.label": -1, "learner.example.out.weight": 1, "learner.example.out.bias": -1}
+#: Groups of tensors holding one row per support image (axis 0; a name ending in "." stands for
+#: every tensor under it): Matching and Siamese Networks' support embeddings and labels, MetaNet's
+#: memory keys and per-example fast weights. The tensors of a group agree on it, and every class
+#: has at least one support image.
+SUPPORT_ROWS: tuple[tuple[str, ...], ...] = (
+    ("learner.support", "learner.onehot", "learner.labels"), ("learner.keys", "learner.example."),
+)
+#: Tensors holding the class (0 .. N-1) of each support image: Siamese Networks' labels.
+CLASS_LABELS: tuple[str, ...] = ("learner.labels",)
 
 
-def _parse_float(text: str) -> float | _BadNumber:
-    value = float(text)
-    return value if math.isfinite(value) else _BadNumber(f"a number too large to use ({text[:20]})")
+def _check_kind(path: Any) -> Callable[[Any], None]:
+    """A check of the parsed metadata that words another kind of document, or a newer format
+    version, better than the schema would."""
 
+    def check(meta: Any) -> None:
+        if not isinstance(meta, dict):
+            return
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"'{path}' is not a MetaStudio model file")
+        version = meta.get("format_version")
+        if type(version) is int and version > FORMAT_VERSION:
+            raise CheckpointError(
+                f"'{path}' was written by a newer MetaStudio (format {version}); update MetaStudio to open it")
 
-def _nesting(text: str) -> int:
-    """How deeply the JSON ``text`` nests, counted without parsing (stops past MAX_DEPTH)."""
-    depth = deepest = 0
-    for bracket in _BRACKET.finditer(_STRING.sub("", text)):
-        depth += 1 if bracket.group() in "[{" else -1
-        deepest = max(deepest, depth)
-        if deepest > MAX_DEPTH:
-            break
-    return deepest
-
-
-def _field(path: Sequence[Any]) -> str:
-    """``hyperparameters.lr``, ``class_names[2]``: where a value is in the document."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _bad_number(node: Any, path: tuple = ()) -> tuple[tuple, _BadNumber] | None:
-    if isinstance(node, _BadNumber):
-        return path, node
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-    for key, value in items:
-        found = _bad_number(value, (*path, key))
-        if found:
-            return found
-    return None
-
-
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, (int, float, str)):
-        text = repr(value)
-        return text if len(text) <= 60 else text[:57] + "..."
-    return {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
-
-
-_TYPE_WORDS = {"object": "an object", "array": "a list", "string": "a string", "integer": "a whole number",
-               "number": "a number", "boolean": "true/false", "null": "null"}
-
-
-def _one_of(words: Sequence[str]) -> str:
-    """``a``, ``a or b``, ``a, b or c``."""
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
-
-
-def _expected(error) -> str:
-    """What the value at ``error``'s path should have been, in words."""
-    rule, value, instance = error.validator, error.validator_value, error.instance
-    if rule == "type":
-        kinds = [value] if isinstance(value, str) else value
-        return _one_of([_TYPE_WORDS[k] for k in kinds])
-    if rule in ("enum", "const"):
-        choices = [value] if rule == "const" else value
-        return _one_of([_kind(c) for c in choices])
-    if rule == "minimum":
-        return f"at least {value:g}" if isinstance(value, float) else f"at least {value}"
-    if rule == "maximum":
-        return f"at most {value:g}" if isinstance(value, float) else f"at most {value}"
-    if rule == "minLength":
-        return "a non-empty string"
-    if rule == "maxLength":
-        return f"at most {value} characters long (it has {len(instance)})"
-    if rule in ("maxItems", "maxProperties"):
-        return f"at most {value} entries long (it has {len(instance)})"
-    return error.message
-
-
-def _schema_message(error) -> str:
-    if error.validator == "required":
-        missing = next(name for name in error.validator_value if name not in error.instance)
-        return f"field '{_field([*error.absolute_path, missing])}' is missing"
-    if error.validator == "propertyNames":
-        return f"field '{_field(error.absolute_path)}' has a key that is not allowed: {error.message}"
-    field = _field(error.absolute_path)
-    where = f"field '{field}'" if field else "its metadata"
-    return f"{where} must be {_expected(error)}, not {_kind(error.instance)}"
+    return check
 
 
 def parse_metadata(text: Any, path: Any) -> dict[str, Any]:
@@ -200,50 +122,79 @@ def parse_metadata(text: Any, path: Any) -> dict[str, Any]:
     checked against :data:`SCHEMA`; raises CheckpointError saying what does not fit."""
     if not isinstance(text, str):
         raise CheckpointError(f"'{path}' is a safetensors file without MetaStudio metadata")
-    if len(text) > MAX_TEXT:
-        raise CheckpointError(f"model file '{path}': its metadata is too long ({len(text)} characters, "
-                              f"at most {MAX_TEXT})")
-    if _nesting(text) > MAX_DEPTH:
-        raise CheckpointError(f"model file '{path}': its metadata nests more than {MAX_DEPTH} levels deep")
-    try:
-        meta = json.loads(text, parse_int=_parse_int, parse_float=_parse_float,
-                          parse_constant=lambda name: _BadNumber(f"{name}, which is not a usable number"))
-    except ValueError as e:
-        raise CheckpointError(f"'{path}' is a safetensors file without MetaStudio metadata") from e
-    bad = _bad_number(meta)
-    if bad:
-        where, number = bad
-        field = f"field '{_field(where)}'" if where else "its metadata"
-        raise CheckpointError(f"model file '{path}': {field} holds {number.why}")
-    if isinstance(meta, dict) and meta.get("format") != FORMAT:
-        raise CheckpointError(f"'{path}' is not a MetaStudio model file")
-    version = meta.get("format_version") if isinstance(meta, dict) else None
-    if type(version) is int and version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"'{path}' was written by a newer MetaStudio (format {version}); update MetaStudio to open it")
-    from jsonschema.exceptions import best_match
+    words = jsondoc.Words(CheckpointError, where=f"model file '{path}'", document="its metadata", field="field")
+    return jsondoc.read_document(text, SCHEMA, words, check=_check_kind(path), max_text=MAX_TEXT,
+                                 max_depth=MAX_DEPTH, max_int_digits=MAX_INT_DIGITS,
+                                 not_json=f"'{path}' is a safetensors file without MetaStudio metadata")
 
-    error = best_match(_validator().iter_errors(meta))
-    if error is not None:
-        raise CheckpointError(f"model file '{path}': {_schema_message(error)}")
-    return meta
+
+def _size(shapes: Mapping[str, Sequence[int]], key: str, axis: int, path: Any) -> int | None:
+    """The size of tensor ``key`` along ``axis`` (None when there is no such tensor)."""
+    shape = shapes.get(key)
+    if shape is None:
+        return None
+    if len(shape) < (axis + 1 if axis >= 0 else -axis):
+        raise CheckpointError(f"model file '{path}': tensor '{key}' has shape {list(shape)}, which holds no classes")
+    return shape[axis]
+
+
+def _support_rows(shapes: Mapping[str, Sequence[int]], group: Sequence[str], path: Any) -> tuple[str, int] | None:
+    """(a tensor, its rows) of a :data:`SUPPORT_ROWS` group, after checking that they agree."""
+    keys: list[str] = []
+    for name in group:
+        keys += sorted(k for k in shapes if k.startswith(name)) if name.endswith(".") else [name] * (name in shapes)
+    first = None
+    for key in keys:
+        rows = _size(shapes, key, 0, path)
+        if first is None:
+            first = (key, rows)
+        elif rows != first[1]:
+            raise CheckpointError(f"model file '{path}': tensor '{key}' holds {rows} support images and tensor "
+                                  f"'{first[0]}' {first[1]}; they must hold the same ones")
+    return first
 
 
 def check_class_names(meta: Mapping[str, Any], shapes: Mapping[str, Sequence[int]], path: Any) -> None:
-    """Refuse a saved learner whose tensors hold another number of classes than its class names."""
+    """Refuse a saved learner whose tensors (by name, their ``shapes``) hold another number of
+    classes than its class names (see :data:`CLASS_AXES` and the rules after it)."""
     names = meta.get("class_names")
     if not names:
         return
+    count = len(names)
     for key, axis in CLASS_AXES.items():
-        shape = shapes.get(key)
-        if shape is None:
+        size = _size(shapes, key, axis, path)
+        if size is not None and size != count:
+            raise CheckpointError(f"model file '{path}': field 'class_names' must name {size} classes "
+                                  f"(tensor '{key}' holds {size}), not {count}")
+    for key, axis in CLASS_POSITIONS.items():
+        size = _size(shapes, key, axis, path)
+        if size is not None and size < count:
+            raise CheckpointError(f"model file '{path}': field 'class_names' must name at most {size} classes "
+                                  f"(tensor '{key}' has room for {size}), not {count}")
+    for group in SUPPORT_ROWS:
+        found = _support_rows(shapes, group, path)
+        if found is not None and found[1] < count:
+            raise CheckpointError(f"model file '{path}': field 'class_names' must name at most {found[1]} classes "
+                                  f"(tensor '{found[0]}' holds {found[1]} support images), not {count}")
+
+
+def check_labels(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor], path: Any) -> None:
+    """Refuse a saved learner whose support labels (:data:`CLASS_LABELS`) are not whole numbers
+    from 0 to one less than its number of class names; needs the tensors' values, not only their shapes."""
+    names = meta.get("class_names")
+    if not names:
+        return
+    for key in CLASS_LABELS:
+        labels = tensors.get(key)
+        if labels is None:
             continue
-        if not shape or len(shape) < (axis + 1 if axis >= 0 else -axis):
-            raise CheckpointError(f"model file '{path}': tensor '{key}' has shape {list(shape)}, "
-                                  "which holds no classes")
-        if shape[axis] != len(names):
-            raise CheckpointError(f"model file '{path}': field 'class_names' must name {shape[axis]} classes "
-                                  f"(tensor '{key}' holds {shape[axis]}), not {len(names)}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise CheckpointError(f"model file '{path}': tensor '{key}' must hold whole numbers, not {labels.dtype}")
+        outside = labels[(labels < 0) | (labels >= len(names))]
+        if outside.numel():
+            raise CheckpointError(
+                f"model file '{path}': tensor '{key}' holds class {int(outside[0])}, but field 'class_names' "
+                f"names {len(names)} classes (0 to {len(names) - 1})")
 
 
 def check_finite(tensors: Mapping[str, torch.Tensor], path: Any) -> None:

@@ -180,3 +180,104 @@ def test_metadata_that_fits_the_schema_but_not_the_algorithm_names_the_file(chan
     with pytest.raises(CheckpointError) as caught:
         load_model(path, host)
     assert str(caught.value).startswith(f"model file '{path}': ") and words in str(caught.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Class names against the saved learner of each built-in family
+
+
+@pytest.fixture(scope="module")
+def learners(tmp_path_factory):
+    """algorithm name -> (metadata, tensors) of a model file with a learner adapted to 3 classes
+    of 2 shots (6 support images), for each of the nine built-in algorithms (Conv-4, 28 px)."""
+    from metastudio.data.episodes import EpisodeSampler
+    from metastudio.plugins import get_host, reset_host
+
+    from conftest import NINE_ALGORITHMS
+
+    reset_host()
+    host, threads = get_host(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    folder, out = tmp_path_factory.mktemp("learners"), {}
+    try:
+        episode = EpisodeSampler(synthetic_dataset(classes=6, per_class=4), 3, 2, 1, seed=1).episode(1)
+        for name in NINE_ALGORITHMS:
+            torch.manual_seed(0)
+            cls, spec = host.algorithm(name), host.backbone("conv4")
+            algo = cls(spec.build(1, 28), backbone_name="conv4", image_size=28, channels=1, hparams={}).eval()
+            out[name] = load_tensors(save_model(algo, folder / f"{name}.safetensors", learner=algo.adapt(episode.support)))
+    finally:
+        torch.set_num_threads(threads)
+        reset_host()
+    return out
+
+
+#: algorithm -> (a number of class names its saved 3-class learner cannot have, the tensor the error names)
+WRONG_COUNT = {
+    "protonet": (2, "learner.prototypes"),
+    "relationnet": (4, "learner.class_embeddings"),
+    "matchingnet": (2, "learner.onehot"),
+    "siamese": (7, "learner.support"),  # more classes than support images
+    "maml": (2, "learner.fast.head_weight"),
+    "reptile": (4, "learner.fast.head_weight"),
+    "metalstm": (2, "learner.fast.head_weight"),
+    "mann": (21, "learner.label"),  # more classes than its 20 label positions
+    "metanet": (21, "learner.example.out.weight"),
+}
+
+
+@pytest.mark.parametrize("algorithm", sorted(WRONG_COUNT))
+def test_class_names_that_disagree_with_the_learner_are_refused_naming_the_tensor(algorithm, learners, host, tmp_path):
+    meta, tensors = learners[algorithm]
+    count, tensor = WRONG_COUNT[algorithm]
+    assert len(meta["class_names"]) == 3
+    loaded = load_model(save_tensors(tmp_path / "good.safetensors", tensors, meta), host)
+    assert loaded.learner.predict_proba(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape == (2, 3)
+    path = save_tensors(tmp_path / "bad.safetensors", tensors, _with(meta, class_names=[f"c{i}" for i in range(count)]))
+    for read in (read_metadata, lambda p: load_model(p, host)):
+        with pytest.raises(CheckpointError) as caught:
+            read(path)
+        message = str(caught.value)
+        assert message.startswith(f"model file '{path}': field 'class_names' must name ") and f"not {count}" in message
+        assert f"tensor '{tensor}'" in message, message
+
+
+def test_metanet_needs_a_support_image_per_class(learners, host, tmp_path):
+    meta, tensors = learners["metanet"]
+    path = save_tensors(tmp_path / "m.safetensors", tensors, _with(meta, class_names=list("abcdefg")))
+    with pytest.raises(CheckpointError, match=r"must name at most 6 classes \(tensor 'learner.keys' holds 6 support "
+                                              r"images\), not 7"):
+        load_model(path, host)
+
+
+def test_support_tensors_that_disagree_with_each_other_are_refused(learners, host, tmp_path):
+    meta, tensors = learners["matchingnet"]
+    broken = {**tensors, "learner.onehot": tensors["learner.onehot"][:5].clone()}
+    path = save_tensors(tmp_path / "m.safetensors", broken, meta)
+    with pytest.raises(CheckpointError, match=rf"'{path}': tensor 'learner.onehot' holds 5 support images and "
+                                              r"tensor 'learner.support' 6; they must hold the same ones"):
+        load_model(path, host)
+
+
+def test_a_tensor_without_the_class_axis_is_refused(learners, host, tmp_path):
+    meta, tensors = learners["maml"]
+    broken = {**tensors, "learner.fast.head_bias": torch.zeros(3)}
+    path = save_tensors(tmp_path / "m.safetensors", broken, meta)
+    with pytest.raises(CheckpointError, match=r"tensor 'learner.fast.head_bias' has shape \[3\], which holds no classes"):
+        read_metadata(path)
+
+
+def test_siamese_support_labels_must_name_a_class(learners):
+    from metastudio.engine.model_schema import check_labels
+
+    meta, tensors = learners["siamese"]
+    check_labels(meta, tensors, "m")  # the saved labels are 0, 1, 2
+    assert sorted(set(tensors["learner.labels"].tolist())) == [0, 1, 2]
+    with pytest.raises(CheckpointError, match=r"'m': tensor 'learner.labels' holds class 2, but field 'class_names' "
+                                              r"names 2 classes \(0 to 1\)"):
+        check_labels(_with(meta, class_names=["a", "b"]), tensors, "m")
+    negative = {**tensors, "learner.labels": tensors["learner.labels"] - 1}
+    with pytest.raises(CheckpointError, match="holds class -1"):
+        check_labels(meta, negative, "m")
+    with pytest.raises(CheckpointError, match="must hold whole numbers"):
+        check_labels(meta, {"learner.labels": tensors["learner.labels"].float()}, "m")
