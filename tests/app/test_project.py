@@ -341,7 +341,9 @@ def test_save_then_open_round_trips_everything(tmp_path):
         with zipfile.ZipFile(target) as archive:
             infos = {i.filename: i for i in archive.infolist()}
             stored = json.loads(archive.read("manifest.json").decode("utf-8"))
+        sizes = stored.pop("sizes")
         assert without_time(stored) == without_time(before)
+        assert sizes == {n: i.file_size for n, i in infos.items() if n != "manifest.json"}  # what a later open checks
         assert infos["manifest.json"].compress_type == zipfile.ZIP_DEFLATED
         files = {i.file for i in p.all_images()}
         assert len(files) == 4 and unused.file not in files
@@ -390,7 +392,9 @@ def test_a_project_saved_by_the_previous_version_opens_and_saves_the_same(tmp_pa
         assert {i.filename: (i.compress_type, archive.read(i)) for i in archive.infolist() if i.filename != "manifest.json"} \
             == {n: m for n, m in members.items() if n != "manifest.json"}
         assert archive.getinfo("manifest.json").compress_type == members["manifest.json"][0]
-    assert list(resaved) == list(stored)  # the same keys, in the same order
+    # The same keys, in the same order, and the sizes of the members, which version 0.1.0 did not record.
+    assert resaved.pop("sizes") == {n: len(m[1]) for n, m in members.items() if n != "manifest.json"}
+    assert list(resaved) == list(stored)
     assert stored["app_version"] == "0.1.0" and resaved["app_version"] == __version__
     assert without_time(resaved) | {"app_version": "0.1.0"} == without_time(stored)
 
@@ -474,26 +478,26 @@ def test_a_project_that_could_not_be_reopened_is_not_written(project, tmp_path):
         ({"readme.txt": "hi"}, "no manifest.json"),
         ({"manifest.json": "{not json"}, "not valid JSON"),
         ({"manifest.json": b"\xff\xfe\x00garbage"}, "not UTF-8"),
-        ({"manifest.json": "[1, 2]"}, "not a JSON object"),
+        ({"manifest.json": "[1, 2]"}, "the manifest must be an object, not a list"),
         ({"manifest.json": json.dumps({"format": "something-else", "format_version": 1})}, "not a MetaStudio project"),
         ({"manifest.json": json.dumps(minimal_manifest(format_version=FORMAT_VERSION + 1))}, "newer MetaStudio"),
-        ({"manifest.json": json.dumps(minimal_manifest(format_version="1"))}, "invalid format_version"),
-        ({"manifest.json": json.dumps(minimal_manifest(classes={}))}, "classes is not a list"),
+        ({"manifest.json": json.dumps(minimal_manifest(format_version="1"))}, "field 'format_version' must be a whole number"),
+        ({"manifest.json": json.dumps(minimal_manifest(classes={}))}, "field 'classes' must be a list"),
         (
             {"manifest.json": json.dumps(minimal_manifest(queries=[{"id": "q", "file": "../x"}])), "../x": b"boo"},
-            "not a valid image file name: '../x'",
+            "field 'queries[0].file' must be an image file name like '0123456789abcdef.png', not '../x'",
         ),
         (
             {"manifest.json": json.dumps(minimal_manifest(queries=[{"id": "q", "file": "/etc/passwd"}]))},
-            "not a valid image file name",
+            "must be an image file name like '0123456789abcdef.png', not '/etc/passwd'",
         ),
         (
             {"manifest.json": json.dumps(minimal_manifest(models=["../evil.safetensors"]))},
-            "not a valid model file name",
+            "must be a model file name like 'my model.safetensors'",
         ),
         (
             {"manifest.json": json.dumps(minimal_manifest(classes=[{"id": "c", "name": "A", "colour": "red"}]))},
-            "not a '#rrggbb' colour",
+            "field 'classes[0].colour' must be a '#rrggbb' colour, not 'red'",
         ),
         (
             {

@@ -10,7 +10,9 @@ models trained in it.
   declares itself in, and the checks it passes;
 * :mod:`~metastudio.app.project.archive`: the ``.metastudio`` zip archive, written atomically
   and unpacked safely;
-* :mod:`~metastudio.app.project.recovery`: autosaves, and finding those of crashed sessions.
+* :mod:`~metastudio.app.project.recovery`: autosaves, and finding those of crashed sessions;
+* :mod:`~metastudio.app.project.cleanup`: working folders named after their process, and the
+  removal of those (and of half-written saves) that a process which has ended left behind.
 
 Nothing is pickled; this package imports no Qt.
 """

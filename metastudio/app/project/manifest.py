@@ -10,39 +10,116 @@
      "queries": [{"id": ..., "file": ..., "source": ...}, ...],
      "model": {"kind": "shipped", "name": "photos"},
      "hyperparameters": {...}, "settings": {...},
-     "models": ["my-model.safetensors", ...]}
+     "models": ["my-model.safetensors", ...],
+     "sizes": {"images/0123456789abcdef.jpg": 52817, "models/my-model.safetensors": 4718592}}
 
-Every id (of a class or an image) is used once; an image's ``file`` looks like
-``0123456789abcdef.png``, a model name is a plain safe base name ending ``.safetensors`` and a
-colour is ``"#rrggbb"``. A manifest of a newer MetaStudio (higher ``format_version``) is
-refused with a message saying so. :func:`parse_manifest` checks all of this and turns a
-manifest into fresh objects; anything else raises :class:`ProjectError`.
+:data:`SCHEMA` declares it (JSON Schema, read by :mod:`metastudio.data.jsondoc`: the text is
+bounded first, its size, nesting depth and numbers, then checked against the schema). What a
+schema cannot say is checked after it: every id (of a class or an image) is used once, and a
+model name is not one Windows reserves. A manifest of a newer MetaStudio (higher
+``format_version``) is refused with a message saying so. :func:`parse_manifest_text` (a
+manifest's text) and :func:`parse_manifest` (a manifest in memory) turn a manifest into fresh
+objects; anything that does not fit raises :class:`ProjectError` naming the field:
+``the manifest's field 'classes[0].colour' must be a '#rrggbb' colour, not 'red'``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from metastudio import __version__
 from metastudio.app.project.model import (
+    MODEL_NAME,
     COLOUR,
     DEFAULT_MODEL,
     IMAGE_FILE,
+    IMAGES,
+    MODELS,
     ClassEntry,
     ImageItem,
     Project,
     is_safe_model_name,
 )
+from metastudio.data import jsondoc
 from metastudio.errors import ProjectError
 
 FORMAT = "metastudio-project"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+
+#: The most bytes a manifest may have (its nesting depth and numbers: jsondoc's defaults).
+MAX_MANIFEST_BYTES = 64 << 20
+#: The most classes, images of one class (and query images), and models a manifest may list.
+MAX_CLASSES, MAX_IMAGES, MAX_MODELS = 10_000, 1_000_000, 10_000
+#: The longest path a manifest may hold (Windows' long paths), and the longest class or model name.
+MAX_PATH, MAX_NAME = 32_767, 1000
+
+_IMAGE_FILE, _MODEL_FILE = IMAGE_FILE.pattern, MODEL_NAME.pattern
+_IMAGE_WORDS = "an image file name like '0123456789abcdef.png'"
+_MODEL_WORDS = ("a model file name like 'my model.safetensors' (letters, digits, spaces, '.', '_' and '-', "
+                "not a path)")
+_COLOUR_WORDS = "a '#rrggbb' colour"
+_ID = {"type": "string", "minLength": 1, "maxLength": 200}
+_ITEM = {
+    "type": "object",
+    "required": ["id", "file"],
+    "properties": {
+        "id": _ID,
+        "file": {"type": "string", "pattern": f"^{_IMAGE_FILE}$", "description": _IMAGE_WORDS},
+        "source": {"type": "string", "maxLength": MAX_PATH},
+    },
+}
+
+#: What a project's manifest must look like (JSON Schema, draft 2020-12). Keys it does not name
+#: are allowed, so that a manifest written by a later MetaStudio of the same format version opens.
+#: ``sizes`` gives the size in bytes of archive members (``images/<file>``, ``models/<name>``).
+SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["format", "format_version"],
+    "properties": {
+        "format": {"const": FORMAT},
+        "format_version": {"type": "integer", "minimum": 1},
+        "app_version": {"type": "string", "maxLength": 100},
+        "saved_at": {"type": "string", "maxLength": 100},
+        "classes": {"type": "array", "maxItems": MAX_CLASSES, "items": {
+            "type": "object",
+            "required": ["id", "name", "colour"],
+            "properties": {
+                "id": _ID,
+                "name": {"type": "string", "maxLength": MAX_NAME},
+                "colour": {"type": "string", "pattern": f"^{COLOUR.pattern}$", "description": _COLOUR_WORDS},
+                "images": {"type": "array", "maxItems": MAX_IMAGES, "items": _ITEM},
+            },
+        }},
+        "queries": {"type": "array", "maxItems": MAX_IMAGES, "items": _ITEM},
+        "model": {"type": "object", "properties": {
+            "kind": {"type": "string", "maxLength": 100},
+            "name": {"type": "string", "maxLength": MAX_NAME},
+            "path": {"type": "string", "maxLength": MAX_PATH},
+        }},
+        "hyperparameters": {"type": "object", "maxProperties": 500, "propertyNames": {"maxLength": 100}},
+        "settings": {"type": "object"},
+        "models": {"type": "array", "maxItems": MAX_MODELS, "items": {
+            "type": "string", "pattern": f"^{_MODEL_FILE}$", "description": _MODEL_WORDS}},
+        "sizes": {
+            "type": "object",
+            "maxProperties": 2 * MAX_IMAGES + MAX_MODELS,
+            "propertyNames": {"pattern": f"^({IMAGES}/{_IMAGE_FILE}|{MODELS}/{_MODEL_FILE})$",
+                              "description": f"'{IMAGES}/<file>' or '{MODELS}/<name>', an image or a model of "
+                                             "the project file"},
+            "additionalProperties": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+        },
+    },
+}
+
+#: How messages about a manifest begin ("the manifest's field 'classes[0].colour' must be ...").
+WORDS = jsondoc.Words(ProjectError, document="the manifest")
 
 
 def now() -> str:
@@ -56,7 +133,8 @@ def now() -> str:
 
 def to_manifest(project: Project) -> dict[str, Any]:
     """``project`` as a manifest (a fresh copy; ``saved_at`` is now); :class:`ProjectError` if its
-    ``model``, ``hyperparameters`` or ``settings`` hold something JSON cannot represent."""
+    ``model``, ``hyperparameters`` or ``settings`` hold something JSON cannot represent, or that
+    the manifest's reader would refuse (nested too deeply, an integer of too many digits)."""
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -78,7 +156,10 @@ def to_manifest(project: Project) -> dict[str, Any]:
         raise ProjectError(
             f"the project's model choice, hyperparameters or settings are not plain JSON data: {error}"
         ) from None
-    return json.loads(text)
+    except RecursionError:  # nested thousands of levels deep
+        raise ProjectError(f"the project's model choice, hyperparameters or settings nest more than "
+                           f"{jsondoc.MAX_DEPTH} levels deep") from None
+    return jsondoc.parse_text(text, jsondoc.Words(ProjectError, document="the project"), max_text=len(text))
 
 
 def _item_json(item: ImageItem) -> dict[str, str]:
@@ -97,7 +178,8 @@ def manifest_files(manifest: Mapping[str, Any]) -> list[str]:
 
 @dataclass
 class ParsedManifest:
-    """A manifest that passed every check, as fresh objects."""
+    """A manifest that passed every check, as fresh objects (``sizes``: archive member name ->
+    its size in bytes, as the manifest declares it; empty when it declares none)."""
 
     classes: list[ClassEntry]
     queries: list[ImageItem]
@@ -105,6 +187,7 @@ class ParsedManifest:
     hyperparameters: dict[str, Any]
     settings: dict[str, Any]
     models: list[str]
+    sizes: dict[str, int] = field(default_factory=dict)
 
     def all_items(self) -> Iterable[ImageItem]:
         for entry in self.classes:
@@ -112,97 +195,93 @@ class ParsedManifest:
         yield from self.queries
 
 
+def read_manifest_text(data: str | bytes) -> Any:
+    """The JSON document of a manifest's ``data`` (UTF-8), bounded (its size, nesting depth and
+    numbers: :mod:`metastudio.data.jsondoc`) but not yet checked against :data:`SCHEMA`;
+    :class:`ProjectError` saying what is wrong. :func:`parse_manifest` checks the rest."""
+    return jsondoc.parse_text(data, WORDS, max_text=MAX_MANIFEST_BYTES)
+
+
+def parse_manifest_text(data: str | bytes) -> ParsedManifest:
+    """:func:`parse_manifest` of the manifest text ``data`` (what a project file holds)."""
+    return _parse(read_manifest_text(data))
+
+
 def parse_manifest(manifest: Any) -> ParsedManifest:
-    """Check a manifest's shape and turn it into fresh objects; :class:`ProjectError` if wrong."""
-    if not isinstance(manifest, Mapping):
-        raise ProjectError("its manifest is not a JSON object")
+    """Check a manifest document (parsed JSON, or one about to be written) against :data:`SCHEMA`
+    and what the schema cannot say (ids used once, safe model names), and turn it into fresh
+    objects; :class:`ProjectError` naming the field if anything does not fit."""
+    jsondoc.check_value(manifest, WORDS)
+    return _parse(manifest)
+
+
+def _parse(manifest: Any) -> ParsedManifest:
     _check_format(manifest)
-    ids: set[str] = set()
-    classes = [_parse_class(raw, f"classes[{c}]", ids)
-               for c, raw in enumerate(_list(manifest.get("classes", []), "classes"))]
-    queries = [_parse_item(raw, f"queries[{i}]", ids)
-               for i, raw in enumerate(_list(manifest.get("queries", []), "queries"))]
-    models = []
-    for i, name in enumerate(_list(manifest.get("models", []), "models")):
-        if not isinstance(name, str) or not is_safe_model_name(name):
-            raise ProjectError(f"the manifest's models[{i}] is not a valid model file name: {name!r}")
-        models.append(name)
+    jsondoc.validate(manifest, SCHEMA, WORDS)
+    ids: dict[str, str] = {}
+    classes = []
+    for c, raw in enumerate(manifest.get("classes", [])):
+        class_id = _unique_id(raw["id"], ("classes", c), ids)
+        colour = _checked(raw["colour"], ("classes", c, "colour"), COLOUR.fullmatch, _COLOUR_WORDS)
+        images = [_item(item, ("classes", c, "images", i), ids) for i, item in enumerate(raw.get("images", []))]
+        classes.append(ClassEntry(id=class_id, name=raw["name"], colour=colour, images=images))
+    queries = [_item(item, ("queries", i), ids) for i, item in enumerate(manifest.get("queries", []))]
+    models = [_checked(name, ("models", i), is_safe_model_name, _MODEL_WORDS)
+              for i, name in enumerate(manifest.get("models", []))]
     return ParsedManifest(
         classes=classes,
         queries=queries,
-        model=_json_copy(_object(manifest.get("model", DEFAULT_MODEL), "model")),
-        hyperparameters=_json_copy(_object(manifest.get("hyperparameters", {}), "hyperparameters")),
-        settings=_json_copy(_object(manifest.get("settings", {}), "settings")),
+        model=_json_copy(manifest.get("model", DEFAULT_MODEL)),
+        hyperparameters=_json_copy(manifest.get("hyperparameters", {})),
+        settings=_json_copy(manifest.get("settings", {})),
         models=list(dict.fromkeys(models)),
+        sizes=dict(manifest.get("sizes", {})),
     )
 
 
-def _check_format(manifest: Mapping[str, Any]) -> None:
-    """Refuse a document that is not a project manifest, or one of a newer format version."""
+def _check_format(manifest: Any) -> None:
+    """Refuse a document that is not a project manifest, or one of a newer format version
+    (whose shape this MetaStudio may not know), before the schema words it less clearly."""
+    if not isinstance(manifest, Mapping):
+        return
     if manifest.get("format") != FORMAT:
-        raise ProjectError(f"it is not a MetaStudio project (its manifest's format is {manifest.get('format')!r})")
+        kind = f"'s format is {jsondoc.describe(manifest['format'])}" if "format" in manifest else " names no format"
+        raise ProjectError(f"it is not a MetaStudio project (its manifest{kind})")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ProjectError(f"its manifest has an invalid format_version: {version!r}")
-    if version > FORMAT_VERSION:
+    if type(version) is int and version > FORMAT_VERSION:
         raise ProjectError(
             f"it was made by a newer MetaStudio (project format version {version}; MetaStudio "
             f"{__version__} reads up to version {FORMAT_VERSION}); please update MetaStudio"
         )
 
 
-def _unique_id(raw: Mapping[str, Any], where: str, ids: set[str]) -> str:
-    """The non-empty ``id`` of a class or image record, which no record before it used."""
-    value = _text(raw.get("id"), f"{where}.id", nonempty=True)
-    if value in ids:
-        raise ProjectError(f"the manifest's {where}.id {value!r} is used twice")
-    ids.add(value)
+def _checked(value: str, path: tuple, fits: Callable[[str], Any], expected: str) -> str:
+    """``value`` when ``fits(value)``, which is stricter than the schema's pattern (a whole-string
+    match; a model name that is not one Windows reserves)."""
+    if not fits(value):
+        raise WORDS.fail(path, f"must be {expected}, not {jsondoc.describe(value)}")
     return value
 
 
-def _parse_item(raw: Any, where: str, ids: set[str]) -> ImageItem:
-    raw = _object(raw, where)
-    item_id = _unique_id(raw, where, ids)
-    file = _text(raw.get("file"), f"{where}.file")
-    if not IMAGE_FILE.fullmatch(file):
-        raise ProjectError(f"the manifest's {where}.file is not a valid image file name: {file!r}")
-    return ImageItem(id=item_id, file=file, source=_text(raw.get("source", ""), f"{where}.source"))
-
-
-def _parse_class(raw: Any, where: str, ids: set[str]) -> ClassEntry:
-    raw = _object(raw, where)
-    class_id = _unique_id(raw, where, ids)
-    name = _text(raw.get("name"), f"{where}.name")
-    colour = _text(raw.get("colour"), f"{where}.colour")
-    if not COLOUR.fullmatch(colour):
-        raise ProjectError(f"the manifest's {where}.colour is not a '#rrggbb' colour: {colour!r}")
-    raw_images = _list(raw.get("images", []), f"{where}.images")
-    images = [_parse_item(r, f"{where}.images[{i}]", ids) for i, r in enumerate(raw_images)]
-    return ClassEntry(id=class_id, name=name, colour=colour, images=images)
-
-
-def _text(value: Any, where: str, nonempty: bool = False) -> str:
-    if not isinstance(value, str) or (nonempty and not value):
-        raise ProjectError(f"the manifest's {where} is not {'a non-empty' if nonempty else 'a'} string: {value!r}")
+def _unique_id(value: str, where: tuple, ids: dict[str, str]) -> str:
+    """The ``id`` of the class or image record at ``where``, which no record before it used."""
+    first = ids.setdefault(value, jsondoc.field_name(where))
+    if first != jsondoc.field_name(where):
+        raise WORDS.fail((*where, "id"), f"holds {jsondoc.describe(value)}, an id used twice (by {first} too); "
+                                         "every class and image needs an id of its own")
     return value
 
 
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ProjectError(f"the manifest's {where} is not a list")
-    return value
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ProjectError(f"the manifest's {where} is not an object")
-    return dict(value)
+def _item(raw: Mapping[str, Any], where: tuple, ids: dict[str, str]) -> ImageItem:
+    return ImageItem(id=_unique_id(raw["id"], where, ids),
+                     file=_checked(raw["file"], (*where, "file"), IMAGE_FILE.fullmatch, _IMAGE_WORDS),
+                     source=raw.get("source", ""))
 
 
 def _json_copy(value: dict[str, Any]) -> dict[str, Any]:
     try:
         return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError) as error:  # a document in memory, holding what JSON cannot
         raise ProjectError(f"the manifest holds data that is not plain JSON: {error}") from None
 
 

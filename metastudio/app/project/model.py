@@ -22,10 +22,8 @@ import secrets
 import shutil
 import stat
 import struct
-import tempfile
 import unicodedata
 import uuid
-import warnings
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,7 +32,10 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from metastudio.app.project.cleanup import make_workdir, sweep_once
 from metastudio.data import images as _words
+from metastudio.data.images import decoding_warnings
+from metastudio.data.listing import pixel_formats
 from metastudio.data.images import MAX_PIXELS, is_image_name
 from metastudio.errors import CheckpointError, ImageLoadError, message_of, os_reason
 
@@ -65,7 +66,7 @@ MODEL_SUFFIX = ".safetensors"
 
 #: The name of an image copy: 16 hex digits of its SHA-256 and its lower-case extension.
 IMAGE_FILE = re.compile(r"[0-9a-f]{16}\.[a-z0-9]{1,5}")
-_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,99}\.safetensors")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._ -]{0,99}\.safetensors")
 COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 _WINDOWS_RESERVED = frozenset(
     {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
@@ -74,7 +75,7 @@ _WINDOWS_RESERVED = frozenset(
 
 def is_safe_model_name(name: str) -> bool:
     """Whether ``name`` is a plain, safe base name of a model file (ending ``.safetensors``)."""
-    return bool(_MODEL_NAME.fullmatch(name)) and name.split(".")[0].rstrip(" ").lower() not in _WINDOWS_RESERVED
+    return bool(MODEL_NAME.fullmatch(name)) and name.split(".")[0].rstrip(" ").lower() not in _WINDOWS_RESERVED
 
 
 def part_path(target: Path) -> Path:
@@ -121,8 +122,10 @@ class Project:
     """An open project. See the package documentation for the working folder and file format.
 
     ``workdir`` holds the image copies and models while the project is open. When it is
-    ``None``, a fresh temporary folder is made, and :meth:`close` (or the garbage collector,
-    or the interpreter's exit) deletes it. A given ``workdir`` is never deleted.
+    ``None``, a fresh temporary folder is made (:func:`~metastudio.app.project.cleanup.make_workdir`),
+    and :meth:`close` (or the garbage collector, or the interpreter's exit) deletes it; one that
+    a killed process left is deleted by the next process that makes a project. A given
+    ``workdir`` is never deleted.
 
     The project is plain data, not thread-safe: change it, and save it, from one thread.
     """
@@ -130,9 +133,10 @@ class Project:
     def __init__(self, workdir: Path | None = None):
         self._finalizer: weakref.finalize | None = None
         if workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="metastudio-project-"))
+            self.workdir = make_workdir()
             self.own_workdir()
         else:
+            sweep_once()
             self.workdir = Path(workdir)
         (self.workdir / IMAGES).mkdir(parents=True, exist_ok=True)
         (self.workdir / MODELS).mkdir(parents=True, exist_ok=True)
@@ -432,10 +436,8 @@ def _check_image_header(data: bytes, label: str) -> None:
     """Raise :class:`ImageLoadError` unless Pillow recognises ``data`` as an image of an
     acceptable size. Only the header is read."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
+        with decoding_warnings(), Image.open(io.BytesIO(data), formats=pixel_formats()) as image:
+            width, height = image.size
     except UnidentifiedImageError:
         raise ImageLoadError(label, _words.NOT_A_PICTURE, "not an image Pillow can read") from None
     except Image.DecompressionBombError:

@@ -13,13 +13,14 @@ import json
 import os
 import re
 import secrets
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from metastudio.app.project.manifest import now
 from metastudio.app.project.model import PROJECT_SUFFIX, Project
-from metastudio.data.fileio import atomic_write
+from metastudio.data import jsondoc
+from metastudio.data.fileio import atomic_write, pid_running
 from metastudio.errors import CheckpointError, ProjectError
 
 
@@ -112,20 +113,42 @@ def _crashed_autosave(path: Path) -> tuple[float, RecoveryInfo] | None:
     pid = int(match.group(1))
     project_path: str | None = None
     saved_at = _dt.datetime.fromtimestamp(modified, _dt.timezone.utc).isoformat(timespec="seconds")
-    try:
-        side = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        side = None
-    if isinstance(side, dict):
-        if isinstance(side.get("pid"), int) and not isinstance(side.get("pid"), bool):
-            pid = side["pid"]
-        if isinstance(side.get("project_path"), str):
-            project_path = side["project_path"]
-        if isinstance(side.get("saved_at"), str):
-            saved_at = side["saved_at"]
-    if _pid_running(pid):
+    side = _read_sidecar(path.with_suffix(".json"))
+    if side is not None:
+        pid = side.get("pid", pid)
+        project_path = side.get("project_path")
+        saved_at = side.get("saved_at", saved_at)
+    if pid_running(pid):
         return None
     return _timestamp(saved_at, modified), RecoveryInfo(path, project_path, saved_at, pid)
+
+
+#: What an autosave's sidecar must look like (JSON Schema, draft 2020-12).
+SIDECAR_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "properties": {
+        "pid": {"type": "integer", "minimum": 0, "maximum": 2**32},
+        "project_path": {"type": ["string", "null"], "maxLength": 32_767},
+        "saved_at": {"type": "string", "maxLength": 100},
+    },
+}
+_MAX_SIDECAR_BYTES = 1 << 20
+
+
+def _read_sidecar(path: Path) -> dict[str, Any] | None:
+    """The sidecar ``path`` when it can be read and fits :data:`SIDECAR_SCHEMA`; ``None`` when it
+    is missing, damaged or does not fit (the autosave itself can still be restored without it)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(_MAX_SIDECAR_BYTES + 1)
+    except OSError:
+        return None
+    words = jsondoc.Words(ProjectError, document=f"the autosave's sidecar '{path}'")
+    try:
+        return jsondoc.read_document(data, SIDECAR_SCHEMA, words, max_text=_MAX_SIDECAR_BYTES)
+    except ProjectError:
+        return None
 
 
 def _timestamp(iso: str, fallback: float) -> float:
@@ -136,41 +159,3 @@ def _timestamp(iso: str, fallback: float) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.timezone.utc)
     return moment.timestamp()
-
-
-def _pid_running(pid: int) -> bool:
-    """Whether a process ``pid`` exists (our own counts as running). When unsure, ``True``:
-    an autosave is then kept rather than offered while its session may still be alive."""
-    if pid == os.getpid():
-        return True
-    if pid <= 0:
-        return False
-    if sys.platform == "win32":  # os.kill(pid, 0) would terminate the process on Windows
-        return _windows_pid_running(pid)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, as another user's process
-    except OverflowError:
-        return False  # no process can have such a pid
-    except OSError:
-        return True
-    return True
-
-
-def _windows_pid_running(pid: int) -> bool:  # pragma: no cover - Windows only
-    import ctypes
-
-    kernel32 = getattr(ctypes, "windll").kernel32
-    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-    if not handle:
-        return kernel32.GetLastError() == 5  # access denied: it exists
-    try:
-        code = ctypes.c_ulong()
-        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
-            return True
-        return code.value == 259  # STILL_ACTIVE
-    finally:
-        kernel32.CloseHandle(handle)
