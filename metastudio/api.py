@@ -4,7 +4,8 @@ Everything a plugin needs to offer an algorithm, a backbone or a dataset is here
 (:class:`Algorithm`, :class:`Learner`, :class:`HyperParameter` and its roles), the data it is
 given (:class:`Episode`, :class:`SupportSet`, :class:`FewShotDataset`), the shared family code
 (gradient-based adaptation, feature transforms, training distortions, the unsure rule), the hook
-marker :data:`hookimpl`, the errors to raise and the test kit (:func:`check_algorithm`,
+marker :data:`hookimpl`, the errors to raise (and :class:`PluginError`, how the host reports a plugin
+that fails at run time) and the test kit (:func:`check_algorithm`,
 :func:`check_backbone`, :func:`check_dataset`, :func:`synthetic_dataset`). The built-in plugins
 (``metastudio_builtins``) import from nowhere else, as a third party would.
 
@@ -40,7 +41,10 @@ from metastudio.data.datasets import DatasetSpec, FewShotDataset, Progress, Tree
 from metastudio.data.download import download
 from metastudio.data.episodes import Episode, SupportSet, stack_support
 from metastudio.data.progress import text_progress
-from metastudio.errors import CheckpointError, DatasetError, MetaStudioError, TrainingError
+from metastudio.errors import (
+    CheckpointError, DatasetError, MetaStudioError, PluginCancelled, PluginError, PluginOrigin, PluginTimeout,
+    TrainingError,
+)
 from metastudio.plugins.hookspecs import HOOK_API_VERSION, hookimpl
 from metastudio.plugins.testkit import check_algorithm, check_backbone, check_dataset, synthetic_dataset
 
@@ -64,6 +68,8 @@ __all__ = [
     "hookimpl", "HOOK_API_VERSION",
     # errors
     "MetaStudioError", "DatasetError", "CheckpointError", "TrainingError",
+    # how the host reports a plugin that fails at run time
+    "PluginError", "PluginTimeout", "PluginCancelled", "PluginOrigin",
     # the test kit
     "check_algorithm", "check_backbone", "check_dataset", "synthetic_dataset",
 ]

@@ -1,14 +1,18 @@
 """The ``metastudio`` command: the app, and ``train``, ``eval``, ``classify``, ``plugins``, ``info``.
 
-Errors the user can fix are printed as one line (``error: ...``, worded by
-:func:`metastudio.errors.for_person`) with a non-zero exit status; ``--debug`` adds the
-traceback. Long work shows a progress bar on stderr.
+Every failure is printed as one line (``error: ...``, worded by
+:func:`metastudio.errors.for_person`) with a non-zero exit status that says what kind it was:
+1 for something the user can fix, 2 for a bad command line or value, 3 for a plugin that failed
+(the line names it, with its package and version), 4 for a fault in MetaStudio itself, 124 for a
+plugin call that passed ``--timeout``, 130 for Ctrl-C; ``--debug`` adds the traceback. Long work
+shows a progress bar on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from metastudio.app.catalogue import resolve_model
-from metastudio.errors import EXIT_ERROR, EXIT_INTERRUPTED, for_person
+from metastudio.errors import EXIT_ERROR, EXIT_INTERRUPTED, for_person, plugin_in_traceback
 
 
 # ------------------------------------------------------------------------------------------------
@@ -68,8 +72,11 @@ def _load_dataset(host, args, split: str, image_size: int | None, channels: int 
         from metastudio.errors import DatasetError
 
         raise DatasetError(f"the model expects {channels}-channel images but dataset {spec.name} has {ds.channels}")
+    for problem in ds.problems:  # each entry that can't be used, named with its reason; the rest is used
+        print(f"warning: {problem}", file=sys.stderr)
     if ds.problems:
-        print(f"warning: {len(ds.problems)} file(s) of {ds.name} could not be used, e.g. {ds.problems[0]}", file=sys.stderr)
+        print(f"warning: {len(ds.problems)} file(s) or folder(s) of {ds.name} could not be used; the rest is used",
+              file=sys.stderr)
     return ds
 
 
@@ -279,8 +286,9 @@ def cmd_eval(args) -> int:
         args.seed = EVAL_SEED
     sampler = EpisodeSampler(ds, args.ways, args.shots, args.queries, seed=args.seed)
     progress, close = _progress_bar(f"evaluating {args.ways}-way {args.shots}-shot", unit="episode")
+    origin = host.origin_of("algorithm", type(algorithm).name)
     try:
-        result = evaluate(algorithm, sampler, args.episodes, progress=progress)
+        result = evaluate(algorithm, sampler, args.episodes, progress=progress, origin=origin, time_limit=args.timeout)
     finally:
         close()
     if args.json:
@@ -296,7 +304,7 @@ def _query_files(items: Sequence[str]) -> list[Path]:
     (missing, a broken link or a loop, a pipe, a name that isn't text, a drawing or document
     format) is a ``warning:`` line on stderr and the rest is used; it is an error only when no
     file is left."""
-    from metastudio.data.images import NOT_FOUND, find_images
+    from metastudio.data.listing import NOT_FOUND, find_images
     from metastudio.errors import MetaStudioError
 
     files: list[Path] = []
@@ -358,7 +366,7 @@ def cmd_classify(args) -> int:
 
     host = get_host(safe_mode=args.safe_mode or None)
     path = resolve_model(args.model)
-    session = ClassifierSession(host, args.device)
+    session = ClassifierSession(host, args.device, time_limit=args.timeout)
     print(f"device: {describe_device(session.device)}", file=sys.stderr)
     session.load(path, _parse_hparams(args.hp))
     if args.support:
@@ -397,6 +405,23 @@ def cmd_gui(args) -> int:
 _DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
 _DEBUG_HELP = "when something fails, print its traceback too (for a bug report)"
 _HP_ADAPTATION_HELP = "change an adaptation hyperparameter of the model (repeatable), e.g. --hp adapt_steps=10"
+
+
+def _seconds(text: str) -> float:
+    """A --timeout value: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got '{text}'")
+    return value
+
+
+def _timeout_arg(sp, each: str) -> None:
+    sp.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
+                    help=f"give up when the model takes longer than SECONDS for {each} (a plugin that hangs, say): "
+                         "the command stops with exit status 124 and names the plugin; default: no limit")
 
 
 def _common_args(sp, device: bool = True) -> None:
@@ -472,6 +497,7 @@ def _add_eval(sub) -> None:
     e.add_argument("--seed", type=int, default=None, help="seed of the fixed episode list (default: the standard one)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--hp", action="append", metavar="NAME=VALUE", help=_HP_ADAPTATION_HELP)
+    _timeout_arg(e, "one step of an episode (adapting to its examples, or classifying its queries)")
     e.set_defaults(func=cmd_eval)
 
 
@@ -484,6 +510,7 @@ def _add_classify(sub) -> None:
     c.add_argument("--csv", default=None, help="also write the predictions and per-class probabilities to this CSV file "
                    "(with an 'unsure' column giving the reason when some image is not like any class or too small)")
     c.add_argument("--hp", action="append", metavar="NAME=VALUE", help=_HP_ADAPTATION_HELP)
+    _timeout_arg(c, "one step (adapting to the examples, or classifying the images)")
     c.set_defaults(func=cmd_classify)
 
 
@@ -535,7 +562,35 @@ def _tell(error: BaseException, debug: bool) -> int:
     return said.exit_code
 
 
+def _run(args) -> int:
+    """The command ``args`` asks for, every failure told on one line (its exit status returned)."""
+    try:
+        return cmd_gui(args) if args.command is None else args.func(args)
+    except SystemExit as error:
+        if plugin_in_traceback(error) is None:
+            raise  # MetaStudio's own exit
+        return _tell(error, args.debug)  # a plugin called sys.exit: its fault, told like any other
+    except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - every failure is told, none is a crash
+        return _tell(error, args.debug)
+
+
+def _leave_now_if_calls_run_on(code: int) -> None:
+    """Exit the process at once with ``code`` when a plugin call that was stopped waiting for
+    (``--timeout``, Ctrl-C) still runs: nothing it does during the interpreter's shutdown can
+    hang the command or make it fail then."""
+    from metastudio.engine.guard import abandoned_calls
+
+    if abandoned_calls():
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    as_program = argv is None  # run as the metastudio command, not called from Python
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     project = None
@@ -543,12 +598,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         project = argv.pop(0)  # metastudio my.metastudio (what a file manager runs)
     args = parser.parse_args(argv)
     args.project = project
-    if args.command is None:
-        return cmd_gui(args)
-    try:
-        return args.func(args)
-    except (Exception, KeyboardInterrupt) as error:  # noqa: BLE001 - every failure is told, none is a crash
-        return _tell(error, args.debug)
+    code = _run(args)
+    if as_program and "metastudio.engine.guard" in sys.modules:
+        _leave_now_if_calls_run_on(code)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -181,15 +181,63 @@ def test_debug_adds_the_traceback_before_or_after_the_command(capsys):
 
 def test_an_unexpected_failure_is_one_line_naming_it(monkeypatch, capsys):
     import metastudio.cli as cli
+    from metastudio.errors import EXIT_INTERNAL, INTERNAL_FAULT_NOTE
 
     def broken(name):
         raise RuntimeError("the catalogue broke")
 
     monkeypatch.setattr(cli, "resolve_model", broken)
-    assert main(["info", "anything"]) == 1
-    assert capsys.readouterr().err == "error: RuntimeError: the catalogue broke\n"
-    assert main(["info", "anything", "--debug"]) == 1
+    assert main(["info", "anything"]) == EXIT_INTERNAL == 4
+    assert capsys.readouterr().err == f"error: RuntimeError: the catalogue broke. {INTERNAL_FAULT_NOTE}\n"
+    assert "fault in MetaStudio itself" in INTERNAL_FAULT_NOTE and "--debug" in INTERNAL_FAULT_NOTE
+    assert main(["info", "anything", "--debug"]) == EXIT_INTERNAL
     assert "in broken" in capsys.readouterr().err
+
+
+def test_a_failure_in_plugin_code_names_the_plugin_and_exits_3(monkeypatch, capsys):
+    """An exception raised through a loaded plugin's module, outside the guarded calls, is the
+    plugin's fault: one line naming it with its package, exit status 3."""
+    import types
+
+    import metastudio.cli as cli
+    from metastudio.errors import EXIT_PLUGIN, PluginOrigin, register_plugin_module
+
+    plugin = types.ModuleType("mstest_cli_plugin")
+    exec(compile("def lookup(name):\n    raise LookupError(f'no entry {name!r}')\n", "mstest_cli_plugin.py", "exec"),
+         plugin.__dict__)
+    register_plugin_module("mstest_cli_plugin", PluginOrigin("cli-plugin", "metastudio-cli-plugin", "0.3"))
+    monkeypatch.setattr(cli, "resolve_model", plugin.lookup)
+    assert main(["info", "m"]) == EXIT_PLUGIN == 3
+    assert capsys.readouterr().err == ("error: LookupError: no entry 'm', in plugin cli-plugin "
+                                       "(package metastudio-cli-plugin 0.3)\n")
+
+
+def test_timeout_is_offered_by_classify_and_eval(capsys):
+    for command in ("classify", "eval"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--timeout SECONDS" in text and "exit status 124" in text and "default: no limit" in text
+    with pytest.raises(SystemExit) as caught:
+        main(["classify", "--model", "m", "--query", "q", "--timeout", "soon"])
+    assert caught.value.code == 2 and "expected a number of seconds, got 'soon'" in capsys.readouterr().err
+
+
+def test_a_plugin_call_past_timeout_exits_124_at_once(tmp_path):
+    """The installed command, with a plugin whose adapt hangs: --timeout stops it with status
+    124 and the plugin named, although the abandoned call still runs (the process leaves)."""
+    import faulty_plugins as fp
+
+    site = tmp_path / "site"
+    fp.install(site, kinds=["hanging_adapt"])
+    model = fp.make_model(site, "hanging_adapt", tmp_path / "hang.safetensors", tmp_path)
+    run = subprocess.run([sys.executable, "-m", "metastudio", "classify", "--model", str(model), "--support",
+                          str(tmp_path / "support"), "--query", str(tmp_path / "query"), "--device", "cpu",
+                          "--timeout", "1"], capture_output=True, text=True, env=fp.env(site), timeout=120)
+    assert run.returncode == 124, run.stderr
+    assert run.stderr.splitlines()[-1] == (
+        "error: adapting to the examples did not finish within 1 s, so MetaStudio stopped waiting for it, in "
+        f"{fp.origin_words('hanging_adapt')}")
 
 
 def test_bad_hyperparameter_and_unknown_algorithm(tmp_path, capsys):

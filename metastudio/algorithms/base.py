@@ -551,7 +551,12 @@ class Algorithm(nn.Module, ABC):
         raise NotImplementedError(f"{self.name} cannot restore a saved learner; adapt it to a support set instead")
 
     def evaluate_episode(self, episode: Episode) -> float:
-        """Accuracy (0..1) on the episode's queries after adapting to its support set."""
+        """Accuracy (0..1) on the episode's queries after adapting to its support set.
+
+        The evaluator (:func:`metastudio.engine.evaluator.episode_accuracy`) takes these two steps
+        itself when this method is not overridden, guarding each and checking the probabilities;
+        an override (one forward pass over support and queries, say) is called as a whole, and
+        what it returns must be a number from 0 to 1."""
         learner = self.adapt(episode.support)
         probs = learner.predict_proba(episode.query_images)
         return query_accuracy(probs, episode)

@@ -6,12 +6,20 @@ images and cached features between calls, so that after one more image is droppe
 only that image is decoded and embedded again. Everything it returns is plain Python (names,
 floats, strings), ready to be sent across threads; :func:`write_predictions` saves it as CSV.
 
-One session is used by one thread at a time.
+The model's code is a plugin's: adapting and predicting go through
+:func:`~metastudio.engine.guard.call_guarded` (a failure is a
+:class:`~metastudio.errors.PluginError` naming the plugin, with an optional time limit) and what
+a learner predicts is checked (:func:`~metastudio.engine.guard.check_probabilities`) before it
+is returned.
+
+One session is used by one thread at a time; only :meth:`ClassifierSession.cancel` may be called
+from another.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +36,10 @@ from metastudio.data.feature_cache import use_feature_cache
 from metastudio.data.imagestore import ImageStore
 from metastudio.engine.checkpoint import load_model
 from metastudio.engine.devices import configure_for_speed, describe_device, resolve_device
-from metastudio.errors import ImageLoadError, MetaStudioError
+from metastudio.engine.guard import call_guarded, check_probabilities
+from metastudio.errors import (
+    ImageLoadError, MetaStudioError, PluginCancelled, PluginError, PluginOrigin, PluginTimeout, plugin_of,
+)
 
 #: A support set as the app describes it: (class name, [(image id, file path), ...]) per class.
 SupportSpec = Sequence[tuple[str, Sequence[tuple[str, str | os.PathLike]]]]
@@ -95,12 +106,21 @@ def _title_from_metadata(path: Path, meta: Mapping[str, Any]) -> str:
 
 
 class ClassifierSession:
-    """Adapt-and-predict on files, with the loaded model and decoded images kept between calls."""
+    """Adapt-and-predict on files, with the loaded model and decoded images kept between calls.
 
-    def __init__(self, registry, device: str | torch.device = "auto"):
+    ``time_limit`` (seconds, None for none) bounds each call into the model's plugin (one
+    adaptation, one prediction): past it the call raises
+    :class:`~metastudio.errors.PluginTimeout`. After a timeout or :meth:`cancel` the session
+    forgets the model (the abandoned call may still be running with it): load it again."""
+
+    def __init__(self, registry, device: str | torch.device = "auto", time_limit: float | None = None):
+        if time_limit is not None and not time_limit > 0:
+            raise ValueError(f"the time limit must be more than 0 seconds, got {time_limit}")
         self.registry = registry
         self.device = resolve_device(device)
         configure_for_speed(self.device)
+        self.time_limit = time_limit
+        self._cancel = threading.Event()
         self.algorithm: Algorithm | None = None
         self.info: ModelInfo | None = None
         self._key: tuple | None = None
@@ -148,6 +168,52 @@ class ClassifierSession:
         self._key = key
         return self.info
 
+    # -- calls into the model's plugin ------------------------------------------------------------
+    def cancel(self) -> None:
+        """Stop waiting for the plugin call running now (from any thread): it raises
+        :class:`~metastudio.errors.PluginCancelled` and the session forgets the model. The next
+        :meth:`run`, :meth:`adapt_to`, :meth:`classify` or :meth:`classify_picture` clears it."""
+        self._cancel.set()
+
+    @property
+    def origin(self) -> PluginOrigin | None:
+        """The plugin that provides the loaded model's algorithm: the one the registry says, else
+        the one whose module defines its class (None when not known)."""
+        if self.algorithm is None:
+            return None
+        cls = type(self.algorithm)
+        origin = self.registry.origin_of("algorithm", cls.name) if hasattr(self.registry, "origin_of") else None
+        return origin if origin is not None else plugin_of(cls.__module__)
+
+    def _forget_model(self) -> None:
+        self.algorithm = self.learner = self._saved_learner = None
+        self.info = self._key = None
+
+    def _guarded(self, fn, *args, what: str):
+        """``fn(*args)`` through :func:`call_guarded` with the algorithm's plugin, the time limit
+        and the cancel event; a call abandoned (timeout, cancel) makes the session forget the model."""
+        origin = self.origin
+        try:
+            return call_guarded(fn, *args, what=what, origin=origin, time_limit=self.time_limit, cancel=self._cancel)
+        except (PluginTimeout, PluginCancelled):
+            self._forget_model()
+            raise
+
+    def _open_set(self, images: torch.Tensor):
+        """The learner's open-set prediction of uint8 ``images``, guarded and checked."""
+        learner = self.learner
+        prediction = self._guarded(learner.predict_open_set, images, what="predicting the classes of the images")
+        what = f"the {type(learner).__name__} learner"
+        probabilities = getattr(prediction, "probabilities", None)
+        check_probabilities(probabilities, len(images), len(learner.class_names), what=what, origin=self.origin)
+        scores = getattr(prediction, "scores", None)
+        if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (len(images),):
+            shape = list(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+            raise PluginError(f"{what} gave unsure scores of shape {shape} for {len(images)} images", self.origin)
+        if bool(scores.isnan().any()):
+            raise PluginError(f"{what} gave NaN unsure scores", self.origin)
+        return prediction
+
     # -- images ---------------------------------------------------------------------------------
     def _arrays(self, items: Sequence[tuple[str, str | os.PathLike]], problems: dict[str, str],
                 sizes: dict[str, tuple[int, int]] | None = None):
@@ -173,7 +239,11 @@ class ClassifierSession:
         progress: Callable[[AdaptProgress], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> SessionResult:
-        """Adapt to ``support`` and classify ``queries``. Needs :meth:`load` first."""
+        """Adapt to ``support`` and classify ``queries``. Needs :meth:`load` first.
+
+        ``should_stop`` is asked once the images are read, before adapting; :meth:`cancel` also
+        stops a plugin call that is running (:class:`~metastudio.errors.PluginCancelled`)."""
+        self._cancel.clear()
         if self.algorithm is None:
             raise MetaStudioError("no model is loaded")
         start = time.perf_counter()
@@ -198,7 +268,7 @@ class ClassifierSession:
                                  seconds=time.perf_counter() - start)
         if should_stop and should_stop():
             return SessionResult("cancelled", problems=problems, seconds=time.perf_counter() - start)
-        losses = self.adapt_to(per_class, names, progress)
+        losses = self._adapt(per_class, names, progress)
         probabilities, unsure = self._predict(queries, problems)
         return SessionResult("ok", class_names=names, probabilities=probabilities, problems=problems, unsure=unsure,
                              notes=notes, adapt_losses=losses, seconds=time.perf_counter() - start)
@@ -208,6 +278,11 @@ class ClassifierSession:
         """Adapt to decoded support images (uint8 [n, C, H, W] per class, named by ``names``);
         returns the adaptation's losses (none for a model that adapts in one pass). Needs
         :meth:`load` first. :meth:`classify` then uses this classifier."""
+        self._cancel.clear()
+        return self._adapt(per_class, names, progress)
+
+    def _adapt(self, per_class: Sequence[torch.Tensor], names: Sequence[str],
+               progress: Callable[[AdaptProgress], None] | None = None) -> list[float]:
         if self.algorithm is None:
             raise MetaStudioError("no model is loaded")
         losses: list[float] = []
@@ -218,7 +293,15 @@ class ClassifierSession:
             if progress:
                 progress(p)
 
-        self.learner = self.algorithm.adapt(stack_support(list(per_class), list(names)), on_progress)
+        self.learner = None
+        support = stack_support(list(per_class), list(names))
+        learner = self._guarded(self.algorithm.adapt, support, on_progress, what="adapting to the examples")
+        if not isinstance(learner, Learner):
+            raise PluginError(f"adapting to the examples gave {type(learner).__name__}, not a Learner", self.origin)
+        if tuple(learner.class_names) != tuple(names):
+            raise PluginError(f"adapting to the examples gave a learner for the classes {list(learner.class_names)} "
+                              f"instead of {list(names)}", self.origin)
+        self.learner = learner
         return losses
 
     def use_saved_classes(self) -> bool:
@@ -230,6 +313,7 @@ class ClassifierSession:
     def classify(self, queries: QuerySpec) -> SessionResult:
         """Classify ``queries`` with the classifier of the last :meth:`run`, :meth:`adapt_to` or
         :meth:`use_saved_classes`, like :meth:`run` does; ``"hint"`` while nothing is adapted."""
+        self._cancel.clear()
         start = time.perf_counter()
         if self.learner is None:
             return SessionResult("hint", hint="Give at least two classes a few examples first.")
@@ -245,7 +329,7 @@ class ClassifierSession:
         arrays, ids = self._arrays(queries, problems, sizes)
         if not arrays:
             return {}, {}
-        prediction = self.learner.predict_open_set(torch.from_numpy(np.stack(arrays)))
+        prediction = self._open_set(torch.from_numpy(np.stack(arrays)))
         probabilities = {i: [float(p) for p in row] for i, row in zip(ids, prediction.probabilities.tolist())}
         unsure = unsure_reasons(ids, prediction.unsure.tolist(), [sizes[i] for i in ids], self.algorithm.image_size)
         return probabilities, unsure
@@ -260,13 +344,14 @@ class ClassifierSession:
 
         from metastudio.data.images import load_sized_array
 
+        self._cancel.clear()
         if self.learner is None or self.algorithm is None:
             return {"status": "hint", "hint": "Give at least two classes a few examples first; then the camera "
                                               "picture is classified here."}
         algorithm = self.algorithm
         array, size = load_sized_array(io.BytesIO(data), algorithm.image_size, channels=algorithm.channels,
                                        fit=algorithm.fit, name="camera picture")
-        prediction = self.learner.predict_open_set(torch.from_numpy(array[None]))
+        prediction = self._open_set(torch.from_numpy(array[None]))
         unsure = unsure_reasons(["picture"], prediction.unsure.tolist(), [size], algorithm.image_size)
         return {"status": "ok", "class_names": list(self.learner.class_names),
                 "probabilities": [float(p) for p in prediction.probabilities[0].tolist()],

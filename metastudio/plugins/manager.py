@@ -8,6 +8,12 @@ implementations under its own guard, checks what each returns, and records any f
 plugin (name, package, error, traceback), disabling it as a whole. Every other plugin keeps
 working.
 
+Every loaded plugin's modules (its entry point's, and those its algorithm classes, backbone
+builders and dataset loaders are defined in) are registered with
+:func:`metastudio.errors.register_plugin_module`, so that a failure later, at run time, whose
+traceback runs through them names the plugin; :meth:`PluginHost.origin_of` names the plugin of a
+component for the calls that are guarded (:mod:`metastudio.engine.guard`).
+
 ``METASTUDIO_DISABLE_PLUGINS=a,b`` disables plugins by entry-point name; safe mode
 (``--safe-mode`` or ``METASTUDIO_SAFE_MODE=1``) loads the built-in plugins only.
 """
@@ -28,7 +34,7 @@ import pluggy
 from metastudio.algorithms.base import Algorithm
 from metastudio.algorithms.backbone import BackboneSpec
 from metastudio.data.datasets import DatasetSpec
-from metastudio.errors import UnknownComponentError
+from metastudio.errors import PluginOrigin, UnknownComponentError, plugin_of, register_plugin_module
 from metastudio.plugins import hookspecs
 from metastudio.plugins.hookspecs import HOOK_API_VERSION, PROJECT
 
@@ -57,6 +63,11 @@ class PluginRecord:
     traceback: str = ""
     components: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def origin(self) -> PluginOrigin:
+        """The plugin as messages name it."""
+        return PluginOrigin(self.name, self.package, self.version)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -185,6 +196,7 @@ class PluginHost:
         if record.status == "failed":
             self.pm.unregister(name=record.name)
             return
+        self._claim(getattr(module, "__name__", None), record, replace=True)
         for kind, name, item in found:
             owner = self._owner.get((kind, name))
             if owner is not None:
@@ -193,6 +205,18 @@ class PluginHost:
             self._owner[(kind, name)] = record.name
             {"algorithm": self.algorithms, "backbone": self.backbones, "dataset": self.datasets}[kind][name] = item
             record.components.append((kind, name))
+            code = item if isinstance(item, type) else getattr(item, "factory", None) or getattr(item, "load", None)
+            self._claim(getattr(code, "__module__", None), record, replace=False)
+
+    @staticmethod
+    def _claim(module_name: Any, record: PluginRecord, *, replace: bool) -> None:
+        """Register ``module_name`` as the code of the plugin ``record`` (for naming it in errors),
+        unless it is MetaStudio's own; a component's module (``replace=False``) only when no
+        plugin has it yet (built-ins load first), the entry point's own module always."""
+        if not isinstance(module_name, str) or not module_name or module_name.split(".")[0] == "metastudio":
+            return
+        if replace or plugin_of(module_name) is None:
+            register_plugin_module(module_name, record.origin)
 
     @staticmethod
     def _item_name(kind: str, item: Any) -> str:
@@ -221,9 +245,16 @@ class PluginHost:
             return table[name]
         except KeyError:
             known = ", ".join(sorted(table)) or "none"
-            failed = [r.name for r in self.records.values() if r.status != "ok"]
-            hint = f" (plugins not loaded: {', '.join(failed)}; see 'metastudio plugins')" if failed else ""
-            raise UnknownComponentError(f"no {kind} named '{name}' (available: {known}){hint}") from None
+            raise UnknownComponentError(f"no {kind} named '{name}' (available: {known}){self._not_loaded_hint()}") from None
+
+    def _not_loaded_hint(self) -> str:
+        """What a missing component may be missing for: the plugins that failed to load (each with
+        its package and why) and those disabled, or "" when every plugin loaded."""
+        failed = [f"{r.origin}: {r.error}" for r in self.records.values() if r.status == "failed"]
+        disabled = [r.name for r in self.records.values() if r.status == "disabled"]
+        parts = ([f"plugins that failed to load: {'; '.join(failed)}"] if failed else []) + (
+            [f"plugins not loaded: {', '.join(disabled)}"] if disabled else [])
+        return f" ({'; '.join(parts)}; see 'metastudio plugins')" if parts else ""
 
     def algorithm(self, name: str) -> type[Algorithm]:
         return self._get(self.algorithms, "algorithm", name)
@@ -233,6 +264,13 @@ class PluginHost:
 
     def dataset(self, name: str) -> DatasetSpec:
         return self._get(self.datasets, "dataset", name)
+
+    def origin_of(self, kind: str, name: str) -> PluginOrigin | None:
+        """The plugin that provides the ``kind`` ("algorithm", "backbone" or "dataset") named
+        ``name``, or None when no loaded plugin does (a component added by hand, say)."""
+        owner = self._owner.get((kind, name))
+        record = self.records.get(owner) if owner is not None else None
+        return record.origin if record is not None else None
 
     def rows(self) -> list[dict[str, str]]:
         """One row per component (or per plugin that provides none): for ``metastudio plugins``."""

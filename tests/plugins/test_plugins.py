@@ -312,8 +312,9 @@ def test_broken_plugins_are_isolated_and_reported(third_party):
     assert dup.warnings == ["backbone 'conv4' is already provided by plugin 'builtin-backbones'; this one is ignored"]
     assert host.backbone("conv4") is BUILTIN_BACKBONES[0]
 
-    # The lookup error hints at the plugins that did not load.
-    with pytest.raises(UnknownComponentError, match=r"plugins not loaded: .*hook-raises"):
+    # The lookup error hints at the plugins that did not load, with their packages and why.
+    with pytest.raises(UnknownComponentError, match=r"plugins that failed to load: .*plugin hook-raises \(package "
+                       r"metastudio-hook-raises 1\.0\): hook metastudio_backbones raised ValueError"):
         host.algorithm("halfproto")
 
 
@@ -380,6 +381,55 @@ def test_safe_mode_loads_only_builtins(third_party, monkeypatch):
     assert set(host.algorithms) == set(NINE_ALGORITHMS)
     monkeypatch.delenv("METASTUDIO_SAFE_MODE")
     assert not PluginHost().safe_mode and PluginHost(safe_mode=True).safe_mode
+
+
+def test_the_host_names_the_plugin_of_each_component_and_of_its_code(third_party):
+    """``origin_of`` names the plugin that provides a component; the code of every loaded plugin
+    is registered so that a traceback through it names the plugin (metastudio.errors.plugin_of)."""
+    from metastudio import __version__
+    from metastudio.errors import PluginOrigin, plugin_of
+
+    host = PluginHost().load_entry_points()
+    assert host.origin_of("algorithm", "protonet") == PluginOrigin("protonet", "metastudio", __version__)
+    assert host.origin_of("backbone", "tinynet") == PluginOrigin("good-backbone", "metastudio-tiny-backbone", "1.0")
+    assert host.origin_of("algorithm", "no-such") is None and host.origin_of("backbone", "protonet") is None
+    # each built-in entry point is its own plugin, though they share one package
+    assert plugin_of("metastudio_builtins.algorithms.protonet").name == "protonet"
+    assert plugin_of("metastudio_builtins.algorithms.maml").name == "maml"
+    assert plugin_of("metastudio_builtins.backbones.networks").name == "builtin-backbones"  # under its entry point
+    assert plugin_of("mstest_good").name == "good-backbone"
+    assert plugin_of("metastudio.algorithms.base") is None  # MetaStudio's own code is no plugin's
+
+
+def test_a_component_defined_in_another_module_registers_that_module(tmp_path, monkeypatch):
+    """A plugin whose entry point re-exports an algorithm from a module of its own package: that
+    module is the plugin's code too; MetaStudio's modules and a built-in's never become another's."""
+    from metastudio.errors import plugin_of
+
+    (tmp_path / "site" / "mstest_pkg").mkdir(parents=True)
+    (tmp_path / "site" / "mstest_pkg" / "impl.py").write_text(textwrap.dedent('''
+        from metastudio_builtins.algorithms.protonet import PrototypicalNetworks
+
+
+        class Renamed(PrototypicalNetworks):
+            name = "renamed-proto"
+    '''))
+    (tmp_path / "site" / "mstest_pkg" / "__init__.py").write_text("")
+    install(tmp_path / "site", monkeypatch, {"reexports": ("metastudio-reexports", "mstest_reexports", '''
+        from metastudio.plugins import hookimpl
+        from metastudio_builtins.algorithms.protonet import PrototypicalNetworks
+        from mstest_pkg.impl import Renamed
+
+
+        @hookimpl
+        def metastudio_algorithms():
+            return [Renamed, PrototypicalNetworks]  # the second is a built-in's: ignored, with a warning
+    ''')})
+    host = PluginHost().load_entry_points()
+    assert host.records["reexports"].status == "ok"
+    assert plugin_of("mstest_pkg.impl").name == "reexports" and plugin_of("mstest_reexports").name == "reexports"
+    assert plugin_of("metastudio_builtins.algorithms.protonet").name == "protonet"
+    assert host.origin_of("algorithm", "protonet").name == "protonet"
 
 
 # ----------------------------------------------------------------------------------------------
