@@ -16,7 +16,6 @@ algorithm (Conv-4, 28 px greyscale, untrained) that ``metastudio classify`` and 
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import textwrap
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from plugin_packages import on_path, write_distribution
 
 FAULTS = ("import_error", "raising_hook", "raising_adapt", "nan_output", "wrong_shape", "hanging_adapt")
 LOAD_FAULTS = ("import_error", "raising_hook")
@@ -128,16 +128,10 @@ def install(site: Path, monkeypatch=None, kinds=FAULTS) -> None:
     METADATA and entry_points.txt). With ``monkeypatch``, also put ``site`` on ``sys.path`` for
     the test (everything is written first, so no finder caches a half-made tree)."""
     site = Path(site)
-    site.mkdir(parents=True, exist_ok=True)
     for kind in kinds:
-        (site / f"{module_name(kind)}.py").write_text(source(kind))
-        info = site / f"{distribution(kind).replace('-', '_')}-{VERSION}.dist-info"
-        info.mkdir(exist_ok=True)
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution(kind)}\nVersion: {VERSION}\n")
-        (info / "entry_points.txt").write_text(f"[metastudio]\n{entry_point(kind)} = {module_name(kind)}\n")
+        write_distribution(site, entry_point(kind), distribution(kind), module_name(kind), source(kind), VERSION)
     if monkeypatch is not None:
-        monkeypatch.syspath_prepend(str(site))
-        importlib.invalidate_caches()
+        on_path(site, monkeypatch)
 
 
 def env(site: Path) -> dict[str, str]:

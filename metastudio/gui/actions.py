@@ -3,7 +3,8 @@ id, its text (with its mnemonic), the window's method it calls, its shortcut, th
 tooltip and the status bar show, and its icon. :func:`build_actions` makes the ``QAction`` s
 (``window.actions_by_name[id]``), :func:`build_menus` puts them in the menus and the toolbar
 (:data:`MENUS`, :data:`TOOLBAR`), and :func:`build_class_keys` makes the keys 1-9 of the
-query grid.
+query grid. Each command runs through :func:`metastudio.gui.safety.guarded`: whatever it raises
+becomes the window's error notification, naming the command.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import NamedTuple
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence, QShortcut, QUndoStack
 from PySide6.QtWidgets import QMenu, QStyle
+
+from metastudio.gui.safety import guarded
 
 SP = QStyle.StandardPixmap
 KEY = QKeySequence.StandardKey
@@ -29,6 +32,11 @@ class ActionSpec(NamedTuple):
     shortcut: QKeySequence.StandardKey | str | None = None
     tip: str = ""
     icon: QStyle.StandardPixmap | None = None
+
+    @property
+    def label(self) -> str:
+        """The text as a message names the command ("Save As", "Open")."""
+        return self.text.replace("&", "").replace("…", "")
 
 
 ACTIONS: tuple[ActionSpec, ...] = (
@@ -79,11 +87,13 @@ def _make(window, spec: ActionSpec) -> QAction:
         action = UNDO_STACK_ACTIONS[spec.id](window.controller.undo_stack, window, spec.text)
     else:
         action = QAction(spec.text, window)
-        action.setToolTip(spec.tip or spec.text.replace("&", "").replace("…", ""))
+        action.setToolTip(spec.tip or spec.label)
         action.setStatusTip(spec.tip)
-        slot = attrgetter(spec.slot)(window)
-        # ``triggered`` passes ``checked``; no slot takes it (export_csv(path) would read it as a path).
-        action.triggered.connect(lambda _checked=False: slot())
+        find = attrgetter(spec.slot)
+        find(window)  # a slot the window lacks is a mistake in ACTIONS: fail as the window is built
+        # Looked up when triggered (so it is the window's method of the moment), called without
+        # ``triggered``'s ``checked`` (export_csv(path) would read it as a path).
+        action.triggered.connect(guarded(window, spec.label, lambda: find(window)()))
         window.addAction(action)
     if spec.icon is not None:
         action.setIcon(window.style().standardIcon(spec.icon))
@@ -126,4 +136,5 @@ def build_class_keys(window) -> None:
     for number in range(1, 10):
         shortcut = QShortcut(QKeySequence(str(number)), window.queries.list)
         shortcut.setContext(Qt.ShortcutContext.WidgetShortcut)
-        shortcut.activated.connect(lambda n=number: window.move_selected_to(n))
+        shortcut.activated.connect(guarded(window, f"Move to class {number}",
+                                           lambda n=number: window.move_selected_to(n)))

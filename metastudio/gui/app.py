@@ -3,7 +3,9 @@
 ``metastudio [PROJECT] [--support DIR --query DIR] [--model M] [--screenshot FILE]``
 
 Heavy imports (torch, the plugins, the model) happen in the adapt worker thread after the
-window is on screen, so the window opens quickly.
+window is on screen, so the window opens quickly. While the app runs, an exception nothing
+caught is shown in the window and printed to stderr (:mod:`metastudio.gui.safety`), instead of
+passing unseen or ending the app.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def build_project(support: str | None, query: str | None, model: str | None):
         root = Path(support).expanduser()
         if not root.is_dir():
             raise MetaStudioError(f"--support '{root}' is not a folder (give a folder with one sub-folder per class)")
-        found = class_folders_in(root)
+        found = class_folders_in(root, problems)
         if not found:
             raise MetaStudioError(f"--support '{root}' has no sub-folders with images: make one sub-folder per class")
         for name, files in found:
@@ -50,7 +52,7 @@ def build_project(support: str | None, query: str | None, model: str | None):
     if query:
         q = Path(query).expanduser()
         if q.is_dir():
-            add(image_files_in(q), project.queries)
+            add(image_files_in(q, problems), project.queries)
         elif q.is_file():
             add([q], project.queries)
         else:
@@ -99,7 +101,13 @@ def run(args) -> int:
         QTimer.singleShot(0, report)
     if args.screenshot:
         _arrange_screenshot(app, window, args.screenshot)
-    code = app.exec()
+    from metastudio.gui.safety import install_exception_hooks
+
+    hooks = install_exception_hooks(window)
+    try:
+        code = app.exec()
+    finally:
+        hooks.uninstall()
     return code if not args.screenshot else (0 if Path(args.screenshot).is_file() else 1)
 
 

@@ -17,7 +17,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
 from metastudio.errors import ImageLoadError
-from metastudio.data.images import is_image_name
+from metastudio.data.listing import find_images
 from metastudio.app.project import ImageItem, Project
 
 
@@ -39,20 +39,22 @@ class _Command(QUndoCommand):
         self._undo()
 
 
-def image_files_in(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively), sorted, hidden files left out."""
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and is_image_name(p.name)
-    )
+def image_files_in(folder: Path, problems: list[tuple[str, str]] | None = None) -> list[Path]:
+    """Image files under ``folder`` (any depth, sorted folder by folder, hidden entries left
+    out), by the rules of :func:`metastudio.data.listing.find_images`; each entry that can't be
+    used (a broken link, a loop, a drawing format...) goes to ``problems`` as (path, reason)."""
+    files, bad = find_images([folder])
+    if problems is not None:
+        problems += [(error.path, error.reason) for error in bad]
+    return files
 
 
-def class_folders_in(folder: Path) -> list[tuple[str, list[Path]]]:
-    """(name, image files) of each sub-folder of ``folder`` that holds images, sorted by name."""
+def class_folders_in(folder: Path, problems: list[tuple[str, str]] | None = None) -> list[tuple[str, list[Path]]]:
+    """(name, image files) of each sub-folder of ``folder`` that holds images, sorted by name;
+    entries that can't be used go to ``problems`` (see :func:`image_files_in`)."""
     found = []
     for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = image_files_in(sub)
+        files = image_files_in(sub, problems)
         if files:
             found.append((sub.name, files))
     return found
@@ -224,12 +226,14 @@ class ProjectController(QObject):
     def expand(self, paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
         """Files, with folders replaced by the image files inside them; problems for paths that
         are neither, or folders without images."""
-        files, problems = [], []
+        files: list[Path] = []
+        problems: list[tuple[str, str]] = []
         for raw in paths:
             p = Path(raw)
             if p.is_dir():
-                inside = image_files_in(p)
-                if not inside:
+                before = len(problems)
+                inside = image_files_in(p, problems)
+                if not inside and len(problems) == before:
                     problems.append((str(p), "the folder holds no image files"))
                 files += inside
             elif p.exists():
@@ -267,12 +271,13 @@ class ProjectController(QObject):
         """Make a class for each sub-folder of ``folder`` that holds images (adding to a class of
         the same name if there is one). One undo step. Returns the ids of the classes touched."""
         folder = Path(folder)
-        found = class_folders_in(folder)
+        listed: list[tuple[str, str]] = []
+        found = class_folders_in(folder, listed)
         if not found:
-            self.problems.emit([(str(folder), "no sub-folders with images: make one sub-folder per class")])
+            self.problems.emit([(str(folder), "no sub-folders with images: make one sub-folder per class"), *listed])
             return []
         self.undo_stack.beginMacro(f"Import classes from '{folder.name}'")
-        touched, problems = [], []
+        touched, problems = [], listed
         try:
             # Empty classes still called "Class 1", "Class 2"... (a new project's starters) make
             # way for the imported ones, so the number keys match the imported classes.

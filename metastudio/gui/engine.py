@@ -6,6 +6,11 @@ floats and strings -- never tensors or widgets). A worker's exception is caught 
 as a ``failed`` signal with the message and the traceback, worded by
 :func:`metastudio.errors.for_person` as the command line words it, so the window can show it.
 
+A plugin's ``adapt`` or ``predict`` may hang: :meth:`EngineClient.cancel` (a person's Cancel)
+stops waiting for it from the GUI thread through the session's thread-safe
+:meth:`~metastudio.app.session.ClassifierSession.cancel`. The plugin call is left running in its
+own daemon thread, so the worker answers at once and stays free for the next request.
+
 Why not superqt's ``thread_worker``: those run on a ``QThreadPool``, so one particular worker
 cannot be joined, and the adapt worker must keep its loaded model and caches between requests
 (one long-lived thread, requests coalesced to the newest). A plain ``QThread`` that
@@ -21,14 +26,14 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from metastudio.errors import ImageLoadError, MetaStudioError, for_person
+from metastudio.errors import ImageLoadError, MetaStudioError, PluginCancelled, PluginError, for_person
 
 
 class _AdaptWorker(QObject):
     loaded = Signal(int, dict)  # request id, ModelInfo as dict
     progress = Signal(int, int, int, float)  # request id, step, total, loss (nan when none)
     result = Signal(int, dict)  # request id, SessionResult as dict
-    failed = Signal(int, str, str)  # request id, message, details
+    failed = Signal(int, dict)  # request id, see failure()
     catalog_ready = Signal(dict)
     exported = Signal(list, str)  # written paths, error message ("" when fine)
     live_result = Signal(dict)  # a camera picture's prediction, see ClassifierSession.classify_picture
@@ -98,8 +103,24 @@ class _AdaptWorker(QObject):
                                   should_stop=lambda: self.latest != request_id)
             self.result.emit(request_id, outcome.as_dict())
         except Exception as e:  # noqa: BLE001 -- every error reaches the person
-            said = for_person(e)
-            self.failed.emit(request_id, said.message, said.details)
+            self.failed.emit(request_id, failure(e))
+
+    def cancel(self) -> None:
+        """Stop waiting for the plugin call running now (called from the GUI thread: the
+        session's :meth:`~metastudio.app.session.ClassifierSession.cancel` is thread-safe)."""
+        session = self._session
+        if session is not None:
+            session.cancel()
+
+
+def failure(error: BaseException) -> dict:
+    """How the worker reports ``error`` (plain values): ``message`` and ``details`` worded by
+    :func:`~metastudio.errors.for_person`, ``cancelled`` (a person's Cancel stopped it) and
+    ``plugin``, the plugin that failed as messages name it ("" when none is known)."""
+    said = for_person(error)
+    origin = error.origin if isinstance(error, PluginError) else None
+    return {"message": said.message, "details": said.details, "cancelled": isinstance(error, PluginCancelled),
+            "plugin": str(origin) if origin is not None else ""}
 
 
 def catalogue_entry(path: Path, origin: str) -> dict:
@@ -149,7 +170,8 @@ class EngineClient(QObject):
     loaded = Signal(dict)
     progress = Signal(int, int, float)  # step, total, loss
     result = Signal(dict)
-    failed = Signal(str, str)
+    failed = Signal(str, str)  # message, details
+    cancelled = Signal(dict)  # the cancelled request's failure(): message, details, plugin
     busy_changed = Signal(bool)
     catalog_ready = Signal(dict)
     exported = Signal(list, str)
@@ -181,6 +203,7 @@ class EngineClient(QObject):
         self._next_id = 0
         self._running: int | None = None
         self._pending: dict | None = None
+        self._cancelled: int | None = None  # the request a person cancelled
         self._closed = False
 
     def request_catalog(self, extra_model_paths: list[str] | None = None) -> None:
@@ -213,6 +236,18 @@ class EngineClient(QObject):
         if self._running is None:
             self._dispatch()
 
+    def cancel(self) -> bool:
+        """Stop the adaptation running now (a person's Cancel): the plugin call it waits for is
+        abandoned, the requests waiting after it are dropped, and ``cancelled`` answers instead
+        of ``result`` or ``failed``. False when nothing was running."""
+        if self._running is None:
+            return False
+        self._cancelled = self._running
+        self._pending = None
+        self._worker.latest = -1  # a request that has not reached its plugin call yet stops before it
+        self._worker.cancel()
+        return True
+
     def _dispatch(self) -> None:
         request, self._pending = self._pending, None
         if request is None:
@@ -244,21 +279,39 @@ class EngineClient(QObject):
         if request_id == self._running:
             self.progress.emit(step, total, loss)
 
+    def _was_cancelled(self, request_id: int) -> bool:
+        cancelled = request_id == self._cancelled
+        if cancelled:
+            self._cancelled = None
+        return cancelled
+
     @Slot(int, dict)
     def _on_result(self, request_id: int, result: dict) -> None:
-        if self._done(request_id) and result.get("status") != "cancelled":
-            self.result.emit(result)
+        cancelled = self._was_cancelled(request_id)
+        if not self._done(request_id):
+            return
+        if result.get("status") != "cancelled":
+            self.result.emit(result)  # it finished as the person cancelled: its answer stands
+        elif cancelled:  # it stopped before calling the plugin
+            self.cancelled.emit({"message": "cancelled before adapting", "details": "", "cancelled": True,
+                                 "plugin": ""})
 
-    @Slot(int, str, str)
-    def _on_failed(self, request_id: int, message: str, details: str) -> None:
+    @Slot(int, dict)
+    def _on_failed(self, request_id: int, failure: dict) -> None:
+        cancelled = self._was_cancelled(request_id)
         if self._done(request_id):
-            self.failed.emit(message, details)
+            if cancelled and failure.get("cancelled"):
+                self.cancelled.emit(failure)
+            else:
+                self.failed.emit(failure["message"], failure["details"])
 
     def shutdown(self, timeout_ms: int = 30_000) -> None:
-        """Stop taking requests, let the running one see it is stale, quit and join the thread."""
+        """Stop taking requests, stop waiting for the plugin call running now (a hung plugin
+        does not hold the window open), quit and join the thread."""
         self._closed = True
         self._pending = None
         self._worker.latest = -1
+        self._worker.cancel()
         self.thread.quit()
         self.thread.wait(timeout_ms)
 

@@ -3,12 +3,14 @@
 Its parts live beside it: the menus and toolbar are declared in actions.py, the project as a
 document (open, save, autosave, recovery) is documents.py, the exports exports.py, the words of
 a result predictions.py, the Model box modelbox.py, the Meta-train tab training_page.py (its
-panel: training/) and the notification bar notification.py. The window wires them together and
-adapts in the worker of engine.py whenever the classes or the images to classify change.
+panel: training/), the notification bar notification.py, the busy indicator with its Cancel
+busy.py and the safety nets safety.py. The window wires them together and adapts in the worker
+of engine.py whenever the classes or the images to classify change.
 """
 
 from __future__ import annotations
 
+import html
 import math
 import time
 from pathlib import Path
@@ -22,7 +24,6 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMessageBox,
-    QProgressBar,
     QScrollArea,
     QSplitter,
     QTabWidget,
@@ -33,6 +34,7 @@ from PySide6.QtWidgets import (
 from metastudio.app.project import Project
 from metastudio.errors import MetaStudioError, for_person
 from metastudio.gui.actions import build_actions, build_class_keys, build_menus
+from metastudio.gui.busy import BusyIndicator
 from metastudio.gui.controller import ProjectController
 from metastudio.gui.documents import ProjectDocuments, starter_project
 from metastudio.gui.engine import EngineClient, ThumbnailLoader, catalogue_entry
@@ -92,11 +94,9 @@ class MainWindow(QMainWindow):
         self.queries = QueryPanel(self.controller, self.thumbnails)
         self.bars = ProbabilityBars()
         self.model_box = ModelBox()
-        self.busy = QProgressBar()
-        self.busy.setMaximumWidth(160)
-        self.busy.setTextVisible(False)
-        self.busy.setAccessibleName("Adapting")
-        self.busy.hide()
+        self.busy_indicator = BusyIndicator()
+        self.busy = self.busy_indicator.bar
+        self.cancel_button = self.busy_indicator.cancel_button
         self._build_layout()
         self.actions_by_name = build_actions(self)
         self.recent_menu = build_menus(self, self.actions_by_name)
@@ -136,6 +136,8 @@ class MainWindow(QMainWindow):
         self.engine.loaded.connect(self._model_loaded)
         self.engine.result.connect(self._show_result)
         self.engine.failed.connect(self._adapt_failed)
+        self.engine.cancelled.connect(self._adapt_cancelled)
+        self.busy_indicator.cancel_requested.connect(self.cancel_adapting)
         self.engine.progress.connect(self._adapt_progress)
         self.engine.busy_changed.connect(self._busy_changed)
         self.engine.exported.connect(self.exports.exported)
@@ -170,7 +172,7 @@ class MainWindow(QMainWindow):
         outer.addWidget(self.tabs, 1)
         self.setCentralWidget(central)
         self.device_label = QLabel()
-        self.statusBar().addPermanentWidget(self.busy)
+        self.statusBar().addPermanentWidget(self.busy_indicator)
         self.statusBar().addPermanentWidget(self.device_label)
 
     def _build_right_column(self) -> QScrollArea:
@@ -285,7 +287,7 @@ class MainWindow(QMainWindow):
         if catalog.get("error"):
             self.show_error(f"The plugins could not be loaded: {catalog['error']}", catalog.get("details", ""))
         if catalog.get("failed"):
-            names = ", ".join(f["plugin"] for f in catalog["failed"])
+            names = ", ".join(f"{f['plugin']} (package {f['package']} {f['version']})" for f in catalog["failed"])
             self.notification.show_message(
                 f"Plugin(s) {names} failed to load and are disabled; everything else works. See Help > Plugins.",
                 "\n\n".join(f"{f['plugin']} ({f['package']}): {f['error']}\n{f['traceback']}" for f in catalog["failed"]),
@@ -375,15 +377,18 @@ class MainWindow(QMainWindow):
                             "support": support, "queries": queries})
 
     def _busy_changed(self, busy: bool) -> None:
-        self.busy.setVisible(busy)
-        self.busy.setRange(0, 0)
+        self.busy_indicator.set_busy(busy)
         if busy:
             self.announce("Learning your classes…")
 
+    def cancel_adapting(self) -> None:
+        """Stop waiting for the algorithm learning the classes (the Cancel button)."""
+        if self.engine.cancel():
+            self.announce("Stopping…")
+
     def _adapt_progress(self, step: int, total: int, loss: float) -> None:
         if total > 1:
-            self.busy.setRange(0, total)
-            self.busy.setValue(step)
+            self.busy_indicator.set_progress(step, total)
             self.announce(f"Learning your classes: step {step} of {total}…")
         if math.isnan(loss):
             return
@@ -401,6 +406,21 @@ class MainWindow(QMainWindow):
         self.queries.set_predictions({}, {})
         self.queries.status.setText(f"<span style='color:#c62828'>Could not learn the classes: {message}</span>")
         self.show_error(f"Could not learn the classes: {message}", details)
+        self.predictions_shown.emit()
+
+    def _adapt_cancelled(self, failure: dict) -> None:
+        """A person cancelled: say that MetaStudio stopped waiting for which algorithm (and its
+        plugin), and that another model can be picked; the project is as it was."""
+        algorithm = (self.model_info or {}).get("algorithm_title") or "the algorithm"
+        plugin = f"; it is the algorithm of {failure['plugin']}" if failure.get("plugin") else ""
+        text = (f"Stopped waiting for {algorithm} to learn your classes{plugin}. Your project is unchanged: "
+                "pick another model in the Model box, or press F5 to try again.")
+        self.last_result = None
+        self.queries.set_predictions({}, {})
+        self.queries.status.setText(f"<b>Stopped waiting for {html.escape(algorithm)}.</b> "
+                                    "Pick another model in the Model box.")
+        self.notification.show_message(text, failure.get("details", ""), "warning")
+        self.announce(text)
         self.predictions_shown.emit()
 
     # -- showing the predictions ---------------------------------------------------------------------------

@@ -156,7 +156,7 @@ def test_a_corrupt_file_is_reported_and_nothing_else_is_lost(make_window, qtbot,
 
 
 def test_broken_plugin_is_shown_greyed_with_its_error(make_window, qtbot, tmp_path, monkeypatch):
-    from test_plugins import install
+    from plugin_packages import install
 
     from metastudio.plugins import reset_host
 

@@ -8,7 +8,6 @@ Third-party plugins are installed the way pip would leave them: a module plus a
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import sys
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import NINE_ALGORITHMS
+from plugin_packages import install
 from PIL import Image
 from torch import nn
 
@@ -58,23 +58,6 @@ def clean_plugin_state(monkeypatch):
     torch.set_num_threads(threads)
     for name in [m for m in sys.modules if m.startswith(MODULE_PREFIX)]:
         del sys.modules[name]
-
-
-def install(site: Path, monkeypatch, plugins: dict[str, tuple[str, str, str]], version: str = "1.0") -> None:
-    """Install plugin packages into ``site`` and put it on sys.path.
-
-    ``plugins`` maps an entry-point name to (distribution name, module name, module source).
-    Everything is written before the folder goes on sys.path, so no finder caches a half-made tree.
-    """
-    site.mkdir(parents=True, exist_ok=True)
-    for ep_name, (dist, module, source) in plugins.items():
-        (site / f"{module}.py").write_text(textwrap.dedent(source))
-        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        (info / "entry_points.txt").write_text(f"[metastudio]\n{ep_name} = {module}\n")
-    monkeypatch.syspath_prepend(str(site))
-    importlib.invalidate_caches()
 
 
 class TinyNet(nn.Module):
