@@ -113,12 +113,15 @@ def cmd_plugins(args) -> int:
 
 
 def cmd_info(args) -> int:
+    from metastudio.app.catalogue import check_model_file
     from metastudio.engine.checkpoint import read_metadata
 
-    meta = read_metadata(resolve_model(args.model))
+    path = resolve_model(args.model)
+    meta = read_metadata(path)
     if not args.history:
         meta["history"] = f"{len(meta.get('history') or [])} entries (--history shows them)"
-    print(json.dumps(meta, indent=2, ensure_ascii=False))
+    print(json.dumps(meta, indent=2, ensure_ascii=False), flush=True)
+    check_model_file(path)  # the metadata reads, but can the model be used? (weights, plugins): else error, exit 1
     return 0
 
 

@@ -4,6 +4,7 @@ and for the GUI tests a window factory (their helpers are in gui_helpers.py)."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,9 @@ pytest_plugins = ["pytester"]
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # The nine algorithms the product must have, by registered name (metric-, model- and optimization-based).
+#: The ``metastudio`` command pip installed beside this Python, as a person runs it.
+METASTUDIO_COMMAND = str(Path(sys.executable).parent / "metastudio")
+
 NINE_ALGORITHMS = ("protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann", "metanet")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from metastudio.errors import CheckpointError
 
@@ -34,3 +35,16 @@ def resolve_model(name: str) -> Path:
                 return candidate
     available = ", ".join(shipped_models()) or "none"
     raise CheckpointError(f"model '{name}' not found: it is neither a file nor a shipped model (shipped: {available})")
+
+
+def check_model_file(path: str | os.PathLike[str], registry=None) -> dict[str, Any]:
+    """Check the model file at ``path`` as classifying with it would, before it is used: its
+    metadata against the schema, its tensors (finite, matching the class names), the algorithm
+    and backbone it needs (through ``registry``, default the plugin host) and its weights
+    against them. Returns the metadata; raises :class:`CheckpointError` naming the file (or,
+    where plugin code raised, that exception, which :func:`~metastudio.errors.for_person`
+    names the plugin of). Nothing is kept: the model is built on the CPU and dropped."""
+    from metastudio.engine.checkpoint import load_model
+    from metastudio.plugins import get_host
+
+    return load_model(path, registry if registry is not None else get_host(), "cpu").metadata

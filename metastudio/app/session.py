@@ -36,7 +36,7 @@ from metastudio.data.feature_cache import use_feature_cache
 from metastudio.data.imagestore import ImageStore
 from metastudio.engine.checkpoint import load_model
 from metastudio.engine.devices import configure_for_speed, describe_device, resolve_device
-from metastudio.engine.guard import call_guarded, check_probabilities
+from metastudio.engine.guard import algorithm_words, call_guarded, check_probabilities
 from metastudio.errors import (
     ImageLoadError, MetaStudioError, PluginCancelled, PluginError, PluginOrigin, PluginTimeout, plugin_of,
 )
@@ -203,7 +203,7 @@ class ClassifierSession:
         """The learner's open-set prediction of uint8 ``images``, guarded and checked."""
         learner = self.learner
         prediction = self._guarded(learner.predict_open_set, images, what="predicting the classes of the images")
-        what = f"the {type(learner).__name__} learner"
+        what = algorithm_words(self.algorithm)
         probabilities = getattr(prediction, "probabilities", None)
         check_probabilities(probabilities, len(images), len(learner.class_names), what=what, origin=self.origin)
         scores = getattr(prediction, "scores", None)

@@ -81,7 +81,7 @@ def _open(path: str | os.PathLike, tensors: bool) -> tuple[dict[str, Any], dict[
             check_class_names(meta, shapes, path)
             out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"'{path}' is not a readable MetaStudio model file ({e})") from e
+        raise CheckpointError(f"'{path}' is not a MetaStudio model file, or it is damaged ({e})") from e
     check_finite(out, path)
     if tensors:
         check_labels(meta, out, path)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from metastudio.algorithms.base import Algorithm, query_accuracy
 from metastudio.engine.control import Control
 from metastudio.data.episodes import Episode, EpisodeSampler, EpisodeSpec
-from metastudio.engine.guard import call_guarded, check_probabilities
+from metastudio.engine.guard import algorithm_words, call_guarded, check_probabilities
 from metastudio.errors import MetaStudioError, PluginError, PluginOrigin, plugin_of
 
 
@@ -73,7 +73,7 @@ def episode_accuracy(algorithm: Algorithm, episode: Episode, *, origin: PluginOr
                                origin=origin, time_limit=time_limit)
         probs = call_guarded(learner.predict_proba, episode.query_images, what="predicting an episode's queries",
                              origin=origin, time_limit=time_limit)
-        check_probabilities(probs, len(episode.query_images), episode.ways, what=f"the {type(learner).__name__} learner",
+        check_probabilities(probs, len(episode.query_images), episode.ways, what=algorithm_words(algorithm),
                             origin=origin)
         return query_accuracy(probs, episode)
     accuracy = call_guarded(algorithm.evaluate_episode, episode, what="evaluating an episode", origin=origin,

@@ -130,11 +130,17 @@ def _shape(tensor: Any) -> str:
     return "[" + ", ".join(str(n) for n in tensor.shape) + "]"
 
 
+def algorithm_words(algorithm: Any) -> str:
+    """How a message names ``algorithm`` (an Algorithm or its class): "the algorithm 'Title'"."""
+    cls = algorithm if isinstance(algorithm, type) else type(algorithm)
+    return f"the algorithm '{getattr(cls, 'title', '') or getattr(cls, 'name', '') or cls.__name__}'"
+
+
 def check_probabilities(probs: Any, n_queries: int, n_classes: int, *, what: str,
                         origin: PluginOrigin | None) -> torch.Tensor:
     """``probs`` if it is a tensor [n_queries, n_classes] of finite probabilities in [0, 1] whose
-    rows sum to 1 (within 1e-3); otherwise a :class:`PluginError` saying what ``what`` ("the
-    learner") got wrong, e.g. "gave probabilities of shape [3, 7] for 5 images and 4 classes"."""
+    rows sum to 1 (within 1e-3); otherwise a :class:`PluginError` saying what ``what`` (see
+    :func:`algorithm_words`) got wrong, e.g. "gave probabilities of shape [3, 7] for 5 images and 4 classes"."""
     images = f"{n_queries} image{'s' if n_queries != 1 else ''}"
     classes = f"{n_classes} class{'es' if n_classes != 1 else ''}"
     if not isinstance(probs, torch.Tensor):
@@ -160,4 +166,4 @@ def check_probabilities(probs: Any, n_queries: int, n_classes: int, *, what: str
     return probs
 
 
-__all__ = ["WAIT_SLICE", "abandoned_calls", "call_guarded", "check_probabilities"]
+__all__ = ["WAIT_SLICE", "abandoned_calls", "algorithm_words", "call_guarded", "check_probabilities"]

@@ -1,5 +1,5 @@
 """The status bar's sign that MetaStudio is learning the classes: a progress bar and a Cancel
-button.
+button; and the wait cursor, :func:`busy_cursor`.
 
 The button appears only once an adaptation has taken :data:`CANCEL_AFTER_MS` (most take a
 fraction of a second, and a button flashing at every drop would only distract). Pressing it
@@ -9,8 +9,12 @@ emits ``cancel_requested``; the window asks the engine to stop waiting for the a
 
 from __future__ import annotations
 
-from PySide6.QtCore import QTimer, Signal
-from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QWidget
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QSizePolicy, QWidget
 
 #: How long an adaptation runs before its Cancel button shows (milliseconds).
 CANCEL_AFTER_MS = 400
@@ -33,6 +37,7 @@ class BusyIndicator(QWidget):
         self.cancel_button.setAccessibleName("Cancel learning the classes")
         self.cancel_button.setToolTip("Stop waiting for the algorithm to learn your classes "
                                       "(your project stays as it is)")
+        self.cancel_button.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
         self.cancel_button.clicked.connect(self._cancel_clicked)
         self.cancel_button.hide()
         layout.addWidget(self.bar)
@@ -41,6 +46,7 @@ class BusyIndicator(QWidget):
         self._reveal.setSingleShot(True)
         self._reveal.setInterval(CANCEL_AFTER_MS)
         self._reveal.timeout.connect(self.cancel_button.show)
+        self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Preferred)  # the status text keeps the room
         self.hide()
 
     def set_busy(self, busy: bool) -> None:
@@ -61,3 +67,13 @@ class BusyIndicator(QWidget):
     def _cancel_clicked(self) -> None:
         self.cancel_button.setEnabled(False)  # once is enough; enabled again when the next one starts
         self.cancel_requested.emit()
+
+
+@contextmanager
+def busy_cursor() -> Iterator[None]:
+    """The wait cursor while the window does something a person waits for (checking a file)."""
+    QGuiApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+    try:
+        yield
+    finally:
+        QGuiApplication.restoreOverrideCursor()

@@ -68,7 +68,8 @@ class _AdaptWorker(QObject):
         try:
             session = self._get_session()
             if session.learner is None:
-                raise RuntimeError("there is no adapted classifier yet")
+                raise MetaStudioError("there is nothing to export yet: add pictures to at least two classes first, "
+                                      "so MetaStudio can learn them")
             from metastudio.engine.export import export_learner
 
             written = export_learner(session.learner, session.algorithm, path, fmt)

@@ -31,10 +31,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from metastudio.app.catalogue import check_model_file
 from metastudio.app.project import Project
 from metastudio.errors import MetaStudioError, for_person
 from metastudio.gui.actions import build_actions, build_class_keys, build_menus
-from metastudio.gui.busy import BusyIndicator
+from metastudio.gui.busy import BusyIndicator, busy_cursor
 from metastudio.gui.controller import ProjectController
 from metastudio.gui.documents import ProjectDocuments, starter_project
 from metastudio.gui.engine import EngineClient, ThumbnailLoader, catalogue_entry
@@ -332,12 +333,19 @@ class MainWindow(QMainWindow):
             self.use_model_file(path)
 
     def use_model_file(self, path: str) -> bool:
-        """Use a model file: it is copied into the project, so the project stays whole when the
-        file moves or goes (a model file is small: a frozen backbone is never in it)."""
+        """Use a model file: it is checked as classifying with it would check it (a file that
+        can't be used is named and refused, and the model in use stays), then copied into the
+        project, so the project stays whole when the file moves or goes (a model file is small:
+        a frozen backbone is never in it)."""
         try:
-            name = self.controller.project.add_model_file(path)
-        except (MetaStudioError, OSError) as e:
-            self.show_error(f"The model file can't be used: {for_person(e).message}")
+            with busy_cursor():
+                check_model_file(path)
+                name = self.controller.project.add_model_file(path)
+        except Exception as e:  # noqa: BLE001 - a file from outside: whatever is wrong with it is shown
+            said = for_person(e)
+            named = str(path) in said.message  # most messages about a file name it already
+            lead = "This model file" if named else f"The model file '{Path(path).name}'"
+            self.show_error(f"{lead} can't be used: {said.message}", said.details)
             return False
         self.refresh_model_box()
         self.controller.set_model({"kind": "project", "name": name}, {})
@@ -420,7 +428,7 @@ class MainWindow(QMainWindow):
         self.queries.status.setText(f"<b>Stopped waiting for {html.escape(algorithm)}.</b> "
                                     "Pick another model in the Model box.")
         self.notification.show_message(text, failure.get("details", ""), "warning")
-        self.announce(text)
+        self.announce(f"Stopped waiting for {algorithm}.")
         self.predictions_shown.emit()
 
     # -- showing the predictions ---------------------------------------------------------------------------

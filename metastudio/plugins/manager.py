@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -289,14 +290,16 @@ class PluginHost:
 
 
 _HOST: PluginHost | None = None
+_HOST_LOCK = threading.RLock()
 
 
 def get_host(*, safe_mode: bool | None = None) -> PluginHost:
     """The process's plugin host, loaded on first use."""
     global _HOST
-    if _HOST is None or (safe_mode is not None and safe_mode != _HOST.safe_mode):
-        _HOST = PluginHost(safe_mode=safe_mode).load_entry_points()
-    return _HOST
+    with _HOST_LOCK:  # the app's worker and its window may both ask first: load the plugins once
+        if _HOST is None or (safe_mode is not None and safe_mode != _HOST.safe_mode):
+            _HOST = PluginHost(safe_mode=safe_mode).load_entry_points()
+        return _HOST
 
 
 def reset_host() -> None:

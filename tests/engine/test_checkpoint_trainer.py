@@ -111,7 +111,7 @@ def test_bad_model_files_give_clear_errors(host, tmp_path):
         load_model(tmp_path / "missing.safetensors", host)
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x00" * 50)
-    with pytest.raises(CheckpointError, match="not a readable"):
+    with pytest.raises(CheckpointError, match="not a MetaStudio model file, or it is damaged"):
         load_model(junk, host)
     pickle_file = tmp_path / "model.pt"
     torch.save({"w": torch.zeros(2)}, pickle_file)

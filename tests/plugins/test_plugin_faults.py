@@ -18,12 +18,12 @@ import subprocess
 import sys
 import threading
 import types
-from pathlib import Path
 
 import pytest
 import torch
 
 import faulty_plugins as fp
+from conftest import METASTUDIO_COMMAND
 from metastudio.errors import (
     EXIT_ERROR, EXIT_INTERNAL, EXIT_PLUGIN, EXIT_TIMEOUT, MetaStudioError, PluginCancelled, PluginError, PluginOrigin,
     PluginTimeout, for_person, plugin_of, register_plugin_module,
@@ -67,7 +67,7 @@ def installed(tmp_path_factory):
 
 def metastudio(installed, *args: str) -> subprocess.CompletedProcess:
     """The installed command, with the faulty plugins on PYTHONPATH."""
-    return subprocess.run([sys.executable, "-m", "metastudio", *args], capture_output=True, text=True,
+    return subprocess.run([METASTUDIO_COMMAND, *args], capture_output=True, text=True,
                           env=fp.env(installed.site), cwd=installed.work, timeout=120)
 
 
@@ -427,6 +427,6 @@ def test_the_session_checks_the_unsure_scores(host, tmp_path):
     for scores, words in [(torch.full((len(queries),), float("nan")), "gave NaN unsure scores"),
                           (torch.zeros(1), "gave unsure scores of shape [1] for 4 images")]:
         session.learner.predict_open_set = lambda images, s=scores: OpenSetPrediction(probs, s, "distance")
-        with pytest.raises(PluginError, match=rf"the ProtoLearner learner {re.escape(words)}, in plugin protonet "
+        with pytest.raises(PluginError, match=rf"the algorithm 'Prototypical Networks' {re.escape(words)}, in plugin protonet "
                                               r"\(package metastudio "):
             session.classify(queries)

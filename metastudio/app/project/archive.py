@@ -185,6 +185,7 @@ def open_project(cls: type[Project], path: Path, workdir: Path | None) -> Projec
             raise ProjectError(f"{where}: could not make a working folder for it: {os_reason(error)}") from None
         try:
             project = build_project(cls, parsed, folder, _unpack(archive, parsed, folder, length))
+            project.problems += _unexpected_members(archive, parsed)
         except (OSError, ProjectError) as error:
             if owned:
                 shutil.rmtree(folder, ignore_errors=True)
@@ -251,6 +252,19 @@ def _unpack(archive: zipfile.ZipFile, parsed: ParsedManifest, folder: Path, leng
         if name in unreadable:
             unreadable[name] += "; it was left out"
     return unreadable
+
+
+def _unexpected_members(archive: zipfile.ZipFile, parsed: ParsedManifest, shown: int = 5) -> list[str]:
+    """What the archive holds besides the manifest and the files it names (never extracted):
+    a project MetaStudio wrote has nothing else, so the file was changed by something else."""
+    expected = {MANIFEST, f"{IMAGES}/", f"{MODELS}/"}
+    expected |= {f"{IMAGES}/{i.file}" for i in parsed.all_items()} | {f"{MODELS}/{m}" for m in parsed.models}
+    extra = [name for name in archive.namelist() if name not in expected]
+    if not extra:
+        return []
+    names = ", ".join(repr(n) for n in extra[:shown]) + (f" and {len(extra) - shown} more" if len(extra) > shown else "")
+    return [f"the project file also holds {names}, which no project has (the file was changed by something "
+            "other than MetaStudio); ignored, nothing was unpacked from it"]
 
 
 def _check_member(archive: zipfile.ZipFile, member: str, kind: str, declared: int | None) -> zipfile.ZipInfo | str:
