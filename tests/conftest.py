@@ -21,6 +21,19 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 #: The ``metastudio`` command pip installed beside this Python, as a person runs it.
 METASTUDIO_COMMAND = str(Path(sys.executable).parent / "metastudio")
 
+def dead_pid(start: int = 2**22 + 4321) -> int:
+    """A pid no process has (searched upwards from ``start``, above Linux's default range)."""
+    pid = start
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except OSError:  # it exists, under another user
+            pass
+        pid += 1
+
+
 NINE_ALGORITHMS = ("protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann", "metanet")
 
 

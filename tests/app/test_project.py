@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dead_pid
 from PIL import Image
 from safetensors.numpy import save as safetensors_bytes
 
@@ -112,17 +113,6 @@ def minimal_manifest(**changes) -> dict:
     }
     manifest.update(changes)
     return manifest
-
-
-def dead_pid() -> int:
-    pid = 2**22 + 12345
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return pid
-    except OSError:
-        pass
-    pytest.skip(f"pid {pid} exists on this machine")
 
 
 # ----------------------------------------------------------------------------------------------

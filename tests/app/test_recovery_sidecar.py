@@ -5,26 +5,13 @@ the file's time stand in), and the autosave itself is still offered for recovery
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
+from conftest import dead_pid
 
 from metastudio.app.project import Project, Recovery
 
 NAME = "autosave-{pid}-0123abcd.metastudio"
-
-
-def dead_pid(start: int = 2**22 + 4321) -> int:
-    """A pid no process has (searched upwards from ``start``, above the usual range)."""
-    pid = start
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return pid
-        except OSError:
-            pass
-        pid += 1
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import dead_pid
 from PIL import Image
 
 from metastudio.app.project import Project
@@ -32,18 +33,6 @@ from metastudio.app.project.cleanup import (
 from metastudio.data.fileio import host_tag, temp_owner, temp_path
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and symbolic links are POSIX")
-
-
-def dead_pid() -> int:
-    """A pid no process has (past Linux's largest by default)."""
-    pid = 2**22 + 12345
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return pid
-    except OSError:
-        pass
-    pytest.skip(f"pid {pid} exists on this machine")
 
 
 def saved_project(folder: Path) -> Path:

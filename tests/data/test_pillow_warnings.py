@@ -10,13 +10,12 @@ import subprocess
 import sys
 import threading
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import EpsImagePlugin, Image, ImageFile
+from PIL import Image, ImageFile
 
-from metastudio.data.images import PART_MISSING, PARTLY_READ, UNSUPPORTED, decoding_warnings, load_image
+from metastudio.data.images import PART_MISSING, PARTLY_READ, decoding_warnings, load_image
 from metastudio.data.imagestore import ImageStore
 from metastudio.data.listing import EXTERNAL_FORMATS, pixel_formats
 from metastudio.errors import ImageLoadError
@@ -252,20 +251,3 @@ def test_only_formats_pillow_decodes_itself_are_opened(monkeypatch):
                if isinstance(Image.OPEN[f][0], type))
     monkeypatch.setitem(Image.OPEN, "LATE", (Image.OPEN["PNG"][0], None))  # a plugin registered afterwards
     assert pixel_formats() == (*allowed, "LATE")
-
-
-WMF = b"\xd7\xcd\xc6\x9a\x00\x00" + bytes(16) + b"\x01\x00\x09\x00" + bytes(40)  # placeable metafile
-EMF = b"\x01\x00\x00\x00" + bytes(36) + b" EMF" + bytes(40)
-
-
-@pytest.mark.parametrize("content", [WMF, EMF], ids=["wmf", "emf"])
-def test_drawings_are_named_as_unsupported(tmp_path, monkeypatch, content):
-    def never(self):
-        raise AssertionError("a plugin for drawings was asked to open the file")
-
-    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", never)
-    path = tmp_path / "drawing.png"
-    path.write_bytes(content)
-    with pytest.raises(ImageLoadError) as caught:
-        load_image(Path(path))
-    assert caught.value.reason == UNSUPPORTED and "WMF files are not opened" in caught.value.detail

@@ -82,7 +82,12 @@ def test_query_files_warns_and_fails_only_when_nothing_is_left(tmp_path, capsys)
     assert "it is not an ordinary file" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("content", [EPS, PDF, SVG, b"\xc5\xd0\xd3\xc6" + EPS], ids=["eps", "pdf", "svg", "dos-eps"])
+WMF = b"\xd7\xcd\xc6\x9a\x00\x00" + bytes(16) + b"\x01\x00\x09\x00" + bytes(40)  # placeable metafile
+EMF = b"\x01\x00\x00\x00" + bytes(36) + b" EMF" + bytes(40)
+
+
+@pytest.mark.parametrize("content", [EPS, PDF, SVG, b"\xc5\xd0\xd3\xc6" + EPS, WMF, EMF],
+                         ids=["eps", "pdf", "svg", "dos-eps", "wmf", "emf"])
 def test_documents_and_drawings_are_refused_by_content(tmp_path, monkeypatch, content):
     """Named .png, an EPS is still refused, and Pillow's EPS plugin (which runs Ghostscript) is never tried."""
     def never(self):

@@ -233,7 +233,7 @@ def test_delete_key_removes_queries_undoably_and_worker_errors_are_shown(make_wi
     bad.write_bytes(b"not a safetensors file at all")
     assert not w.use_model_file(str(bad))
     assert "can't be used" in w.notification.text.text()
-    # a model of an algorithm no plugin provides: the adapt worker's error becomes a notification
+    # a model of an algorithm no plugin provides is refused when chosen, and the model in use stays
     import torch
 
     from metastudio.engine.checkpoint import save_tensors
@@ -242,7 +242,12 @@ def test_delete_key_removes_queries_undoably_and_worker_errors_are_shown(make_wi
     save_tensors(orphan, {"w": torch.zeros(1)}, {"format": "metastudio-model", "format_version": 1,
                                                  "algorithm": "no-such-algorithm", "backbone": "conv4",
                                                  "image_size": 28, "channels": 1, "hyperparameters": {}})
-    assert w.use_model_file(str(orphan))
+    chosen = dict(c.project.model)
+    assert not w.use_model_file(str(orphan))
+    assert "no algorithm named 'no-such-algorithm'" in w.notification.text.text()
+    assert c.project.model == chosen
+    # one already in the project (its plugin uninstalled since): the adapt worker's error becomes a notification
+    w.use_project_model(c.project.add_model_file(orphan))
     qtbot.waitUntil(lambda: w.notification.isVisible() and "Could not learn the classes" in w.notification.text.text(),
                     timeout=WAIT_MS)
     assert "no-such-algorithm" in w.notification.text.text()

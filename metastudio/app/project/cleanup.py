@@ -78,16 +78,20 @@ def sweep_once() -> None:
     remove_abandoned_workdirs()
 
 
+def _names_in(folder: Path) -> list[str]:
+    """The names in ``folder`` (none when it can't be listed: clean-up never raises)."""
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
 def remove_abandoned_workdirs(parent: Path | None = None) -> list[Path]:
     """Remove the working folders in ``parent`` (default: the temporary folder) that processes
     now gone made (see the module's documentation); returns those removed."""
     folder = Path(parent) if parent is not None else Path(tempfile.gettempdir())
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return []
     removed = []
-    for name in names:
+    for name in _names_in(folder):
         match = _WORKDIR_NAME.fullmatch(name)
         path = folder / name
         if match is None or not _abandoned_workdir(path, int(match.group(1))):
@@ -137,12 +141,8 @@ def remove_stale_temps(target: Path) -> list[Path]:
     """Remove the temporary files beside the file ``target`` that saves of it left when their
     process died (see the module's documentation); returns those removed. Never raises."""
     folder = target.parent
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return []
     removed = []
-    for name in names:
+    for name in _names_in(folder):
         owner = temp_owner(name, target.name)
         if owner is None:
             continue
