@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-long lint clean-venv
+.PHONY: run test test-long lint docs clean-venv
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "MetaStudio needs Python 3.11 or newer; set PYTHON=python3.11 (or newer)")'
@@ -29,6 +29,19 @@ test: $(STAMP)
 # The long variants (tests marked "long", each over ~30 s), left out of `make test`.
 test-long: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -m long
+
+# The API reference for plugin authors (metastudio.api, the hooks, the pytest plugin's fixtures),
+# rendered from the docstrings with pdoc into build/docs/api/ (open index.html); built on demand,
+# not kept in git.
+DOCS_STAMP := $(VENV)/.docs-stamp
+
+$(DOCS_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[test,docs]'
+	@touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	rm -rf build/docs/api
+	$(PY) docs/api_reference.py build/docs/api
 
 clean-venv:
 	rm -rf $(VENV)

@@ -35,6 +35,10 @@ def dead_pid(start: int = 2**22 + 4321) -> int:
 
 
 NINE_ALGORITHMS = ("protonet", "matchingnet", "siamese", "relationnet", "maml", "reptile", "metalstm", "mann", "metanet")
+#: The built-in algorithms that train as plain classifiers on labelled batches (trains_on "batches").
+BATCH_ALGORITHMS = ("simpleshot", "baselinepp")
+#: Every built-in algorithm.
+BUILTIN_ALGORITHMS = NINE_ALGORITHMS + BATCH_ALGORITHMS
 
 
 @pytest.fixture

@@ -6,6 +6,11 @@ An :class:`Algorithm` is a ``torch.nn.Module`` holding everything that meta-trai
 1. **Meta-train**: :meth:`Algorithm.meta_train_step` takes a batch of :class:`Episode` s, makes
    one optimisation step and returns plain-float metrics (at least ``loss`` and ``accuracy``).
    The optimiser and learning-rate schedule are built by :meth:`Algorithm.configure_training`.
+   An algorithm that learns as a plain classifier over every training class (SimpleShot,
+   Baseline++, the pretraining stage of many others) says so in :attr:`Algorithm.trains_on`
+   and gets :class:`LabelledBatch` es in :meth:`Algorithm.batch_train_step` instead, with the
+   number of classes given once beforehand (:meth:`Algorithm.start_batch_training`).
+   Validation is always on episodes, so every algorithm's numbers compare.
 2. **Adapt**: :meth:`Algorithm.adapt` turns a person's :class:`SupportSet` into a
    :class:`Learner` -- a classifier for exactly those classes. Adaptation may take several
    steps (gradient descent in MAML-like methods); it reports each through ``progress`` so a
@@ -50,11 +55,18 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from metastudio.data.batches import LabelledBatch
 from metastudio.data.episodes import Episode, SupportSet
 from metastudio.errors import FixedHyperParameterError
 from metastudio.data.images import FITS
 from metastudio.algorithms.hyperparameters import TRAINING_HYPERPARAMETERS, HyperParameter
 from metastudio.algorithms.openset import OpenSetPrediction, max_probability_prediction
+
+#: What an algorithm meta-trains on (:attr:`Algorithm.trains_on`): episodes only; labelled
+#: batches over every training class only; or batches first (``TrainingPlan.batch_steps`` of
+#: them), then episodes.
+TRAINS_ON = ("episodes", "batches", "batches+episodes")
+
 
 def query_accuracy(scores: torch.Tensor, episode: Episode) -> float:
     """Fraction (0..1) of the episode's queries whose highest score [Q, N] is their class."""
@@ -70,6 +82,7 @@ class AdaptProgress:
     loss: float | None = None
 
 
+#: What adapt calls with each step of adaptation: progress(AdaptProgress(step, total, loss)).
 ProgressCallback = Callable[[AdaptProgress], None]
 
 
@@ -244,6 +257,24 @@ class Algorithm(nn.Module, ABC):
     #: ``metric``, ``model`` or ``optimization`` (the product's three families).
     family: ClassVar[str] = ""
     hyperparameters: ClassVar[tuple[HyperParameter, ...]] = TRAINING_HYPERPARAMETERS
+    #: What meta-training gives it (one of :data:`TRAINS_ON`): ``"episodes"`` for
+    #: :meth:`meta_train_step`, ``"batches"`` for :meth:`batch_train_step`, or
+    #: ``"batches+episodes"`` for both, batches first. Checked when the class is defined: the
+    #: methods it names must be implemented.
+    trains_on: ClassVar[str] = "episodes"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__dict__.get("name"):
+            return  # a base for other algorithms (no registry name): checked in its subclasses
+        where = f"algorithm '{cls.name}' ({cls.__module__}.{cls.__qualname__})"
+        if cls.trains_on not in TRAINS_ON:
+            raise TypeError(f"{where}: trains_on must be one of {', '.join(map(repr, TRAINS_ON))}, "
+                            f"not {cls.trains_on!r}")
+        needed = {"episodes": "meta_train_step", "batches": "batch_train_step"}
+        for part, method in needed.items():
+            if part in cls.trains_on.split("+") and getattr(cls, method) is getattr(Algorithm, method):
+                raise TypeError(f"{where}: trains_on={cls.trains_on!r} needs a {method} method")
 
     def __init__(
         self,
@@ -285,6 +316,11 @@ class Algorithm(nn.Module, ABC):
         self._backbone_fingerprint: str | None = None  # computed on first use (frozen weights never change)
         self._cache_source: tuple[torch.Tensor, torch.Tensor] | None = None  # see cached_as
         self.backbone_frozen = bool(freeze_backbone)
+        #: What only training uses (the classifier over every training class of batch
+        #: training, say): trained and kept in resume checkpoints, never in a model file. See
+        #: :meth:`start_batch_training`.
+        self.training_modules = nn.ModuleDict()
+        self._with_training_modules = False
         if self.hparams.get("distort") and self.backbone_frozen:
             raise ValueError(
                 f"distort=true distorts training images, but the backbone '{backbone_name}' is frozen and a head on "
@@ -302,16 +338,31 @@ class Algorithm(nn.Module, ABC):
 
     def state_dict(self, *args, **kwargs):
         state = super().state_dict(*args, **kwargs)
-        if self.backbone_frozen:
-            prefix = kwargs.get("prefix", "") + "backbone."
-            for key in [k for k in state if k.startswith(prefix)]:
-                del state[key]
+        prefix = kwargs.get("prefix", "")
+        dropped = [prefix + "backbone."] if self.backbone_frozen else []
+        if not self._with_training_modules:
+            dropped.append(prefix + "training_modules.")
+        for key in [k for k in state if k.startswith(tuple(dropped))] if dropped else []:
+            del state[key]
         return state
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         if self.backbone_frozen:
             state_dict = {**{f"backbone.{k}": v for k, v in self.backbone.state_dict().items()}, **state_dict}
+        if not self._with_training_modules:
+            own = {f"training_modules.{k}": v for k, v in self.training_modules.state_dict().items()}
+            state_dict = {**own, **state_dict}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    @contextlib.contextmanager
+    def with_training_modules(self):
+        """Within it, :meth:`state_dict` and :meth:`load_state_dict` include
+        :attr:`training_modules` (for resume checkpoints; a model file never holds them)."""
+        before, self._with_training_modules = self._with_training_modules, True
+        try:
+            yield self
+        finally:
+            self._with_training_modules = before
 
     # -- hyperparameters -------------------------------------------------------------------
     @classmethod
@@ -536,10 +587,35 @@ class Algorithm(nn.Module, ABC):
     def learning_rate(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"]) if self.optimizer else float(self.hparams.get("lr", 0.0))
 
-    @abstractmethod
     def meta_train_step(self, episodes: Sequence[Episode]) -> dict[str, float]:
         """One optimisation step on a batch of episodes. Returns plain floats: at least
-        ``loss`` (mean over episodes) and ``accuracy`` (fraction of queries right, 0..1)."""
+        ``loss`` (mean over episodes) and ``accuracy`` (fraction of queries right, 0..1).
+        Every algorithm that trains on episodes (:attr:`trains_on`) implements it."""
+        raise NotImplementedError(f"{self.name} does not train on episodes (trains_on={self.trains_on!r})")
+
+    # -- training on labelled batches (trains_on "batches" or "batches+episodes") ---------------
+    def start_batch_training(self, classes: int) -> None:
+        """Get ready to train on labelled batches over ``classes`` training classes: called by
+        the trainer once before the first step (also when a run resumes), before the optimiser
+        is built. Put what only this training needs (a linear classifier over the ``classes``,
+        say) into :attr:`training_modules`: it is trained and kept in resume checkpoints, and
+        left out of the model file, which holds only what adapting and predicting use. The
+        default adds nothing."""
+
+    def batch_train_step(self, batch: LabelledBatch) -> dict[str, float]:
+        """One optimisation step on a :class:`LabelledBatch` (labels index every training class,
+        ``batch.classes`` of them). Returns plain floats: ``loss`` and ``accuracy`` (fraction of
+        the batch classified right among all the classes; the training plot labels it so, apart
+        from episode accuracy). Every algorithm that trains on batches implements it."""
+        raise NotImplementedError(f"{self.name} does not train on labelled batches (trains_on={self.trains_on!r})")
+
+    def prepare_batch_training(self, classes: int) -> None:
+        """What the trainer calls: :meth:`start_batch_training`, then the new training modules
+        join the algorithm's device."""
+        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+            raise ValueError(f"batch training needs at least 2 classes, got {classes!r}")
+        self.start_batch_training(classes)
+        self.training_modules.to(self.device)
 
     # -- adaptation and prediction -------------------------------------------------------------
     @abstractmethod
@@ -567,6 +643,7 @@ class Algorithm(nn.Module, ABC):
         return {
             "name": cls.name, "version": cls.version, "title": cls.title, "family": cls.family,
             "description": cls.description, "hyperparameters": [h.describe() for h in cls.hyperparameters],
+            "trains_on": cls.trains_on,
         }
 
     def config(self) -> dict[str, Any]:

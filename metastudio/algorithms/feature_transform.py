@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -132,6 +133,12 @@ class FeatureTransformMixin:
       distance, relation module) come after it.
     * :meth:`fit_feature_mean` sets the mean from base-class images or feature rows.
     """
+
+    #: Who sets the centring mean, declared by the algorithm: ``"before training"`` (the engine
+    #: fits it on the training images before meta-training, which needs a frozen backbone: a
+    #: trained one changes its features) or ``"by the algorithm"`` (it keeps the mean up to
+    #: date while it trains, as SimpleShot does, so the backbone may train too).
+    feature_mean_fitted: ClassVar[str] = "before training"
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

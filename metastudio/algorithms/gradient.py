@@ -69,6 +69,8 @@ from metastudio.algorithms.hyperparameters import HyperParameter
 from metastudio.algorithms.taskbatch import TaskBatchedChain, UnsupportedNetwork
 from metastudio.data.episodes import Episode, SupportSet
 
+#: The names, among a gradient algorithm's meta-parameters, of its output layer (one row shared by
+#: every class, repeated for each class of a task).
 HEAD = ("head_weight", "head_bias")
 #: The prefix of the backbone's weights among the weights that adapt (:meth:`GradientAlgorithm.meta_parameters`).
 BACKBONE = "backbone."

@@ -1,5 +1,6 @@
-"""Where models are found by name: the shipped ones (``resources/models``) and any folder named
-by ``$METASTUDIO_MODELS_DIR``. The command line and the app both look models up here."""
+"""Where models are found by name: the shipped ones (``resources/models``), any folder named
+by ``$METASTUDIO_MODELS_DIR``, and the models plugins ship (their ``metastudio_models`` hook).
+The command line and the app both look models up here."""
 
 from __future__ import annotations
 
@@ -24,8 +25,21 @@ def shipped_models() -> list[str]:
     return sorted({p.name[: -len(".safetensors")] for d in models_dirs() if d.is_dir() for p in d.glob("*.safetensors")})
 
 
-def resolve_model(name: str) -> Path:
-    """A model file path, or the name of a shipped model (``protonet-omniglot``)."""
+def plugin_models(host=None) -> dict:
+    """The models the loaded plugins ship, by name (each a
+    :class:`~metastudio.plugins.hookspecs.ModelSpec`; ``host.origin_of("model", name)`` names its
+    plugin). ``host`` is the plugin host (default: the process's). A plugin model named like a
+    shipped one is left out, and reported as a warning of its plugin (``metastudio plugins``)."""
+    from metastudio.plugins import get_host
+
+    host = host if host is not None else get_host()
+    host.withhold_models(shipped_models(), " or ".join(str(d) for d in models_dirs()))
+    return dict(host.models)
+
+
+def resolve_model(name: str, host=None) -> Path:
+    """A model file path, or the name of a shipped model (``protonet-omniglot``) or of a model
+    a plugin ships (the plugins are loaded only when no file or shipped model has that name)."""
     path = Path(name).expanduser()
     if path.is_file():
         return path
@@ -33,8 +47,14 @@ def resolve_model(name: str) -> Path:
         for candidate in (d / name, d / f"{name}.safetensors"):
             if candidate.is_file():
                 return candidate
+    from_plugins = plugin_models(host)
+    if name in from_plugins:
+        return from_plugins[name].path
     available = ", ".join(shipped_models()) or "none"
-    raise CheckpointError(f"model '{name}' not found: it is neither a file nor a shipped model (shipped: {available})")
+    if from_plugins:
+        available += "; from plugins: " + ", ".join(sorted(from_plugins))
+    raise CheckpointError(f"model '{name}' not found: it is neither a file nor a model shipped with MetaStudio or "
+                          f"a plugin (shipped: {available})")
 
 
 def check_model_file(path: str | os.PathLike[str], registry=None) -> dict[str, Any]:

@@ -77,6 +77,11 @@ class TrainingPlan:
     init: str | None = None
     #: Training steps between progress events (averages over those steps).
     log_every: int = 10
+    #: For an algorithm that trains on labelled batches (``trains_on`` "batches" or
+    #: "batches+episodes"): how many steps of ``batch_size`` images of every training class it
+    #: makes, before any episodes (``episodes`` are not used by one that trains on batches only).
+    batch_steps: int = 0
+    batch_size: int = 64
 
     # -- plain data ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +128,8 @@ class TrainingPlan:
         integer("image_size", 1, optional=True)
         integer("seed", 0)
         integer("val_holdout", 0)
+        integer("batch_steps", 0)
+        integer("batch_size", 1)
         for name in ("algorithm", "backbone", "dataset", "split", "device", "precision", "fit"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
@@ -313,10 +320,14 @@ def prepare_run(
       untrained model can stay the best; ``val_split`` is then not loaded.
     * Episodes with more classes than the algorithm's ``ways_limit`` (MANN's and Meta Networks'
       ``max_ways``), in training or in validation, raise ValueError before any data is loaded.
-    * With a ``feature_transform`` hyperparameter other than ``none`` (cl2n, power-cl2n), the
+    * With a ``feature_transform`` hyperparameter other than ``none`` (cl2n, power-cl2n) and
+      an algorithm whose ``feature_mean_fitted`` is "before training" (the default), the
       backbone must be frozen (ValueError otherwise, before any data is loaded), and the
       algorithm's feature mean is fitted on the training features before training (a stage of
-      ``progress``).
+      ``progress``); one that fits it "by the algorithm" (SimpleShot) keeps it up to date itself.
+    * An algorithm that trains on labelled batches (``trains_on``) needs ``batch_steps`` > 0
+      (and one that trains on episodes only, 0): those steps come first, on batches of
+      ``batch_size`` images of every training class; validation is on episodes as for any other.
     * ``control`` is checked during loading: cancelling raises :class:`RunCancelled`, pausing
       blocks. It becomes the trainer's control.
     """
@@ -340,8 +351,10 @@ def prepare_run(
         splits = _prepare_features(plan, parts, algorithm, splits, progress, control)
     if device.type != "cpu":
         splits = _Splits(splits.train.to(device), splits.val.to(device) if splits.val is not None else None)
-    train_sampler, val_sampler = _samplers(plan, splits)
-    return PreparedRun(algorithm, train_sampler, _train_config(plan), _output_path(plan), val_sampler=val_sampler,
+    trains_on = getattr(parts.algorithm, "trains_on", "episodes")
+    train_sampler, val_sampler, batch_sampler = _samplers(plan, splits, trains_on)
+    return PreparedRun(algorithm, train_sampler, _train_config(plan, trains_on), _output_path(plan),
+                       val_sampler=val_sampler, batch_sampler=batch_sampler,
                        listener=listener, control=control, dataset_info=_dataset_info(plan, parts, started_from),
                        plan=plan, warnings=warnings, device_description=describe_device(device),
                        train_dataset=splits.train, val_dataset=splits.val)
@@ -368,11 +381,13 @@ def _resolve_components(plan: TrainingPlan, host, warnings: list[str]) -> _Compo
     if plan.freeze_backbone and not backbone.pretrained:
         raise ValueError(f"freezing the backbone needs a pretrained backbone; '{backbone.name}' starts from random weights")
     transform = str(hparams.get("feature_transform", "none"))
-    if transform != "none" and not plan.freeze_backbone:
+    fitted_before = getattr(cls, "feature_mean_fitted", "before training") == "before training"
+    if transform != "none" and fitted_before and not plan.freeze_backbone:
         raise ValueError(f"feature_transform={transform} needs a frozen pretrained backbone (freeze_backbone, "
-                         "--freeze-backbone): its centring mean is fitted on the training features before training "
-                         "and would no longer match them once the backbone's weights change. Freeze the backbone "
-                         "or use feature_transform=none")
+                         f"--freeze-backbone): {cls.title or cls.name} fits its centring mean on the training "
+                         "features before training, and it would no longer match them once the backbone's weights "
+                         "change. Freeze the backbone or use feature_transform=none")
+    _check_training_kind(plan, cls)
     if plan.val_holdout and plan.val_split not in (None, TrainingPlan.val_split):
         warnings.append(f"the '{plan.val_split}' split is not used: this run validates on {plan.val_holdout} "
                         "classes held out of the training split (val_holdout)")
@@ -462,6 +477,19 @@ def _check_val_split(plan: TrainingPlan, train_ds: FewShotDataset, val_ds: FewSh
     return None
 
 
+def _check_training_kind(plan: TrainingPlan, cls) -> None:
+    """``batch_steps`` agrees with what the algorithm trains on (its ``trains_on``)."""
+    trains_on = getattr(cls, "trains_on", "episodes")
+    title = cls.title or cls.name
+    if trains_on == "episodes" and plan.batch_steps:
+        raise ValueError(f"{title} trains on episodes only; batch_steps ({plan.batch_steps}) is for algorithms that "
+                         "train on labelled batches (SimpleShot, Baseline++): leave it at 0")
+    if trains_on != "episodes" and not plan.batch_steps:
+        first = "" if trains_on == "batches" else ", before episodes"
+        raise ValueError(f"{title} trains on labelled batches of every training class{first}: give the number of "
+                         "those steps (batch_steps, --batch-steps N)")
+
+
 def _build_algorithm(plan: TrainingPlan, parts: _Components, train_ds: FewShotDataset, model_size: int,
                      device) -> tuple[Any, dict[str, Any] | None]:
     """The algorithm on ``device`` (seeded with the plan's seed, or started from ``plan.init``),
@@ -502,27 +530,41 @@ def _prepare_features(plan: TrainingPlan, parts: _Components, algorithm, splits:
     val_ds = splits.val
     if val_ds is not None:
         val_ds = precompute_features(algorithm, val_ds, progress=reporter("held-out" if plan.val_holdout else "val"))
-    if parts.transform != "none" and hasattr(algorithm, "fit_feature_mean"):
+    fitted_before = getattr(algorithm, "feature_mean_fitted", "before training") == "before training"
+    if parts.transform != "none" and fitted_before and hasattr(algorithm, "fit_feature_mean"):
         _fit_feature_mean(algorithm, train_ds, parts.transform, progress, control)
     return _Splits(train_ds, val_ds)
 
 
-def _samplers(plan: TrainingPlan, splits: _Splits):
-    """The training episodes (seeded with the plan's seed) and the fixed validation ones."""
+def _samplers(plan: TrainingPlan, splits: _Splits, trains_on: str):
+    """The training episodes (seeded with the plan's seed; None for an algorithm that trains on
+    batches only), the fixed validation ones and the labelled batches (None unless the
+    algorithm trains on them)."""
+    from metastudio.data.batches import BatchSampler
     from metastudio.data.episodes import EVAL_SEED, EpisodeSampler
 
-    train_sampler = EpisodeSampler(splits.train, plan.ways, plan.shots, plan.queries, seed=plan.seed)
+    train_sampler = None
+    if trains_on != "batches":
+        train_sampler = EpisodeSampler(splits.train, plan.ways, plan.shots, plan.queries, seed=plan.seed)
+    batches = BatchSampler(splits.train, plan.batch_size, seed=plan.seed) if plan.batch_steps else None
     if splits.val is None:
-        return train_sampler, None
-    return train_sampler, EpisodeSampler(splits.val, plan.val_ways, plan.val_shots, plan.val_queries, seed=EVAL_SEED)
+        return train_sampler, None, batches
+    try:
+        val = EpisodeSampler(splits.val, plan.val_ways, plan.val_shots, plan.val_queries, seed=EVAL_SEED)
+    except DatasetError as error:
+        raise DatasetError(f"the validation episodes ({plan.val_ways}-way {plan.val_shots}-shot {plan.val_queries}-query, "
+                           f"set by val_ways, val_shots and val_queries: --val-ways, --val-shots, --val-queries) do not "
+                           f"fit the '{splits.val.name}' split: {error}") from None
+    return train_sampler, val, batches
 
 
-def _train_config(plan: TrainingPlan) -> TrainConfig:
+def _train_config(plan: TrainingPlan, trains_on: str) -> TrainConfig:
     # Held-out training classes are for choosing among models honestly: the untrained head is
     # one of them (validation at step 0).
-    return TrainConfig(steps=plan.steps, meta_batch=plan.meta_batch, val_every=plan.val_every,
+    steps = plan.batch_steps + (0 if trains_on == "batches" else plan.steps)
+    return TrainConfig(steps=steps, meta_batch=plan.meta_batch, val_every=plan.val_every,
                        val_episodes=plan.val_episodes, log_every=plan.log_every, seed=plan.seed,
-                       validate_before_training=plan.val_holdout > 0)
+                       validate_before_training=plan.val_holdout > 0, batch_steps=plan.batch_steps)
 
 
 def _dataset_info(plan: TrainingPlan, parts: _Components, started_from: dict[str, Any] | None) -> dict[str, Any]:
@@ -532,6 +574,11 @@ def _dataset_info(plan: TrainingPlan, parts: _Components, started_from: dict[str
     info = {"name": plan.dataset, "root": str(plan.root) if plan.root else None, "split": plan.split,
             "protocol": protocol, "ways": plan.ways, "shots": plan.shots, "queries": plan.queries,
             "episodes": plan.steps * plan.meta_batch, "seed": plan.seed}
+    if plan.batch_steps:
+        info.update(batch_steps=plan.batch_steps, batch_size=plan.batch_size)
+        if parts.algorithm.trains_on == "batches":  # no training episodes: their shape means nothing
+            for key in ("ways", "shots", "queries", "episodes"):
+                info.pop(key)
     if plan.val_holdout:
         info["val_holdout"] = plan.val_holdout
     if started_from:

@@ -144,8 +144,9 @@ class LoadedModel:
 
 def algorithm_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The algorithm's own weights among a model file's tensors (not a saved learner's, nor a
-    resume checkpoint's optimiser and trainer state)."""
-    return {k: v for k, v in tensors.items() if not k.startswith(("learner.", "optim.", "trainer."))}
+    resume checkpoint's optimiser, trainer state and training modules)."""
+    return {k: v for k, v in tensors.items()
+            if not k.startswith(("learner.", "optim.", "trainer.", "training_modules."))}
 
 
 def build_algorithm(meta: Mapping[str, Any], registry) -> Algorithm:
@@ -242,8 +243,10 @@ def _unflatten_optimizer(tensors: Mapping[str, torch.Tensor], info: Mapping[str,
 
 
 def save_training_checkpoint(algorithm: Algorithm, path: str | os.PathLike, trainer_state: Mapping[str, Any], meta: Mapping[str, Any]) -> Path:
-    """Weights, optimiser, schedule, random state and the trainer's own state, for resuming."""
-    tensors = dict(algorithm.state_dict())
+    """Weights (the training modules' too), optimiser, schedule, random state and the trainer's
+    own state, for resuming."""
+    with algorithm.with_training_modules():
+        tensors = dict(algorithm.state_dict())
     doc = dict(meta)
     if algorithm.optimizer is not None:
         opt_tensors, opt_info = _flatten_optimizer(algorithm.optimizer)
@@ -266,7 +269,8 @@ def load_training_checkpoint(algorithm: Algorithm, path: str | os.PathLike) -> d
             f"not of {algorithm.name}/{algorithm.backbone_name}"
         )
     own = {k: v for k, v in tensors.items() if not k.startswith(("optim.", "trainer.", "learner."))}
-    algorithm.load_state_dict(own, strict=True)
+    with algorithm.with_training_modules():
+        algorithm.load_state_dict(own, strict=True)
     if algorithm.optimizer is not None and "optimizer" in meta:
         # Optimizer.load_state_dict moves each state tensor to its parameter's device.
         algorithm.optimizer.load_state_dict(_unflatten_optimizer(tensors, meta["optimizer"]))

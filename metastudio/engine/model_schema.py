@@ -81,10 +81,12 @@ SCHEMA: dict[str, Any] = {
 #: Tensors whose size along an axis is the number of classes: Prototypical Networks' prototypes
 #: (and those of their distance rule), Relation Networks' class embeddings, Matching Networks'
 #: one-hot support labels, and the task head of the gradient family (MAML, Reptile, the LSTM
-#: meta-learner: ``fast.head_weight`` [1, N, D], ``fast.head_bias`` [1, N]).
+#: meta-learner: ``fast.head_weight`` [1, N, D], ``fast.head_bias`` [1, N]), SimpleShot's class
+#: means and Baseline++'s fine-tuned class weights.
 CLASS_AXES: dict[str, int] = {
     "learner.prototypes": 0, "learner.open_set_prototypes": 0, "learner.open_set_expected": 0,
     "learner.class_embeddings": 0, "learner.onehot": -1, "learner.fast.head_weight": 1, "learner.fast.head_bias": 1,
+    "learner.means": 0, "learner.weight": 0,
 }
 #: Tensors whose size along an axis is the most classes the learner can tell apart, its label
 #: positions: MANN's one-hot previous label [1, max_ways], MetaNet's per-example output weights.

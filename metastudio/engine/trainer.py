@@ -18,6 +18,13 @@ as Qt signals). It
 
 Step ``t`` always trains on episodes ``t*B .. t*B+B-1`` of the sampler, so a resumed run sees
 exactly the episodes an uninterrupted one would have seen.
+
+An algorithm that trains on labelled batches (``trains_on`` ``"batches"`` or
+``"batches+episodes"``) makes its first ``TrainConfig.batch_steps`` steps on batch ``t`` of a
+:class:`~metastudio.data.batches.BatchSampler` instead (the engine tells it the number of
+training classes once, :meth:`~metastudio.algorithms.base.Algorithm.prepare_batch_training`);
+its step events and history entries say ``kind`` ``"batch"``, so their accuracy (over every
+training class) is never shown as if it were an episode's. Validation is on episodes always.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from metastudio.engine.checkpoint import (
     save_training_checkpoint,
 )
 from metastudio.engine.control import Control
+from metastudio.data.batches import BatchSampler
 from metastudio.data.episodes import EpisodeSampler
 from metastudio.errors import TrainingError
 from metastudio.engine.evaluator import EvaluationCancelled, evaluate
@@ -56,6 +64,9 @@ class TrainConfig:
     #: Validate the untrained model too (step 0) and keep it as the best model if nothing after
     #: beats it: for heads on pretrained features that may only get worse with training.
     validate_before_training: bool = False
+    #: The first steps that train on labelled batches (of ``Trainer.batch_sampler``); the rest
+    #: train on episodes. ``steps`` for an algorithm that trains on batches only.
+    batch_steps: int = 0
 
 
 @dataclass
@@ -66,9 +77,12 @@ class StepEvent:
     steps: int
     loss: float
     accuracy: float
-    episodes_per_second: float
+    episodes_per_second: float  # batches per second for kind "batch"
     lr: float
     elapsed: float
+    #: "episode" (loss and accuracy over episodes' queries) or "batch" (over labelled batches,
+    #: accuracy among every training class).
+    kind: str = "episode"
 
 
 @dataclass
@@ -127,11 +141,14 @@ class Trainer:
         listener: Callable[[Event], None] | None = None,
         control: Control | None = None,
         dataset_info: Mapping[str, Any] | None = None,
+        batch_sampler: BatchSampler | None = None,
     ):
         if config.steps < 1:
             raise ValueError("training needs at least one step")
+        _check_kinds(algorithm, config, train_sampler, batch_sampler)
         self.algorithm = algorithm
         self.train_sampler = train_sampler
+        self.batch_sampler = batch_sampler
         self.val_sampler = val_sampler
         self.config = config
         self.out = Path(out)
@@ -176,11 +193,14 @@ class Trainer:
         At step 0 (before training) the entry's loss and accuracy are None."""
         val_accuracy, improved = self._validate(step)
         trained = step > 0
-        self.history.append({
+        entry = {
             "step": step, "loss": meter.mean("loss") if trained else None,
             "accuracy": meter.mean("accuracy") if trained else None, "val_accuracy": val_accuracy,
             "lr": self.algorithm.learning_rate, "elapsed": round(self._elapsed(), 2),
-        })
+        }
+        if self.config.batch_steps:  # the loss and accuracy of the steps up to this one
+            entry["kind"] = self._kind(step - 1) if trained else None
+        self.history.append(entry)
         meter.reset()
         if improved:
             self._save_model(step)
@@ -189,7 +209,8 @@ class Trainer:
     def run(self, resume: bool = False) -> TrainResult:
         cfg = self.config
         algo = self.algorithm
-        device = algo.device
+        if cfg.batch_steps:
+            algo.prepare_batch_training(self.batch_sampler.classes)
         algo.configure_training(cfg.steps)
         step, pending_validation, self._elapsed_before = 0, False, 0.0
         since_val = _Meter()
@@ -223,11 +244,11 @@ class Trainer:
                 status = "cancelled"
                 break
             if not pending_validation:
-                episodes = [
-                    self.train_sampler.episode(step * cfg.meta_batch + j).to(device, non_blocking=True)
-                    for j in range(cfg.meta_batch)
-                ]
-                metrics = algo.meta_train_step(episodes)
+                kind = self._kind(step)
+                if kind != window.kind and window.n:  # the batch stage ends: its averages stand apart
+                    self._report(step, window)
+                window.kind = kind
+                metrics = self._train_step(step)
                 loss = float(metrics["loss"])
                 if not math.isfinite(loss):
                     kept = f"the best model so far is in '{self.out}'" if self.out.exists() else "no model was saved yet"
@@ -240,9 +261,7 @@ class Trainer:
                 window.add(loss, accuracy)
                 since_val.add(loss, accuracy)
                 if step % cfg.log_every == 0 or step == cfg.steps:
-                    self.listener(StepEvent(step, cfg.steps, window.mean("loss"), window.mean("accuracy"),
-                                            window.n * cfg.meta_batch / window.seconds(), algo.learning_rate, self._elapsed()))
-                    window.reset()
+                    self._report(step, window)
             if step % cfg.val_every == 0 or step == cfg.steps:
                 pending_validation = True
                 paused = time.perf_counter()
@@ -265,12 +284,53 @@ class Trainer:
     def _elapsed(self) -> float:
         return self._elapsed_before + time.perf_counter() - self._started
 
+    def _kind(self, step: int) -> str:
+        """What step ``step`` (counted from 0) trains on: "batch" or "episode"."""
+        return "batch" if step < self.config.batch_steps else "episode"
+
+    def _train_step(self, step: int) -> dict[str, float]:
+        """Step ``step`` (from 0): labelled batch ``step``, or the episodes of step ``step``."""
+        algo, cfg = self.algorithm, self.config
+        if self._kind(step) == "batch":
+            return algo.batch_train_step(self.batch_sampler.batch(step).to(algo.device, non_blocking=True))
+        episodes = [self.train_sampler.episode(step * cfg.meta_batch + j).to(algo.device, non_blocking=True)
+                    for j in range(cfg.meta_batch)]
+        return algo.meta_train_step(episodes)
+
+    def _report(self, step: int, window: _Meter) -> None:
+        """A StepEvent of the steps in ``window`` (ending with ``step``), which then starts anew."""
+        per_step = 1 if window.kind == "batch" else self.config.meta_batch
+        self.listener(StepEvent(step, self.config.steps, window.mean("loss"), window.mean("accuracy"),
+                                window.n * per_step / window.seconds(), self.algorithm.learning_rate, self._elapsed(),
+                                window.kind))
+        window.reset()
+
+
+def _check_kinds(algorithm: Algorithm, config: TrainConfig, episodes: EpisodeSampler | None,
+                 batches: BatchSampler | None) -> None:
+    """What the algorithm trains on (its ``trains_on``) agrees with the steps and samplers."""
+    trains_on = getattr(algorithm, "trains_on", "episodes")
+    name = getattr(algorithm, "name", type(algorithm).__name__)
+    if not 0 <= config.batch_steps <= config.steps:
+        raise ValueError(f"batch_steps must be from 0 to the {config.steps} steps, got {config.batch_steps}")
+    if trains_on == "batches" and config.batch_steps != config.steps:
+        raise ValueError(f"{name} trains on labelled batches only: every one of its {config.steps} steps must be a "
+                         f"batch step, not {config.batch_steps}")
+    if trains_on == "episodes" and config.batch_steps:
+        raise ValueError(f"{name} trains on episodes only: it has no batch steps (got batch_steps={config.batch_steps})")
+    if config.batch_steps and batches is None:
+        raise ValueError("batch steps need a batch sampler (batch_sampler=BatchSampler(...))")
+    if config.batch_steps < config.steps and episodes is None:
+        raise ValueError("episode steps need an episode sampler")
+
 
 class _Meter:
     """Running sums of loss and accuracy over a stretch of steps, and when the stretch began."""
 
     def __init__(self):
         self.reset()
+
+    kind = "episode"  # what the steps measured train on ("batch" or "episode")
 
     def reset(self) -> None:
         self.sums = {"loss": 0.0, "accuracy": 0.0}

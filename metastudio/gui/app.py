@@ -2,6 +2,12 @@
 
 ``metastudio [PROJECT] [--support DIR --query DIR] [--model M] [--screenshot FILE]``
 
+With ``--screenshot`` the window saves a PNG of itself once the predictions are shown and
+quits. When the window shows an error instead (the model can't be used, the algorithm fails to
+adapt), it prints ``error: <the message>``, saves the picture of the window showing that error
+and exits with 1, at once rather than waiting for predictions that will not come. It never says
+it saved a screenshot that it could not write.
+
 Heavy imports (torch, the plugins, the model) happen in the adapt worker thread after the
 window is on screen, so the window opens quickly. While the app runs, an exception nothing
 caught is shown in the window and printed to stderr (:mod:`metastudio.gui.safety`), instead of
@@ -10,6 +16,7 @@ passing unseen or ending the app.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -18,6 +25,8 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 SCREENSHOT_TIMEOUT_S = 180
+#: How long a screenshot of an error waits at most for the window to settle (thumbnails).
+ERROR_SETTLE_S = 10
 
 
 def build_project(support: str | None, query: str | None, model: str | None):
@@ -86,7 +95,13 @@ def run(args) -> int:
     except MetaStudioError as e:
         print(f"error: {for_person(e).message}", file=sys.stderr)
         return 1
+    if args.screenshot:
+        unwritable = _unwritable(Path(args.screenshot))
+        if unwritable:  # said before the window opens, not after the predictions
+            print(f"error: could not write the screenshot to {args.screenshot}: {unwritable}", file=sys.stderr)
+            return 1
     window = MainWindow(project, device=args.device, ask_restore=not (args.screenshot or getattr(args, "timing", False)))
+    shot = _arrange_screenshot(app, window, args.screenshot) if args.screenshot else None
     if getattr(args, "project", None):
         window.documents.open_project(args.project)
     if problems:
@@ -99,8 +114,6 @@ def run(args) -> int:
             window.close()
 
         QTimer.singleShot(0, report)
-    if args.screenshot:
-        _arrange_screenshot(app, window, args.screenshot)
     from metastudio.gui.safety import install_exception_hooks
 
     hooks = install_exception_hooks(window)
@@ -108,16 +121,52 @@ def run(args) -> int:
         code = app.exec()
     finally:
         hooks.uninstall()
-    return code if not args.screenshot else (0 if Path(args.screenshot).is_file() else 1)
+    return code if shot is None else shot["exit"]
 
 
-def _arrange_screenshot(app, window, path: str) -> None:
-    """Save a PNG of the window once predictions and thumbnails are on screen, then quit."""
-    state = {"done": False}
+def _unwritable(path: Path) -> str:
+    """Why a screenshot can't be written to ``path``, in plain words, or "" when it may be."""
+    path = path.expanduser()
+    folder = path.parent
+    if not folder.is_dir():
+        return f"the folder {folder} does not exist" if not folder.exists() else f"{folder} is not a folder"
+    if path.is_dir():
+        return "it is a folder"
+    if not os.access(folder, os.W_OK):
+        return f"the folder {folder} is not writable"
+    return ""
+
+
+def _save_png(window, path: str) -> str:
+    """Save a PNG of ``window`` to ``path``; "" when saved, else why not, in plain words."""
+    from PySide6.QtGui import QImageWriter
+
+    target = Path(path).expanduser()
+    reason = _unwritable(target)
+    if reason:
+        return reason
+    writer = QImageWriter(str(target))  # the format its name ends with, PNG when none
+    if not target.suffix:
+        writer.setFormat(b"png")
+    if writer.write(window.grab().toImage()) and target.is_file():
+        return ""
+    if writer.error() == QImageWriter.ImageWriterError.UnsupportedFormatError:
+        return f"pictures named '{target.suffix}' can't be written; end the name with .png"
+    return writer.errorString() or "the picture could not be written"
+
+
+def _arrange_screenshot(app, window, path: str) -> dict:
+    """Save a PNG of the window once predictions and thumbnails are on screen, then quit; or,
+    as soon as the window shows an error, print it, save the window showing it and quit. Returns
+    the state, whose ``exit`` is the exit status once the app has quit: 0 when the screenshot of
+    the predictions was saved, else 1."""
+    state = {"done": False, "error": "", "exit": 1}
+
+    def settled() -> bool:
+        return not window.engine.busy and window.thumbnails.pending == 0 and not window._adapt_timer.isActive()
 
     def ready() -> bool:
-        return (window.last_result is not None and not window.engine.busy and window.thumbnails.pending == 0
-                and not window._adapt_timer.isActive())
+        return window.last_result is not None and settled()
 
     def attempt() -> None:
         if state["done"]:
@@ -130,24 +179,47 @@ def _arrange_screenshot(app, window, path: str) -> None:
             window.queries.list.setCurrentRow(0)
         QTimer.singleShot(400, shoot)
 
+    def failed(message: str) -> None:
+        """The window shows an error: the predictions will not come."""
+        if state["done"]:
+            return
+        state["done"], state["error"] = True, message
+        print(f"error: {message}", file=sys.stderr)
+        finish_error(time.monotonic() + ERROR_SETTLE_S)
+
+    def finish_error(deadline: float) -> None:
+        if not settled() and time.monotonic() < deadline:  # the thumbnails of the picture, if they come
+            QTimer.singleShot(100, lambda: finish_error(deadline))
+            return
+        QTimer.singleShot(200, shoot)
+
     def shoot() -> None:
-        window.grab().save(str(path))
-        print(f"screenshot saved to {path}", file=sys.stderr)
-        print(f"window on screen: {_where(window)}", file=sys.stderr)
-        window.controller.mark_saved()
-        window.close()
-        app.quit()
+        problem = _save_png(window, path)
+        if problem:
+            print(f"error: could not write the screenshot to {path}: {problem}", file=sys.stderr)
+        elif state["error"]:
+            print(f"screenshot of the error saved to {path}", file=sys.stderr)
+        else:
+            print(f"screenshot saved to {path}", file=sys.stderr)
+            print(f"window on screen: {_where(window)}", file=sys.stderr)
+            state["exit"] = 0
+        quit_app()
 
     def give_up() -> None:
         if not state["done"]:
             state["done"] = True
             print(f"error: no predictions after {SCREENSHOT_TIMEOUT_S} s; no screenshot", file=sys.stderr)
-            window.controller.mark_saved()
-            window.close()
-            app.quit()
+            quit_app()
+
+    def quit_app() -> None:
+        window.controller.mark_saved()
+        window.close()
+        app.quit()
 
     window.predictions_shown.connect(lambda: QTimer.singleShot(100, attempt))
+    window.error_shown.connect(failed)
     QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, give_up)
+    return state
 
 
 def _where(window) -> str:

@@ -124,29 +124,34 @@ def failure(error: BaseException) -> dict:
             "plugin": str(origin) if origin is not None else ""}
 
 
-def catalogue_entry(path: Path, origin: str) -> dict:
+def catalogue_entry(path: Path, origin: str, *, name: str | None = None, title: str = "", plugin: str = "") -> dict:
     """How the catalogue describes the model file at ``path``: its name, algorithm, backbone,
     the dataset it was trained on, the pictures it reads and its hyperparameters, as plain data.
-    ``origin`` is "shipped", "extra" (a file named by hand) or "project" (one of the project's
-    models). A file that can't be read is described by its name and the ``error``."""
+    ``origin`` is "shipped", "plugin" (shipped by the plugin named ``plugin``), "extra" (a file
+    named by hand) or "project" (one of the project's models). ``name`` is how it is chosen (by
+    default the file's name) and ``title`` its plain name (by default the one in the file, else
+    its name). A file that can't be read is described by its name and the ``error``."""
     from metastudio.engine.checkpoint import read_metadata
 
+    name = name or path.stem
+    where = {"plugin": plugin} if origin == "plugin" else {}
     try:
         meta = read_metadata(path)
     except MetaStudioError as e:
-        return {"name": path.stem, "path": str(path), "origin": origin, "error": for_person(e).message}
+        return {"name": name, "path": str(path), "origin": origin, **where, "error": for_person(e).message}
     dataset = meta.get("dataset") or {}
     return {
-        "name": path.stem, "path": str(path), "origin": origin, "algorithm": meta.get("algorithm"),
+        "name": name, "path": str(path), "origin": origin, **where, "algorithm": meta.get("algorithm"),
         "backbone": meta.get("backbone"), "dataset": dataset.get("name"), "image_size": meta.get("image_size"),
-        "channels": meta.get("channels"), "title": meta.get("title") or path.stem,
+        "channels": meta.get("channels"), "title": title or meta.get("title") or name,
         "hyperparameters": dict(meta.get("hyperparameters") or {}),
     }
 
 
 def build_catalog(session, extra_model_paths) -> dict:
-    """Plain description of the algorithms, failed plugins and models (shipped + ``extra``)."""
-    from metastudio.app.catalogue import models_dirs
+    """Plain description of the algorithms, failed plugins and models (shipped, then those of
+    the plugins, then ``extra``), and ``model_warnings``: each plugin model left out, and why."""
+    from metastudio.app.catalogue import models_dirs, plugin_models
     from metastudio.engine.devices import describe_device
 
     host = session.registry
@@ -155,13 +160,24 @@ def build_catalog(session, extra_model_paths) -> dict:
                "traceback": rec.traceback} for rec in host.records.values() if rec.status == "failed"]
     files = [(p, "shipped") for d in models_dirs() if d.is_dir() for p in sorted(d.glob("*.safetensors"))
              if not p.name.endswith(".resume.safetensors")]
-    files += [(Path(p), "extra") for p in extra_model_paths]
     models, seen = [], set()
     for path, origin in files:
+        seen.add(str(path))
+        models.append(catalogue_entry(path, origin))
+    for name, spec in sorted(plugin_models(host).items()):
+        origin = host.origin_of("model", name)
+        seen.add(str(spec.path))
+        models.append(catalogue_entry(spec.path, "plugin", name=name, title=spec.title,
+                                      plugin=origin.name if origin is not None else ""))
+    for path in map(Path, extra_model_paths):
         if str(path) not in seen:
             seen.add(str(path))
-            models.append(catalogue_entry(path, origin))
-    return {"algorithms": algorithms, "failed": failed, "models": models, "device": describe_device(session.device)}
+            models.append(catalogue_entry(path, "extra"))
+    # The host words each plugin model it left out as a warning of that plugin, "model '<name>' ...".
+    warnings = [{"plugin": rec.name, "package": rec.package, "version": rec.version, "warning": w}
+                for rec in host.records.values() for w in rec.warnings if w.startswith("model '")]
+    return {"algorithms": algorithms, "failed": failed, "models": models, "model_warnings": warnings,
+            "device": describe_device(session.device)}
 
 
 class EngineClient(QObject):

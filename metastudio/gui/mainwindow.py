@@ -36,6 +36,7 @@ from metastudio.app.project import Project
 from metastudio.errors import MetaStudioError, for_person
 from metastudio.gui.actions import build_actions, build_class_keys, build_menus
 from metastudio.gui.busy import BusyIndicator, busy_cursor
+from metastudio.gui.collector import MainThreadCollector
 from metastudio.gui.controller import ProjectController
 from metastudio.gui.documents import ProjectDocuments, starter_project
 from metastudio.gui.engine import EngineClient, ThumbnailLoader, catalogue_entry
@@ -70,6 +71,8 @@ class MainWindow(QMainWindow):
 
     #: Emitted after predictions (or a hint) are on screen for the current support and queries.
     predictions_shown = Signal()
+    #: Emitted with the message whenever the window shows an error notification.
+    error_shown = Signal(str)
 
     def __init__(self, project: Project | None = None, *, device: str = "auto", ask_restore: bool = True,
                  recovery_dir: Path | None = None, settings: QSettings | None = None):
@@ -79,6 +82,8 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings("MetaStudio", "MetaStudio")
         self.controller = ProjectController(project or starter_project())
         self.thumbnails = ThumbnailLoader(parent=self)
+        # Garbage is collected in this thread only, so no worker ever destroys a Qt object.
+        self.collector = MainThreadCollector(self).install()
         self.engine = EngineClient(device, parent=self)
         self.documents = ProjectDocuments(self, recovery_dir)
         self.exports = Exports(self)
@@ -132,6 +137,8 @@ class MainWindow(QMainWindow):
         self.queries.camera_button.clicked.connect(self.open_live_camera)
         self.model_box.choice_changed.connect(lambda choice, hp: c.set_model(choice, hp))
         self.model_box.open_model.clicked.connect(self.open_model_file)
+        self.model_box.untrained_changed.connect(self._untrained_changed)
+        self.model_box.train_requested.connect(self.train_algorithm)
         self.thumbnails.changed.connect(self._thumbnail_changed)
         self.engine.catalog_ready.connect(self._catalog_ready)
         self.engine.loaded.connect(self._model_loaded)
@@ -254,6 +261,7 @@ class MainWindow(QMainWindow):
     def show_error(self, message: str, details: str = "") -> None:
         self.notification.show_message(message, details, "error")
         self.announce(message)
+        self.error_shown.emit(message)
 
     def _confirm(self, title: str, text: str, buttons=None, default=None):
         buttons = buttons or (QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
@@ -287,15 +295,26 @@ class MainWindow(QMainWindow):
         self.catalog = catalog
         if catalog.get("error"):
             self.show_error(f"The plugins could not be loaded: {catalog['error']}", catalog.get("details", ""))
-        if catalog.get("failed"):
-            names = ", ".join(f"{f['plugin']} (package {f['package']} {f['version']})" for f in catalog["failed"])
-            self.notification.show_message(
-                f"Plugin(s) {names} failed to load and are disabled; everything else works. See Help > Plugins.",
-                "\n\n".join(f"{f['plugin']} ({f['package']}): {f['error']}\n{f['traceback']}" for f in catalog["failed"]),
-                "warning")
+        self._report_plugin_problems(catalog)
         self.device_label.setText(f"Device: {catalog.get('device', '?')}")
         self.refresh_model_box()
         self.schedule_adapt()
+
+    def _report_plugin_problems(self, catalog: dict) -> None:
+        """Say which plugins failed to load and which plugin models were left out (and why)."""
+        failed, left_out = catalog.get("failed") or [], catalog.get("model_warnings") or []
+        details = [f"{f['plugin']} ({f['package']}): {f['error']}\n{f['traceback']}" for f in failed]
+        details += [f"{w['plugin']} ({w['package']} {w['version']}): {w['warning']}" for w in left_out]
+        if failed:
+            names = ", ".join(f"{f['plugin']} (package {f['package']} {f['version']})" for f in failed)
+            text = f"Plugin(s) {names} failed to load and are disabled; everything else works. See Help > Plugins."
+        elif left_out:
+            first = left_out[0]
+            more = f" ({len(left_out) - 1} more behind Details…)" if len(left_out) > 1 else ""
+            text = f"Plugin {first['plugin']} (package {first['package']} {first['version']}): {first['warning']}.{more}"
+        else:
+            return
+        self.notification.show_message(text, "\n\n".join(details), "warning")
 
     def refresh_model_box(self) -> None:
         if self.catalog is None:
@@ -374,6 +393,8 @@ class MainWindow(QMainWindow):
         self._adapt_timer.stop()
         if self._closing or self.catalog is None:
             return  # the catalogue arrives first; it schedules an adaptation
+        if self.model_box.untrained:
+            return  # the Model box shows an algorithm without a model: nothing to adapt with
         path = self.model_path()
         if path is None:
             return
@@ -433,6 +454,8 @@ class MainWindow(QMainWindow):
 
     # -- showing the predictions ---------------------------------------------------------------------------
     def _show_result(self, result: dict) -> None:
+        if self.model_box.untrained:
+            return  # adapted with the model of another algorithm than the one the Model box shows
         self.last_result = result
         project = self.controller.project
         predictions = tile_predictions(project, result)
@@ -567,6 +590,29 @@ class MainWindow(QMainWindow):
             self.engine.request_catalog(self._project_model_paths())
         self.training.restore_plan()
 
+    def _untrained_changed(self, algorithm: str) -> None:
+        """The Model box shows an algorithm without a trained model (``algorithm``), or a model
+        again (""). Meanwhile nothing is adapted: the predictions would be another model's."""
+        if not algorithm:
+            self.schedule_adapt()
+            return
+        self._adapt_timer.stop()
+        self.last_result = None
+        self.queries.set_predictions({}, {})
+        title = next((a["title"] for a in (self.catalog or {}).get("algorithms", []) if a["name"] == algorithm),
+                     algorithm)
+        self.queries.status.setText(f"<b>There is no trained model of {html.escape(title)} yet.</b> Meta-train one "
+                                    "(Meta-train tab), or pick a model in the Model box, to classify your images.")
+        self.announce(f"There is no trained model of {title} yet.")
+        self.predictions_shown.emit()
+
+    def train_algorithm(self, algorithm: str) -> None:
+        """Open the Meta-train tab with ``algorithm`` chosen there ("Meta-train a model…")."""
+        chosen = self.training.select_algorithm(algorithm)
+        self.show_training_page()
+        if not chosen and self.training.is_running():
+            self.announce("Meta-training is running: choose the algorithm once it has finished.", 8000)
+
     # -- the Meta-train tab ----------------------------------------------------------------------------------
     def show_classify_page(self) -> None:
         self.tabs.setCurrentIndex(CLASSIFY_TAB)
@@ -632,6 +678,7 @@ class MainWindow(QMainWindow):
         self.thumbnails.shutdown()
         self.documents.close()
         self.controller.project.close()
+        self.collector.uninstall()
 
 
 def app_icon() -> QIcon:

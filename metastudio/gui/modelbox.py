@@ -1,12 +1,14 @@
 """The Model box of the Classify page: which model adapts to the classes, and how.
 
 By default it shows one plain choice, what the model is for (:data:`PRESETS`: photos,
-handwriting; the project's own models with what they were trained on), and where it runs. The
+handwriting; the models plugins ship; the project's own models with what they were trained
+on), and where it runs. The
 researcher's view is behind the "Advanced" disclosure: the algorithms of the installed plugins
-(a broken one greyed out with its error), every model of the chosen algorithm (shipped,
-trained in the project, or opened from a file), its backbone and image size, and the
-hyperparameters that matter when adapting. The box emits ``choice_changed`` and never changes
-the project itself.
+(a broken one greyed out with its error), every model of the chosen algorithm (shipped with
+MetaStudio or by a plugin, trained in the project, or opened from a file), its backbone and
+image size, and the hyperparameters that matter when adapting. An algorithm without a trained
+model is described with a "Meta-train a model…" button instead (``train_requested``). The box
+emits ``choice_changed`` and never changes the project itself.
 
 The disclosure is a checkable tool button showing and hiding a plain widget rather than
 superqt's QCollapsible: the hyperparameter form inside is rebuilt whenever the model changes
@@ -67,6 +69,8 @@ _KIND_TITLES = {"omniglot": "Handwriting", "mini-imagenet": "Photos"}
 MISSING_NOTE = "This model can't be found. Pick another one, or open a model file."
 #: How many lines of text the settings take at most before they scroll.
 SETTINGS_LINES = 12
+#: What the box says when the algorithm picked under Advanced has no trained model.
+NO_MODEL_TEXT = "There is no trained model of {title} yet. Meta-train one to classify with it."
 
 
 def _trained_on(model: dict) -> str:
@@ -80,6 +84,10 @@ class ModelBox(QGroupBox):
     the model's description and the algorithm's hyperparameters (``hp_form``)."""
 
     choice_changed = Signal(dict, dict)  # model choice, hyperparameter overrides
+    #: The name of the algorithm shown without a trained model, "" once a model is shown again.
+    untrained_changed = Signal(str)
+    #: "Meta-train a model…" was clicked for the algorithm of this name.
+    train_requested = Signal(str)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__("Model", parent)
@@ -104,6 +112,7 @@ class ModelBox(QGroupBox):
         self._saved_hparams: dict = {}
         self._adaptation_names: set[str] = set()
         self._shown_choice: dict | None = None
+        self.untrained = ""  # the algorithm shown without a trained model, else ""
         self._updating = False
         self.advanced_toggle.toggled.connect(self._advanced_toggled)
         self.purpose_combo.currentIndexChanged.connect(self._purpose_picked)
@@ -147,6 +156,18 @@ class ModelBox(QGroupBox):
         for combo in (self.purpose_combo, self.algorithm_combo, self.model_combo):
             _fit_narrow_column(combo)
         form.addRow(self.about)
+        self.no_model = QLabel()
+        self.no_model.setWordWrap(True)
+        self.no_model.setObjectName("no_model")
+        self.no_model.setAccessibleName("No trained model")
+        self.no_model.setTextFormat(Qt.TextFormat.PlainText)
+        self.train_button = QPushButton("Meta-train a model…")
+        self.train_button.setToolTip("Open the Meta-train tab with this algorithm chosen")
+        self.train_button.clicked.connect(lambda: self.train_requested.emit(self.untrained))
+        form.addRow(self.no_model)
+        form.addRow(self.train_button)
+        self.no_model.hide()
+        self.train_button.hide()
         self.hp_box = QWidget()
         self.hp_layout = QVBoxLayout(self.hp_box)
         self.hp_layout.setContentsMargins(0, 0, 0, 0)
@@ -202,7 +223,8 @@ class ModelBox(QGroupBox):
 
     def model_for(self, choice: dict) -> dict | None:
         for m in self.models():
-            if choice.get("kind") == "shipped" and m["origin"] == "shipped" and m["name"] == choice.get("name"):
+            # A model chosen by name: shipped with MetaStudio (listed first) or by a plugin.
+            if choice.get("kind") == "shipped" and m["origin"] in ("shipped", "plugin") and m["name"] == choice.get("name"):
                 return m
             if choice.get("kind") in ("file", "project") and m.get("choice") == choice:
                 return m
@@ -224,9 +246,10 @@ class ModelBox(QGroupBox):
         finally:
             self._updating = False
         self._show_form(algorithm, model, hyperparameters)
+        self._show_untrained("")
         # A research variant is named plainly in the default view, and its details open with it
         # (once: a person who closes them again keeps them closed).
-        variant = model is not None and choice.get("kind") == "shipped" and not self.is_preset(choice)
+        variant = model is not None and model["origin"] == "shipped" and not self.is_preset(choice)
         if variant and choice != self._shown_choice:
             self.set_advanced_open(True)
         self._shown_choice = dict(choice)
@@ -238,10 +261,12 @@ class ModelBox(QGroupBox):
         return choice.get("kind") == "shipped" and any(choice.get("name") == name for name, _, _ in PRESETS)
 
     def plain_purposes(self) -> list[Purpose]:
-        """The default choices: the shipped presets there are, then the project's own models."""
+        """The default choices: the shipped presets there are, the plugins' models, then the
+        project's own models."""
         shipped = {m["name"] for m in self.models() if m["origin"] == "shipped"}
         out = [Purpose(title, {"kind": "shipped", "name": name}, note)
                for name, title, note in PRESETS if name in shipped]
+        out += [self._plugin_purpose(m) for m in self.models() if m["origin"] == "plugin"]
         for m in self.extra_models:
             if m.get("choice") and not m.get("error"):
                 out.append(self._own_purpose(m))
@@ -255,6 +280,11 @@ class ModelBox(QGroupBox):
         else:
             note = f"A model opened from a file, trained on {trained_on}."
         return Purpose(m["name"], m["choice"], note)
+
+    @staticmethod
+    def _plugin_purpose(m: dict) -> Purpose:
+        return Purpose(m.get("title") or m["name"], {"kind": "shipped", "name": m["name"]},
+                       f"A model from the plugin {m.get('plugin') or '?'}, trained on {_trained_on(m)}.")
 
     def _variant_purpose(self, choice: dict) -> Purpose:
         """The plain entry of a model that is not a preset (a research variant, or a missing one)."""
@@ -290,7 +320,12 @@ class ModelBox(QGroupBox):
             if m.get("algorithm") != algorithm:
                 continue
             choice = m.get("choice") or {"kind": "shipped", "name": m["name"]}
-            label = m["name"] if m["origin"] == "shipped" else f"{m['name']} ({'this project' if choice['kind'] == 'project' else 'file'})"
+            if m["origin"] == "shipped":
+                label = m["name"]
+            elif m["origin"] == "plugin":
+                label = f"{m['name']} (plugin {m.get('plugin') or '?'})"
+            else:
+                label = f"{m['name']} ({'this project' if choice['kind'] == 'project' else 'file'})"
             dataset = f" · meta-trained on {m['dataset']}" if m.get("dataset") else ""
             self.model_combo.addItem(label, choice)
             self.model_combo.setItemData(self.model_combo.count() - 1, f"{m['path']}\n{m.get('backbone')}{dataset}",
@@ -298,7 +333,10 @@ class ModelBox(QGroupBox):
         if self.model_combo.count() == 0:
             self.model_combo.addItem("no model yet: meta-train one (Meta-train tab)", None)
 
-    def _show_form(self, algorithm: str | None, model: dict | None, hyperparameters: dict) -> None:
+    def _show_form(self, algorithm: str | None, model: dict | None, hyperparameters: dict, *,
+                   settings: bool = True) -> None:
+        """Describe ``algorithm`` with ``model`` and show the settings that matter when adapting
+        (none with ``settings=False``: an algorithm without a trained model has nothing to adapt)."""
         from metastudio.gui.forms import HyperParameterForm
 
         spec = next((a for a in self.catalog["algorithms"] if a["name"] == algorithm), None)
@@ -313,6 +351,9 @@ class ModelBox(QGroupBox):
             return
         details = f" Backbone {model['backbone']}, {model['image_size']} px" if model else ""
         self.about.setText(f"<small>{spec['description']}{details}</small>")
+        if not settings:
+            self.hp_scroll.updateGeometry()
+            return
         # Only what matters when adapting is offered here: settings used only in meta-training are
         # left out, and those the trained weights depend on show the model's values, read-only.
         specs = spec["hyperparameters"]
@@ -371,6 +412,11 @@ class ModelBox(QGroupBox):
             self._fill_models(algorithm)
         finally:
             self._updating = False
+        if algorithm is not None and self.model_combo.currentData() is None:
+            # Nothing to adapt with: say so, and keep the project's model (no choice is emitted).
+            self._show_form(algorithm, None, {}, settings=False)
+            self._show_untrained(algorithm)
+            return
         self._model_picked(self.model_combo.currentIndex())
 
     def _model_picked(self, index: int) -> None:
@@ -384,7 +430,22 @@ class ModelBox(QGroupBox):
             self._updating = False
         self._shown_choice = dict(choice)
         self._show_form(self.algorithm_combo.currentData(), self.model_for(choice), {})
+        self._show_untrained("")
         self.choice_changed.emit(choice, {})
+
+    def _show_untrained(self, algorithm: str) -> None:
+        """Show that the algorithm named ``algorithm`` has no trained model, with the button to
+        meta-train one; ``""``: a model is shown. Emits ``untrained_changed`` when that changes."""
+        spec = next((a for a in self.catalog["algorithms"] if a["name"] == algorithm), None) if algorithm else None
+        if spec is not None:
+            self.no_model.setText(NO_MODEL_TEXT.format(title=spec["title"] or spec["name"]))
+        self.no_model.setVisible(spec is not None)
+        self.train_button.setVisible(spec is not None)
+        self.model_combo.setEnabled(spec is None)
+        shown = spec["name"] if spec is not None else ""
+        if shown != self.untrained:
+            self.untrained = shown
+            self.untrained_changed.emit(shown)
 
     def _hp_changed(self) -> None:
         if self._updating:

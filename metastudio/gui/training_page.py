@@ -51,6 +51,17 @@ class TrainingPage:
             except (ValueError, TypeError, KeyError):
                 pass
 
+    def select_algorithm(self, name: str) -> bool:
+        """Choose the algorithm ``name`` in the tab's form, as picking it there does (the panel
+        is built first if need be). False, changing nothing, while a run is going (its form is
+        locked) or when no loaded plugin offers that algorithm."""
+        from metastudio.gui.training.form import select_data
+
+        panel = self.ensure_panel()
+        if panel.is_running():
+            return False
+        return select_data(panel.form.algorithm_combo, name)
+
     def is_running(self) -> bool:
         return self.panel is not None and self.panel.is_running()
 

@@ -27,11 +27,16 @@ a change that breaks plugins raises the version.
 The built-in algorithms, backbones and datasets are plugins too (package
 ``metastudio_builtins``, in the top-level ``plugins/`` folder), registered through the same
 entry-point group. Plugin names are the entry-point names; a component name (an algorithm's
-``name``, a backbone's or dataset's ``name``) must be unique across plugins -- the first
-plugin to claim a name keeps it (built-ins load first) and the clash is reported.
+``name``, a backbone's, dataset's or model's ``name``) must be unique across plugins -- the
+first plugin to claim a name keeps it (built-ins load first) and the clash is reported; a model
+named like one MetaStudio ships is left out the same way.
 """
 
 from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import pluggy
 
@@ -42,6 +47,36 @@ HOOK_API_VERSION = 1
 hookspec = pluggy.HookspecMarker(PROJECT)
 #: Decorator marking a plugin's hook implementations.
 hookimpl = pluggy.HookimplMarker(PROJECT)
+
+#: The file name ending of a model file.
+MODEL_SUFFIX = ".safetensors"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A trained model a plugin ships, as the ``metastudio_models`` hook returns it.
+
+    ``name`` is how people choose it (``metastudio classify --model NAME``, the app's Model
+    box): unique among all models, without slashes. ``path`` is the ``.safetensors`` file,
+    inside the plugin's installed package. ``title`` is the optional plain name the app shows
+    instead of ``name`` ("Blood cells"). :meth:`from_path` makes one from a bare path, named
+    after the file.
+    """
+
+    name: str
+    path: Path
+    title: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.path, (str, os.PathLike)):
+            object.__setattr__(self, "path", Path(self.path))
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> ModelSpec:
+        """The model at ``path``, named after its file (``cells.safetensors`` -> ``cells``)."""
+        path = Path(path)
+        name = path.name[: -len(MODEL_SUFFIX)] if path.name.endswith(MODEL_SUFFIX) else path.stem
+        return cls(name, path)
 
 
 @hookspec
@@ -134,4 +169,39 @@ def metastudio_datasets():
         def metastudio_datasets():
             return [DatasetSpec("my-data", load_my_data, "My lab's microscope images.",
                                 splits=("train", "test"), image_size=84, channels=3)]
+    """
+
+
+@hookspec
+def metastudio_models():
+    """Return the trained models this plugin ships, ready to classify with.
+
+    :return: a list whose items are each a :class:`ModelSpec` (``name``, ``path``, optional
+        ``title``) or simply the path of a model file (a ``str``, a :class:`pathlib.Path`, or
+        what :func:`importlib.resources.files` gives for a package installed as files), which is
+        then named after the file without ``.safetensors``. A model file is what ``metastudio
+        train`` writes (safetensors with MetaStudio's metadata); ship it inside your package (list
+        it as package data) and name it by a path relative to your module, never one on the
+        developer's machine.
+
+    ``metastudio classify --model NAME``, ``metastudio eval --model NAME`` and ``metastudio
+    info NAME`` find a plugin's model by its name, and the app lists it in the Model box, named
+    with the plugin. A name must be unique: the models MetaStudio ships (``resources/models``)
+    keep theirs, and between plugins the first to load keeps it; the other one is left out and
+    the clash reported as a warning of its plugin (``metastudio plugins``). A model whose file
+    does not exist, or is not a file, is left out and reported the same way, while the rest of
+    the plugin keeps working. The algorithm and backbone a model needs may come from any
+    installed plugin; the model is checked against them when it is used.
+
+    Example::
+
+        from importlib.resources import files
+
+        from metastudio.api import ModelSpec, hookimpl
+
+        @hookimpl
+        def metastudio_models():
+            here = files("my_package") / "models"
+            return [ModelSpec("cells", here / "cells.safetensors", "Blood cells"),
+                    here / "cells-20way.safetensors"]  # named "cells-20way"
     """

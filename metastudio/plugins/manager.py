@@ -37,7 +37,7 @@ from metastudio.algorithms.backbone import BackboneSpec
 from metastudio.data.datasets import DatasetSpec
 from metastudio.errors import PluginOrigin, UnknownComponentError, plugin_of, register_plugin_module
 from metastudio.plugins import hookspecs
-from metastudio.plugins.hookspecs import HOOK_API_VERSION, PROJECT
+from metastudio.plugins.hookspecs import HOOK_API_VERSION, MODEL_SUFFIX, PROJECT, ModelSpec
 
 BUILTIN_DISTRIBUTION = "metastudio"
 ENTRY_POINT_GROUP = "metastudio"
@@ -47,6 +47,7 @@ HOOKS: dict[str, tuple[str, type]] = {
     "metastudio_algorithms": ("algorithm", type),
     "metastudio_backbones": ("backbone", BackboneSpec),
     "metastudio_datasets": ("dataset", DatasetSpec),
+    "metastudio_models": ("model", ModelSpec),
 }
 
 
@@ -78,7 +79,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 class PluginHost:
-    """Loads plugins and serves their algorithms, backbones and datasets by name."""
+    """Loads plugins and serves their algorithms, backbones, datasets and models by name."""
 
     def __init__(self, *, safe_mode: bool | None = None, disabled: Iterable[str] | None = None):
         if safe_mode is None:
@@ -93,6 +94,7 @@ class PluginHost:
         self.algorithms: dict[str, type[Algorithm]] = {}
         self.backbones: dict[str, BackboneSpec] = {}
         self.datasets: dict[str, DatasetSpec] = {}
+        self.models: dict[str, ModelSpec] = {}
         self._owner: dict[tuple[str, str], str] = {}
 
     # -- discovery -----------------------------------------------------------------------------
@@ -191,6 +193,8 @@ class PluginHost:
                 if problem:
                     self._fail(record, f"hook {hook_name} returned {problem}")
                     break
+                if kind == "model":
+                    result = [item if isinstance(item, ModelSpec) else ModelSpec.from_path(item) for item in result]
                 found += [(kind, self._item_name(kind, item), item) for item in result]
             if record.status == "failed":
                 break
@@ -203,8 +207,13 @@ class PluginHost:
             if owner is not None:
                 record.warnings.append(f"{kind} '{name}' is already provided by plugin '{owner}'; this one is ignored")
                 continue
+            missing = self._missing_model_file(item) if kind == "model" else ""
+            if missing:
+                record.warnings.append(f"model '{name}' is left out: {missing}")
+                continue
             self._owner[(kind, name)] = record.name
-            {"algorithm": self.algorithms, "backbone": self.backbones, "dataset": self.datasets}[kind][name] = item
+            {"algorithm": self.algorithms, "backbone": self.backbones, "dataset": self.datasets,
+             "model": self.models}[kind][name] = item
             record.components.append((kind, name))
             code = item if isinstance(item, type) else getattr(item, "factory", None) or getattr(item, "load", None)
             self._claim(getattr(code, "__module__", None), record, replace=False)
@@ -224,6 +233,17 @@ class PluginHost:
         return item.name
 
     @staticmethod
+    def _missing_model_file(spec: ModelSpec) -> str:
+        """Why the file of the model ``spec`` can't be used as one ("" when it can)."""
+        path = spec.path
+        try:
+            if path.is_file():
+                return ""
+            return f"its file {path} is a folder, not a model file" if path.is_dir() else f"its file {path} does not exist"
+        except OSError as exc:
+            return f"its file {path} can't be read ({exc.strerror or exc})"
+
+    @staticmethod
     def _check_items(result: Any, kind: str, item_type: type) -> str:
         if not isinstance(result, (list, tuple)):
             return f"{type(result).__name__}, not a list"
@@ -236,6 +256,10 @@ class PluginHost:
                 if inspect.isabstract(item):
                     missing = ", ".join(sorted(item.__abstractmethods__))
                     return f"algorithm class {item.__name__}, which does not implement {missing}"
+            elif kind == "model":
+                problem = _model_item_problem(item)
+                if problem:
+                    return problem
             elif not isinstance(item, item_type):
                 return f"{item!r}, which is not a {item_type.__name__}"
         return ""
@@ -266,8 +290,21 @@ class PluginHost:
     def dataset(self, name: str) -> DatasetSpec:
         return self._get(self.datasets, "dataset", name)
 
+    def withhold_models(self, names: Iterable[str], holder: str) -> None:
+        """Leave out the plugins' models named like one of ``names`` (the models MetaStudio
+        ships, found in ``holder``: those keep their names), each reported as a warning of the
+        plugin that offered it. Calling it again changes nothing."""
+        with _HOST_LOCK:
+            for name in sorted(set(self.models).intersection(names)):
+                del self.models[name]
+                owner = self._owner.pop(("model", name))
+                record = self.records[owner]
+                record.components.remove(("model", name))
+                record.warnings.append(f"model '{name}' is already a model shipped with MetaStudio (in {holder}); "
+                                       "this one is ignored")
+
     def origin_of(self, kind: str, name: str) -> PluginOrigin | None:
-        """The plugin that provides the ``kind`` ("algorithm", "backbone" or "dataset") named
+        """The plugin that provides the ``kind`` ("algorithm", "backbone", "dataset" or "model") named
         ``name``, or None when no loaded plugin does (a component added by hand, say)."""
         owner = self._owner.get((kind, name))
         record = self.records.get(owner) if owner is not None else None
@@ -287,6 +324,21 @@ class PluginHost:
             for w in rec.warnings:
                 out.append({"name": rec.name, "kind": "plugin", **base, "status": "warning", "error": w})
         return out
+
+
+def _model_item_problem(item: Any) -> str:
+    """What is wrong with ``item`` as an item of ``metastudio_models`` ("" when nothing)."""
+    if isinstance(item, ModelSpec):
+        if not isinstance(item.name, str) or not item.name.strip() or any(c in item.name for c in "/\\"):
+            return f"a model named {item.name!r}: a name must be plain words, without slashes"
+        if not isinstance(item.path, os.PathLike):
+            return f"model '{item.name}' with the path {item.path!r}, which is not a path of a file on disk"
+        if not isinstance(item.title, str):
+            return f"model '{item.name}' with the title {item.title!r}, which is not a string"
+        return ""
+    if not isinstance(item, (str, os.PathLike)):
+        return f"{item!r}, which is neither a ModelSpec nor the path of a {MODEL_SUFFIX} file on disk"
+    return ""
 
 
 _HOST: PluginHost | None = None

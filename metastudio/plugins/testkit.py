@@ -29,7 +29,8 @@ but it is meant to be called from a test::
         root = make_a_tiny_copy_of_my_data(tmp_path)   # your own fixture
         check_dataset(MY_DATASET, root, "train")
 
-What :func:`check_algorithm` checks, in order (the message of a failure names the step):
+What :func:`check_algorithm` checks, in order (the message of a failure names the step in
+brackets, e.g. ``[adapt]``):
 
 1. the class: a concrete subclass of :class:`~metastudio.algorithms.base.Algorithm` with
    ``name`` (lower case, no spaces), ``version``, ``family`` (metric, model or optimization)
@@ -39,11 +40,12 @@ What :func:`check_algorithm` checks, in order (the message of a failure names th
    a trained model may change) that is a bool or has choices gives the same saved state
    (names and shapes) with each of its other values -- otherwise the trained weights depend
    on it and it must be declared ``role="architecture"``;
-3. construction with a backbone from the plugin host, ``configure_training`` and
-   ``meta_train_step`` on a batch of 2 episodes: a dict of plain Python floats with a finite
-   ``loss`` and an ``accuracy`` in [0, 1] (checked after every step);
-4. learning: the loss on one fixed episode goes down over ``steps`` further steps (the mean
-   of the last two steps is below the mean of the first two);
+3. construction with a backbone from the plugin host, ``configure_training`` and a training
+   step: ``meta_train_step`` on a batch of 2 episodes, or ``batch_train_step`` on a labelled
+   batch for an algorithm whose ``trains_on`` says it trains on batches: a dict of plain Python
+   floats with a finite ``loss`` and an ``accuracy`` in [0, 1] (checked after every step);
+4. learning: the loss on one fixed episode (or batch) goes down over ``steps`` further steps
+   (the mean of the last two steps is below the mean of the first two);
 5. adaptation (in eval mode, as the evaluator and the app call it): ``adapt`` reports
    :class:`~metastudio.algorithms.base.AdaptProgress` steps to its ``progress`` callback,
    works without one, does not change the algorithm's parameters or buffers, and returns a
@@ -51,18 +53,45 @@ What :func:`check_algorithm` checks, in order (the message of a failure names th
    with an unequal number of shots per class and with fewer ways (3) than it was trained on
    (5);
 6. prediction: ``predict_proba`` returns float32 CPU probabilities [Q, N] without autograd
-   history, each row summing to 1;
+   history, each row summing to 1; for no images at all, ``predict_proba`` gives [0, N],
+   ``predict`` no names and ``predict_open_set`` [0, N] probabilities and [0] scores;
 7. the learner as a module: :meth:`~metastudio.algorithms.base.Learner.forward` on the
    prepared query images (floats in [0, 1]) gives finite logits [Q, N] whose softmax is what
    ``predict_proba`` returns;
 8. export: the learner's stand-alone copy (:meth:`~metastudio.algorithms.base.Learner.standalone`:
-   a deep copy on the CPU in float32) reproduces ``predict_proba``, and
-   :func:`~metastudio.engine.export.export_learner` writes it (TorchScript by default; the
-   ``export_formats`` argument adds ONNX), checking the file on another batch size;
+   a deep copy on the CPU in float32) reproduces ``predict_proba`` (so does the module of an
+   older learner's own ``as_module``), and each file
+   :func:`~metastudio.engine.export.export_learner` writes (TorchScript; ONNX too with
+   ``export_formats=("torchscript", "onnx")`` where the ``onnx`` package is installed) is
+   loaded again and run on the queries, giving the learner's probabilities, with a
+   ``labels.json`` naming its classes in order;
 9. persistence: :func:`~metastudio.engine.checkpoint.save_model` then
    :func:`~metastudio.engine.checkpoint.load_model` gives an algorithm whose learners predict
    the same probabilities; if the learner has a ``learner_state``, a model saved with
-   ``learner=`` reloads with a learner that predicts the same probabilities.
+   ``learner=`` reloads with a learner that predicts the same probabilities;
+10. resume: a :class:`~metastudio.engine.trainer.Trainer` run of 3 steps stopped after 1 and
+    resumed from its checkpoint (into an algorithm built with other initial weights) ends with
+    the weights and the history of an uninterrupted run;
+11. a frozen backbone (``freeze_backbone=True`` with a backbone that has ``pretrained``
+    weights; the kit makes one from the given backbone with fixed weights when it has none):
+    the backbone neither trains nor enters the saved state, meta-training on its precomputed
+    features (as ``metastudio train`` does) leaves it unchanged, and the model adapts,
+    predicts, saves and loads. An algorithm that refuses a frozen backbone (a ``ValueError``
+    from its constructor) skips this check, and one with nothing left to train skips its
+    training part;
+12. CUDA, where a CUDA device is present: the saved model loaded on the GPU adapts to
+    support images on the CPU (as the app gives them) and predicts the CPU's probabilities
+    in float32, and also in bfloat16 mixed precision (within 0.1), and meta-trains a step in
+    bfloat16. Without a CUDA device these checks are skipped, and the report says so.
+
+Anything the algorithm raises along the way (in ``adapt``, say) comes out as an
+``AssertionError`` naming the step and the algorithm, with the original exception chained to
+it (``raise ... from``), so a test shows where in the contract it happened and its traceback.
+
+:func:`check_algorithm` returns a :class:`CheckReport`: which checks ran, and which were
+skipped and why (no CUDA device, ``onnxruntime`` missing, a frozen backbone refused...). Under
+pytest the MetaStudio pytest plugin (:mod:`metastudio.testing`) also lists the skipped checks at
+the end of the run.
 
 The algorithm class is checked as given: it does not have to be registered through an entry
 point yet (the backbone does, or must be a built-in). The global torch random state and
@@ -72,10 +101,11 @@ number of threads are left as they were (the checks run on one thread).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
-import math
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,22 +113,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from metastudio.algorithms.base import AdaptProgress, Algorithm, Learner
+from metastudio.algorithms.base import Algorithm, Learner
 from metastudio.algorithms.hyperparameters import HyperParameter
 from metastudio.algorithms.backbone import BackboneSpec
 from metastudio.data.datasets import DatasetSpec, FewShotDataset
-from metastudio.data.episodes import Episode, EpisodeSampler, SupportSet, stack_support
+from metastudio.data.episodes import SupportSet
+from metastudio.plugins.testkit_support import (
+    OPTIONAL_CHECKS, WAYS, CheckReport, _adapt, _at, _check, _check_metrics, _check_proba, _fail, _one_thread,
+    _queries, _Registry, _reporting, _same, _state, _support, _who, configure, skipped_checks, step_functions,
+    trains_on,
+)
 
-__all__ = ["synthetic_dataset", "check_algorithm", "check_backbone", "check_dataset"]
+__all__ = ["synthetic_dataset", "check_algorithm", "check_backbone", "check_dataset", "CheckReport", "OPTIONAL_CHECKS",
+           "skipped_checks"]
 
 FAMILIES = ("metric", "model", "optimization")
-
-#: Episode shape used by :func:`check_algorithm`: 5-way, 1-shot, 2 queries per class.
-WAYS, SHOTS, QUERIES = 5, 1, 2
-#: Tolerance when comparing the predictions of a reloaded model with the original's.
-ATOL, RTOL = 1e-5, 1e-4
-#: Tolerance when comparing the stand-alone copy's probabilities (CPU, float32, NCHW) with predict_proba.
-EXPORT_ATOL = 1e-4
 
 
 # ----------------------------------------------------------------------------------------------
@@ -139,104 +168,6 @@ def synthetic_dataset(classes: int = 12, per_class: int = 8, channels: int = 1, 
         [per_class] * classes,
         name="synthetic",
     )
-
-
-# ----------------------------------------------------------------------------------------------
-# helpers
-
-
-def _fail(step: str, message: str) -> AssertionError:
-    return AssertionError(f"[{step}] {message}")
-
-
-def _check(condition: Any, step: str, message: str) -> None:
-    if not condition:
-        raise _fail(step, message)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    """One intra-op thread for the tiny tensors of the checks: on a busy machine (a CI runner,
-    a computer that is training) threads that wait for each other cost far more than they win."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-class _Registry:
-    """The algorithm under test by its name, everything else from the host (for load_model)."""
-
-    def __init__(self, cls: type[Algorithm], host):
-        self.cls, self.host = cls, host
-
-    def algorithm(self, name: str) -> type[Algorithm]:
-        return self.cls if name == self.cls.name else self.host.algorithm(name)
-
-    def backbone(self, name: str) -> BackboneSpec:
-        return self.host.backbone(name)
-
-
-def _support(ds: FewShotDataset, classes: Sequence[int], shots: Sequence[int]) -> SupportSet:
-    return stack_support([ds.class_images(c)[:k] for c, k in zip(classes, shots)],
-                         [ds.class_names[c] for c in classes])
-
-
-def _queries(ds: FewShotDataset, classes: Sequence[int], skip: int, count: int) -> torch.Tensor:
-    return torch.cat([ds.class_images(c)[skip : skip + count] for c in classes])
-
-
-def _state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _check_proba(probs: Any, queries: int, support: SupportSet, step: str) -> torch.Tensor:
-    ways = support.ways
-    _check(isinstance(probs, torch.Tensor), step, f"predict_proba must return a torch.Tensor, got {type(probs).__name__}")
-    _check(probs.device.type == "cpu", step, f"predict_proba must return a CPU tensor, got one on {probs.device}")
-    _check(probs.dtype == torch.float32, step, f"predict_proba must return float32, got {probs.dtype}")
-    _check(tuple(probs.shape) == (queries, ways), step,
-           f"predict_proba must return [queries, ways] = [{queries}, {ways}] for a {ways}-way support set "
-           f"(one column per class of the support set, in its order), got {list(probs.shape)}")
-    _check(not probs.requires_grad, step, "predict_proba must not return a tensor with autograd history "
-           "(use torch.inference_mode() or .detach())")
-    _check(bool(torch.isfinite(probs).all()), step, "predict_proba returned NaN or infinite values")
-    _check(bool((probs >= 0).all()) and bool((probs <= 1).all()), step,
-           "predict_proba must return probabilities in [0, 1] (apply a softmax to scores or logits)")
-    sums = probs.sum(1)
-    _check(bool(torch.allclose(sums, torch.ones_like(sums), atol=1e-4)), step,
-           f"each row of predict_proba must sum to 1 over the support set's classes (got row sums "
-           f"{[round(float(s), 4) for s in sums[:5]]}...); apply a softmax to scores or logits")
-    return probs
-
-
-def _adapt(algorithm: Algorithm, support: SupportSet, step: str) -> Learner:
-    calls: list[Any] = []
-    learner = algorithm.adapt(support, progress=calls.append)
-    _check(isinstance(learner, Learner), step, f"adapt must return a metastudio.algorithms.base.Learner, got {type(learner).__name__}")
-    _check(tuple(learner.class_names) == tuple(support.class_names), step,
-           f"the learner's class_names must be the support set's, in order: expected {list(support.class_names)}, "
-           f"got {list(learner.class_names)}")
-    _check(calls, step, "adapt must call its progress callback at least once (AdaptProgress(step, total, loss)), "
-           "even when adaptation is one step")
-    for p in calls:
-        _check(isinstance(p, AdaptProgress), step,
-               f"adapt must report AdaptProgress objects to its progress callback, got {type(p).__name__}: {p!r}")
-        _check(isinstance(p.step, int) and isinstance(p.total, int) and 1 <= p.step <= p.total, step,
-               f"AdaptProgress needs 1 <= step <= total (1-based), got step={p.step!r} total={p.total!r}")
-        _check(p.loss is None or (isinstance(p.loss, float) and math.isfinite(p.loss)), step,
-               f"AdaptProgress.loss must be None or a finite plain float, got {p.loss!r}")
-    steps = [p.step for p in calls]
-    _check(steps == sorted(steps), step, f"AdaptProgress steps must not go backwards, got {steps}")
-    _check(calls[-1].step == calls[-1].total, step,
-           f"the last AdaptProgress must have step == total (adaptation finished), got {calls[-1]!r}")
-    return learner
-
-
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.shape == b.shape and bool(torch.allclose(a, b, atol=ATOL, rtol=RTOL))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,22 +242,9 @@ def _check_roles(cls: type[Algorithm], spec, ds, hparams: Mapping[str, Any], alg
                             "role='architecture'")
 
 
-def _check_metrics(metrics: Any, step: str) -> float:
-    _check(isinstance(metrics, dict), step, f"meta_train_step must return a dict, got {type(metrics).__name__}")
-    for key in ("loss", "accuracy"):
-        _check(key in metrics, step, f"meta_train_step must return '{key}' (got keys {sorted(metrics)})")
-    for key, value in metrics.items():
-        _check(type(value) is float, step,
-               f"meta_train_step must return plain Python floats; '{key}' is {type(value).__module__}."
-               f"{type(value).__name__} ({value!r}); use float(tensor.detach())")
-    _check(math.isfinite(metrics["loss"]), step, f"the loss is not finite: {metrics['loss']}")
-    _check(0.0 <= metrics["accuracy"] <= 1.0, step, f"accuracy must be a fraction in [0, 1], got {metrics['accuracy']}")
-    return metrics["loss"]
-
-
 def check_algorithm(cls: type[Algorithm], *, backbone: str = "conv4", host=None, steps: int = 8,
                     tmp_path: str | Path | None = None, hparams: Mapping[str, Any] | None = None,
-                    export_formats: Sequence[str] = ("torchscript",)) -> None:
+                    export_formats: Sequence[str] = ("torchscript",), skip: Collection[str] = ()) -> CheckReport:
     """Check an algorithm class against the algorithm contract; raise AssertionError if it fails.
 
     :param cls: the :class:`~metastudio.algorithms.base.Algorithm` subclass to check (it need
@@ -335,46 +253,119 @@ def check_algorithm(cls: type[Algorithm], *, backbone: str = "conv4", host=None,
     :param host: the plugin host (an object with ``backbone(name)`` and ``algorithm(name)``);
         by default :func:`metastudio.plugins.get_host`, i.e. every installed plugin.
     :param steps: meta-training steps of the learning check (at least 4).
-    :param tmp_path: folder for the model files of the save/load and export checks (a
+    :param tmp_path: folder for the model files of the save/load, resume and export checks (a
         temporary folder, removed afterwards, when None).
     :param hparams: hyperparameter values to build the algorithm with (defaults otherwise),
         e.g. a larger learning rate if yours learns too slowly to pass the learning check.
     :param export_formats: the formats of :func:`metastudio.engine.export.export_learner` the
-        export check writes (``"onnx"`` too takes a few seconds more).
+        export check writes, loads again and runs: TorchScript by default; add ``"onnx"`` for
+        ONNX too (a few seconds more; skipped, saying so, where the ``onnx`` package is not
+        installed, and only written, not run, without ``onnxruntime``).
+    :param skip: names of checks to leave out, from ``OPTIONAL_CHECKS``: ``"resume"``,
+        ``"empty queries"``, ``"export"``, ``"onnx"``, ``"frozen backbone"``, ``"cuda"`` and
+        ``"bf16"`` (for an algorithm that does not offer what the check needs yet; the report
+        lists them as skipped).
+    :returns: a :class:`CheckReport` of the checks that ran and those skipped, with why.
 
     The check uses 1-channel 28x28 synthetic images, 5-way 1-shot episodes with 2 queries
-    per class, and runs on the CPU. Example::
+    per class, and runs on the CPU (and on CUDA where there is a device). Example::
 
         def test_contract(tmp_path):
-            check_algorithm(MyAlgorithm, tmp_path=tmp_path, hparams={"inner_steps": 2})
+            report = check_algorithm(MyAlgorithm, tmp_path=tmp_path, hparams={"inner_steps": 2})
+            print(report.skipped)   # {'cuda': 'no CUDA device here', ...}
     """
     if steps < 4:
         raise ValueError("check_algorithm needs steps >= 4 to compare the first and last two losses")
+    unknown = sorted(set(skip) - set(OPTIONAL_CHECKS))
+    if unknown:
+        raise ValueError(f"check_algorithm cannot skip {', '.join(unknown)}: the checks it may skip are "
+                         f"{', '.join(OPTIONAL_CHECKS)}")
     if host is None:
         from metastudio.plugins import get_host
 
         host = get_host()
-    _check_class(cls)
-    with torch.random.fork_rng(devices=[]), _one_thread():
-        torch.manual_seed(0)
-        if tmp_path is None:
-            with tempfile.TemporaryDirectory(prefix="metastudio-testkit-") as tmp:
-                _check_instance(cls, backbone, host, steps, Path(tmp), hparams or {}, export_formats)
-        else:
-            _check_instance(cls, backbone, host, steps, Path(tmp_path), hparams or {}, export_formats)
+    started = time.perf_counter()
+    report = CheckReport(str(getattr(cls, "name", "") or getattr(cls, "__name__", cls)))
+    formats, left_out = _formats(("torchscript",) if export_formats is None else export_formats, skip)
+    with _reporting(_who(cls)):
+        _at("class")
+        _check_class(cls)
+        report.ran("class")
+        with torch.random.fork_rng(devices=[]), _one_thread():
+            torch.manual_seed(0)
+            with contextlib.ExitStack() as stack:
+                tmp = Path(tmp_path) if tmp_path is not None else Path(
+                    stack.enter_context(tempfile.TemporaryDirectory(prefix="metastudio-testkit-")))
+                _check_instance(cls, backbone, host, steps, tmp, hparams or {}, (formats, left_out), set(skip),
+                                report)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _formats(export_formats: Sequence[str], skip: Collection[str]) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
+    """The export formats to check (those asked for, less ONNX where the onnx package, with the
+    onnxscript its exporter needs, is not installed; none when the export check is skipped),
+    and the checks left out with why."""
+    from metastudio.engine.export import EXPORT_FORMATS
+
+    formats = (export_formats,) if isinstance(export_formats, str) else tuple(export_formats)
+    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+    if unknown:
+        raise ValueError(f"check_algorithm cannot export {', '.join(unknown)}: the formats are {', '.join(EXPORT_FORMATS)}")
+    if "export" in skip:
+        return (), [("export", "left out by skip=")]
+    if "onnx" not in formats:
+        why = 'not asked for: check_algorithm(..., export_formats=("torchscript", "onnx")) adds it (a few seconds more)'
+    elif "onnx" in skip:
+        why = "left out by skip="
+    elif importlib.util.find_spec("onnx") is None or importlib.util.find_spec("onnxscript") is None:
+        why = ("the onnx and onnxscript packages are not installed here, so the ONNX export was not tried "
+               "(pip install onnx onnxscript onnxruntime)")
+    else:
+        return formats, []
+    return tuple(f for f in formats if f != "onnx"), [("onnx", why)]
 
 
 def _check_instance(cls: type[Algorithm], backbone_name: str, host, steps: int, tmp: Path,
-                    hparams: Mapping[str, Any], export_formats: Sequence[str]) -> None:
+                    hparams: Mapping[str, Any], export: tuple[Sequence[str], list[tuple[str, str]]], skip: set[str],
+                    report: CheckReport) -> None:
+    from metastudio.plugins import testkit_engine as engine
+
     ds = synthetic_dataset()
+    _at("build")
     spec = host.backbone(backbone_name)
+    registry = _Registry(cls, host)
     algorithm = _build(cls, spec, ds, hparams)
+    report.ran("roles")
     _check_training(algorithm, ds, steps)
+    report.ran("learning")
     algorithm.eval()  # adaptation and prediction as the evaluator and the app run them
     learner, support, queries = _check_adaptation(algorithm, ds)
+    report.ran("adapt")
+    if "empty queries" in skip:
+        report.skip("empty queries", "left out by skip=")
+    else:
+        _check_empty(learner, algorithm, support)
+        report.ran("empty queries")
     _check_forward(learner, algorithm, support, queries)
-    _check_export(learner, algorithm, queries, tmp, export_formats)
-    _check_persistence(cls, host, algorithm, learner, support, queries, tmp)
+    report.ran("forward")
+    export_formats, left_out = export
+    for check, why in left_out:
+        report.skip(check, why)
+    if "export" not in skip:
+        engine.check_export(learner, algorithm, queries, tmp, export_formats, report)
+    path = _check_persistence(registry, algorithm, learner, support, queries, tmp)
+    report.ran("save/load")
+    if "resume" in skip:
+        report.skip("resume", "left out by skip=")
+    else:
+        engine.check_resume(cls, spec, ds, hparams, tmp)
+        report.ran("resume")
+    if "frozen backbone" in skip:
+        report.skip("frozen backbone", "left out by skip=")
+    else:
+        engine.check_frozen_backbone(cls, spec, ds, hparams, registry, tmp, report)
+    engine.check_cuda(registry, path, support, queries, learner.predict_proba(queries), ds, skip, report)
 
 
 def _build(cls: type[Algorithm], spec, ds: FewShotDataset, hparams: Mapping[str, Any]) -> Algorithm:
@@ -390,27 +381,32 @@ def _build(cls: type[Algorithm], spec, ds: FewShotDataset, hparams: Mapping[str,
         json.dumps(algorithm.config())
     except (TypeError, ValueError) as e:
         raise _fail(step, f"algorithm.config() must be JSON-serialisable (it goes into model files): {e}") from None
+    _at("roles")
     with torch.random.fork_rng(devices=[]):  # the checks after this one see the same random numbers
         _check_roles(cls, spec, ds, hparams, algorithm)
     return algorithm
 
 
 def _check_training(algorithm: Algorithm, ds: FewShotDataset, steps: int) -> None:
-    """``meta_train_step`` on 2 episodes, then the loss on a fixed episode goes down."""
-    algorithm.configure_training(steps)
-    algorithm.train()
-    sampler = EpisodeSampler(ds, WAYS, SHOTS, QUERIES, seed=0)
-    _check_metrics(algorithm.meta_train_step([sampler.episode(1), sampler.episode(2)]), "meta_train_step, 2 episodes")
-    fixed: list[Episode] = [sampler.episode(0)]
-    losses = []
-    for i in range(steps):
-        losses.append(_check_metrics(algorithm.meta_train_step(fixed), f"meta_train_step {i + 1} on a fixed episode"))
-    first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
-    _check(last < first, "learning",
-           f"the loss did not go down over {steps} meta-training steps on a fixed episode "
-           f"(mean of the first two {first:.4f}, of the last two {last:.4f}; all: "
-           f"{[round(x, 4) for x in losses]}); does meta_train_step step the optimiser built by "
-           "configure_training? (pass hparams= for a larger learning rate if it is just slow)")
+    """A training step (on 2 episodes, or a labelled batch), then the loss on a fixed episode
+    (or batch) goes down; for an algorithm that trains on both, on each."""
+    _at("configure_training")
+    configure(algorithm, ds, steps)
+    for kind in trains_on(algorithm):
+        step, fixed = step_functions(algorithm, kind, ds)
+        what = "batch_train_step" if kind == "batch" else "meta_train_step"
+        _at(what)
+        _check_metrics(step(0), f"{what}, {'a labelled batch' if kind == 'batch' else '2 episodes'}")
+        losses = []
+        for i in range(steps):
+            _at(f"{what} {i + 1} on a fixed {kind}")
+            losses.append(_check_metrics(fixed(), f"{what} {i + 1} on a fixed {kind}"))
+        first, last = sum(losses[:2]) / 2, sum(losses[-2:]) / 2
+        _check(last < first, "learning",
+               f"the loss did not go down over {steps} training steps on a fixed {kind} "
+               f"(mean of the first two {first:.4f}, of the last two {last:.4f}; all: "
+               f"{[round(x, 4) for x in losses]}); does {what} step the optimiser built by "
+               "configure_training? (pass hparams= for a larger learning rate if it is just slow)")
 
 
 def _check_adaptation(algorithm: Algorithm, ds: FewShotDataset) -> tuple[Learner, SupportSet, torch.Tensor]:
@@ -421,6 +417,7 @@ def _check_adaptation(algorithm: Algorithm, ds: FewShotDataset) -> tuple[Learner
     queries = _queries(ds, classes, 3, 2)
     before = _state(algorithm)
     learner = _adapt(algorithm, support, "adapt")
+    _at("predict_proba")
     _check_proba(learner.predict_proba(queries), len(queries), support, "predict_proba")
     changed = [k for k, v in algorithm.state_dict().items() if not torch.equal(v, before[k])]
     _check(not changed, "adapt", f"adapt must not change the algorithm, but it changed {', '.join(changed[:5])}"
@@ -431,26 +428,52 @@ def _check_adaptation(algorithm: Algorithm, ds: FewShotDataset) -> tuple[Learner
         plain = algorithm.adapt(support)
     except Exception as e:
         raise _fail("adapt", f"adapt(support) without a progress callback raised {type(e).__name__}: {e}") from e
+    _at("adapt without progress")
     _check_proba(plain.predict_proba(queries), len(queries), support, "adapt without progress")
 
     uneven_classes = [6, 7, 8, 9, 10]
     uneven = _support(ds, uneven_classes, [1, 3, 2, 1, 2])
     uneven_queries = _queries(ds, uneven_classes, 4, 3)
-    _check_proba(_adapt(algorithm, uneven, "adapt, unequal shots").predict_proba(uneven_queries),
-                 len(uneven_queries), uneven, "predict_proba, unequal shots per class")
+    uneven_learner = _adapt(algorithm, uneven, "adapt, unequal shots")
+    _at("predict_proba, unequal shots per class")
+    _check_proba(uneven_learner.predict_proba(uneven_queries), len(uneven_queries), uneven,
+                 "predict_proba, unequal shots per class")
 
     three_classes = [2, 9, 11]
     three = _support(ds, three_classes, [2] * 3)
     three_queries = _queries(ds, three_classes, 2, 4)
-    _check_proba(_adapt(algorithm, three, "adapt, 3 ways").predict_proba(three_queries),
-                 len(three_queries), three, "predict_proba, 3-way support after 5-way training")
+    three_learner = _adapt(algorithm, three, "adapt, 3 ways")
+    _at("predict_proba, 3-way support after 5-way training")
+    _check_proba(three_learner.predict_proba(three_queries), len(three_queries), three,
+                 "predict_proba, 3-way support after 5-way training")
     return learner, support, queries
+
+
+def _check_empty(learner: Learner, algorithm: Algorithm, support: SupportSet) -> None:
+    """No query images at all (an empty query folder in the app): [0, N] results, no error."""
+    step = "empty queries"
+    _at(step)
+    none = torch.zeros(0, algorithm.channels, algorithm.image_size, algorithm.image_size, dtype=torch.uint8)
+    _check_proba(learner.predict_proba(none), 0, support, f"{step}: predict_proba")
+    names, probs = learner.predict(none)
+    _check(list(names) == [] and tuple(probs.shape) == (0, support.ways), step,
+           f"predict of no images must give no names and probabilities [0, {support.ways}], got {list(names)} "
+           f"and {list(probs.shape)}")
+    prediction = learner.predict_open_set(none)
+    probabilities, scores = getattr(prediction, "probabilities", None), getattr(prediction, "scores", None)
+    _check(isinstance(probabilities, torch.Tensor) and tuple(probabilities.shape) == (0, support.ways), step,
+           f"predict_open_set of no images must give probabilities [0, {support.ways}], got "
+           f"{list(probabilities.shape) if isinstance(probabilities, torch.Tensor) else type(probabilities).__name__}")
+    _check(isinstance(scores, torch.Tensor) and tuple(scores.shape) == (0,), step,
+           "predict_open_set of no images must give unsure scores [0], got "
+           f"{list(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__}")
 
 
 def _check_forward(learner: Learner, algorithm: Algorithm, support: SupportSet, queries: torch.Tensor) -> None:
     """The learner is a module whose forward gives finite logits [Q, N] for prepared images,
     and predict_proba is their softmax."""
     step = "forward"
+    _at(step)
     _check(type(learner).forward is not Learner.forward, step,
            f"{type(learner).__name__} must implement forward(images) -> logits [B, N] for float images in [0, 1] "
            "(Learner.predict_proba and export run it); build it from the functions meta-training uses")
@@ -469,39 +492,17 @@ def _check_forward(learner: Learner, algorithm: Algorithm, support: SupportSet, 
            f"{float((softmax - probs).abs().max())}); leave predict_proba to the base class")
 
 
-def _check_export(learner: Learner, algorithm: Algorithm, queries: torch.Tensor, tmp: Path,
-                  formats: Sequence[str]) -> None:
-    """The learner's stand-alone copy (CPU, float32) reproduces predict_proba, is a copy, and exports."""
-    from metastudio.engine.export import export_learner
-
-    step = "export"
-    module = learner.standalone()
-    _check(all(p.dtype == torch.float32 and p.device.type == "cpu" and not p.requires_grad
-               for p in module.parameters()), step, "the stand-alone copy must hold float32 CPU weights without autograd")
-    with torch.no_grad():
-        standalone = module(queries.float() / 255).float().softmax(1)
-    expected = learner.predict_proba(queries)
-    _check(standalone.shape == expected.shape and bool(torch.allclose(standalone, expected, atol=EXPORT_ATOL)), step,
-           "a deep copy of the learner on the CPU in float32 (Learner.standalone) predicts differently "
-           f"(largest difference {float((standalone - expected).abs().max()) if standalone.shape == expected.shape else 'shape'}): "
-           "forward must reach everything it uses through the module tree (register tensors with register_buffer)")
-    for fmt in formats:
-        try:
-            export_learner(learner, algorithm, tmp / f"{algorithm.name}-export-{fmt}", fmt)
-        except Exception as e:
-            raise _fail(step, f"export_learner(..., {fmt!r}) failed: {type(e).__name__}: {e} (forward must trace "
-                        "with a dynamic batch dimension: no Python branching on the batch size or on tensor values)") from e
-
-
-def _check_persistence(cls: type[Algorithm], host, algorithm: Algorithm, learner: Learner, support: SupportSet,
-                       queries: torch.Tensor, tmp: Path) -> None:
-    """save_model/load_model round-trips the algorithm, and the learner when it has a learner_state."""
+def _check_persistence(registry: _Registry, algorithm: Algorithm, learner: Learner, support: SupportSet,
+                       queries: torch.Tensor, tmp: Path) -> Path:
+    """save_model/load_model round-trips the algorithm, and the learner when it has a
+    learner_state; returns the model file (without the learner)."""
     from metastudio.engine.checkpoint import load_model, save_model
 
     step = "save/load"
-    registry = _Registry(cls, host)
+    _at(step)
+    cls = registry.cls
     expected = learner.predict_proba(queries)
-    path = save_model(algorithm, tmp / f"{cls.name}-testkit.safetensors")
+    model = path = save_model(algorithm, tmp / f"{cls.name}-testkit.safetensors")
     loaded = load_model(path, registry)
     _check(type(loaded.algorithm) is cls, step, f"load_model rebuilt a {type(loaded.algorithm).__name__}, not a {cls.__name__}")
     _check(not loaded.algorithm.training, step, "load_model must return the algorithm in eval mode")
@@ -512,9 +513,10 @@ def _check_persistence(cls: type[Algorithm], host, algorithm: Algorithm, learner
            "meta-training learns must be in the module's state_dict (parameters or registered buffers), and "
            "everything else needed to rebuild it in its hyperparameters")
 
+    _at(step)
     state = learner.learner_state()
     if not state:
-        return
+        return model
     _check(isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values()), step,
            "Learner.learner_state() must return a dict of tensors")
     path = save_model(algorithm, tmp / f"{cls.name}-testkit-learner.safetensors", learner=learner)
@@ -529,6 +531,7 @@ def _check_persistence(cls: type[Algorithm], host, algorithm: Algorithm, learner
            "the learner restored from a model file predicts differently from the learner that was saved "
            f"(largest difference {float((expected - restored).abs().max())}); Learner.learner_state() and "
            "Algorithm.restore_learner() must round-trip")
+    return model
 
 
 # ----------------------------------------------------------------------------------------------
@@ -536,7 +539,7 @@ def _check_persistence(cls: type[Algorithm], host, algorithm: Algorithm, learner
 
 
 def check_backbone(spec: BackboneSpec, in_channels: int = 1, image_size: int = 28) -> nn.Module:
-    """Check a :class:`~metastudio_builtins.backbones.networks.BackboneSpec`; return the network it built.
+    """Check a :class:`~metastudio.algorithms.backbone.BackboneSpec`; return the network it built.
 
     Builds the network for ``in_channels`` x ``image_size`` x ``image_size`` images and checks
     that it is a ``torch.nn.Module`` mapping float images [B, C, H, W] to finite float32
@@ -547,9 +550,10 @@ def check_backbone(spec: BackboneSpec, in_channels: int = 1, image_size: int = 2
             check_backbone(BackboneSpec("tiny", lambda c, s: TinyNet(c), "A two-layer CNN."))
     """
     step = "backbone"
-    _check(isinstance(spec, BackboneSpec), step, f"expected a metastudio_builtins.backbones.networks.BackboneSpec, got {type(spec).__name__}")
+    _check(isinstance(spec, BackboneSpec), step, f"expected a metastudio.api.BackboneSpec, got {type(spec).__name__}")
     _check(isinstance(spec.name, str) and spec.name, step, "a BackboneSpec needs a non-empty name")
-    with torch.random.fork_rng(devices=[]), _one_thread():
+    with _reporting(f"backbone '{spec.name}'"), torch.random.fork_rng(devices=[]), _one_thread():
+        _at(step)
         torch.manual_seed(0)
         net = spec.build(in_channels, image_size)
         _check(isinstance(net, nn.Module), step, f"the factory of '{spec.name}' must return a torch.nn.Module, got {type(net).__name__}")
@@ -601,7 +605,9 @@ def check_dataset(spec: DatasetSpec, root, split: str, **options) -> FewShotData
     unknown = sorted(set(options) - declared)
     _check(not unknown, step, f"'{spec.name}' does not declare the option(s) {', '.join(unknown)}")
     calls: list[tuple[int, Any]] = []
-    ds = spec.load(root, split, image_size=None, progress=lambda done, total: calls.append((done, total)), **options)
+    with _reporting(f"dataset '{spec.name}'"):
+        _at(f"{step}: load")
+        ds = spec.load(root, split, image_size=None, progress=lambda done, total: calls.append((done, total)), **options)
     _check(isinstance(ds, FewShotDataset), step,
            f"'{spec.name}'.load must return a metastudio.data.datasets.FewShotDataset, got {type(ds).__name__}")
     _check(ds.images.dtype == torch.uint8 and ds.images.dim() == 4, step,

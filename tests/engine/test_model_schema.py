@@ -199,7 +199,7 @@ def learners(tmp_path_factory):
     from metastudio.data.episodes import EpisodeSampler
     from metastudio.plugins import get_host, reset_host
 
-    from conftest import NINE_ALGORITHMS
+    from conftest import BUILTIN_ALGORITHMS
 
     reset_host()
     host, threads = get_host(), torch.get_num_threads()
@@ -207,7 +207,7 @@ def learners(tmp_path_factory):
     folder, out = tmp_path_factory.mktemp("learners"), {}
     try:
         episode = EpisodeSampler(synthetic_dataset(classes=6, per_class=4), 3, 2, 1, seed=1).episode(1)
-        for name in NINE_ALGORITHMS:
+        for name in BUILTIN_ALGORITHMS:
             torch.manual_seed(0)
             cls, spec = host.algorithm(name), host.backbone("conv4")
             algo = cls(spec.build(1, 28), backbone_name="conv4", image_size=28, channels=1, hparams={}).eval()

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import NINE_ALGORITHMS
+from conftest import BUILTIN_ALGORITHMS
 from gui_helpers import WAIT_MS, populate, wait_predictions
 
-ALGORITHMS = list(NINE_ALGORITHMS)
+ALGORITHMS = list(BUILTIN_ALGORITHMS)
 
 
 @pytest.mark.parametrize("name", ALGORITHMS)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import NINE_ALGORITHMS
+from conftest import BUILTIN_ALGORITHMS
 from plugin_packages import install
 from PIL import Image
 from torch import nn
@@ -36,7 +36,7 @@ from metastudio.plugins import HOOK_API_VERSION, PluginHost, get_host, hookimpl,
 from metastudio.plugins.testkit import check_algorithm, check_backbone, check_dataset, synthetic_dataset
 from metastudio_builtins.algorithms.protonet import PrototypicalNetworks, ProtoLearner
 
-BUILTIN_PLUGINS = {"builtin-backbones", "builtin-datasets", *NINE_ALGORITHMS}
+BUILTIN_PLUGINS = {"builtin-backbones", "builtin-datasets", *BUILTIN_ALGORITHMS}
 MODULE_PREFIX = "mstest_"
 
 
@@ -361,7 +361,7 @@ def test_safe_mode_loads_only_builtins(third_party, monkeypatch):
             assert rec.status == "disabled" and "safe mode" in rec.error, (name, rec)
     assert set(host.backbones) == {"conv4", "conv4-maps", "conv4-omniglot", "efficientnet-lite0", "resnet12", "resnet18-imagenet",
                                    "resnet50-imagenet", "dino-vit-small"}
-    assert set(host.algorithms) == set(NINE_ALGORITHMS)
+    assert set(host.algorithms) == set(BUILTIN_ALGORITHMS)
     monkeypatch.delenv("METASTUDIO_SAFE_MODE")
     assert not PluginHost().safe_mode and PluginHost(safe_mode=True).safe_mode
 

@@ -40,6 +40,7 @@ from metastudio.gui.training.presets import (
     DATASET_DEFAULTS,
     DATASET_ORDER,
     DEFAULT_PRESET,
+    BATCH_FIELDS,
     EPISODE_FIELDS,
     FIELD_TIPS,
     TRAINING_PRESETS,
@@ -130,7 +131,11 @@ class TrainingForm(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(self._build_preset())
         layout.addWidget(self._build_components())
-        layout.addWidget(self._spin_box_group("Practice rounds (episodes)", EPISODE_FIELDS))
+        self.batch_group = self._spin_box_group("Plain training (batches of every class)", BATCH_FIELDS)
+        self.batch_group.hide()  # shown for the methods that train so (see _algorithm_changed)
+        layout.addWidget(self.batch_group)
+        self.episode_group = self._spin_box_group("Practice rounds (episodes)", EPISODE_FIELDS)
+        layout.addWidget(self.episode_group)
         self.advanced_toggle = disclosure_button(
             "Advanced: validation and hyperparameters", "Advanced training settings",
             "Show how the model is tested while it learns, and the learning method's settings")
@@ -341,6 +346,9 @@ class TrainingForm(QWidget):
     def _algorithm_changed(self, *_: object) -> None:
         cls = self._current_algorithm()
         self.hparam_form.set_hyperparameters(cls.hyperparameters if cls is not None else ())
+        trains_on = self._trains_on(cls)
+        self.batch_group.setVisible(trains_on != "episodes")
+        self.episode_group.setVisible(trains_on != "batches")
         if cls is not None and not self._setting_plan:
             self._keep_ways_within(cls)
 
@@ -408,9 +416,18 @@ class TrainingForm(QWidget):
         """The plan last shown: its fields without a widget (seed, device, splits) come back in :meth:`plan`."""
         return self._base_plan
 
+    @staticmethod
+    def _trains_on(cls) -> str:
+        """What the algorithm class trains on ("episodes" when not known)."""
+        trains_on = getattr(cls, "trains_on", "episodes") if cls is not None else "episodes"
+        return trains_on if isinstance(trains_on, str) else "episodes"
+
     def plan(self) -> TrainingPlan:
         """The plan the form describes. Raises ValueError when a hyperparameter is invalid."""
         base = self._base_plan
+        spins = {key: spin.value() for key, spin in self.spins.items()}
+        if self._trains_on(self._current_algorithm()) == "episodes":
+            spins["batch_steps"] = 0  # the field is hidden: it is not this method's
         return TrainingPlan.from_dict({
             **base.to_dict(),
             "algorithm": self.algorithm_combo.currentData() or base.algorithm,
@@ -420,7 +437,7 @@ class TrainingForm(QWidget):
             "options": self.options_form.values(),
             "hparams": self.hparam_form.values(),
             "freeze_backbone": self.freeze_check.isChecked(),
-            **{key: spin.value() for key, spin in self.spins.items()},
+            **spins,
         })
 
     def set_plan(self, plan: TrainingPlan) -> None:

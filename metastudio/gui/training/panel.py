@@ -156,6 +156,8 @@ class TrainingPanel(QWidget):
     def model_title(self, plan: TrainingPlan) -> str:
         cls = self.host.algorithms.get(plan.algorithm)
         name = (cls.title if cls is not None and cls.title else plan.algorithm)
+        if getattr(cls, "trains_on", "episodes") == "batches":  # no practice rounds to describe
+            return f"{name} on {plan.dataset} ({plan.batch_steps} batches of {plan.batch_size}, {plan.backbone})"
         return f"{name} on {plan.dataset} ({plan.ways}-way {plan.shots}-shot, {plan.backbone})"
 
     def _new_model_path(self, plan: TrainingPlan) -> Path:

@@ -64,6 +64,9 @@ FIELD_TIPS = {
     "shots": "How many labelled examples of each class a practice round shows.",
     "queries": "How many more pictures of each class a practice round asks the model to sort.",
     "episodes": "How many practice rounds to train for: more takes longer and usually learns better.",
+    "batch_steps": "How many steps this method learns as a plain classifier of every training class, each on a "
+                   "batch of pictures, before any practice rounds.",
+    "batch_size": "How many pictures each of those steps learns from.",
     "val_every": "How many practice rounds between two tests on classes it does not train on; the best model "
                  "so far is kept.",
     "val_episodes": "How many rounds each test has: more gives a steadier score and takes longer.",
@@ -93,6 +96,12 @@ EPISODE_FIELDS = (
     SpinField("shots", "Shots:", "Shots", 1, 10_000, 1),
     SpinField("queries", "Queries:", "Queries", 0, 10_000, 15),
     SpinField("episodes", "Episodes:", "Episodes", 1, 100_000_000, 1000),
+)
+#: Plain training on labelled batches of every training class, for the methods that learn so
+#: (SimpleShot, Baseline++); shown only for them.
+BATCH_FIELDS = (
+    SpinField("batch_steps", "Batch steps:", "Batch steps", 1, 100_000_000, 2000),
+    SpinField("batch_size", "Batch size:", "Batch size", 1, 100_000, 64),
 )
 #: The validation details behind Advanced, in two columns.
 VALIDATION_FIELDS = (

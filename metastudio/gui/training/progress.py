@@ -45,6 +45,12 @@ class RunProgress(QWidget):
         self.plot.add_series("loss", "train loss", COLOURS["loss"], axis="left")
         self.plot.add_series("train_acc", "train accuracy", COLOURS["train_acc"], axis="right")
         self.plot.add_series("val_acc", "validation accuracy", COLOURS["val_acc"], axis="right", symbol="o")
+        # An algorithm that trains on labelled batches first: its numbers are over every training
+        # class, not an episode's few, so they are curves of their own (dashed).
+        dashed = Qt.PenStyle.DashLine
+        self.plot.add_series("batch_loss", "batch loss", COLOURS["loss"], axis="left", style=dashed)
+        self.plot.add_series("batch_acc", "batch accuracy (all training classes)", COLOURS["train_acc"], axis="right",
+                             style=dashed)
         self.adaptation_plot = LivePlot("Adaptation", x_label="adaptation step", left_label="support loss",
                                         empty_text="No adaptation yet.")
         self.adaptation_plot.add_series("adapt_loss", "adaptation loss", COLOURS["adapt_loss"], symbol="o")
@@ -131,10 +137,13 @@ class RunProgress(QWidget):
             return
         self.steps_received += 1
         step = float(d["step"])
-        self.plot.append("loss", step, d["loss"])
+        batch = d.get("kind") == "batch"
+        self.plot.append("batch_loss" if batch else "loss", step, d["loss"])
         if math.isfinite(d["accuracy"]):
-            self.plot.append("train_acc", step, 100.0 * d["accuracy"])
+            self.plot.append("batch_acc" if batch else "train_acc", step, 100.0 * d["accuracy"])
         eps = d["episodes_per_second"]
+        if self.latest_step is not None and self.latest_step.get("kind") != d.get("kind"):
+            self._eps_average = None  # batches a second and episodes a second are different rates
         if math.isfinite(eps) and eps > 0:
             self._eps_average = eps if self._eps_average is None else 0.7 * self._eps_average + 0.3 * eps
         self.latest_step = d
@@ -150,13 +159,16 @@ class RunProgress(QWidget):
         self.progress_bar.setRange(0, max(1, steps))
         self.progress_bar.setValue(step)
         eps = self._eps_average or 0.0
-        eta = (steps - step) * self._meta_batch / eps if eps > 0 else float("inf")
-        text = f"step {step}/{steps} · ETA {format_duration(eta)} · {eps:.1f} episodes/s"
+        batch = d.get("kind") == "batch"
+        per_step = 1 if batch else self._meta_batch
+        eta = (steps - step) * per_step / eps if eps > 0 else float("inf")
+        text = f"step {step}/{steps} · ETA {format_duration(eta)} · {eps:.1f} {'batches' if batch else 'episodes'}/s"
         if self._paused:
             text += " · paused"
         self.progress_bar.setFormat(text)
         self.progress_bar.setAccessibleDescription(
-            f"step {step} of {steps}, loss {d['loss']:.3f}, training accuracy {100 * d['accuracy']:.1f} percent")
+            f"step {step} of {steps}, loss {d['loss']:.3f}, {'batch' if batch else 'training'} accuracy "
+            f"{100 * d['accuracy']:.1f} percent")
 
     @Slot(dict)
     def show_validation(self, d: dict) -> None:

@@ -225,10 +225,13 @@ class TrainingWorker(QObject):
                                   "best_accuracy": float(event.best_accuracy), "improved": bool(event.improved)})
 
     def _merge_step(self, event) -> None:
+        kind = getattr(event, "kind", "episode")
+        if self._pending is not None and self._pending.get("kind") != kind:
+            self._flush_steps()  # batch and episode numbers are never averaged together
         previous = self._pending
         d = {"step": int(event.step), "steps": int(event.steps), "loss": float(event.loss),
              "accuracy": float(event.accuracy), "episodes_per_second": float(event.episodes_per_second),
-             "lr": float(event.lr), "elapsed": float(event.elapsed)}
+             "lr": float(event.lr), "elapsed": float(event.elapsed), "kind": kind}
         if previous is None:
             d["first_step"] = int(event.step)
             self._pending, self._pending_steps = d, 1

@@ -1,4 +1,4 @@
-"""The ``metastudio`` command: the app, and ``train``, ``eval``, ``classify``, ``plugins``, ``info``.
+"""The ``metastudio`` command: the app, and ``train``, ``eval``, ``classify``, ``plugins``, ``info``, ``new-plugin``.
 
 Every failure is printed as one line (``error: ...``, worded by
 :func:`metastudio.errors.for_person`) with a non-zero exit status that says what kind it was:
@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from metastudio.app.catalogue import resolve_model
+from metastudio.cli.arguments import DEBUG_HELP, DEVICE_HELP, HP_ADAPTATION_HELP, common_args, timeout_arg
+from metastudio.cli.plugin_commands import add_plugin_commands
 from metastudio.errors import EXIT_ERROR, EXIT_INTERRUPTED, for_person, plugin_in_traceback
 
 
@@ -93,25 +95,6 @@ def _device(args):
 # commands
 
 
-def cmd_plugins(args) -> int:
-    from metastudio.plugins import get_host
-
-    host = get_host(safe_mode=args.safe_mode or None)
-    rows = host.rows()
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    cols = ("name", "kind", "version", "package", "status", "error")
-    if not rows:
-        print("no plugins found: is MetaStudio installed (pip install -e .)? Its built-ins register through entry points.")
-        return EXIT_ERROR
-    widths = {c: max([len(c), *(len(str(r[c])) for r in rows)]) for c in cols[:-1]}
-    print("  ".join(c.upper().ljust(widths[c]) for c in cols[:-1]) + "  ERROR")
-    for r in rows:
-        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols[:-1]) + "  " + r["error"])
-    return 0
-
-
 def cmd_info(args) -> int:
     from metastudio.app.catalogue import check_model_file
     from metastudio.engine.checkpoint import read_metadata
@@ -161,11 +144,18 @@ def _training_plan(args, host):
             print(f"warning: --val-split {args.val_split} is ignored: --val-holdout {args.val_holdout} validates on "
                   "classes held out of the training split", file=sys.stderr)
         val_split = "none"
+    trains_on = getattr(host.algorithm(args.algorithm), "trains_on", "episodes")
+    if args.episodes is None and trains_on != "batches":
+        raise ValueError(f"--episodes N is needed: {args.algorithm} trains on episodes")
+    if args.episodes is not None and trains_on == "batches":
+        print(f"warning: --episodes is ignored: {args.algorithm} trains on labelled batches only (--batch-steps)",
+              file=sys.stderr)
     plan = TrainingPlan(
         algorithm=args.algorithm, backbone=args.backbone, dataset=args.dataset,
         root=str(args.root) if args.root else None, split=args.train_split,
         val_split=None if val_split.lower() == "none" else val_split, val_holdout=args.val_holdout, options=options,
-        ways=args.ways, shots=args.shots, queries=args.queries, episodes=args.episodes, meta_batch=args.meta_batch,
+        ways=args.ways, shots=args.shots, queries=args.queries, episodes=args.episodes or 1, meta_batch=args.meta_batch,
+        batch_steps=args.batch_steps, batch_size=args.batch_size,
         val_every=args.val_every, val_episodes=args.val_episodes, val_ways=args.val_ways, val_shots=args.val_shots,
         val_queries=args.val_queries, hparams=_parse_hparams(args.hp), image_size=args.image_size,
         device=args.device, precision=args.precision, seed=args.seed, freeze_backbone=args.freeze_backbone,
@@ -192,14 +182,17 @@ def _training_listener(bar):
 
     def listener(event) -> None:
         if isinstance(event, StepEvent):
+            # A batch's accuracy is over every training class: never worded as an episode's.
+            kind, unit = ("batch", "batches") if event.kind == "batch" else ("episode", "episodes")
+            rate = f"{event.episodes_per_second:.2f} {unit}/s"
             if bar.disable and (event.step % 100 == 0 or event.step == event.steps):
                 # No terminal (a log file, CI): a plain line now and then instead of a bar.
-                print(f"step {event.step}/{event.steps}: loss {event.loss:.3f}, accuracy {100 * event.accuracy:.1f}%, "
-                      f"{event.episodes_per_second:.2f} episodes/s, lr {event.lr:.2g}, {event.elapsed / 60:.1f} min",
+                print(f"step {event.step}/{event.steps}: {kind} loss {event.loss:.3f}, {kind} accuracy "
+                      f"{100 * event.accuracy:.1f}%, {rate}, lr {event.lr:.2g}, {event.elapsed / 60:.1f} min",
                       file=sys.stderr, flush=True)
             bar.n = event.step
-            bar.set_postfix(loss=f"{event.loss:.3f}", acc=f"{100 * event.accuracy:.1f}%",
-                            eps=f"{event.episodes_per_second:.1f}/s", lr=f"{event.lr:.2g}", refresh=True)
+            bar.set_postfix(loss=f"{event.loss:.3f}", acc=f"{100 * event.accuracy:.1f}%", rate=rate,
+                            lr=f"{event.lr:.2g}", refresh=True)
         elif isinstance(event, ValidationEvent):
             mark = " (best, saved)" if event.improved else ""
             bar.write(f"step {event.step}: validation accuracy {event.accuracy:.2f} ± {event.ci95:.2f} %{mark}",
@@ -405,40 +398,6 @@ def cmd_gui(args) -> int:
 # parser
 
 
-_DEVICE_HELP = "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"
-_DEBUG_HELP = "when something fails, print its traceback too (for a bug report)"
-_HP_ADAPTATION_HELP = "change an adaptation hyperparameter of the model (repeatable), e.g. --hp adapt_steps=10"
-
-
-def _seconds(text: str) -> float:
-    """A --timeout value: a number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got '{text}'")
-    return value
-
-
-def _timeout_arg(sp, each: str) -> None:
-    sp.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
-                    help=f"give up when the model takes longer than SECONDS for {each} (a plugin that hangs, say): "
-                         "the command stops with exit status 124 and names the plugin; default: no limit")
-
-
-def _common_args(sp, device: bool = True) -> None:
-    """The flags every subcommand takes; --safe-mode and --debug may also come before the subcommand."""
-    sp.add_argument("--safe-mode", action="store_true", default=argparse.SUPPRESS, help="load the built-in plugins only")
-    sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
-    if device:
-        sp.add_argument("--device", default="auto", help=_DEVICE_HELP)
-        sp.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
-                        help="auto = bfloat16 mixed precision on CUDA, float32 elsewhere; bf16 = bfloat16 mixed precision on "
-                             "the CPU too (about 1.4x faster training on CPUs with native bfloat16, AVX512-BF16 or AMX; "
-                             "slower on others); fp32 turns mixed precision off")
-
-
 def _dataset_args(sp) -> None:
     sp.add_argument("--dataset", required=True, help="dataset plugin name (omniglot, folder, ... see 'metastudio plugins')")
     sp.add_argument("--root", default=None, help="where the dataset lies (a folder or zip); omniglot downloads when absent")
@@ -451,15 +410,20 @@ def _add_train(sub) -> None:
     from metastudio.data.images import FITS
 
     t = sub.add_parser("train", help="meta-train an algorithm on a dataset", description="Meta-train an algorithm on episodes of a dataset's train split, validating on its val split and keeping the best model.")
-    _common_args(t)
+    common_args(t)
     t.add_argument("--algorithm", required=True, help="algorithm plugin name, e.g. protonet")
     t.add_argument("--backbone", default="conv4", help="backbone name (conv4, resnet12, ...)")
     _dataset_args(t)
     t.add_argument("--ways", type=int, default=5, help="classes per training episode")
     t.add_argument("--shots", type=int, default=1, help="support images per class")
     t.add_argument("--queries", type=int, default=15, help="query images per class")
-    t.add_argument("--episodes", type=int, required=True, help="number of training episodes")
+    t.add_argument("--episodes", type=int, default=None,
+                   help="number of training episodes (not for an algorithm that trains on batches only)")
     t.add_argument("--meta-batch", type=int, default=1, help="episodes per optimisation step")
+    t.add_argument("--batch-steps", type=int, default=0, metavar="N",
+                   help="for algorithms that train on labelled batches of every training class (simpleshot, "
+                        "baselinepp): that many steps, before any episodes")
+    t.add_argument("--batch-size", type=int, default=64, metavar="B", help="images per batch step (default 64)")
     t.add_argument("--out", required=True, help="model file to write (.safetensors); the best model is kept there")
     t.add_argument("--seed", type=int, default=0, help="random seed (episodes and initial weights)")
     t.add_argument("--hp", action="append", metavar="NAME=VALUE", help="algorithm hyperparameter (repeatable), e.g. --hp lr=0.001")
@@ -489,7 +453,7 @@ def _add_train(sub) -> None:
 
 def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a model over fixed episodes (mean accuracy ± 95%% CI)")
-    _common_args(e)
+    common_args(e)
     e.add_argument("--model", required=True, help="model file or shipped model name")
     _dataset_args(e)
     e.add_argument("--split", default="test")
@@ -499,32 +463,27 @@ def _add_eval(sub) -> None:
     e.add_argument("--episodes", type=int, default=1000)
     e.add_argument("--seed", type=int, default=None, help="seed of the fixed episode list (default: the standard one)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
-    e.add_argument("--hp", action="append", metavar="NAME=VALUE", help=_HP_ADAPTATION_HELP)
-    _timeout_arg(e, "one step of an episode (adapting to its examples, or classifying its queries)")
+    e.add_argument("--hp", action="append", metavar="NAME=VALUE", help=HP_ADAPTATION_HELP)
+    timeout_arg(e, "one step of an episode (adapting to its examples, or classifying its queries)")
     e.set_defaults(func=cmd_eval)
 
 
 def _add_classify(sub) -> None:
     c = sub.add_parser("classify", help="classify images with a model adapted to your labelled examples")
-    _common_args(c)
+    common_args(c)
     c.add_argument("--model", required=True, help="model file or shipped model name")
     c.add_argument("--support", default=None, help="folder with one sub-folder of example images per class")
     c.add_argument("--query", required=True, nargs="+", help="image files or folders to classify")
     c.add_argument("--csv", default=None, help="also write the predictions and per-class probabilities to this CSV file "
                    "(with an 'unsure' column giving the reason when some image is not like any class or too small)")
-    c.add_argument("--hp", action="append", metavar="NAME=VALUE", help=_HP_ADAPTATION_HELP)
-    _timeout_arg(c, "one step (adapting to the examples, or classifying the images)")
+    c.add_argument("--hp", action="append", metavar="NAME=VALUE", help=HP_ADAPTATION_HELP)
+    timeout_arg(c, "one step (adapting to the examples, or classifying the images)")
     c.set_defaults(func=cmd_classify)
 
 
-def _add_plugins_and_info(sub) -> None:
-    pl = sub.add_parser("plugins", help="list plugins, what they provide and any load errors")
-    _common_args(pl, device=False)
-    pl.add_argument("--json", action="store_true")
-    pl.set_defaults(func=cmd_plugins)
-
+def _add_info(sub) -> None:
     i = sub.add_parser("info", help="show a model file's metadata")
-    i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+    i.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     i.add_argument("model", help="model file or shipped model name")
     i.add_argument("--history", action="store_true", help="include the training history")
     i.set_defaults(func=cmd_info)
@@ -540,19 +499,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"metastudio {__version__}")
     p.add_argument("--safe-mode", action="store_true", help="load the built-in plugins only")
-    p.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    p.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     app = p.add_argument_group("the desktop app (metastudio [PROJECT.metastudio] [options], no COMMAND)")
     app.add_argument("--support", metavar="DIR", help="open with a class for each sub-folder of DIR (their images as examples)")
     app.add_argument("--query", metavar="DIR", help="open with the images of DIR (or one image) to classify")
     app.add_argument("--model", metavar="M", help="model to use: a shipped model name (photos, protonet-omniglot) or a file")
     app.add_argument("--screenshot", metavar="FILE", help="wait until the predictions are shown, save a PNG of the window and exit")
-    app.add_argument("--device", default="auto", help=_DEVICE_HELP)
+    app.add_argument("--device", default="auto", help=DEVICE_HELP)
     app.add_argument("--timing", action="store_true", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
     _add_eval(sub)
     _add_classify(sub)
-    _add_plugins_and_info(sub)
+    add_plugin_commands(sub)
+    _add_info(sub)
     return p
 
 
