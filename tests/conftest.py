@@ -213,3 +213,18 @@ def make_window(qtbot, tmp_path, monkeypatch):
         qtbot.waitUntil(w.engine.thread.isFinished, timeout=WAIT_MS)
         qtbot.waitUntil(w.thumbnails.thread.isFinished, timeout=WAIT_MS)
         assert not w.training.is_running()
+
+
+@pytest.fixture
+def panel(qtbot, host, tmp_path):
+    """The Meta-train tab's panel, shown, saving models into ``tmp_path/models``; shut down
+    (its run cancelled and joined) afterwards."""
+    from metastudio.gui.training import TrainingPanel
+
+    p = TrainingPanel(host=host, output_dir=tmp_path / "models")
+    qtbot.addWidget(p)
+    p.resize(1100, 700)
+    p.show()
+    yield p
+    p.shutdown()
+    assert not p.is_running()

@@ -8,20 +8,8 @@ import pytest
 from PySide6.QtCore import Qt
 
 from metastudio.engine.checkpoint import read_metadata
-from metastudio.gui.training import TrainingPanel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def panel(qtbot, host, tmp_path):
-    p = TrainingPanel(host=host, output_dir=tmp_path / "models")
-    qtbot.addWidget(p)
-    p.resize(1100, 700)
-    p.show()
-    yield p
-    p.shutdown()
-    assert not p.is_running()
 
 
 def choose(combo, data) -> None:

@@ -26,17 +26,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 PROGRESS_TEXT = re.compile(r"step \d+/\d+ · ETA (\d+:)?\d\d:\d\d · \d+\.\d episodes/s")
 
 
-@pytest.fixture
-def panel(qtbot, host, tmp_path):
-    p = TrainingPanel(host=host, output_dir=tmp_path / "models")
-    qtbot.addWidget(p)
-    p.resize(1100, 700)
-    p.show()
-    yield p
-    p.shutdown()
-    assert not p.is_running()
-
-
 def tiny_plan(root, **changes) -> TrainingPlan:
     values = dict(algorithm="protonet", backbone="conv4", dataset="folder", root=str(root), ways=4, shots=1, queries=2,
                   episodes=40, val_every=20, val_episodes=4, val_ways=3, val_shots=1, val_queries=2, image_size=28,
