@@ -20,6 +20,7 @@ def test_choosing_simpleshot_shows_batch_fields_and_training_plots_batch_curves(
     form = panel.form
     choose(form.algorithm_combo, "simpleshot")
     assert form.batch_group.isVisible() and not form.episode_group.isVisible()
+    assert form.spins["batch_steps"].value() == 2000  # a usable number, not the field's minimum
     choose(form.algorithm_combo, "protonet")
     assert not form.batch_group.isVisible() and form.episode_group.isVisible()
     assert form.plan().batch_steps == 0  # hidden fields are not the method's

@@ -349,6 +349,9 @@ class TrainingForm(QWidget):
         trains_on = self._trains_on(cls)
         self.batch_group.setVisible(trains_on != "episodes")
         self.episode_group.setVisible(trains_on != "batches")
+        steps = self.spins["batch_steps"]
+        if trains_on != "episodes" and steps.value() <= steps.minimum():  # a plan without batch steps was shown
+            steps.setValue(next(f.default for f in BATCH_FIELDS if f.key == "batch_steps"))
         if cls is not None and not self._setting_plan:
             self._keep_ways_within(cls)
 
