@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from metastudio.algorithms.augment import DISTORT, DISTORT_PROB, random_affine
 from metastudio.algorithms.backbone import BackboneSpec
-from metastudio.algorithms.base import TRAINS_ON, AdaptProgress, Algorithm, Learner, ProgressCallback, query_accuracy
+from metastudio.algorithms.base import (
+    TRAINS_ON, AdaptProgress, Algorithm, Learner, ProgressCallback, class_means, query_accuracy,
+)
 from metastudio.algorithms.buffers import BufferDict
 from metastudio.algorithms.feature_transform import (
     FEATURE_TRANSFORM,
@@ -54,7 +56,7 @@ from metastudio.plugins.testkit import check_algorithm, check_backbone, check_da
 
 __all__ = [
     # the contract
-    "Algorithm", "Learner", "AdaptProgress", "ProgressCallback", "query_accuracy", "TRAINS_ON",
+    "Algorithm", "Learner", "AdaptProgress", "ProgressCallback", "query_accuracy", "class_means", "TRAINS_ON",
     "HyperParameter", "ROLES", "TRAINING_HYPERPARAMETERS", "with_changes",
     "BackboneSpec", "DatasetSpec",
     # the data an algorithm is given, and what a dataset builds

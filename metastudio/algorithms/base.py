@@ -68,6 +68,13 @@ from metastudio.algorithms.openset import OpenSetPrediction, max_probability_pre
 TRAINS_ON = ("episodes", "batches", "batches+episodes")
 
 
+def class_means(features: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
+    """Mean feature of each class [ways, D] of ``features`` [M, D] labelled ``labels`` [M] in
+    ``0..ways-1``; classes may have different numbers of examples (one with none gets zeros)."""
+    onehot = torch.nn.functional.one_hot(labels, ways).to(features.dtype)  # [M, ways]
+    return onehot.t() @ features / onehot.sum(0).clamp_min(1).unsqueeze(1)
+
+
 def query_accuracy(scores: torch.Tensor, episode: Episode) -> float:
     """Fraction (0..1) of the episode's queries whose highest score [Q, N] is their class."""
     return float((scores.argmax(1) == episode.query_labels.to(scores.device)).float().mean())

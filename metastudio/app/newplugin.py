@@ -239,19 +239,12 @@ import torch.nn.functional as F
 
 from metastudio.api import (
     TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, Episode, HyperParameter, Learner, ProgressCallback,
-    SupportSet, hookimpl,
+    SupportSet, class_means, hookimpl,
 )
 
 #: The version of MetaStudio's hook API this plugin is written against
 #: (``metastudio.api.HOOK_API_VERSION``); a MetaStudio with an older one refuses to load it, saying so.
 METASTUDIO_API_VERSION = {{api_version}}
-
-
-def centroids(features: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
-    """The mean feature vector of each class, [ways, D]; classes may have different numbers of examples."""
-    onehot = F.one_hot(labels, ways).to(features.dtype)  # [examples, ways]
-    counts = onehot.sum(0).clamp_min(1).unsqueeze(1)  # [ways, 1]
-    return onehot.t() @ features / counts
 
 
 def scores(features: torch.Tensor, centres: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -285,7 +278,7 @@ class NearestCentroid(Algorithm):
         n_support = len(episode.support_images)
         # One backbone pass over support and query images (uint8 in, float32 features out).
         features = self.embed(torch.cat([episode.support_images, episode.query_images]))
-        centres = centroids(features[:n_support], episode.support_labels.to(features.device), episode.ways)
+        centres = class_means(features[:n_support], episode.support_labels.to(features.device), episode.ways)
         logits = self.logits(features[n_support:], centres)
         targets = episode.query_labels.to(logits.device)
         return F.cross_entropy(logits, targets), int((logits.argmax(1) == targets).sum())
@@ -298,7 +291,7 @@ class NearestCentroid(Algorithm):
     def adapt(self, support: SupportSet, progress: ProgressCallback | None = None) -> Learner:
         # embed_all runs in eval mode without gradients: adapting never changes the model.
         features = self.embed_all(support.images)
-        centres = centroids(features, support.labels.to(features.device), support.ways)
+        centres = class_means(features, support.labels.to(features.device), support.ways)
         if progress is not None:
             progress(AdaptProgress(1, 1))  # adaptation is one step, and it is done
         return CentroidLearner(self, centres, support.class_names)

@@ -22,7 +22,7 @@ from torch import nn
 
 from metastudio.api import (
     TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, HyperParameter, LabelledBatch, Learner, ProgressCallback,
-    SupportSet, hookimpl,
+    SupportSet, class_means, hookimpl,
 )
 
 
@@ -76,9 +76,7 @@ class BaselinePlusPlus(Algorithm):
         with torch.inference_mode(False), torch.enable_grad():
             features = features.clone()  # a tensor autograd may use
             labels = support.labels.to(features.device)
-            onehot = F.one_hot(labels, support.ways).to(features.dtype)
-            means = onehot.t() @ features / onehot.sum(0).clamp_min(1).unsqueeze(1)
-            head = CosineClassifier(means, self.hparams["scale"])
+            head = CosineClassifier(class_means(features, labels, support.ways), self.hparams["scale"])
             optimizer = torch.optim.Adam(head.parameters(), lr=self.hparams["adapt_lr"])
             for step in range(1, steps + 1):
                 loss = F.cross_entropy(head(features), labels)

@@ -23,15 +23,9 @@ from metastudio.api import (
     FEATURE_TRANSFORM, TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, before_centring,
     DistanceRule, Episode, FeatureTransformMixin,
     fit_distance_rule, hookimpl, HyperParameter, Learner, OpenSetPrediction, ProgressCallback,
-    query_accuracy, SupportSet
+    class_means, query_accuracy, SupportSet
 )
 
-
-def class_means(features: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
-    """Mean feature of each class [ways, D]; classes may have different numbers of shots."""
-    onehot = F.one_hot(labels, ways).to(features.dtype)  # [M, ways]
-    counts = onehot.sum(0).clamp_min(1).unsqueeze(1)
-    return onehot.t() @ features / counts
 
 
 class PrototypicalNetworks(FeatureTransformMixin, Algorithm):

@@ -23,7 +23,8 @@ from torch import nn
 
 from metastudio.api import (
     TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, FeatureTransformMixin, HyperParameter, LabelledBatch,
-    Learner, ProgressCallback, SupportSet, before_centring, feature_transform_hyperparameter, hookimpl,
+    Learner, ProgressCallback, SupportSet, before_centring, class_means, feature_transform_hyperparameter,
+    hookimpl,
 )
 
 #: The moving average of the feature mean takes this share of each new estimate.
@@ -32,11 +33,6 @@ MEAN_MOMENTUM = 0.02
 #: them, in evaluation mode, per step.
 MEAN_IMAGES = 16
 
-
-def class_means(features: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
-    """Mean feature of each class [ways, D]; classes may have different numbers of shots."""
-    onehot = F.one_hot(labels, ways).to(features.dtype)
-    return onehot.t() @ features / onehot.sum(0).clamp_min(1).unsqueeze(1)
 
 
 class SimpleShot(FeatureTransformMixin, Algorithm):
