@@ -47,8 +47,8 @@ from metastudio.data.download import download
 from metastudio.data.episodes import Episode, SupportSet, stack_support
 from metastudio.data.progress import text_progress
 from metastudio.errors import (
-    CheckpointError, DatasetError, MetaStudioError, PluginCancelled, PluginError, PluginOrigin, PluginTimeout,
-    TrainingError,
+    CheckpointError, DatasetError, MetaStudioDeprecationWarning, MetaStudioError, PluginCancelled, PluginError,
+    PluginOrigin, PluginTimeout, TrainingError,
 )
 from metastudio.plugins.hookspecs import HOOK_API_VERSION, ModelSpec, hookimpl
 from metastudio.plugins.manager import get_host
@@ -75,7 +75,7 @@ __all__ = [
     # the plugin host MetaStudio uses (every installed plugin), e.g. to test that yours is found
     "get_host",
     # errors
-    "MetaStudioError", "DatasetError", "CheckpointError", "TrainingError",
+    "MetaStudioError", "MetaStudioDeprecationWarning", "DatasetError", "CheckpointError", "TrainingError",
     # how the host reports a plugin that fails at run time
     "PluginError", "PluginTimeout", "PluginCancelled", "PluginOrigin",
     # the test kit
@@ -108,6 +108,6 @@ def __getattr__(name: str):
 
         new, removed_in = _DEPRECATED[name]
         warnings.warn(f"metastudio.api.{name} is deprecated: use metastudio.api.{new} instead (the old name goes "
-                      f"away with {removed_in})", DeprecationWarning, stacklevel=2)
+                      f"away with {removed_in})", MetaStudioDeprecationWarning, stacklevel=2)
         return globals()[new]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -64,6 +64,11 @@ class TrainingError(MetaStudioError):
     """Meta-training cannot go on (for example the loss became NaN)."""
 
 
+class MetaStudioDeprecationWarning(DeprecationWarning):
+    """What MetaStudio warns with when a plugin uses something deprecated (see "Versions,
+    stability and deprecation" in docs/plugins.md); ``metastudio plugins validate`` lists each."""
+
+
 class UnknownComponentError(MetaStudioError, KeyError):
     """No loaded plugin provides the algorithm, backbone or dataset asked for."""
 

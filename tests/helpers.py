@@ -152,3 +152,55 @@ def adapt_and_predict(algo, episode):
     assert_probabilities(probs, len(episode.query_images), episode.ways)
     assert learner.predict_proba(episode.query_images[:0]).shape == (0, episode.ways)
     return learner, probs
+
+
+def _methods(*, loss: bool = False):
+    """meta_train_step and adapt of a tiny prototype algorithm; ``loss``: adapt reports one."""
+    from metastudio.api import AdaptProgress, Learner, class_means
+
+    class CentroidLearner(Learner):
+        def __init__(self, algorithm, means, class_names):
+            super().__init__(class_names, algorithm)
+            self.register_buffer("means", means)
+
+        def forward(self, images):
+            return -torch.cdist(self.algorithm.embed(images), self.means)
+
+    def meta_train_step(self, episodes):
+        losses = []
+        for ep in episodes:
+            means = class_means(self.training_embed(ep.support_images), ep.support_labels.to(self.device), ep.ways)
+            scores = -torch.cdist(self.training_embed(ep.query_images), means)
+            losses.append(torch.nn.functional.cross_entropy(scores, ep.query_labels.to(self.device)))
+        loss = torch.stack(losses).mean()
+        self.optimizer_step(loss)
+        return {"loss": float(loss.detach()), "accuracy": 0.5}
+
+    def adapt(self, support, progress=None):
+        with self.evaluating(), torch.no_grad():
+            means = class_means(self.embed_all(support.images), support.labels.to(self.device), support.ways)
+        if progress:
+            progress(AdaptProgress(1, 1, 0.5 if loss else None))
+        return CentroidLearner(self, means, support.class_names)
+
+    return {"meta_train_step": meta_train_step, "adapt": adapt}
+
+
+def define_algorithm(name: str, *bases, loss: bool = False, **attributes):
+    """Define a named nearest-centroid algorithm class (which runs the declaration checks of
+    ``Algorithm.__init_subclass__``), with ``bases`` (default: Algorithm) and class ``attributes``."""
+    from metastudio.api import Algorithm
+
+    body = {"name": name, "title": name.title(), "family": "metric", "description": "test only",
+            **_methods(loss=loss), **attributes}
+    return type(name.title().replace("-", ""), bases or (Algorithm,), body)
+
+
+def register_algorithm(host, cls):
+    """Register ``cls`` in ``host`` as a plugin module offering it would be."""
+    import types
+
+    from metastudio.plugins.hookspecs import hookimpl
+
+    host.register_module(types.SimpleNamespace(metastudio_algorithms=hookimpl(lambda: [cls])), f"test-{cls.name}")
+

@@ -57,8 +57,9 @@ from torch import nn
 
 from metastudio.data.batches import LabelledBatch
 from metastudio.data.episodes import Episode, SupportSet
-from metastudio.errors import FixedHyperParameterError
+from metastudio.errors import FixedHyperParameterError, MetaStudioDeprecationWarning
 from metastudio.data.images import FITS
+from metastudio.algorithms.capabilities import CAPABILITIES, check_declarations
 from metastudio.algorithms.hyperparameters import TRAINING_HYPERPARAMETERS, HyperParameter
 from metastudio.algorithms.openset import OpenSetPrediction, max_probability_prediction
 
@@ -196,7 +197,7 @@ class Learner(nn.Module):
         if type(self).state_dict is not nn.Module.state_dict:
             warnings.warn(
                 f"{type(self).__name__} overrides state_dict() to return the tensors that rebuild it; "
-                "rename state_dict to learner_state", DeprecationWarning, stacklevel=2)
+                "rename state_dict to learner_state", MetaStudioDeprecationWarning, stacklevel=2)
             return dict(self.state_dict())
         return {}
 
@@ -229,7 +230,7 @@ class Learner(nn.Module):
         as :mod:`metastudio.engine.export` writes it."""
         warnings.warn("Learner.as_module() is deprecated: a learner is a module; export it with "
                       "metastudio.engine.export.export_learner, or use Learner.standalone()",
-                      DeprecationWarning, stacklevel=2)
+                      MetaStudioDeprecationWarning, stacklevel=2)
         return Probabilities(self.standalone())
 
 
@@ -269,6 +270,17 @@ class Algorithm(nn.Module, ABC):
     #: ``"batches+episodes"`` for both, batches first. Checked when the class is defined: the
     #: methods it names must be implemented.
     trains_on: ClassVar[str] = "episodes"
+    # Capabilities (see metastudio.algorithms.capabilities), checked when the class is defined.
+    #: Meta-training distorts its images at random while the ``distort`` hyperparameter is on
+    #: (:meth:`training_embed`); declare :data:`~metastudio.algorithms.augment.DISTORT` and
+    #: ``DISTORT_PROB`` with it. Refused on a frozen backbone, whose features are computed once.
+    distorts_training_images: ClassVar[bool] = False
+    #: :meth:`adapt` reports the support loss of each of its steps through ``progress``
+    #: (gradient steps, say); the app plots it live while adapting.
+    reports_adaptation_loss: ClassVar[bool] = False
+    #: It can be built with ``freeze_backbone=True`` (a pretrained backbone kept as it is, its
+    #: features computed once); False refuses ``--freeze-backbone`` runs before any data loads.
+    supports_frozen_backbone: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -282,6 +294,7 @@ class Algorithm(nn.Module, ABC):
         for part, method in needed.items():
             if part in cls.trains_on.split("+") and getattr(cls, method) is getattr(Algorithm, method):
                 raise TypeError(f"{where}: trains_on={cls.trains_on!r} needs a {method} method")
+        check_declarations(cls, Algorithm, where)
 
     def __init__(
         self,
@@ -328,7 +341,10 @@ class Algorithm(nn.Module, ABC):
         #: :meth:`start_batch_training`.
         self.training_modules = nn.ModuleDict()
         self._with_training_modules = False
-        if self.hparams.get("distort") and self.backbone_frozen:
+        if self.backbone_frozen and not self.supports_frozen_backbone:
+            raise ValueError(f"{self.title or self.name} does not work on a frozen backbone (it declares "
+                             "supports_frozen_backbone = False): train the backbone with it")
+        if self.distorts_training_images and self.hparams.get("distort") and self.backbone_frozen:
             raise ValueError(
                 f"distort=true distorts training images, but the backbone '{backbone_name}' is frozen and a head on "
                 f"it trains on features computed once per image; use distort=false")
@@ -510,10 +526,10 @@ class Algorithm(nn.Module, ABC):
 
     def training_embed(self, images: torch.Tensor) -> torch.Tensor:
         """What meta-training embeds: :meth:`embed` of the images, randomly distorted first
-        (:mod:`metastudio.algorithms.augment`) while training when the algorithm declares the
-        ``distort`` hyperparameter and it is on. Adapting, predicting and validating use
-        :meth:`embed` and never distort."""
-        if not (self.training and self.hparams.get("distort")):
+        (:mod:`metastudio.algorithms.augment`) while training when the algorithm declares
+        :attr:`distorts_training_images` and its ``distort`` hyperparameter is on. Adapting,
+        predicting and validating use :meth:`embed` and never distort."""
+        if not (self.distorts_training_images and self.training and self.hparams.get("distort")):
             return self.embed(images)
         from metastudio.algorithms.augment import random_affine  # augment declares its hyperparameters with this module
 
@@ -651,6 +667,7 @@ class Algorithm(nn.Module, ABC):
             "name": cls.name, "version": cls.version, "title": cls.title, "family": cls.family,
             "description": cls.description, "hyperparameters": [h.describe() for h in cls.hyperparameters],
             "trains_on": cls.trains_on,
+            "capabilities": {name: bool(getattr(cls, name)) for name in CAPABILITIES},
         }
 
     def config(self) -> dict[str, Any]:

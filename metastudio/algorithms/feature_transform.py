@@ -40,6 +40,7 @@ from torch import nn
 
 from metastudio.algorithms.base import Algorithm
 from metastudio.algorithms.hyperparameters import HyperParameter
+from metastudio.errors import MetaStudioDeprecationWarning
 
 #: The modes, in the order forms show them.
 FEATURE_TRANSFORMS = ("none", "cl2n", "power-cl2n")
@@ -98,7 +99,7 @@ def copy_feature_transform(module: nn.Module, algorithm: Algorithm) -> str:
     ``feature_mean`` as the buffer ``feature_mean`` of ``module`` (when the transform is not
     ``none``) and return the mode, for ``apply_feature_transform(x, mode, module.feature_mean)``."""
     warnings.warn("copy_feature_transform is deprecated: a Learner is a module whose stand-alone copy "
-                  "(Learner.standalone) carries the feature mean", DeprecationWarning, stacklevel=2)
+                  "(Learner.standalone) carries the feature mean", MetaStudioDeprecationWarning, stacklevel=2)
     mode = str(algorithm.hparams.get("feature_transform", "none"))
     if mode != "none":
         with torch.no_grad():  # cloned outside inference mode: the original may be an inference tensor

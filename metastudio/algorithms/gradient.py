@@ -117,6 +117,7 @@ class GradientAlgorithm(FeatureTransformMixin, Algorithm):
     """Base class of algorithms that adapt by gradient steps on the support set (see the module)."""
 
     family = "optimization"
+    reports_adaptation_loss = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

@@ -263,6 +263,10 @@ class NearestCentroid(Algorithm):
     title = "{{title}}"
     family = "metric"  # metric, model or optimization
     description = "Classifies an image by the nearest class centroid of the examples' features."
+    # What else it can do is declared here, never implied by a hyperparameter's name (see
+    # "What you declare" in MetaStudio's docs/plugins.md): reports_adaptation_loss = True for an
+    # adapt that takes steps and reports their loss, distorts_training_images = True with the
+    # DISTORT and DISTORT_PROB hyperparameters, supports_frozen_backbone = False.
     # The shared training ones (lr, weight_decay, lr_schedule, lr_step) and one of its own. Its
     # role says a trained model may be used with another value (it changes no saved weight).
     hyperparameters = TRAINING_HYPERPARAMETERS + (

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from metastudio.algorithms.feature_transform import FeatureTransformMixin
 from metastudio.engine.control import Control
 from metastudio.data.datasets import FewShotDataset
 from metastudio.errors import DatasetError, MetaStudioError
@@ -320,8 +321,10 @@ def prepare_run(
       untrained model can stay the best; ``val_split`` is then not loaded.
     * Episodes with more classes than the algorithm's ``ways_limit`` (MANN's and Meta Networks'
       ``max_ways``), in training or in validation, raise ValueError before any data is loaded.
-    * With a ``feature_transform`` hyperparameter other than ``none`` (cl2n, power-cl2n) and
-      an algorithm whose ``feature_mean_fitted`` is "before training" (the default), the
+    * ``freeze_backbone`` with an algorithm that declares ``supports_frozen_backbone = False``
+      raises ValueError before any data is loaded.
+    * With a ``feature_transform`` hyperparameter other than ``none`` (cl2n, power-cl2n) on a
+      :class:`~metastudio.algorithms.feature_transform.FeatureTransformMixin` algorithm whose ``feature_mean_fitted`` is "before training" (the default), the
       backbone must be frozen (ValueError otherwise, before any data is loaded), and the
       algorithm's feature mean is fitted on the training features before training (a stage of
       ``progress``); one that fits it "by the algorithm" (SimpleShot) keeps it up to date itself.
@@ -380,7 +383,10 @@ def _resolve_components(plan: TrainingPlan, host, warnings: list[str]) -> _Compo
                              f"{what} is {ways}: lower it to {limit} or fewer, or raise max_ways")
     if plan.freeze_backbone and not backbone.pretrained:
         raise ValueError(f"freezing the backbone needs a pretrained backbone; '{backbone.name}' starts from random weights")
-    transform = str(hparams.get("feature_transform", "none"))
+    if plan.freeze_backbone and not getattr(cls, "supports_frozen_backbone", True):
+        raise ValueError(f"{cls.title or cls.name} does not work on a frozen backbone (it declares "
+                         "supports_frozen_backbone = False): train without freeze_backbone (--freeze-backbone)")
+    transform = str(hparams.get("feature_transform", "none")) if issubclass(cls, FeatureTransformMixin) else "none"
     fitted_before = getattr(cls, "feature_mean_fitted", "before training") == "before training"
     if transform != "none" and fitted_before and not plan.freeze_backbone:
         raise ValueError(f"feature_transform={transform} needs a frozen pretrained backbone (freeze_backbone, "

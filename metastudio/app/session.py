@@ -63,7 +63,7 @@ class ModelInfo:
     hyperparameters: dict[str, Any]
     hyperparameter_specs: list[dict[str, Any]]
     description: str = ""
-    iterative: bool = False  # adaptation takes several steps (its loss can be plotted)
+    iterative: bool = False  # adapt reports a loss per step (reports_adaptation_loss): plotted
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -163,7 +163,7 @@ class ClassifierSession:
             algorithm_title=cls.title or cls.name, family=cls.family, backbone=algorithm.backbone_name,
             image_size=algorithm.image_size, channels=algorithm.channels, device=describe_device(self.device),
             hyperparameters=dict(algorithm.hparams), hyperparameter_specs=[h.describe() for h in cls.hyperparameters],
-            description=cls.description, iterative=cls.family == "optimization",
+            description=cls.description, iterative=bool(cls.reports_adaptation_loss),
         )
         self._key = key
         return self.info

@@ -15,6 +15,8 @@ import importlib.util
 import sys
 import warnings
 
+from metastudio.errors import MetaStudioDeprecationWarning
+
 #: old module name -> the modules its names now come from (the first is the main one).
 MOVED: dict[str, tuple[str, ...]] = {
     "algorithm": ("metastudio.algorithms.base", "metastudio.algorithms.hyperparameters"),
@@ -67,7 +69,7 @@ class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         warnings.warn(
             f"{module.__name__} has moved to {targets[0]}; plugins should import from metastudio.api "
             "(the old path goes away in the next major version of the plugin API)",
-            DeprecationWarning, stacklevel=2)
+            MetaStudioDeprecationWarning, stacklevel=2)
         for target in reversed(targets):
             names = vars(importlib.import_module(target))
             module.__dict__.update({k: v for k, v in names.items() if not k.startswith("__")})

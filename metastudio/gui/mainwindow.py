@@ -419,8 +419,8 @@ class MainWindow(QMainWindow):
         if total > 1:
             self.busy_indicator.set_progress(step, total)
             self.announce(f"Learning your classes: step {step} of {total}…")
-        if math.isnan(loss):
-            return
+        if math.isnan(loss) or not (self.model_info or {}).get("iterative"):
+            return  # plotted for the algorithms that declare reports_adaptation_loss
         if step <= 1:
             self.adapt_plot.clear("adapt_loss")
         self.adapt_plot.show()

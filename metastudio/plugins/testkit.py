@@ -47,7 +47,8 @@ brackets, e.g. ``[adapt]``):
 4. learning: the loss on one fixed episode (or batch) goes down over ``steps`` further steps
    (the mean of the last two steps is below the mean of the first two);
 5. adaptation (in eval mode, as the evaluator and the app call it): ``adapt`` reports
-   :class:`~metastudio.algorithms.base.AdaptProgress` steps to its ``progress`` callback,
+   :class:`~metastudio.algorithms.base.AdaptProgress` steps to its ``progress`` callback (with
+   a float loss in at least one of them when it declares ``reports_adaptation_loss``),
    works without one, does not change the algorithm's parameters or buffers, and returns a
    :class:`~metastudio.algorithms.base.Learner` for exactly the support set's classes, also
    with an unequal number of shots per class and with fewer ways (3) than it was trained on
@@ -76,8 +77,9 @@ brackets, e.g. ``[adapt]``):
     weights; the kit makes one from the given backbone with fixed weights when it has none):
     the backbone neither trains nor enters the saved state, meta-training on its precomputed
     features (as ``metastudio train`` does) leaves it unchanged, and the model adapts,
-    predicts, saves and loads. An algorithm that refuses a frozen backbone (a ``ValueError``
-    from its constructor) skips this check, and one with nothing left to train skips its
+    predicts, saves and loads. An algorithm that declares ``supports_frozen_backbone = False``
+    or refuses a frozen backbone with the given hyperparameters (a ``ValueError`` from its
+    constructor) skips this check, and one with nothing left to train skips its
     training part;
 12. CUDA, where a CUDA device is present: the saved model loaded on the GPU adapts to
     support images on the CPU (as the app gives them) and predicts the CPU's probabilities

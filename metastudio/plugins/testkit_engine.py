@@ -219,6 +219,9 @@ def check_frozen_backbone(cls: type[Algorithm], spec: BackboneSpec, ds: FewShotD
 
     step = "frozen backbone"
     _at(step)
+    if not cls.supports_frozen_backbone:
+        report.skip(step, f"{cls.name} declares supports_frozen_backbone = False")
+        return
     frozen = spec if spec.pretrained else pretrained_copy(spec)
     registry.extra[frozen.name] = frozen
     try:

@@ -187,6 +187,10 @@ def _adapt(algorithm: Algorithm, support: SupportSet, step: str) -> Learner:
                f"AdaptProgress.loss must be None or a finite plain float, got {p.loss!r}")
     steps = [p.step for p in calls]
     _check(steps == sorted(steps), step, f"AdaptProgress steps must not go backwards, got {steps}")
+    if type(algorithm).reports_adaptation_loss:
+        _check(any(p.loss is not None for p in calls), step,
+               "the algorithm declares reports_adaptation_loss = True, so adapt must report the support loss of its "
+               "steps (AdaptProgress(step, total, loss) with a float loss) for the app to plot; it reported none")
     _check(calls[-1].step == calls[-1].total, step,
            f"the last AdaptProgress must have step == total (adaptation finished), got {calls[-1]!r}")
     return learner

@@ -43,6 +43,7 @@ class BaselinePlusPlus(Algorithm):
     version = "1"
     title = "Baseline++"
     family = "optimization"
+    reports_adaptation_loss = True
     description = ("Trains a cosine classifier on every training class, then fine-tunes a new one on your "
                    "examples. A strong, simple baseline.")
     trains_on = "batches"

@@ -212,6 +212,7 @@ class RelationNetworks(FeatureTransformMixin, Algorithm):
     version = "1"
     title = "Relation Networks"
     family = "metric"
+    distorts_training_images = True
     description = ("Compares each query with each class through a learned relation module (a small network) "
                    "instead of a fixed distance. Use the conv4-maps backbone for the paper's version.")
     hyperparameters = TRAINING_HYPERPARAMETERS + (

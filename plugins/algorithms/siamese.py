@@ -101,6 +101,7 @@ class SiameseNetworks(FeatureTransformMixin, Algorithm):
     version = "1"
     title = "Siamese Networks"
     family = "metric"
+    distorts_training_images = True
     description = ("Learns whether two images show the same class (a twin network with a learned weighted L1 "
                    "distance); a query goes to the class whose examples it matches best.")
     hyperparameters = TRAINING_HYPERPARAMETERS + (

@@ -45,10 +45,12 @@ def test_each_algorithm_adapts_predicts_and_survives_save_and_open(name, make_wi
         assert {n: form.editor(n).isEnabled() for n in shown} == {n: r == "adaptation" for n, r in shown.items()}
     for probs in before["probabilities"].values():
         assert len(probs) == 3 and sum(probs) == pytest.approx(1, abs=1e-4)
-    if cls.family == "optimization":  # adaptation is gradient descent: its loss is plotted step by step
+    if cls.reports_adaptation_loss:  # adaptation takes steps: its loss is plotted step by step
         steps = algorithm.hparams["adapt_steps"]
         assert len(before["adapt_losses"]) == steps
         assert w.adapt_plot.isVisible() and w.adapt_plot.series_length("adapt_loss") == steps
+    else:
+        assert not w.adapt_plot.isVisible()
 
     path = tmp_path / f"{name}.metastudio"
     assert w.documents.save_to(path)

@@ -290,6 +290,7 @@ def test_inner_loop_loss_of_an_iterative_algorithm_is_plotted_live(make_window, 
 
     class GradientHead(Algorithm):
         name, title, family, description = "test-gradient-head", "Gradient head", "optimization", "test only"
+        reports_adaptation_loss = True
 
         def meta_train_step(self, episodes):
             return {"loss": 0.0, "accuracy": 0.0}

@@ -335,3 +335,24 @@ def test_every_field_explains_itself_in_one_plain_line(qtbot, panel, preset):
     cls = panel.host.algorithms[panel.plan().algorithm]
     for h in cls.hyperparameters:
         assert panel.form.hparam_form.editor(h.name).toolTip().startswith(h.help)
+
+
+def test_the_training_form_offers_freezing_only_to_an_algorithm_that_supports_it(host, qtbot, tmp_path):
+    """An algorithm declaring supports_frozen_backbone = False gets no freeze box, and says why."""
+    from helpers import define_algorithm, register_algorithm
+
+    register_algorithm(host, define_algorithm("whole-net", supports_frozen_backbone=False))
+    panel = TrainingPanel(host=host, output_dir=tmp_path)
+    qtbot.addWidget(panel)
+    form = panel.form
+    assert select_data(form.backbone_combo, "efficientnet-lite0")
+    assert select_data(form.algorithm_combo, "protonet")
+    assert form.freeze_check.isEnabled()
+    form.freeze_check.setChecked(True)
+    assert select_data(form.algorithm_combo, "whole-net")
+    assert not form.freeze_check.isEnabled() and not form.freeze_check.isChecked()
+    assert "cannot keep a ready-made one as it is" in form.freeze_check.toolTip()
+    assert not form.plan().freeze_backbone
+    assert select_data(form.algorithm_combo, "protonet")
+    assert form.freeze_check.isEnabled()
+    panel.shutdown()

@@ -362,3 +362,35 @@ def test_a_hanging_plugin_is_reported_and_the_command_ends(tmp_path):
     done = _command("plugins", "validate", fp.entry_point("hanging_adapt"), "--timeout", "3", env=fp.env(site))
     assert done.returncode == 1, done.stdout + done.stderr
     assert "the test kit did not finish within 3 s" in done.stdout
+
+
+LEGACY_ALGORITHM = '''
+from metastudio.api import Algorithm
+
+
+class Steps(Algorithm):
+    name, title, family, description = "mstest-steps", "Steps", "optimization", "adapts in steps"
+
+    def meta_train_step(self, episodes):
+        return {"loss": 0.0, "accuracy": 0.0}
+
+    def adapt(self, support, progress=None):
+        raise NotImplementedError
+'''
+
+
+def test_deprecated_declarations_are_warnings_and_contradictory_ones_import_errors(tmp_path):
+    path = _write(tmp_path / "legacy", "mstest_legacy.py", GOOD + LEGACY_ALGORITHM)
+    legacy = validate(str(path))
+    assert legacy.ok, legacy.problems
+    warning = _one(legacy, "deprecated", "algorithm 'mstest-steps'", "declare reports_adaptation_loss = True")
+    line = path.read_text().splitlines().index("class Steps(Algorithm):") + 1
+    assert warning.severity == "warning" and f"mstest_legacy.py:{line})" in warning.message  # the class statement
+    contradictory = LEGACY_ALGORITHM.replace("from metastudio.api import Algorithm",
+                                             "from metastudio.api import FEATURE_TRANSFORM, TRAINING_HYPERPARAMETERS, "
+                                             "Algorithm").replace(
+        '"adapts in steps"\n', '"adapts in steps"\n    reports_adaptation_loss = True\n'
+        '    hyperparameters = TRAINING_HYPERPARAMETERS + (FEATURE_TRANSFORM,)\n')
+    broken = validate(str(_write(tmp_path / "broken", "mstest_contra.py", GOOD + contradictory)))
+    problem = _one(broken, "import", "does not inherit FeatureTransformMixin")
+    assert "put FeatureTransformMixin before Algorithm" in problem.message and not broken.ok

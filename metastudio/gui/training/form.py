@@ -354,6 +354,7 @@ class TrainingForm(QWidget):
             steps.setValue(next(f.default for f in BATCH_FIELDS if f.key == "batch_steps"))
         if cls is not None and not self._setting_plan:
             self._keep_ways_within(cls)
+        self._update_freeze()
 
     def _keep_ways_within(self, cls) -> None:
         """Lower the episode ways to what the algorithm can tell apart with the settings in its form
@@ -376,12 +377,24 @@ class TrainingForm(QWidget):
                               "(its max ways setting).")
 
     def _backbone_changed(self, *_: object) -> None:
+        self._update_freeze()
+
+    def _update_freeze(self) -> None:
+        """The freeze box is offered for a pretrained backbone and an algorithm that works on a
+        frozen one (``supports_frozen_backbone``); its tooltip says why when it is not."""
         name = self.backbone_combo.currentData()
         spec = self.host.backbones.get(name) if name else None
+        cls = self._current_algorithm()
         pretrained = bool(spec is not None and spec.pretrained)
-        self.freeze_check.setEnabled(pretrained)
-        if not pretrained:
+        supported = cls is None or getattr(cls, "supports_frozen_backbone", True) is not False
+        self.freeze_check.setEnabled(pretrained and supported)
+        if not (pretrained and supported):
             self.freeze_check.setChecked(False)
+        if not supported:
+            self.freeze_check.setToolTip(f"{cls.title or cls.name} trains the whole network: it cannot keep a "
+                                         "ready-made one as it is.")
+        else:
+            self.freeze_check.setToolTip(FIELD_TIPS["freeze"])
 
     def _dataset_changed(self, *_: object) -> None:
         name = self.dataset_combo.currentData()
