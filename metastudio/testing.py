@@ -15,10 +15,17 @@ pytest loads it by itself wherever MetaStudio is installed (the ``pytest11`` ent
     ``make(algorithm="protonet", *, backbone="conv4", steps=2, hparams=None, dataset=None)``
     meta-trains the algorithm (a name the host knows, or its class) for a few steps on the tiny
     dataset and returns the path of the model file, ready for ``metastudio_session.load`` or a
-    window.
+    window. ``steps`` is each kind of step the algorithm's ``trains_on`` names: ``steps`` batch
+    steps for ``"batches"``, that many batch steps and then that many episode steps for
+    ``"batches+episodes"``.
 ``metastudio_session``
     A :class:`~metastudio.app.session.ClassifierSession` on the CPU with ``metastudio_host``:
-    what the app and ``metastudio classify`` drive (``session.load(path)``, then ``session.run``).
+    what the app and ``metastudio classify`` drive. ``session.load(path)`` loads a model file;
+    ``session.run(support, queries)`` takes image files, ``support`` as ``[(class name,
+    [(image id, path), ...]), ...]`` and ``queries`` as ``[(image id, path), ...]`` (ids are
+    any strings), and returns a result whose ``status`` is ``"ok"``, whose ``class_names`` are
+    the classes in order and whose ``probabilities`` map each query id to one probability per
+    class (``problems`` names the images that could not be read, and why).
 ``make_metastudio_window``
     ``make(model=None, *, project=None)`` opens the app's main window (shown, on the CPU, its
     settings and recovery copies in the test's temporary folder, dialogs answered "discard")

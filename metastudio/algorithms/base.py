@@ -307,6 +307,12 @@ class Algorithm(nn.Module, ABC):
         freeze_backbone: bool = False,
         fit: str = "stretch",
     ):
+        """Built by the engine: ``backbone`` (an ``nn.Module`` whose ``out_features`` is its
+        feature width) and its registry name, the image side and channels the model sees, the
+        hyperparameter values (validated into :attr:`hparams`), whether the backbone is frozen
+        and how other image shapes are made square. A subclass that needs layers or buffers of
+        its own makes them in its ``__init__(self, *args, **kwargs)`` after calling
+        ``super().__init__(*args, **kwargs)``."""
         super().__init__()
         # channels_last makes the convolutions ~1.5x faster on CPUs (oneDNN) and on GPUs.
         #: The memory format :meth:`prepare` gives images (a stand-alone copy uses the contiguous one).

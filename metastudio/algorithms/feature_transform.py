@@ -132,7 +132,11 @@ class FeatureTransformMixin:
     * :meth:`embed` is the backbone's features (``Algorithm.embed``, which also passes
       precomputed feature rows through) transformed: a head's own layers (projection, FCE,
       distance, relation module) come after it.
-    * :meth:`fit_feature_mean` sets the mean from base-class images or feature rows.
+    * :meth:`fit_feature_mean` sets the mean from base-class images or feature rows (what the
+      engine calls before training for ``feature_mean_fitted = "before training"``), and
+      :meth:`update_feature_mean` keeps it up to date step by step for an algorithm that fits it
+      itself while the backbone trains (``"by the algorithm"``); :meth:`backbone_features` are
+      the features before the transform.
     """
 
     #: Who sets the centring mean, declared by the algorithm: ``"before training"`` (the engine
@@ -160,6 +164,31 @@ class FeatureTransformMixin:
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """The backbone's features (see :meth:`Algorithm.embed`), transformed."""
         return self.transform_features(super().embed(images))
+
+    def backbone_features(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's own features [B, D] of ``images``, not transformed
+        (:meth:`Algorithm.embed`, with gradients when training): what a classifier over the
+        training classes learns from, when :meth:`embed` gives the transformed ones."""
+        return Algorithm.embed(self, images)
+
+    @torch.no_grad()
+    def update_feature_mean(self, images: torch.Tensor, momentum: float = 0.02) -> None:
+        """Keep the centring mean up to date while training, for ``feature_mean_fitted = "by the
+        algorithm"``: move it the share ``momentum`` of the way to the mean of ``images``' features
+        as the network now sees them (in evaluation mode, just before centring); the first call
+        replaces the zeros it starts from. Call it after each training step on a few of the
+        step's images (16 are plenty). The mean is a buffer, so resuming continues it. Does
+        nothing when the transform is ``none``."""
+        mode = self.feature_transform_mode
+        if mode == "none" or not len(images):
+            return
+        with self.evaluating():
+            raw = Algorithm.embed(self, images).float()
+        estimate = before_centring(raw, mode).mean(0).to(self.feature_mean)
+        if not bool(self.feature_mean.any()):
+            self.feature_mean.copy_(estimate)
+        else:
+            self.feature_mean.lerp_(estimate, momentum)
 
     @torch.inference_mode()
     def fit_feature_mean(self, batches: Iterable[torch.Tensor]) -> int:

@@ -346,7 +346,20 @@ _HOST_LOCK = threading.RLock()
 
 
 def get_host(*, safe_mode: bool | None = None) -> PluginHost:
-    """The process's plugin host, loaded on first use."""
+    """The process's plugin host, loaded on first use: every installed plugin (the built-in ones
+    only with ``safe_mode``).
+
+    What a plugin's tests may rely on (stable like the rest of :mod:`metastudio.api`):
+
+    * ``host.algorithm(name)`` (an Algorithm class), ``host.backbone(name)`` (a BackboneSpec)
+      and ``host.dataset(name)`` (a DatasetSpec); an unknown name raises
+      :class:`~metastudio.errors.UnknownComponentError` (a KeyError);
+    * ``host.records``, a dict from each plugin's entry-point name to its record, with
+      ``status`` (``"ok"``, ``"failed"`` or ``"disabled"``), ``error`` and ``traceback`` (why
+      it failed; empty otherwise), ``components`` (``(kind, name)`` pairs it registered) and
+      ``warnings`` (what the host left out of it, and why), beside ``package`` and ``version``.
+
+    Everything else of the host is internal."""
     global _HOST
     with _HOST_LOCK:  # the app's worker and its window may both ask first: load the plugins once
         if _HOST is None or (safe_mode is not None and safe_mode != _HOST.safe_mode):

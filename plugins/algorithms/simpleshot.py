@@ -23,8 +23,7 @@ from torch import nn
 
 from metastudio.api import (
     TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, FeatureTransformMixin, HyperParameter, LabelledBatch,
-    Learner, ProgressCallback, SupportSet, before_centring, class_means, feature_transform_hyperparameter,
-    hookimpl,
+    Learner, ProgressCallback, SupportSet, class_means, feature_transform_hyperparameter, hookimpl,
 )
 
 #: The moving average of the feature mean takes this share of each new estimate.
@@ -32,7 +31,6 @@ MEAN_MOMENTUM = 0.02
 #: Each batch's first images (at most this many) give the estimate: one more forward pass of
 #: them, in evaluation mode, per step.
 MEAN_IMAGES = 16
-
 
 
 class SimpleShot(FeatureTransformMixin, Algorithm):
@@ -56,25 +54,13 @@ class SimpleShot(FeatureTransformMixin, Algorithm):
 
     def batch_train_step(self, batch: LabelledBatch) -> dict[str, float]:
         with self.autocast():
-            features = Algorithm.embed(self, batch.images)  # the network's own features, as trained
+            features = self.backbone_features(batch.images)  # before the transform: what the classifier learns from
             logits = self.training_modules["classifier"](features).float()
         labels = batch.labels.to(logits.device)
         loss = F.cross_entropy(logits, labels)
         self.optimizer_step(loss)
-        if self.feature_transform_mode != "none":  # a buffer: saved with the model and the resume checkpoint
-            self.update_feature_mean(batch.images[:MEAN_IMAGES])
+        self.update_feature_mean(batch.images[:MEAN_IMAGES], MEAN_MOMENTUM)  # the centring mean follows the network
         return {"loss": float(loss.detach()), "accuracy": float((logits.argmax(1) == labels).float().mean())}
-
-    @torch.no_grad()
-    def update_feature_mean(self, images: torch.Tensor) -> None:
-        """Move the centring mean towards that of ``images`` as the network now sees them."""
-        with self.evaluating():
-            raw = Algorithm.embed(self, images).float()
-        estimate = before_centring(raw, self.feature_transform_mode).mean(0)
-        if not bool(self.feature_mean.any()):  # the first estimate replaces the zeros
-            self.feature_mean.copy_(estimate)
-        else:
-            self.feature_mean.lerp_(estimate.to(self.feature_mean), MEAN_MOMENTUM)
 
     def logits(self, queries: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
         distances = (queries.pow(2).sum(1, keepdim=True) - 2 * queries @ means.t() + means.pow(2).sum(1)).clamp_min(0)
