@@ -129,16 +129,29 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return text
 
 
-def package_files(names: PluginNames, requirement: str, api_version: int) -> dict[str, str]:
-    """The package's files, path (relative, with ``/``) -> text."""
+#: What the algorithm of a new package trains on (``--trains-on``): the template for each.
+TEMPLATES = ("episodes", "batches")
+
+
+def package_files(names: PluginNames, requirement: str, api_version: int,
+                  trains_on: str = "episodes") -> dict[str, str]:
+    """The package's files, path (relative, with ``/``) -> text. ``trains_on`` (one of
+    :data:`TEMPLATES`) picks the algorithm: meta-trained on episodes (Prototypical Networks at
+    its smallest) or trained as a classifier of every training class on labelled batches, then
+    nearest class mean (SimpleShot at its smallest)."""
+    if trains_on not in TEMPLATES:
+        raise NewPluginError(f"--trains-on must be one of {', '.join(TEMPLATES)}, not '{trains_on}'")
+    batches = trains_on == "batches"
     values = {
         "name": names.name, "module": names.module, "distribution": names.distribution, "title": names.title,
         "requirement": requirement, "api_version": str(api_version),
+        "class": "NearestMean" if batches else "NearestCentroid",
     }
+    values["train"] = _fill(TRAIN_BATCHES if batches else TRAIN_EPISODES, values)
     files = {
         "pyproject.toml": PYPROJECT,
         f"src/{names.module}/__init__.py": INIT,
-        f"src/{names.module}/plugin.py": PLUGIN,
+        f"src/{names.module}/plugin.py": PLUGIN_BATCHES if batches else PLUGIN,
         "tests/test_plugin.py": TESTS,
         "README.md": README,
         ".ci/run": CI_RUN,
@@ -147,11 +160,14 @@ def package_files(names: PluginNames, requirement: str, api_version: int) -> dic
     return {path: _fill(template, values) for path, template in files.items()}
 
 
-def write_plugin_package(name: str, out: str | Path = ".") -> NewPlugin:
+def write_plugin_package(name: str, out: str | Path = ".", trains_on: str = "episodes") -> NewPlugin:
     """Write the package of a new algorithm plugin ``name`` into ``out/name`` (created; an
-    existing folder must be empty). Raises :class:`NewPluginError` for a name that cannot be a
-    plugin's, one already installed, or a folder in the way."""
+    existing folder must be empty), its algorithm trained on ``trains_on`` (see
+    :func:`package_files`). Raises :class:`NewPluginError` for a name that cannot be a plugin's,
+    one already installed, or a folder in the way."""
     names = plugin_names(name)
+    if trains_on not in TEMPLATES:
+        raise NewPluginError(f"--trains-on must be one of {', '.join(TEMPLATES)}, not '{trains_on}'")
     folder = Path(out).expanduser() / name
     if folder.exists() and not folder.is_dir():
         raise NewPluginError(f"'{folder}' exists and is not a folder; choose another --out")
@@ -162,7 +178,7 @@ def write_plugin_package(name: str, out: str | Path = ".") -> NewPlugin:
     from metastudio.plugins.hookspecs import HOOK_API_VERSION  # (imports the plugin host, and torch)
 
     requirement = metastudio_requirement(__version__)
-    files = package_files(names, requirement, HOOK_API_VERSION)
+    files = package_files(names, requirement, HOOK_API_VERSION, trains_on)
     try:
         for relative, text in files.items():
             path = folder / relative
@@ -331,13 +347,13 @@ TESTS = '''\
 
 from metastudio.api import check_algorithm
 
-from {{module}}.plugin import NearestCentroid
+from {{module}}.plugin import {{class}}
 
 
 def test_the_algorithm_follows_the_contract(tmp_path):
     # Meta-trains a few steps on tiny synthetic images (a Conv-4 backbone, on the CPU), then
     # checks adapting, predicting, the learner's forward, export and saving: a few seconds.
-    check_algorithm(NearestCentroid, tmp_path=tmp_path)
+    check_algorithm({{class}}, tmp_path=tmp_path)
 
 
 def test_metastudio_finds_the_plugin_through_its_entry_point():
@@ -350,7 +366,7 @@ def test_metastudio_finds_the_plugin_through_its_entry_point():
     assert record is not None, "MetaStudio has no plugin named '{{name}}': install this package (pip install -e .)"
     assert record.status == "ok", f"{record.error}\\n{record.traceback}"
     assert ("algorithm", "{{name}}") in record.components, record.warnings
-    assert host.algorithm("{{name}}") is NearestCentroid
+    assert host.algorithm("{{name}}") is {{class}}
 '''
 
 README = '''\
@@ -358,7 +374,7 @@ README = '''\
 
 {{title}}: a nearest-centroid few-shot algorithm, as a MetaStudio plugin. It averages the
 backbone features of each class's examples into a centroid and gives a new image to the class
-whose centroid is nearest (`src/{{module}}/plugin.py` explains it).
+whose centroid is nearest (`src/{{module}}/plugin.py` explains it, and how it is trained).
 
 | | |
 |---|---|
@@ -391,9 +407,7 @@ MetaStudio from first.
 ## Use
 
 ```sh
-# Meta-train it (here on Omniglot, downloaded on first use) ...
-metastudio train --algorithm {{name}} --backbone conv4 --dataset omniglot --ways 20 --shots 1 \\
-    --queries 5 --episodes 2000 --out {{module}}-omniglot.safetensors
+{{train}}
 # ... then classify your own images with the model: one sub-folder of examples per class.
 metastudio classify --model {{module}}-omniglot.safetensors --support my_examples/ --query new_images/
 ```
@@ -403,9 +417,106 @@ In the app, choose the algorithm `{{title}}` under **Advanced** or on the **Meta
 
 ## Next
 
-Change `NearestCentroid` in `src/{{module}}/plugin.py` into your algorithm; the test kit says
+Change `{{class}}` in `src/{{module}}/plugin.py` into your algorithm; the test kit says
 which part of the contract a change breaks. What each hook must return:
 `metastudio/plugins/hookspecs.py` in MetaStudio; the guide is MetaStudio's `docs/plugins.md`.
+'''
+
+TRAIN_EPISODES = '''\
+# Meta-train it on episodes (here of Omniglot, downloaded on first use) ...
+metastudio train --algorithm {{name}} --backbone conv4 --dataset omniglot --ways 20 --shots 1 \\
+    --queries 5 --episodes 2000 --out {{module}}-omniglot.safetensors'''
+
+TRAIN_BATCHES = '''\
+# Train it on labelled batches of every training class (here of Omniglot, downloaded on first use) ...
+metastudio train --algorithm {{name}} --backbone conv4 --dataset omniglot --batch-steps 10000 \\
+    --batch-size 64 --out {{module}}-omniglot.safetensors'''
+
+PLUGIN_BATCHES = '''\
+"""{{title}}: pretrain, then nearest class mean (SimpleShot, Wang et al. 2019, at its smallest).
+
+Training is not episodic (``trains_on = "batches"``): the backbone and a linear classifier of
+every training class learn with cross-entropy on labelled batches. The classifier is only for
+training (in ``training_modules``: resumed, never in the model file). The features are centred
+on the mean feature of the training images and scaled to unit length (``feature_transform``,
+CL2N); the mean follows the network while it trains (``feature_mean_fitted``). A new image goes
+to the nearest mean of each class's examples. Everything comes from ``metastudio.api``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from metastudio.api import (
+    TRAINING_HYPERPARAMETERS, AdaptProgress, Algorithm, FeatureTransformMixin, HyperParameter, LabelledBatch,
+    Learner, SupportSet, class_means, feature_transform_hyperparameter, hookimpl,
+)
+
+#: The version of MetaStudio's hook API this plugin is written against.
+METASTUDIO_API_VERSION = {{api_version}}
+
+
+class NearestMean(FeatureTransformMixin, Algorithm):
+    """A classifier of every training class, then the nearest class mean of transformed features."""
+
+    name = "{{name}}"  # what 'metastudio train --algorithm' and model files call it
+    version = "1"  # raise it when what the model saves changes
+    title = "{{title}}"
+    family = "metric"
+    description = "Trains a plain classifier of every training class, then classifies by the nearest class mean."
+    trains_on = "batches"
+    feature_mean_fitted = "by the algorithm"  # update_feature_mean below keeps it up to date
+    hyperparameters = TRAINING_HYPERPARAMETERS + (
+        feature_transform_hyperparameter("cl2n"),
+        HyperParameter("temperature", float, 10.0, "Multiplies minus the squared distances before the softmax "
+                       "(larger = more confident predictions).", 0.01, 1000.0, role="adaptation"),
+    )
+
+    def start_batch_training(self, classes: int) -> None:
+        self.training_modules["classifier"] = torch.nn.Linear(self.backbone.out_features, classes)
+
+    def batch_train_step(self, batch: LabelledBatch) -> dict[str, float]:
+        # The classifier learns from the features before the transform; labels arrive on the CPU.
+        logits = self.training_modules["classifier"](self.backbone_features(batch.images))
+        labels = batch.labels.to(logits.device)
+        loss = F.cross_entropy(logits, labels)
+        self.optimizer_step(loss)
+        self.update_feature_mean(batch.images[:16])
+        return {"loss": loss.item(), "accuracy": (logits.argmax(1) == labels).float().mean().item()}
+
+    def adapt(self, support: SupportSet, progress=None) -> Learner:
+        features = self.embed_all(support.images)  # transformed; in eval mode, without gradients
+        means = class_means(features, support.labels.to(features.device), support.ways)
+        if progress is not None:
+            progress(AdaptProgress(1, 1))  # adaptation is one step, and it is done
+        return MeanLearner(self, means, support.class_names)
+
+    def restore_learner(self, class_names: Sequence[str], state: Mapping[str, torch.Tensor]) -> Learner:
+        """A learner saved with a project (what its learner_state returned), rebuilt."""
+        return MeanLearner(self, state["means"].to(self.device), class_names)
+
+
+class MeanLearner(Learner):
+    """One support set's classifier: the algorithm (a submodule) and the class means (a buffer)."""
+
+    def __init__(self, algorithm: NearestMean, means: torch.Tensor, class_names: Sequence[str]):
+        super().__init__(class_names, algorithm)
+        self.register_buffer("means", means)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        squared = (self.algorithm.embed(images).unsqueeze(1) - self.means).pow(2).sum(2)  # [B, N]
+        return -self.algorithm.hparams["temperature"] * squared
+
+    def learner_state(self) -> dict[str, torch.Tensor]:
+        return {"means": self.means}
+
+
+@hookimpl
+def metastudio_algorithms():
+    return [NearestMean]
 '''
 
 CI_RUN = '''\

@@ -67,7 +67,7 @@ def cmd_plugins_validate(args) -> int:
 def cmd_new_plugin(args) -> int:
     from metastudio.app.newplugin import write_plugin_package
 
-    made = write_plugin_package(args.name, args.out)
+    made = write_plugin_package(args.name, args.out, args.trains_on)
     print(f"wrote the package {made.names.distribution} into {made.folder} (plugin and algorithm '{made.names.name}', "
           f"module '{made.names.module}', needs {made.requirement}):")
     print("\n".join(f"  {made.folder / relative}" for relative in made.files))
@@ -106,6 +106,10 @@ def _add_new_plugin(sub) -> None:
     n.add_argument("name", metavar="NAME", help="the plugin's name, lower case (e.g. my-algo): its entry-point and "
                    "algorithm name; the module is NAME with '-' as '_', the package metastudio-NAME")
     n.add_argument("--out", default=".", metavar="DIR", help="where to write the NAME folder (default: here)")
+    n.add_argument("--trains-on", choices=("episodes", "batches"), default="episodes",
+                   help="the algorithm it starts from: meta-trained on episodes (default; Prototypical Networks at "
+                        "its smallest) or trained as a classifier of every training class on labelled batches, then "
+                        "nearest class mean (SimpleShot at its smallest)")
     n.set_defaults(func=cmd_new_plugin)
 
 

@@ -237,3 +237,20 @@ def test_the_ci_script_installs_the_package_and_runs_its_tests(generated, overla
     finally:
         _run([python, "-m", "pip", "uninstall", "-y", "metastudio-demo"], tmp_path)
     assert not _installed_in_test_venv("metastudio-demo")
+
+
+def test_a_package_whose_algorithm_trains_on_batches_validates_clean_from_its_folder(tmp_path):
+    """``--trains-on batches`` starts from SimpleShot at its smallest: a classifier of every
+    training class, then the nearest class mean; the test kit passes it as written."""
+    done = _run([METASTUDIO_COMMAND, "new-plugin", "demo-batches", "--trains-on", "batches"], tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    folder = tmp_path / "demo-batches"
+    plugin = (folder / "src/demo_batches/plugin.py").read_text()
+    assert 'trains_on = "batches"' in plugin and "class NearestMean(FeatureTransformMixin, Algorithm)" in plugin
+    assert "from demo_batches.plugin import NearestMean" in (folder / "tests/test_plugin.py").read_text()
+    assert "--batch-steps" in (folder / "README.md").read_text()
+    checked = _run([METASTUDIO_COMMAND, "plugins", "validate", folder], tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "ok: algorithm demo-batches passes the test kit" in checked.stdout, checked.stdout
+    wrong = _run([METASTUDIO_COMMAND, "new-plugin", "other", "--trains-on", "pixels"], tmp_path)
+    assert wrong.returncode == 2 and "invalid choice: 'pixels'" in wrong.stderr
