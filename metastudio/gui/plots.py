@@ -159,6 +159,22 @@ class LivePlot(QWidget):
         item.setClipToView(True)
         self._series[key] = _Series(key, label, item, axis)
 
+    def show_series(self, key: str, shown: bool) -> None:
+        """Show or hide a series, with its line in the legend (a hidden one keeps its points)."""
+        s = self._get(key)
+        s.item.setVisible(shown)
+        if self.legend is None:
+            return
+        listed = any(sample.item is s.item for sample, _ in self.legend.items)
+        if shown and not listed:
+            self.legend.addItem(s.item, s.label)
+        elif not shown and listed:
+            self.legend.removeItem(s.item)
+
+    def series_shown(self, key: str) -> bool:
+        """Whether the series is shown (see :meth:`show_series`)."""
+        return self._get(key).item.isVisible()
+
     # -- data ------------------------------------------------------------------------------------
     def _get(self, key: str) -> _Series:
         try:

@@ -39,5 +39,9 @@ def test_choosing_simpleshot_shows_batch_fields_and_training_plots_batch_curves(
     assert "way" not in title, title  # no practice rounds to describe
     assert panel.plot.series_length("batch_loss") >= 2 and panel.plot.series_length("loss") == 0
     assert panel.plot.series_length("val_acc") == 2
+    # The legend lists the curves of this run only: batch ones, no (empty) episode ones.
+    legend = [label.text for _, label in panel.plot.legend.items]
+    assert legend == ["validation accuracy", "batch loss", "batch accuracy (all training classes)"], legend
+    assert panel.plot.series_shown("batch_loss") and not panel.plot.series_shown("loss")
     assert "batches/s" in panel.progress.progress_bar.format() or panel.last_result()["status"] == "completed"
     assert read_metadata(path)["dataset"]["batch_steps"] == 12

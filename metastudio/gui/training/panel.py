@@ -224,7 +224,8 @@ class TrainingPanel(QWidget):
             plan = TrainingPlan.from_dict({**plan.to_dict(), "out": str(self._new_model_path(plan))})
         self._run_plan = plan
         self._last_result = None
-        self.progress.begin(plan.meta_batch)
+        trains_on = getattr(self.host.algorithms.get(plan.algorithm), "trains_on", "episodes")
+        self.progress.begin(plan.meta_batch, trains_on if isinstance(trains_on, str) else "episodes")
         # No Qt parent: Python owns the thread and the worker, so a caller holding the thread
         # (a test) can still ask it isFinished() after the panel let go of it.
         thread = QThread()

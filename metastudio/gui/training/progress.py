@@ -51,6 +51,7 @@ class RunProgress(QWidget):
         self.plot.add_series("batch_loss", "batch loss", COLOURS["loss"], axis="left", style=dashed)
         self.plot.add_series("batch_acc", "batch accuracy (all training classes)", COLOURS["train_acc"], axis="right",
                              style=dashed)
+        self.show_curves_of("episodes")  # until a run says otherwise
         self.adaptation_plot = LivePlot("Adaptation", x_label="adaptation step", left_label="support loss",
                                         empty_text="No adaptation yet.")
         self.adaptation_plot.add_series("adapt_loss", "adaptation loss", COLOURS["adapt_loss"], symbol="o")
@@ -88,8 +89,10 @@ class RunProgress(QWidget):
         self.progress_bar.setFormat(text)
 
     # -- a run, from start to end ---------------------------------------------------------------
-    def begin(self, meta_batch: int) -> None:
-        """A new run starts (``meta_batch`` episodes a step): forget the last one."""
+    def begin(self, meta_batch: int, trains_on: str = "episodes") -> None:
+        """A new run starts (``meta_batch`` episodes a step): forget the last one. Only the
+        curves of what the algorithm trains on (``trains_on``) are shown, and in the legend."""
+        self.show_curves_of(trains_on)
         self._meta_batch = meta_batch
         self.latest_step = None
         self._eps_average = None
@@ -98,6 +101,15 @@ class RunProgress(QWidget):
         self.plot.set_empty_text("Loading the data…")
         self.progress_bar.setRange(0, 0)
         self.progress_bar.setFormat("preparing…")
+
+    def show_curves_of(self, trains_on: str) -> None:
+        """Show the training curves of an algorithm that trains on ``trains_on`` (episode ones,
+        batch ones or both); validation, always on episodes, is always shown."""
+        parts = trains_on.split("+")
+        for key in ("loss", "train_acc"):
+            self.plot.show_series(key, "episodes" in parts)
+        for key in ("batch_loss", "batch_acc"):
+            self.plot.show_series(key, "batches" in parts)
 
     def set_running(self, running: bool) -> None:
         self._running = running
