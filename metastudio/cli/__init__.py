@@ -17,10 +17,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
-from pathlib import Path
 
 from metastudio.app.catalogue import resolve_model
 from metastudio.cli.arguments import DEBUG_HELP, DEVICE_HELP, HP_ADAPTATION_HELP, common_args, timeout_arg
+from metastudio.cli.classifying import adapt_to_support_folder, parse_hparams, print_predictions, query_files
 from metastudio.cli.plugin_commands import add_plugin_commands
 from metastudio.errors import EXIT_ERROR, EXIT_INTERRUPTED, for_person, plugin_in_traceback
 
@@ -33,16 +33,6 @@ def _progress_bar(desc: str, unit: str = "img"):
     from metastudio.data.progress import text_progress
 
     return text_progress(desc, unit)
-
-
-def _parse_hparams(items: Sequence[str]) -> dict[str, str]:
-    out = {}
-    for item in items or ():
-        if "=" not in item:
-            raise ValueError(f"--hp expects NAME=VALUE, got '{item}'")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def _dataset_options(spec, args) -> dict:
@@ -157,7 +147,7 @@ def _training_plan(args, host):
         ways=args.ways, shots=args.shots, queries=args.queries, episodes=args.episodes or 1, meta_batch=args.meta_batch,
         batch_steps=args.batch_steps, batch_size=args.batch_size,
         val_every=args.val_every, val_episodes=args.val_episodes, val_ways=args.val_ways, val_shots=args.val_shots,
-        val_queries=args.val_queries, hparams=_parse_hparams(args.hp), image_size=args.image_size,
+        val_queries=args.val_queries, hparams=parse_hparams(args.hp), image_size=args.image_size,
         device=args.device, precision=args.precision, seed=args.seed, freeze_backbone=args.freeze_backbone,
         fit=args.fit, out=args.out, init=args.init)
     return plan, val_split.lower() != "none"
@@ -267,7 +257,7 @@ def cmd_eval(args) -> int:
     host = get_host(safe_mode=args.safe_mode or None)
     path = resolve_model(args.model)
     device = _device(args)
-    overrides = _parse_hparams(args.hp)
+    overrides = parse_hparams(args.hp)
     loaded = load_model(path, host, device, overrides)
     algorithm, meta = loaded.algorithm, loaded.metadata
     algorithm.use_amp = args.precision != "fp32"
@@ -295,65 +285,6 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _query_files(items: Sequence[str]) -> list[Path]:
-    """The image files named by the --query files and folders. Every entry that can't be used
-    (missing, a broken link or a loop, a pipe, a name that isn't text, a drawing or document
-    format) is a ``warning:`` line on stderr and the rest is used; it is an error only when no
-    file is left."""
-    from metastudio.data.listing import NOT_FOUND, find_images
-    from metastudio.errors import MetaStudioError
-
-    files: list[Path] = []
-    problems = []
-    for item in items:
-        found, bad = find_images([item])
-        if not found and not bad and Path(item).expanduser().is_dir():
-            print(f"warning: no image files in '{Path(item).expanduser()}'", file=sys.stderr)
-        files += found
-        problems += bad
-    missing = next((p for p in problems if p.reason == NOT_FOUND), None) if not files else None
-    for problem in problems:
-        if problem is not missing:
-            print(f"warning: {problem}; skipped", file=sys.stderr)
-    if missing is not None:
-        raise MetaStudioError(f"query '{missing.path}' does not exist")
-    if not files:
-        raise MetaStudioError("no query images to classify")
-    return files
-
-
-def _adapt_to_support_folder(session, folder: str) -> None:
-    """Adapt ``session`` to the class folders of ``folder`` (a folder or zip of one sub-folder of
-    images per class), saying on stderr which files could not be used."""
-    from metastudio.data.datasets import load_class_folders
-    from metastudio.errors import MetaStudioError
-
-    algorithm = session.algorithm
-    support = load_class_folders(folder, image_size=algorithm.image_size, channels=algorithm.channels,
-                                 fit=algorithm.fit, use_cache=False)
-    for problem in support.problems:
-        print(f"warning: {problem}", file=sys.stderr)
-    if support.num_classes < 2:
-        raise MetaStudioError(
-            f"the support folder '{folder}' has {support.num_classes} class with images; "
-            "make one sub-folder per class, with at least two classes"
-        )
-    session.adapt_to([support.class_images(c) for c in range(support.num_classes)], support.class_names)
-
-
-def _print_predictions(result, labels: dict[str, str]) -> None:
-    """One line per classified image: its best class and probability, or why it is unsure."""
-    width = max(len(labels[i]) for i in result.probabilities)
-    for image_id, row in result.probabilities.items():
-        best = result.class_names[max(range(len(row)), key=row.__getitem__)]
-        confidence = f"{100 * max(row):.1f}%"
-        label = labels[image_id].ljust(width)
-        if image_id in result.unsure:  # no answer, only the closest class
-            print(f"{label}  unsure: {result.unsure[image_id]} (closest: {best}, {confidence})")
-        else:
-            print(f"{label}  {best}  ({confidence})")
-
-
 def cmd_classify(args) -> int:
     from metastudio.app.session import ClassifierSession, write_predictions
     from metastudio.engine.devices import describe_device
@@ -364,19 +295,19 @@ def cmd_classify(args) -> int:
     path = resolve_model(args.model)
     session = ClassifierSession(host, args.device, time_limit=args.timeout)
     print(f"device: {describe_device(session.device)}", file=sys.stderr)
-    session.load(path, _parse_hparams(args.hp))
+    session.load(path, parse_hparams(args.hp))
     if args.support:
-        _adapt_to_support_folder(session, args.support)
+        adapt_to_support_folder(session, args.support)
     elif not session.use_saved_classes():
         raise MetaStudioError("--support is needed: this model holds no adapted classes")
-    queries = [(str(i), f) for i, f in enumerate(_query_files(args.query))]
+    queries = [(str(i), f) for i, f in enumerate(query_files(args.query))]
     labels = {image_id: str(f) for image_id, f in queries}
     result = session.classify(queries)
     for image_id, reason in result.problems.items():
         print(f"warning: {ImageLoadError(labels[image_id], reason)}; skipped", file=sys.stderr)
     if not result.probabilities:
         raise MetaStudioError("none of the query images could be read")
-    _print_predictions(result, labels)
+    print_predictions(result, labels)
     if args.csv:
         # Always the same columns (the app's export too): file, predicted, a column per class, unsure.
         write_predictions(args.csv, result, [(i, labels[i]) for i in result.probabilities])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import EpsImagePlugin, Image
 
-from metastudio.cli import _query_files
+from metastudio.cli.classifying import query_files as _query_files
 from metastudio.data.images import load_image
 from metastudio.data.listing import (BAD_NAME, BROKEN_LINK, FOLDER_LOOP, LINK_LOOP, NAME_TOO_LONG, NOT_A_FILE, NOT_FOUND,
                                      UNSUPPORTED, find_images)
