@@ -21,7 +21,9 @@ from contextlib import contextmanager
 from metastudio.app.catalogue import resolve_model
 from metastudio.cli.arguments import DEBUG_HELP, DEVICE_HELP, HP_ADAPTATION_HELP, common_args, timeout_arg
 from metastudio.cli.classifying import adapt_to_support_folder, parse_hparams, print_predictions, query_files
+from metastudio.cli.compare_commands import add_compare_command
 from metastudio.cli.plugin_commands import add_plugin_commands
+from metastudio.cli.sort_commands import add_sort_command
 from metastudio.errors import EXIT_ERROR, EXIT_INTERRUPTED, for_person, plugin_in_traceback
 
 
@@ -443,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_classify(sub)
     add_plugin_commands(sub)
+    add_sort_command(sub)
+    add_compare_command(sub)
     _add_info(sub)
     return p
 
