@@ -71,6 +71,7 @@ def test_meta_gradient_reaches_the_meta_learner_and_the_initial_weights():
     assert algo.head_weight.grad is not None and algo.backbone.encoder[0][0].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.long  # ~35 s on 2 cores; the contract test's learning check runs in make test
 def test_meta_training_lowers_the_loss_and_learns():
     algo = build(lr=3e-3, inner_lr=0.3, inner_steps=2, adapt_steps=2)
     losses, _, accuracy = meta_train_on_tiny_episodes(algo, 40)
