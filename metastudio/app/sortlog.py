@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from metastudio.data import jsondoc
-from metastudio.data.fileio import atomic_write, host_tag, pid_running, temp_owner
+from metastudio.data.fileio import atomic_write, fsync_folder, host_tag, pid_running, temp_owner
 from metastudio.errors import MetaStudioError, os_reason
 
 LOG_PREFIX = ".metastudio-sort-"
@@ -151,22 +151,6 @@ def move_file(source: Path, destination: Path) -> None:
         except OSError:
             pass  # the log has it as planned: undo removes the second name
         raise
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make a folder's entries durable (POSIX; nothing elsewhere)."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_log(path: Path, doc: dict[str, Any]) -> None:

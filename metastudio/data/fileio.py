@@ -75,6 +75,22 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     return path
 
 
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """Make a folder's entries (a rename, a new file) durable: POSIX only, best effort."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def pid_running(pid: int) -> bool:
     """Whether a process ``pid`` exists (our own counts as running). When unsure, ``True``:
     what it may still be using is then kept."""

@@ -47,7 +47,7 @@ from metastudio.app.project.manifest import (
     parse_manifest_text,
 )
 from metastudio.app.project.model import IMAGES, MODELS, Project, part_path
-from metastudio.data.fileio import atomic_write
+from metastudio.data.fileio import atomic_write, fsync_folder
 from metastudio.errors import CheckpointError, ProjectError, message_of, os_reason
 
 #: The most bytes one image, and one model, of a project file may unpack to (a model of a
@@ -99,7 +99,7 @@ def write_project(project: Project, path: Path) -> None:
         raise ProjectError(
             f"could not save the project to '{path}': {reason}; any previous file there is unchanged"
         ) from cause
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
 def _write_archive(tmp: Path, text: str, sizes: dict[str, int], members: list[tuple[str, Path]]) -> None:
@@ -136,22 +136,6 @@ def _add_file(archive: zipfile.ZipFile, arcname: str, source: Path, size: int) -
             dst.write(chunk)
     if copied != size:
         raise OSError(errno.EIO, f"'{source}' changed while it was being saved")
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (POSIX; best effort)."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------------------------
