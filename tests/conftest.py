@@ -228,3 +228,17 @@ def panel(qtbot, host, tmp_path):
     yield p
     p.shutdown()
     assert not p.is_running()
+
+
+@pytest.fixture(scope="module")
+def tiny_host():
+    """Built-ins plus a tiny backbone ("tiny", helpers.TINY) registered in-process (fast contract checks)."""
+    import types
+
+    from helpers import TINY
+    from metastudio.plugins import PluginHost, hookimpl
+
+    host = PluginHost(safe_mode=True, disabled=()).load_entry_points()  # built-ins only
+    host.register_module(types.SimpleNamespace(metastudio_backbones=hookimpl(lambda: [TINY])), "tiny-backbone")
+    assert host.records["tiny-backbone"].status == "ok", host.records["tiny-backbone"].error
+    return host

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+from metastudio.algorithms.backbone import BackboneSpec
 
 
 def assert_standalone_reproduces(learner, algorithm, query_images: torch.Tensor, atol: float = 1e-5) -> torch.Tensor:
@@ -204,3 +207,33 @@ def register_algorithm(host, cls):
 
     host.register_module(types.SimpleNamespace(metastudio_algorithms=hookimpl(lambda: [cls])), f"test-{cls.name}")
 
+
+# -- a tiny backbone and Prototypical Networks variants, for fast test-kit checks ----------------
+class TinyNet(nn.Module):
+    """A one-layer CNN: a backbone that makes the test kit's checks fast."""
+
+    def __init__(self, in_channels: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
+                                  nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.out_features = 32
+
+    def forward(self, x):
+        return self.body(x)
+
+
+#: TinyNet as the backbone "tiny" (the ``tiny_host`` fixture registers it).
+TINY = BackboneSpec("tiny", lambda c, s: TinyNet(c), "A one-layer CNN for fast tests.")
+
+
+def proto_with_learner(learner_cls: type):
+    """Prototypical Networks whose learners are ``learner_cls(algorithm, prototypes, class_names)``."""
+    from metastudio_builtins.algorithms.protonet import PrototypicalNetworks
+
+    class Proto(PrototypicalNetworks):
+        def adapt(self, support, progress=None):
+            learner = super().adapt(support, progress)
+            return learner_cls(self, learner.prototypes, learner.class_names)
+
+    Proto.__name__ = Proto.__qualname__ = f"{learner_cls.__name__}Proto"
+    return Proto

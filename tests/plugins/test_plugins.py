@@ -12,7 +12,6 @@ import inspect
 import json
 import sys
 import textwrap
-import types
 from importlib import metadata
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import BUILTIN_ALGORITHMS
+from helpers import TINY, TinyNet, proto_with_learner
 from plugin_packages import install
 from PIL import Image
 from torch import nn
@@ -32,7 +32,7 @@ from metastudio.algorithms.backbone import BackboneSpec
 from metastudio.data.datasets import DatasetSpec, FewShotDataset
 from metastudio.data.episodes import EpisodeSampler
 from metastudio.errors import MetaStudioError, UnknownComponentError
-from metastudio.plugins import HOOK_API_VERSION, PluginHost, get_host, hookimpl, hookspecs, manager, reset_host
+from metastudio.plugins import HOOK_API_VERSION, PluginHost, get_host, hookspecs, manager, reset_host
 from metastudio.plugins.testkit import check_algorithm, check_backbone, check_dataset, synthetic_dataset
 from metastudio_builtins.algorithms.protonet import PrototypicalNetworks, ProtoLearner
 
@@ -58,17 +58,6 @@ def clean_plugin_state(monkeypatch):
     torch.set_num_threads(threads)
     for name in [m for m in sys.modules if m.startswith(MODULE_PREFIX)]:
         del sys.modules[name]
-
-
-class TinyNet(nn.Module):
-    def __init__(self, in_channels: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
-                                  nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
-        self.out_features = 32
-
-    def forward(self, x):
-        return self.body(x)
 
 
 #: A third-party plugin offering TinyNet as "tinynet" (its source, as a file of its own).
@@ -197,18 +186,6 @@ def third_party(tmp_path, monkeypatch):
     plugins.update({name: (dist, module, source) for name, (dist, module, source, _) in BROKEN.items()})
     install(tmp_path / "site", monkeypatch, plugins, version="1.0")
     return plugins
-
-
-TINY = BackboneSpec("tiny", lambda c, s: TinyNet(c), "A one-layer CNN for fast tests.")
-
-
-@pytest.fixture(scope="module")
-def tiny_host():
-    """Built-ins plus a tiny backbone registered in-process (fast contract checks)."""
-    host = PluginHost(safe_mode=True, disabled=()).load_entry_points()  # built-ins only
-    host.register_module(types.SimpleNamespace(metastudio_backbones=hookimpl(lambda: [TINY])), "tiny-backbone")
-    assert host.records["tiny-backbone"].status == "ok", host.records["tiny-backbone"].error
-    return host
 
 
 # ----------------------------------------------------------------------------------------------
@@ -501,18 +478,6 @@ def test_protonet_passes_the_algorithm_contract(tmp_path):
 def test_protonet_with_cosine_distance_passes_the_contract(tiny_host, tmp_path):
     check_algorithm(PrototypicalNetworks, backbone="tiny", host=tiny_host, steps=4, tmp_path=tmp_path,
                     hparams={"distance": "cosine", "lr": 0.01})
-
-
-def proto_with_learner(learner_cls: type) -> type[PrototypicalNetworks]:
-    """Prototypical Networks whose learners are ``learner_cls(algorithm, prototypes, class_names)``."""
-
-    class Proto(PrototypicalNetworks):
-        def adapt(self, support, progress=None):
-            learner = super().adapt(support, progress)
-            return learner_cls(self, learner.prototypes, learner.class_names)
-
-    Proto.__name__ = Proto.__qualname__ = f"{learner_cls.__name__}Proto"
-    return Proto
 
 
 class SigmoidLearner(ProtoLearner):

@@ -6,7 +6,6 @@ again, an older learner's own as_module, CUDA (skipped without a GPU, saying so)
 from __future__ import annotations
 
 import random
-import types
 
 import pytest
 import torch
@@ -17,49 +16,16 @@ from metastudio.algorithms.backbone import BackboneSpec
 from metastudio.algorithms.base import Algorithm
 from metastudio.data.datasets import DatasetSpec
 from metastudio.engine.checkpoint import read_metadata
-from metastudio.plugins import PluginHost, hookimpl
 from metastudio.plugins import testkit
 from metastudio.plugins.testkit import OPTIONAL_CHECKS, check_algorithm, check_backbone, check_dataset, skipped_checks
 from metastudio_builtins.algorithms.matchingnet import MatchingNetworks
 from metastudio_builtins.algorithms.protonet import PrototypicalNetworks, ProtoLearner
 
-
-class TinyNet(nn.Module):
-    def __init__(self, in_channels: int):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(in_channels, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8),
-                                  nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
-        self.out_features = 32
-
-    def forward(self, x):
-        return self.body(x)
-
-
-TINY = BackboneSpec("tiny", lambda c, s: TinyNet(c), "A one-layer CNN for fast tests.")
-
-
-@pytest.fixture(scope="module")
-def tiny_host():
-    """Built-ins plus a tiny backbone registered in-process (fast checks)."""
-    host = PluginHost(safe_mode=True, disabled=()).load_entry_points()
-    host.register_module(types.SimpleNamespace(metastudio_backbones=hookimpl(lambda: [TINY])), "tiny-backbone")
-    return host
+from helpers import proto_with_learner
 
 
 def check(cls, tiny_host, tmp_path, **kwargs):
     return check_algorithm(cls, backbone="tiny", host=tiny_host, steps=4, tmp_path=tmp_path, **kwargs)
-
-
-def with_learner(learner_cls: type) -> type[PrototypicalNetworks]:
-    """Prototypical Networks whose learners are ``learner_cls(algorithm, prototypes, class_names)``."""
-
-    class Proto(PrototypicalNetworks):
-        def adapt(self, support, progress=None):
-            learner = super().adapt(support, progress)
-            return learner_cls(self, learner.prototypes, learner.class_names)
-
-    Proto.__name__ = Proto.__qualname__ = f"{learner_cls.__name__}Proto"
-    return Proto
 
 
 # ----------------------------------------------------------------------------------------------
@@ -89,7 +55,7 @@ class AssertsInForward(ProtoLearner):
 @pytest.mark.parametrize(("cls", "step", "raised"), [
     (AdaptRaises, "adapt", RuntimeError),
     (TrainStepRaises, "meta_train_step", KeyError),
-    (with_learner(AssertsInForward), "predict_proba", AssertionError),
+    (proto_with_learner(AssertsInForward), "predict_proba", AssertionError),
 ])
 def test_what_the_algorithm_raises_comes_out_as_the_kits_failure_naming_step_and_algorithm(cls, step, raised,
                                                                                         tiny_host, tmp_path):
@@ -136,10 +102,10 @@ class FlatEmptyLearner(ProtoLearner):
 
 def test_empty_query_batches_must_give_empty_results(tiny_host, tmp_path):
     with pytest.raises(AssertionError, match=r"^\[empty queries\] .* raised \w+Error: torch.cat"):
-        check(with_learner(ChunkingLearner), tiny_host, tmp_path)
+        check(proto_with_learner(ChunkingLearner), tiny_host, tmp_path)
     with pytest.raises(AssertionError, match=r"\[empty queries: predict_proba\] predict_proba must return "
                                              r"\[queries, ways\] = \[0, 5\].*got \[0\]"):
-        check(with_learner(FlatEmptyLearner), tiny_host, tmp_path)
+        check(proto_with_learner(FlatEmptyLearner), tiny_host, tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -299,7 +265,7 @@ def test_export_files_are_run_again_and_an_older_as_module_must_agree(tiny_host,
     assert {"export torchscript", "export onnx"} <= set(report.passed)
     assert (tmp_path / "protonet-export-onnx" / "model.onnx").is_file()
     with pytest.raises(AssertionError, match=r"^\[as_module\] the module of OwnModuleLearner.as_module"):
-        check(with_learner(OwnModuleLearner), tiny_host, tmp_path)
+        check(proto_with_learner(OwnModuleLearner), tiny_host, tmp_path)
 
 
 def test_onnx_is_left_out_unless_asked_for_and_bad_arguments_are_refused(tiny_host, tmp_path):
